@@ -1,0 +1,228 @@
+"""Experiment configuration: frozen, validated pydantic models loaded from YAML.
+
+Every validation error names the YAML key path and the file, e.g.::
+
+    experiments/x.yaml: engine.max_num_seqs: must be ≥ 1, got 0
+    experiments/x.yaml: engine.max_num_seq: unknown key (did you mean max_num_seqs?)
+
+Sections owned by other modules (``workload``, ``slo``, ``search``, ``sweep``, ``cost``) are
+validated by the pydantic model those modules register in :data:`SECTION_MODELS`, with the same
+error formatting.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sim.errors import ConfigError, suggest
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+
+
+class Frozen(BaseModel):
+    """Base for config sections: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParallelConfig(Frozen):
+    """Parallelism of one replica."""
+
+    tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per pipeline stage)")
+    pp: int = Field(1, ge=1, description="pipeline-parallel stages")
+    ep: int = Field(1, ge=1, description="expert-parallel degree for MoE (1 = experts sharded by TP, as vLLM without --enable-expert-parallel)")
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs one replica occupies."""
+        return self.tp * self.pp
+
+
+class PrecisionConfig(Frozen):
+    """Numeric formats: weights, activations (GEMM compute dtype) and KV cache."""
+
+    weights: Dtype = "bf16"
+    activations: Dtype | None = Field(None, description="GEMM input dtype; default fp8 for fp8 weights (W8A8), else bf16")
+    kv_cache: Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8"] = Field("auto", description="auto = 16-bit (bf16) like vLLM's default")
+
+    @property
+    def compute_dtype(self) -> str:
+        """Dtype whose peak FLOPS applies to GEMMs."""
+        if self.activations is not None:
+            return self.activations
+        return "fp8" if self.weights == "fp8" else ("fp32" if self.weights == "fp32" else "bf16")
+
+    @property
+    def kv_dtype(self) -> str:
+        """Resolved KV-cache dtype."""
+        return "bf16" if self.kv_cache == "auto" else self.kv_cache
+
+
+class EngineConfig(Frozen):
+    """Serving-engine settings, named as in vLLM."""
+
+    policy: str = "vllm"
+    max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default as vLLM V1: 8192 on GPUs with ≥ 70 GiB, else 2048")
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = False
+    block_size: int = Field(16, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(None, ge=1, description="default: the model's max_position_embeddings")
+    long_prefill_token_threshold: int = Field(0, ge=0)
+    preemption_mode: Literal["recompute", "swap"] = "recompute"
+    swap_space_gib: float = Field(4.0, ge=0.0)
+    num_kv_blocks: int | None = Field(None, ge=1, description="override the memory plan's KV block count (e.g. vLLM's logged '# GPU blocks')")
+    policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
+
+
+# Sections validated by models that live with the code that uses them: key -> "module:Class".
+SECTION_MODELS: dict[str, str] = {
+    "workload": "workloads.config:WorkloadConfig",
+    "slo": "sim.slo:SLOConfig",
+    "search": "sim.capacity:SearchConfig",
+    "sweep": "sim.sweep:SweepConfig",
+    "cost": "sim.costs:CostConfig",
+}
+
+
+class ExperimentConfig(Frozen):
+    """A whole experiment file. ``workload``/``slo``/``search``/``sweep``/``cost`` hold the validated
+    section models registered in :data:`SECTION_MODELS` (or None when absent)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = "experiment"
+    seed: int = 0
+    model: str
+    hardware: str
+    parallel: ParallelConfig = ParallelConfig()
+    precision: PrecisionConfig = PrecisionConfig()
+    engine: EngineConfig = EngineConfig()
+    replicas: int = Field(1, ge=1)
+    router: str = "round-robin"
+    max_duration_s: float | None = Field(None, gt=0, description="simulation horizon; unfinished requests are reported as backlog")
+    warmup_s: float = Field(0.0, ge=0, description="requests arriving before this time are excluded from latency statistics")
+    save_csv: bool = False
+    workload: Any = None
+    slo: Any = None
+    search: Any = None
+    sweep: Any = None
+    cost: Any = None
+    base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
+
+    def resolve_path(self, p: str | Path) -> Path:
+        """Resolve a path written in the experiment file relative to that file's directory."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (the resolved config saved next to results)."""
+        out = self.model_dump(mode="json", exclude={"workload", "slo", "search", "sweep", "cost"})
+        for key in SECTION_MODELS:
+            val = getattr(self, key)
+            out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val
+        return out
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _model_fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the sub-model at ``loc`` (for 'did you mean' on unknown keys)."""
+    cur: Any = model
+    for part in loc:
+        fields = getattr(cur, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        ann = fields[part].annotation
+        sub = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            break
+        cur = sub
+    return list(getattr(cur, "model_fields", {}))
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, prefix: tuple = ()) -> ConfigError:
+    """Turn a pydantic error into one :class:`ConfigError` naming the file and each key path."""
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        where = _format_loc(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            choices = _model_fields_at(model, tuple(err["loc"])[:-1])
+            lines.append(f"{source}: {where}: unknown key{suggest(str(loc[-1]), choices)}")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: {where}: required key is missing")
+        else:
+            got = err.get("input")
+            got_s = f", got {got!r}" if not isinstance(got, dict) else ""
+            lines.append(f"{source}: {where}: {err['msg']}{got_s}")
+    return ConfigError("\n".join(lines))
+
+
+def _section_model(key: str) -> type[BaseModel] | None:
+    mod_name, cls_name = SECTION_MODELS[key].split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError:
+        return None
+    return getattr(mod, cls_name, None)
+
+
+def parse_experiment(data: dict[str, Any], source: str = "<experiment>", base_dir: str | Path = ".") -> ExperimentConfig:
+    """Validate a parsed experiment mapping. ``source`` names the file in error messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the experiment must be a YAML mapping, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    data.setdefault("base_dir", str(base_dir))
+    sections: dict[str, Any] = {}
+    for key in SECTION_MODELS:
+        raw = data.pop(key, None)
+        if raw is None:
+            sections[key] = None
+            continue
+        model = _section_model(key)
+        if model is None:
+            sections[key] = raw
+            continue
+        try:
+            sections[key] = model.model_validate(raw)
+        except ValidationError as exc:
+            raise format_validation_error(exc, model, source, (key,)) from None
+    try:
+        return ExperimentConfig.model_validate({**data, **sections})
+    except ValidationError as exc:
+        raise format_validation_error(exc, ExperimentConfig, source) from None
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Load and validate an experiment YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_experiment(data, str(path), path.resolve().parent)
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Return a new validated config with dotted-key overrides applied (``{"parallel.tp": 4}``)."""
+    data = cfg.to_dict()
+    for dotted, value in overrides.items():
+        cur = data
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            if cur.get(p) is None:
+                cur[p] = {}
+            cur = cur[p]
+        cur[parts[-1]] = value
+    return parse_experiment(data, f"<{cfg.name} with {overrides}>", cfg.base_dir)

@@ -1,0 +1,104 @@
+"""The contract between the scheduler and any cost model.
+
+The scheduler summarises one iteration's batch as a :class:`BatchShape` (a handful of integer sums,
+accumulated while it walks the requests it schedules, so pricing a batch is O(1) and never loops over
+requests again). A cost model turns the shape into a :class:`StepCost`.
+
+Each scheduled request i contributes ``new_i`` new tokens on top of ``ctx_i`` tokens already in its KV
+cache. This covers prefill (ctx = 0, new = prompt), chunked prefill (ctx > 0, new > 1) and decode
+(new = 1) uniformly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """Aggregate description of one iteration's batch (all sums over scheduled requests)."""
+
+    num_seqs: int = 0  # requests with ≥ 1 new token in this step
+    num_tokens: int = 0  # Σ new_i: tokens the forward pass processes
+    num_decode_seqs: int = 0  # requests with new_i == 1 and ctx_i > 0 (plain decode)
+    sum_ctx_x_new: int = 0  # Σ ctx_i · new_i: attention pairs against the cached prefix
+    sum_new_sq: int = 0  # Σ new_i²: for causal attention within the new chunk, Σ new_i(new_i+1)/2 = (sum_new_sq + num_tokens)/2
+    sum_kv_tokens: int = 0  # Σ (ctx_i + new_i): KV entries attention reads/writes this step
+    num_prefill_tokens: int = 0  # Σ new_i over requests that are not plain decodes
+    swap_bytes: int = 0  # bytes moved host<->device for swap preemption in this step
+
+    @property
+    def num_prefill_seqs(self) -> int:
+        """Requests in this step that are (chunked) prefills rather than plain decodes."""
+        return self.num_seqs - self.num_decode_seqs
+
+    @property
+    def causal_pairs(self) -> int:
+        """Number of (query, key) pairs attention computes: Σ new_i·ctx_i + new_i(new_i+1)/2."""
+        return self.sum_ctx_x_new + (self.sum_new_sq + self.num_tokens) // 2
+
+
+class BatchShapeBuilder:
+    """Accumulates a :class:`BatchShape` while a scheduler walks its requests (O(1) per request)."""
+
+    __slots__ = ("num_seqs", "num_tokens", "num_decode_seqs", "sum_ctx_x_new", "sum_new_sq",
+                 "sum_kv_tokens", "num_prefill_tokens", "swap_bytes")
+
+    def __init__(self) -> None:
+        self.num_seqs = self.num_tokens = self.num_decode_seqs = 0
+        self.sum_ctx_x_new = self.sum_new_sq = self.sum_kv_tokens = 0
+        self.num_prefill_tokens = self.swap_bytes = 0
+
+    def add(self, num_new_tokens: int, num_context_tokens: int) -> None:
+        """Add one request scheduled for ``num_new_tokens`` on top of ``num_context_tokens`` cached."""
+        n, c = num_new_tokens, num_context_tokens
+        self.num_seqs += 1
+        self.num_tokens += n
+        if n == 1 and c > 0:
+            self.num_decode_seqs += 1
+        else:
+            self.num_prefill_tokens += n
+        self.sum_ctx_x_new += c * n
+        self.sum_new_sq += n * n
+        self.sum_kv_tokens += c + n
+
+    def build(self) -> BatchShape:
+        """Freeze the sums into a :class:`BatchShape`."""
+        return BatchShape(self.num_seqs, self.num_tokens, self.num_decode_seqs, self.sum_ctx_x_new,
+                          self.sum_new_sq, self.sum_kv_tokens, self.num_prefill_tokens, self.swap_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """Price of one iteration."""
+
+    time_s: float  # wall time of the iteration, overheads included
+    flops: float = 0.0  # floating-point operations of the forward pass (per GPU)
+    bytes_moved: float = 0.0  # HBM bytes read+written (per GPU)
+    mfu: float = 0.0  # flops / (time_s · peak flops of one GPU)
+    mbu: float = 0.0  # bytes_moved / (time_s · peak HBM bandwidth of one GPU)
+    prefill_time_s: float = 0.0  # share of time_s attributed to prefill tokens (for the MFU/MBU split)
+    breakdown: dict[str, float] = field(default_factory=dict)  # op -> seconds (may be empty on the hot path)
+
+
+class CostModel(Protocol):
+    """Anything that can price an iteration. The engine only ever calls :meth:`step`."""
+
+    def step(self, shape: BatchShape) -> StepCost:
+        """Return the cost of running one iteration of ``shape``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ConstantCostModel:
+    """Every non-empty iteration takes ``step_time_s`` (queueing-theory oracles and tests).
+
+    With ``per_token_s`` > 0 the step is ``step_time_s + per_token_s · num_tokens``.
+    """
+
+    step_time_s: float
+    per_token_s: float = 0.0
+
+    def step(self, shape: BatchShape) -> StepCost:
+        """Constant (plus optional per-token) iteration time."""
+        return StepCost(time_s=self.step_time_s + self.per_token_s * shape.num_tokens)
