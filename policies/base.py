@@ -12,10 +12,19 @@ whether memory allows it and says no by return value. Policies never touch block
 """
 from __future__ import annotations
 
+import abc
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
-from sim.cost import BatchShape
-from sim.request import Request
+from sim.cost import BatchShape, BatchShapeBuilder
+from sim.errors import ConfigError
+from sim.kv_cache import KVCacheManager
+from sim.request import Request, RequestStatus
+
+# Reasons a request is rejected at admission (the ``reject_reason`` column).
+REJECT_TOO_LONG = "prompt longer than max_model_len"
+REJECT_KV_CAPACITY = "exceeds KV cache capacity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +50,244 @@ class SchedulerOutput:
     def is_empty(self) -> bool:
         """True when nothing was scheduled (the replica idles until the next arrival)."""
         return self.shape.num_tokens == 0
+
+
+class StepBuilder:
+    """Collects one step's batch while a policy walks its queues; :meth:`build` freezes it.
+
+    Scheduling a request is O(1): it appends to the batch and adds to the running sums priced by the
+    cost model (``sim.cost.BatchShapeBuilder``).
+    """
+
+    __slots__ = ("token_budget", "scheduled", "num_scheduled_tokens", "shape", "preempted_ids",
+                 "rejected_ids", "now_s")
+
+    def __init__(self, token_budget: int, now_s: float) -> None:
+        self.token_budget = token_budget  # tokens still available in this step
+        self.scheduled: list[Request] = []
+        self.num_scheduled_tokens: dict[int, int] = {}
+        self.shape = BatchShapeBuilder()
+        self.preempted_ids: list[int] = []
+        self.rejected_ids: list[int] = []
+        self.now_s = now_s
+
+    def add(self, req: Request, num_new_tokens: int) -> None:
+        """Schedule ``num_new_tokens`` of ``req`` on top of its ``num_computed_tokens``."""
+        self.scheduled.append(req)
+        self.num_scheduled_tokens[req.request_id] = num_new_tokens
+        self.shape.add(num_new_tokens, req.num_computed_tokens)
+        self.token_budget -= num_new_tokens
+        if req.first_scheduled_s < 0:
+            req.first_scheduled_s = self.now_s
+
+    def build(self, kind: str | None = None, info: dict | None = None) -> SchedulerOutput:
+        """Freeze into a :class:`SchedulerOutput`; ``kind`` defaults to prefill/decode/mixed/idle."""
+        shape = self.shape.build()
+        if kind is None:
+            if shape.num_seqs == 0:
+                kind = "idle"
+            elif shape.num_decode_seqs == shape.num_seqs:
+                kind = "decode"
+            elif shape.num_decode_seqs == 0:
+                kind = "prefill"
+            else:
+                kind = "mixed"
+        return SchedulerOutput(self.num_scheduled_tokens, tuple(self.scheduled), shape,
+                               tuple(self.preempted_ids), tuple(self.rejected_ids), kind, info or {})
+
+
+class Scheduler(abc.ABC):
+    """Base class of every scheduling policy (one instance per replica).
+
+    Subclasses implement :meth:`schedule`, split into short functions (running requests first, then
+    waiting ones), using :class:`StepBuilder` and the shared helpers here. The shared
+    :meth:`update_from_output` advances requests after the step ran; policies normally keep it.
+
+    State:
+
+    - ``waiting``: deque of requests not holding KV (new, or preempted for recompute; front = next);
+    - ``running``: list of requests holding KV blocks, in admission order (preemption takes the last);
+    - ``swapped``: deque of requests whose KV is in host memory (swap preemption only).
+
+    Requests are rejected at :meth:`add_request` when they can never run (prompt + output longer than
+    ``max_model_len``, or more KV blocks than the whole cache). Policies read ``policy_options``
+    through :meth:`parse_options`, which they override to validate their own parameters.
+    """
+
+    policy_name: str = "base"
+
+    def __init__(self, engine_cfg: Any, kv: KVCacheManager, max_model_len: int, **policy_options: Any) -> None:
+        self.cfg = engine_cfg
+        self.kv = kv
+        self.max_model_len = max_model_len
+        self.block_size = kv.block_size
+        self.max_num_seqs: int = engine_cfg.max_num_seqs
+        budget = engine_cfg.max_num_batched_tokens
+        if budget is None:  # vLLM's fallback when nothing resolved it (sim.api resolves per GPU)
+            budget = 2048 if engine_cfg.enable_chunked_prefill else max(max_model_len, 2048)
+        self.max_num_batched_tokens: int = budget
+        self.long_prefill_token_threshold: int = engine_cfg.long_prefill_token_threshold
+        self.enable_chunked_prefill: bool = engine_cfg.enable_chunked_prefill
+        self.preemption_mode: str = engine_cfg.preemption_mode
+        self.options = self.parse_options(dict(policy_options))
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.swapped: deque[Request] = deque()
+        self.num_preemptions_total = 0
+
+    # ------------------------------------------------------------------ options
+    def parse_options(self, options: dict[str, Any]) -> Any:
+        """Validate ``engine.policy_options``; the base accepts none (unknown keys are errors)."""
+        if options:
+            raise ConfigError(f"engine.policy_options: policy '{self.policy_name}' takes no options, "
+                              f"got {sorted(options)}")
+        return None
+
+    # ------------------------------------------------------------------ queues
+    def add_request(self, req: Request) -> bool:
+        """Queue a new request; returns False (status REJECTED, ``reject_reason`` set) if it can never run."""
+        reason = self.rejection_reason(req)
+        if reason is not None:
+            req.status = RequestStatus.REJECTED
+            req.reject_reason = reason
+            return False
+        req.status = RequestStatus.WAITING
+        self.waiting.append(req)
+        return True
+
+    def rejection_reason(self, req: Request) -> str | None:
+        """Why ``req`` can never run here, or None.
+
+        The last sampled token is never computed, so a request needs KV for prompt + output − 1 tokens.
+        """
+        total = req.num_prompt_tokens + req.max_output_tokens
+        if total > self.max_model_len:
+            return REJECT_TOO_LONG
+        if not self.kv.can_fit(max(total - 1, req.num_prompt_tokens)):
+            return REJECT_KV_CAPACITY
+        return None
+
+    def has_unfinished(self) -> bool:
+        """True while any request is waiting, running or swapped out."""
+        return bool(self.waiting or self.running or self.swapped)
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests waiting for (re)admission, swapped ones included."""
+        return len(self.waiting) + len(self.swapped)
+
+    @property
+    def num_running(self) -> int:
+        """Requests holding KV blocks on the device."""
+        return len(self.running)
+
+    def num_unfinished(self) -> int:
+        """Requests this replica still owes an answer."""
+        return len(self.waiting) + len(self.running) + len(self.swapped)
+
+    # ------------------------------------------------------------------ the step
+    @abc.abstractmethod
+    def schedule(self, now_s: float) -> SchedulerOutput:
+        """Choose this step's batch: which requests run and how many new tokens each computes."""
+
+    def new_step(self, now_s: float) -> StepBuilder:
+        """A :class:`StepBuilder` with this scheduler's full token budget."""
+        return StepBuilder(self.max_num_batched_tokens, now_s)
+
+    def num_new_tokens(self, req: Request, token_budget: int) -> int:
+        """Tokens ``req`` would compute now: min(remaining, long_prefill_token_threshold if > 0, budget)."""
+        n = req.num_tokens - req.num_computed_tokens
+        threshold = self.long_prefill_token_threshold
+        if 0 < threshold < n:
+            n = threshold
+        return n if n < token_budget else token_budget
+
+    def admit_prefix(self, req: Request) -> int:
+        """Take ``req``'s prefix-cache hit (if it restarts from zero) and set ``num_computed_tokens``.
+
+        Returns the hit in tokens. Records ``num_cached_tokens`` at the first admission.
+        """
+        if req.num_computed_tokens == 0:
+            hit = self.kv.get_computed_blocks(req)
+            req.num_computed_tokens = hit
+            if req.first_scheduled_s < 0:
+                req.num_cached_tokens = hit
+            return hit
+        return 0
+
+    def undo_prefix(self, req: Request) -> None:
+        """Give back what :meth:`admit_prefix` took when the request could not be admitted after all."""
+        self.kv.free(req)
+        req.num_computed_tokens = 0
+
+    def preempt(self, req: Request, step: StepBuilder | None = None) -> None:
+        """Preempt ``req`` (already removed from ``running`` by the caller).
+
+        Recompute (default): free its blocks, ``num_computed_tokens = 0``, front of ``waiting``.
+        Swap (``engine.preemption_mode: swap``): move its blocks to the host pool (bytes added to the
+        step's ``swap_bytes``) and append it to ``swapped``; falls back to recompute if the pool is full.
+        """
+        req.num_preemptions += 1
+        self.num_preemptions_total += 1
+        if step is not None:
+            step.preempted_ids.append(req.request_id)
+        if self.preemption_mode == "swap":
+            moved = self.kv.swap_out(req)
+            if moved is not None:
+                req.status = RequestStatus.SWAPPED
+                self.swapped.append(req)
+                if step is not None:
+                    step.shape.swap_bytes += moved
+                return
+        self.kv.free(req)
+        req.num_computed_tokens = 0
+        req.status = RequestStatus.PREEMPTED
+        self.waiting.appendleft(req)
+
+    def swap_in(self, req: Request, step: StepBuilder | None = None) -> bool:
+        """Bring a swapped request back (bytes added to ``swap_bytes``); False if blocks are short."""
+        moved = self.kv.swap_in(req)
+        if moved is None:
+            return False
+        req.status = RequestStatus.RUNNING
+        if step is not None:
+            step.shape.swap_bytes += moved
+        return True
+
+    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
+                           step_time_s: float = 0.0) -> list[Request]:
+        """Apply a finished step at time ``now_s``; return the requests that finished in it.
+
+        Each scheduled request advances ``num_computed_tokens``; one that caught up with ``num_tokens``
+        samples one token (``Request.record_emission``). At ``max_output_tokens`` it finishes: KV
+        freed, status FINISHED, ``finish_s`` set, removed from ``running``. ``prefill_compute_s``
+        accumulates ``step_time_s`` over the steps that computed its prompt the first time.
+        """
+        finished: list[Request] = []
+        for req, n in zip(out.scheduled, out.num_scheduled_tokens.values()):
+            if req.prefill_done_s < 0:
+                req.prefill_compute_s += step_time_s
+            c = req.num_computed_tokens + n
+            req.num_computed_tokens = c
+            if c < req.num_prompt_tokens + req.num_output_tokens:
+                continue  # a prefill chunk that did not reach the end: no token yet
+            if req.prefill_done_s < 0:
+                req.prefill_done_s = now_s
+            if req.num_output_tokens < req.max_output_tokens:
+                req.record_emission(iteration, now_s)
+            if req.num_output_tokens >= req.max_output_tokens:
+                self.kv.free(req)
+                req.status = RequestStatus.FINISHED
+                req.finish_s = now_s
+                finished.append(req)
+        if finished:
+            self.running = [r for r in self.running if r.status is not RequestStatus.FINISHED]
+        return finished
+
+    def drain_unfinished(self) -> list[Request]:
+        """At the horizon: release every unfinished request's KV and return them (running first)."""
+        left = list(self.running) + list(self.swapped) + list(self.waiting)
+        for req in left:
+            self.kv.free(req)
+        self.running, self.swapped, self.waiting = [], deque(), deque()
+        return left

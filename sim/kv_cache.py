@@ -1,0 +1,371 @@
+"""Paged KV-cache allocator with prefix caching and a host swap pool (vLLM's block manager, simplified).
+
+The cache is ``num_blocks`` blocks of ``block_size`` tokens. A request owns an ordered list of block
+ids covering its first ``len(blocks) * block_size`` token positions. Policies never touch block lists:
+they ask :meth:`KVCacheManager.allocate_slots` and it says no by return value.
+
+Invariants (asserted by :meth:`KVCacheManager.check_invariants` and the tests):
+
+- every block is either *free* (``ref_cnt == 0``, in the free queue exactly once) or *used*
+  (``ref_cnt > 0``, not in the free queue): ``num_free_blocks + num_used_blocks == num_blocks``;
+- ``ref_cnt[b]`` equals the number of requests whose block list holds ``b``; no request holds a block
+  twice, and a block with ``ref_cnt == 1`` belongs to exactly one request (only prefix-cache hits share);
+- ``ref_cnt[b] >= 0`` always;
+- the prefix-cache table maps each hash to one block whose ``block_hash`` is that hash;
+- host (swap) blocks: ``num_free_cpu_blocks + Σ swapped requests' blocks == num_cpu_blocks``.
+
+Prefix caching (vLLM ``kv_cache_manager.py`` / ``block_pool.py``, SEMANTICS.md §3):
+
+- only *full* blocks are hashed, ``hash(parent_hash, content of the block)``, so a block's hash stands
+  for everything before it too;
+- there are no token ids: a block's content is the list of ``(content_key, start, end)`` pieces of the
+  request's *segments* it covers. The segments are ``RequestSpec.prompt_segments`` (default: one
+  segment unique to the request) followed by the output, keyed ``RequestSpec.output_key`` (default
+  ``("out", request_id)``), so a later turn whose prompt contains this answer can hit its blocks;
+- a block is hashed when it is allocated for tokens that fill it (as vLLM's ``cache_blocks``);
+- freed blocks go to the *end* of the free queue, a request's blocks tail first, so its tail is evicted
+  first; allocation takes from the *front* (LRU). A freed block keeps its hash until it is reused, so a
+  later request (or the same one recomputing after preemption) can take it back off the free queue;
+- hits are ref-counted and shared; a hit never covers the request's last token (capped at
+  ``num_tokens - 1``) because that token must be computed to sample the next one.
+
+Hashes are Python ``hash`` values of tuples (64-bit); a collision would give a false hit with
+probability ~ n²/2⁶⁴ — negligible, and documented in docs/engine.md.
+
+Cost: allocation and freeing are O(blocks touched); a decode step that does not cross a block boundary
+is O(1). Nothing is ever O(tokens).
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import OrderedDict
+
+from sim.request import Request
+
+__all__ = ["KVCacheManager", "KVInvariantError"]
+
+
+class KVInvariantError(AssertionError):
+    """A KV-cache invariant does not hold (a bug in a policy or in the allocator)."""
+
+
+class _ReqKV:
+    """Per-request allocator state (private): blocks held on the GPU or on the host, segment index."""
+
+    __slots__ = ("blocks", "num_registered", "num_cpu_blocks", "seg_starts", "seg_keys")
+
+    def __init__(self) -> None:
+        self.blocks: list[int] = []
+        self.num_registered = 0  # leading blocks already hashed into the prefix cache (or hits)
+        self.num_cpu_blocks = 0  # blocks held in the host pool while swapped out
+        self.seg_starts: list[int] | None = None  # prefix-caching content index (lazily built)
+        self.seg_keys: list | None = None
+
+
+class KVCacheManager:
+    """Block allocator for one replica (see the module docstring for the invariants).
+
+    ``num_cpu_blocks`` sizes the host swap pool (vLLM ``swap_space``); ``block_bytes`` is the size of one
+    block on the device, so swapping ``n`` blocks moves ``n * block_bytes`` bytes over PCIe.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = False,
+                 num_cpu_blocks: int = 0, block_bytes: int = 0) -> None:
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be ≥ 1, got {num_blocks}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.num_cpu_blocks = num_cpu_blocks
+        self.block_bytes = block_bytes
+        self.ref_cnt = [0] * num_blocks
+        self.block_hash: list[int | None] = [None] * num_blocks
+        # Free blocks in eviction order (front = next to reuse). OrderedDict gives O(1) removal of a
+        # cached block from the middle when a prefix hit takes it back.
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self._cached: dict[int, int] = {}  # block hash -> block id (full blocks only)
+        self._reqs: dict[int, _ReqKV] = {}  # request_id -> state
+        self.num_free_cpu_blocks = num_cpu_blocks
+        # counters for reports
+        self.num_prefix_queries_tokens = 0
+        self.num_prefix_hit_tokens = 0
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks not held by any request (cached-but-free blocks count as free, as in vLLM)."""
+        return len(self._free)
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks held by at least one request."""
+        return self.num_blocks - len(self._free)
+
+    @property
+    def usage(self) -> float:
+        """Fraction of blocks in use, in [0, 1] (vLLM's ``kv_cache_usage``)."""
+        return 1.0 - len(self._free) / self.num_blocks
+
+    def num_blocks_for(self, num_tokens: int) -> int:
+        """Blocks needed to hold ``num_tokens`` token positions."""
+        return -(-num_tokens // self.block_size)
+
+    def can_fit(self, num_tokens: int) -> bool:
+        """True if ``num_tokens`` positions fit in the *whole* cache (ignoring current use).
+
+        Used to reject requests that could never run.
+        """
+        return self.num_blocks_for(num_tokens) <= self.num_blocks
+
+    def num_held_blocks(self, req: Request) -> int:
+        """Blocks ``req`` holds on the device."""
+        st = self._reqs.get(req.request_id)
+        return len(st.blocks) if st is not None else 0
+
+    def prefix_hit_rate(self) -> float:
+        """Fraction of queried prompt tokens served from the prefix cache so far."""
+        q = self.num_prefix_queries_tokens
+        return self.num_prefix_hit_tokens / q if q else 0.0
+
+    # ------------------------------------------------------------------ allocation
+    def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
+        """Make ``req`` hold ``req.num_computed_tokens + num_new_tokens`` positions.
+
+        Returns False — allocating nothing — when there are not enough free blocks.
+        With prefix caching, blocks that these tokens fill are hashed (registered in the cache).
+        """
+        st = self._reqs.get(req.request_id)
+        if st is None:
+            st = self._reqs[req.request_id] = _ReqKV()
+        blocks = st.blocks
+        total = req.num_computed_tokens + num_new_tokens
+        need = -(-total // self.block_size) - len(blocks)
+        if need > 0:
+            free = self._free
+            if need > len(free):
+                return False
+            ref_cnt = self.ref_cnt
+            if self.enable_prefix_caching:
+                block_hash, cached = self.block_hash, self._cached
+                for _ in range(need):
+                    b, _none = free.popitem(last=False)
+                    h = block_hash[b]
+                    if h is not None:  # evict the stale cache entry of a reused block
+                        if cached.get(h) == b:
+                            del cached[h]
+                        block_hash[b] = None
+                    ref_cnt[b] = 1
+                    blocks.append(b)
+            else:
+                for _ in range(need):
+                    b, _none = free.popitem(last=False)
+                    ref_cnt[b] = 1
+                    blocks.append(b)
+        if self.enable_prefix_caching:
+            num_full = total // self.block_size
+            if num_full > st.num_registered:
+                self._cache_full_blocks(req, st, num_full)
+        return True
+
+    def get_computed_blocks(self, req: Request) -> int:
+        """Prefix-cache hit for a request about to (re)start from zero: returns the hit in tokens.
+
+        Only full blocks count, and the hit is capped at ``num_tokens - 1`` so the last token is always
+        computed. The hit blocks are taken (ref-counted; taken off the free queue if free) and become
+        the first blocks of ``req``; the caller sets ``num_computed_tokens`` to the returned value.
+        If the caller then fails to allocate the rest, it must call :meth:`free` (the hit blocks go back
+        to the free queue's end — a small LRU difference from vLLM, see docs/engine.md).
+        """
+        if not self.enable_prefix_caching:
+            return 0
+        st = self._reqs.get(req.request_id)
+        if st is None:
+            st = self._reqs[req.request_id] = _ReqKV()
+        if st.blocks:
+            raise KVInvariantError(f"get_computed_blocks on request {req.request_id} that holds blocks")
+        num_tokens = req.num_prompt_tokens + req.num_output_tokens
+        max_hit_blocks = (num_tokens - 1) // self.block_size
+        self.num_prefix_queries_tokens += num_tokens
+        if max_hit_blocks <= 0:
+            return 0
+        hashes = self._block_hashes(req, st, max_hit_blocks)
+        cached, free, ref_cnt, blocks = self._cached, self._free, self.ref_cnt, st.blocks
+        for i in range(max_hit_blocks):
+            b = cached.get(hashes[i])
+            if b is None:
+                break
+            if ref_cnt[b] == 0:
+                del free[b]
+            ref_cnt[b] += 1
+            blocks.append(b)
+        st.num_registered = len(blocks)
+        hit = len(blocks) * self.block_size
+        self.num_prefix_hit_tokens += hit
+        return hit
+
+    def free(self, req: Request) -> None:
+        """Release every device block ``req`` holds, tail first (its tail is evicted first)."""
+        st = self._reqs.pop(req.request_id, None)
+        if st is None:
+            return
+        if st.num_cpu_blocks:
+            self.num_free_cpu_blocks += st.num_cpu_blocks
+            st.num_cpu_blocks = 0
+        ref_cnt, free = self.ref_cnt, self._free
+        for b in reversed(st.blocks):
+            c = ref_cnt[b] - 1
+            ref_cnt[b] = c
+            if c == 0:
+                free[b] = None
+            elif c < 0:
+                raise KVInvariantError(f"block {b} freed more often than allocated")
+
+    # ------------------------------------------------------------------ swap
+    def swap_out(self, req: Request) -> int | None:
+        """Move ``req``'s device blocks to the host pool; returns the bytes moved, or None if the
+        host pool lacks room (nothing changes then; the caller falls back to recompute)."""
+        st = self._reqs.get(req.request_id)
+        n = len(st.blocks) if st is not None else 0
+        if n > self.num_free_cpu_blocks:
+            return None
+        if st is None:
+            return 0
+        blocks = st.blocks
+        st.blocks = []
+        ref_cnt, free = self.ref_cnt, self._free
+        for b in reversed(blocks):
+            ref_cnt[b] -= 1
+            if ref_cnt[b] == 0:
+                free[b] = None
+        st.num_cpu_blocks = n
+        self.num_free_cpu_blocks -= n
+        return n * self.block_bytes
+
+    def swap_in(self, req: Request) -> int | None:
+        """Bring a swapped-out request back onto the device; returns the bytes moved, or None if there
+        are not enough free device blocks (nothing changes then)."""
+        st = self._reqs.get(req.request_id)
+        if st is None or st.num_cpu_blocks == 0:
+            return 0
+        n = st.num_cpu_blocks
+        if n > len(self._free):
+            return None
+        free, ref_cnt, block_hash, cached = self._free, self.ref_cnt, self.block_hash, self._cached
+        for _ in range(n):
+            b, _none = free.popitem(last=False)
+            h = block_hash[b]
+            if h is not None:
+                if cached.get(h) == b:
+                    del cached[h]
+                block_hash[b] = None
+            ref_cnt[b] = 1
+            st.blocks.append(b)
+        st.num_cpu_blocks = 0
+        st.num_registered = 0  # fresh blocks: register their hashes again on the next allocation
+        self.num_free_cpu_blocks += n
+        return n * self.block_bytes
+
+    def num_swapped_blocks(self, req: Request) -> int:
+        """Host blocks ``req`` holds while swapped out."""
+        st = self._reqs.get(req.request_id)
+        return st.num_cpu_blocks if st is not None else 0
+
+    # ------------------------------------------------------------------ prefix hashing
+    def _cache_full_blocks(self, req: Request, st: _ReqKV, num_full: int) -> None:
+        """Register the hashes of ``req``'s blocks ``st.num_registered .. num_full - 1`` (now full).
+
+        A block whose content is already cached under another block is left unregistered (vLLM keeps
+        both; one entry per hash is enough to find a hit).
+        """
+        first = st.num_registered
+        if num_full <= first:
+            return
+        hashes = self._block_hashes(req, st, num_full)
+        block_hash, cached, blocks = self.block_hash, self._cached, st.blocks
+        for j in range(first, num_full):
+            b = blocks[j]
+            if block_hash[b] is None:
+                h = hashes[j]
+                if h not in cached:
+                    cached[h] = b
+                    block_hash[b] = h
+        st.num_registered = num_full
+
+    def _block_hashes(self, req: Request, st: _ReqKV, num_blocks: int) -> list[int]:
+        """Hashes of ``req``'s first ``num_blocks`` full blocks (computed incrementally, kept on req)."""
+        hashes = req.block_hashes
+        if hashes is None:
+            hashes = req.block_hashes = []
+        if len(hashes) >= num_blocks:
+            return hashes
+        if st.seg_starts is None:
+            spec = req.spec
+            segs = spec.prompt_segments or ((("req", req.request_id), req.num_prompt_tokens),)
+            starts, keys, pos = [], [], 0
+            num_prompt = req.num_prompt_tokens
+            for key, n in segs:
+                if n > 0 and pos < num_prompt:  # segments past the prompt length are ignored
+                    starts.append(pos)
+                    keys.append(key)
+                    pos += n
+            if pos < num_prompt:  # segments shorter than the prompt: the rest is unique
+                starts.append(pos)
+                keys.append(("req", req.request_id))
+            # the output follows the prompt (ignore_eos: its length is known up front)
+            starts.append(num_prompt)
+            keys.append(spec.output_key if spec.output_key is not None else ("out", req.request_id))
+            st.seg_starts, st.seg_keys = starts, keys
+        starts, keys = st.seg_starts, st.seg_keys
+        bs = self.block_size
+        nseg = len(starts)
+        parent = hashes[-1] if hashes else 0
+        i = len(hashes)
+        seg = bisect_right(starts, i * bs) - 1
+        while i < num_blocks:
+            lo, hi = i * bs, (i + 1) * bs
+            while seg + 1 < nseg and starts[seg + 1] <= lo:
+                seg += 1
+            pieces = []
+            s = seg
+            while True:
+                s_lo = starts[s]
+                s_hi = starts[s + 1] if s + 1 < nseg else hi
+                a, z = max(lo, s_lo), min(hi, s_hi)
+                pieces.append((keys[s], a - s_lo, z - s_lo))
+                if z >= hi or s + 1 >= nseg:
+                    break
+                s += 1
+            parent = hash((parent, tuple(pieces)))
+            hashes.append(parent)
+            i += 1
+        return hashes
+
+    # ------------------------------------------------------------------ checks
+    def check_invariants(self) -> None:
+        """Raise :class:`KVInvariantError` if any invariant of the module docstring is broken."""
+        ref_cnt, free = self.ref_cnt, self._free
+        if any(c < 0 for c in ref_cnt):
+            raise KVInvariantError("negative reference count")
+        holders = [0] * self.num_blocks
+        cpu = 0
+        for rid, st in self._reqs.items():
+            if len(set(st.blocks)) != len(st.blocks):
+                raise KVInvariantError(f"request {rid} holds a block twice")
+            for b in st.blocks:
+                holders[b] += 1
+            cpu += st.num_cpu_blocks
+        if holders != ref_cnt:
+            bad = next(b for b in range(self.num_blocks) if holders[b] != ref_cnt[b])
+            raise KVInvariantError(f"block {bad}: ref_cnt {ref_cnt[bad]} but held by {holders[bad]} requests")
+        num_used = sum(1 for c in ref_cnt if c > 0)
+        if len(free) + num_used != self.num_blocks:
+            raise KVInvariantError(f"free {len(free)} + used {num_used} != total {self.num_blocks}")
+        if any(ref_cnt[b] != 0 for b in free):
+            raise KVInvariantError("a used block is in the free queue")
+        for h, b in self._cached.items():
+            if self.block_hash[b] != h:
+                raise KVInvariantError(f"cache entry for block {b} does not match its hash")
+        if self.num_free_cpu_blocks + cpu != self.num_cpu_blocks:
+            raise KVInvariantError("host swap pool accounting is off")
