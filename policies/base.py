@@ -45,11 +45,14 @@ class SchedulerOutput:
     kind: str = "mixed"
     # extra info for the iteration log
     info: dict = field(default_factory=dict)
+    # running requests advanced in aggregate, one decode token each, NOT listed in
+    # num_scheduled_tokens/scheduled (see DecodeGroup); they are counted in ``shape``
+    num_grouped: int = 0
 
     @property
     def is_empty(self) -> bool:
-        """True when nothing was scheduled (the replica idles until the next arrival)."""
-        return self.shape.num_tokens == 0
+        """True when the step computes nothing and moves nothing (the replica waits for an arrival)."""
+        return self.shape.num_tokens == 0 and self.shape.swap_bytes == 0
 
 
 class StepBuilder:
@@ -60,7 +63,7 @@ class StepBuilder:
     """
 
     __slots__ = ("token_budget", "scheduled", "num_scheduled_tokens", "shape", "preempted_ids",
-                 "rejected_ids", "now_s")
+                 "rejected_ids", "now_s", "num_grouped")
 
     def __init__(self, token_budget: int, now_s: float) -> None:
         self.token_budget = token_budget  # tokens still available in this step
@@ -70,6 +73,21 @@ class StepBuilder:
         self.preempted_ids: list[int] = []
         self.rejected_ids: list[int] = []
         self.now_s = now_s
+        self.num_grouped = 0
+
+    def add_decodes(self, num_seqs: int, sum_context_tokens: int) -> None:
+        """Schedule ``num_seqs`` plain decodes (1 new token each, ``Σ ctx = sum_context_tokens``) in O(1)."""
+        if num_seqs <= 0:
+            return
+        sh = self.shape
+        sh.num_seqs += num_seqs
+        sh.num_tokens += num_seqs
+        sh.num_decode_seqs += num_seqs
+        sh.sum_ctx_x_new += sum_context_tokens
+        sh.sum_new_sq += num_seqs
+        sh.sum_kv_tokens += sum_context_tokens + num_seqs
+        self.token_budget -= num_seqs
+        self.num_grouped += num_seqs
 
     def add(self, req: Request, num_new_tokens: int) -> None:
         """Schedule ``num_new_tokens`` of ``req`` on top of its ``num_computed_tokens``."""
@@ -93,7 +111,107 @@ class StepBuilder:
             else:
                 kind = "mixed"
         return SchedulerOutput(self.num_scheduled_tokens, tuple(self.scheduled), shape,
-                               tuple(self.preempted_ids), tuple(self.rejected_ids), kind, info or {})
+                               tuple(self.preempted_ids), tuple(self.rejected_ids), kind, info or {},
+                               self.num_grouped)
+
+
+class DecodeGroup:
+    """Running requests in steady decode, advanced in aggregate: O(events) per step, not O(requests).
+
+    A member computes exactly one token per iteration and emits one, from iteration ``s0`` on, so its
+    state at iteration ``k`` follows from the state it joined with (``c0`` computed, ``o0`` output):
+    ``num_computed = c0 + (k - s0)``. Per step the group costs O(1) plus its *events*:
+
+    - a member needs a new KV block when its computed count crosses a block boundary — members are
+      bucketed by ``(c0 - s0) mod block_size``, so one bucket (≈ 1/block_size of them) allocates per step;
+    - a member finishes at a known iteration (``finish_at``).
+
+    :meth:`materialize` writes a member's true counters and its emission run back to the Request
+    (when it finishes, is preempted, or the policy needs exact per-request order); the
+    :class:`Scheduler` keeps members in ``running`` (order unchanged) so exact paths still work.
+    """
+
+    __slots__ = ("members", "buckets", "finish_at", "num", "base_ctx", "block_size")
+
+    def __init__(self, block_size: int) -> None:
+        self.members: dict[int, tuple[Request, int, int, int]] = {}  # id -> (req, s0, c0, o0)
+        self.buckets: list[dict[int, Request]] = [{} for _ in range(block_size)]
+        self.finish_at: dict[int, list[int]] = {}  # iteration -> ids finishing in it (may be stale)
+        self.num = 0
+        self.base_ctx = 0  # Σ (c0 - s0): Σ num_computed at iteration k is base_ctx + num·k
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return self.num
+
+    def sum_context(self, iteration: int) -> int:
+        """Σ num_computed_tokens of the members before ``iteration`` runs."""
+        return self.base_ctx + self.num * iteration
+
+    def join(self, req: Request, first_iteration: int) -> None:
+        """Make ``req`` (needing exactly one token, holding its KV) a member from ``first_iteration``."""
+        c0, o0 = req.num_computed_tokens, req.num_output_tokens
+        rid = req.request_id
+        self.members[rid] = (req, first_iteration, c0, o0)
+        self.buckets[(c0 - first_iteration) % self.block_size][rid] = req
+        fin = first_iteration + req.max_output_tokens - o0 - 1
+        lst = self.finish_at.get(fin)
+        if lst is None:
+            self.finish_at[fin] = [rid]
+        else:
+            lst.append(rid)
+        self.num += 1
+        self.base_ctx += c0 - first_iteration
+
+    def boundary(self, iteration: int) -> dict[int, Request]:
+        """Members that need one new KV block before ``iteration`` runs."""
+        return self.buckets[(-iteration) % self.block_size]
+
+    def set_computed(self, req: Request, iteration: int) -> None:
+        """Set ``req.num_computed_tokens`` to its value before ``iteration`` (for KV allocation)."""
+        _, s0, c0, _ = self.members[req.request_id]
+        req.num_computed_tokens = c0 + iteration - s0
+
+    def materialize(self, req: Request, last_iteration: int, last_time_s: float) -> None:
+        """Remove ``req`` from the group, writing back its counters and emissions up to ``last_iteration``."""
+        rid = req.request_id
+        _, s0, c0, o0 = self.members.pop(rid)
+        del self.buckets[(c0 - s0) % self.block_size][rid]
+        self.num -= 1
+        self.base_ctx -= c0 - s0
+        k = last_iteration - s0 + 1  # iterations it ran as a member
+        if k <= 0:
+            req.num_computed_tokens = c0
+            return
+        req.num_computed_tokens = c0 + k
+        req.num_output_tokens = o0 + k
+        runs = req.runs
+        if runs and req.last_emit_iter == s0 - 1:
+            runs[-1] = last_iteration
+        else:
+            runs.append(s0)
+            runs.append(last_iteration)
+        req.last_emit_iter = last_iteration
+        if req.first_token_s < 0:
+            req.first_token_s = last_time_s
+        req.last_token_s = last_time_s
+
+    def pop_finishing(self, iteration: int) -> list[Request]:
+        """Members whose last token was emitted by ``iteration`` (still members; caller materializes)."""
+        ids = self.finish_at.pop(iteration, None)
+        if not ids:
+            return []
+        out: dict[int, Request] = {}  # a member that left and rejoined may be listed twice
+        members = self.members
+        for rid in ids:
+            m = members.get(rid)
+            if m is not None and m[1] + m[0].max_output_tokens - m[3] - 1 == iteration:
+                out[rid] = m[0]
+        return list(out.values())
+
+    def all_members(self) -> list[Request]:
+        """Members in join order."""
+        return [m[0] for m in self.members.values()]
 
 
 class Scheduler(abc.ABC):
@@ -115,6 +233,9 @@ class Scheduler(abc.ABC):
     """
 
     policy_name: str = "base"
+    # Policies whose decodes are "every running request in steady decode gets one token" set this to
+    # keep such requests in a DecodeGroup (O(1) per step instead of O(running)); see DecodeGroup.
+    uses_decode_group: bool = False
 
     def __init__(self, engine_cfg: Any, kv: KVCacheManager, max_model_len: int, **policy_options: Any) -> None:
         self.cfg = engine_cfg
@@ -134,6 +255,9 @@ class Scheduler(abc.ABC):
         self.running: list[Request] = []
         self.swapped: deque[Request] = deque()
         self.num_preemptions_total = 0
+        self.decode_group: DecodeGroup | None = DecodeGroup(kv.block_size) if self.uses_decode_group else None
+        self.next_iteration = 0  # index the next non-empty step will run as (the engine's numbering)
+        self.last_step_end_s = 0.0  # end time of the last completed step
 
     # ------------------------------------------------------------------ options
     def parse_options(self, options: dict[str, Any]) -> Any:
@@ -264,6 +388,8 @@ class Scheduler(abc.ABC):
         accumulates ``step_time_s`` over the steps that computed its prompt the first time.
         """
         finished: list[Request] = []
+        group = self.decode_group
+        joining: list[Request] = []
         for req, n in zip(out.scheduled, out.num_scheduled_tokens.values()):
             if req.prefill_done_s < 0:
                 req.prefill_compute_s += step_time_s
@@ -276,16 +402,48 @@ class Scheduler(abc.ABC):
             if req.num_output_tokens < req.max_output_tokens:
                 req.record_emission(iteration, now_s)
             if req.num_output_tokens >= req.max_output_tokens:
-                self.kv.free(req)
-                req.status = RequestStatus.FINISHED
-                req.finish_s = now_s
+                self._finish(req, now_s)
                 finished.append(req)
+            elif group is not None:
+                joining.append(req)
+        if group is not None:
+            if group.num:
+                for req in group.pop_finishing(iteration):
+                    self._materialize(req, iteration, now_s)
+                    self._finish(req, now_s)
+                    finished.append(req)
+            for req in joining:
+                group.join(req, iteration + 1)
+        self.next_iteration = iteration + 1
+        self.last_step_end_s = now_s
         if finished:
             self.running = [r for r in self.running if r.status is not RequestStatus.FINISHED]
         return finished
 
+    def _finish(self, req: Request, now_s: float) -> None:
+        """A request produced its last token: free its KV, mark it FINISHED (caller fixes ``running``)."""
+        self.kv.free(req)
+        req.status = RequestStatus.FINISHED
+        req.finish_s = now_s
+
+    def _materialize(self, req: Request, last_iteration: int, last_time_s: float) -> None:
+        """Take ``req`` out of the decode group with its true counters (and cache its full blocks)."""
+        self.decode_group.materialize(req, last_iteration, last_time_s)
+        if self.kv.enable_prefix_caching:
+            self.kv.allocate_slots(req, 0)  # registers blocks filled since its last allocation
+
+    def dissolve_decode_group(self) -> None:
+        """Materialize every member (before exact per-request scheduling, preemption or the horizon)."""
+        group = self.decode_group
+        if group is None or not group.num:
+            return
+        last_iter, last_s = self.next_iteration - 1, self.last_step_end_s
+        for req in group.all_members():
+            self._materialize(req, last_iter, last_s)
+
     def drain_unfinished(self) -> list[Request]:
         """At the horizon: release every unfinished request's KV and return them (running first)."""
+        self.dissolve_decode_group()
         left = list(self.running) + list(self.swapped) + list(self.waiting)
         for req in left:
             self.kv.free(req)

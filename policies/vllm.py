@@ -20,17 +20,42 @@ from __future__ import annotations
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
+from sim.errors import ConfigError
 from sim.request import Request, RequestStatus
 
 
 @register_policy("vllm")
 class VLLMV1Scheduler(Scheduler):
-    """vLLM V1's FCFS scheduler (chunked prefill, optional prefix caching, recompute preemption)."""
+    """vLLM V1's FCFS scheduler (chunked prefill, optional prefix caching, recompute preemption).
+
+    Requests in steady decode live in the base class's :class:`DecodeGroup`. A step whose running
+    requests all fit the token budget and the free KV blocks takes the *fast path*: the group is
+    scheduled in O(1) (+ the few members crossing a block boundary) and only the other running
+    requests (``_individual``: prefill chunks, just-resumed requests) are walked. Under that condition
+    vLLM's in-order loop would schedule every running request in full too, so the result is the same.
+    Otherwise the group is dissolved and the exact in-order loop runs (with preemption).
+    """
+
+    uses_decode_group = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            # vLLM refuses this at start-up: a prompt (or a recompute) longer than the budget would
+            # never be scheduled.
+            raise ConfigError(
+                f"engine.max_num_batched_tokens ({self.max_num_batched_tokens}) is smaller than "
+                f"max_model_len ({self.max_model_len}) with engine.enable_chunked_prefill false: "
+                "raise the budget, lower max_model_len or enable chunked prefill")
+        self._individual: list[Request] = []  # running requests outside the decode group, in order
 
     def schedule(self, now_s: float) -> SchedulerOutput:
         """One step: running requests first, then (if nothing was preempted) waiting ones."""
         step = self.new_step(now_s)
-        self._schedule_running(step)
+        if not self._schedule_running_fast(step):
+            self.dissolve_decode_group()
+            self._individual = list(self.running)
+            self._schedule_running(step)
         if not step.preempted_ids:
             if self.swapped:
                 self._schedule_swapped(step)
@@ -38,8 +63,60 @@ class VLLMV1Scheduler(Scheduler):
                 self._schedule_waiting(step)
         return step.build()
 
+    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
+                           step_time_s: float = 0.0) -> list[Request]:
+        """Shared update; then drop requests that joined the decode group or ended from ``_individual``."""
+        finished = super().update_from_output(out, iteration, now_s, step_time_s)
+        members = self.decode_group.members if self.decode_group is not None else {}
+        running_status = RequestStatus.RUNNING
+        self._individual = [r for r in self._individual
+                            if r.status is running_status and r.request_id not in members]
+        return finished
+
+    def _schedule_running_fast(self, step: StepBuilder) -> bool:
+        """Schedule all running requests in full if budget and free blocks allow; else change nothing."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group is None:
+            return False  # exact per-request loop only (uses_decode_group = False)
+        individual = self._individual
+        if individual and any(r.status is not RequestStatus.RUNNING for r in individual):
+            individual = self._individual = [r for r in individual if r.status is RequestStatus.RUNNING]
+        if group.num + len(individual) != len(self.running):
+            return False  # defensive: the bookkeeping must cover every running request
+        demand, blocks = group.num, 0
+        chunks = []
+        for req in individual:
+            n = self.num_new_tokens(req, 1 << 62)
+            chunks.append(n)
+            demand += n
+            blocks += kv.num_blocks_to_allocate(req, n)
+        if demand > step.token_budget:
+            # Still exact if only the last running request is short: V1 gives it what is left.
+            if not individual or individual[-1] is not self.running[-1]:
+                return False
+            last = individual[-1]
+            rest = demand - chunks[-1]
+            if rest >= step.token_budget:
+                return False
+            blocks -= kv.num_blocks_to_allocate(last, chunks[-1])
+            chunks[-1] = step.token_budget - rest
+            blocks += kv.num_blocks_to_allocate(last, chunks[-1])
+        boundary = group.boundary(k)
+        if blocks + len(boundary) > kv.num_free_blocks:
+            return False
+        for req in boundary.values():
+            group.set_computed(req, k)
+            if not kv.allocate_slots(req, 1):  # cannot happen: room was checked above
+                raise AssertionError("decode-group allocation failed after the free-block check")
+        step.add_decodes(group.num, group.sum_context(k))
+        for req, n in zip(individual, chunks):
+            if not kv.allocate_slots(req, n):
+                raise AssertionError("allocation failed after the free-block check")
+            step.add(req, n)
+        return True
+
     def _schedule_running(self, step: StepBuilder) -> None:
-        """Give each running request its next chunk, preempting from the tail when KV runs out."""
+        """Exact V1 loop: each running request in order gets its chunk, preempting from the tail."""
         running = self.running
         i = 0
         while i < len(running) and step.token_budget > 0:
@@ -78,6 +155,7 @@ class VLLMV1Scheduler(Scheduler):
             if not self.kv.allocate_slots(req, n):  # cannot happen: room was checked above
                 raise AssertionError("allocation failed after the swap-in check")
             running.append(req)
+            self._individual.append(req)
             step.add(req, n)
 
     def _schedule_waiting(self, step: StepBuilder) -> None:
@@ -98,4 +176,5 @@ class VLLMV1Scheduler(Scheduler):
             waiting.popleft()
             req.status = RequestStatus.RUNNING
             running.append(req)
+            self._individual.append(req)
             step.add(req, n)

@@ -119,6 +119,13 @@ class KVCacheManager:
         """
         return self.num_blocks_for(num_tokens) <= self.num_blocks
 
+    def num_blocks_to_allocate(self, req: Request, num_new_tokens: int) -> int:
+        """New blocks :meth:`allocate_slots` would take for ``num_new_tokens`` more tokens of ``req``."""
+        st = self._reqs.get(req.request_id)
+        held = len(st.blocks) if st is not None else 0
+        need = -(-(req.num_computed_tokens + num_new_tokens) // self.block_size) - held
+        return need if need > 0 else 0
+
     def num_held_blocks(self, req: Request) -> int:
         """Blocks ``req`` holds on the device."""
         st = self._reqs.get(req.request_id)

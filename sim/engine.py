@@ -1,0 +1,451 @@
+"""The serving engine in SimPy: a router feeding replicas, each one SimPy process.
+
+Each replica runs the thin loop (STYLE.md §1)::
+
+    out = scheduler.schedule(now)               # SchedulerOutput (frozen)
+    cost = cost_model.step(out.shape)           # StepCost
+    yield env.timeout(cost.time_s)
+    finished = scheduler.update_from_output(out, iteration, env.now, cost.time_s)
+
+No SimPy event per token: tokens are emitted at iteration ends and recorded as runs of iteration
+indices (``sim.request``). An idle replica (nothing to run) waits on an event that the next
+``submit`` to it triggers — no polling. The workload is its own process
+(``workload.process(env, submit)``); ``submit(spec)`` returns an event succeeded with the
+:class:`~sim.request.Request` when it ends (completed or rejected).
+
+Event order is SimPy's: time, then priority, then insertion order — deterministic, so the same
+workload and seed give identical output.
+
+**Horizon.** With ``max_duration_s`` the run stops at that simulated time. Without it, it stops when
+the workload has submitted everything and every request has ended; as a safety net an overloaded run
+still ends: arrivals are cut at :data:`DEFAULT_MAX_DURATION_S`, and once arrivals are over the backlog
+gets at most ``max(DRAIN_MIN_S, DRAIN_FACTOR × arrival span)`` more simulated seconds. A cluster where
+no replica can make progress and no arrival can come (a policy that waits for something that never
+happens) also stops. Requests not ended then are reported with status ``"unfinished"`` and counted
+in ``backlog``.
+
+**Swap pricing.** Swap preemption moves ``BatchShape.swap_bytes`` over PCIe. A cost model that prices
+it itself sets ``prices_swap = True``; otherwise the engine adds ``swap_bytes / swap_bandwidth`` to the
+step time (``ReplicaSetup.swap_bandwidth_bytes_per_s``, default :data:`DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S`).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from policies.base import Scheduler
+from policies.registry import get_policy, get_router
+from sim.cost import CostModel
+from sim.kv_cache import KVCacheManager
+from sim.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
+
+__all__ = ["ReplicaSetup", "EngineOutput", "simulate", "SimulationInvariantError", "ITERATION_COLUMNS",
+           "DEFAULT_MAX_DURATION_S", "DRAIN_MIN_S", "DRAIN_FACTOR"]
+
+GIB = 1024 ** 3
+# Safety-net horizon when no max_duration_s is given (see the module docstring).
+DEFAULT_MAX_DURATION_S = 86_400.0  # arrivals are cut after one simulated day
+DRAIN_MIN_S = 3_600.0  # once arrivals end, the backlog gets at least an hour ...
+DRAIN_FACTOR = 2.0  # ... or twice the arrival span, whichever is longer
+# PCIe 4.0 x16 effective host<->device bandwidth, used when the setup gives none.
+DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S = 25e9
+
+ITERATION_COLUMNS: tuple[str, ...] = (
+    "replica", "iteration", "start_s", "end_s", "time_s", "kind", "num_seqs", "num_tokens",
+    "num_prefill_tokens", "num_decode_seqs", "num_waiting", "num_running", "kv_usage", "flops",
+    "bytes_moved", "mfu", "mbu", "prefill_time_s", "num_preempted",
+)
+
+
+class SimulationInvariantError(AssertionError):
+    """An end-of-run invariant failed (a bug in simctl, never a user error)."""
+
+
+@dataclass(frozen=True)
+class ReplicaSetup:
+    """Everything one replica needs: engine settings, KV capacity, model length limit, cost model."""
+
+    engine: Any  # sim.config.EngineConfig (defaults resolved)
+    num_kv_blocks: int
+    max_model_len: int
+    cost_model: CostModel
+    kv_block_bytes: int = 0  # bytes of one KV block on one GPU (sizes the swap pool, prices swaps)
+    swap_bandwidth_bytes_per_s: float = 0.0  # host<->device bandwidth; 0 = DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S
+
+
+@dataclass
+class EngineOutput:
+    """What :func:`simulate` returns.
+
+    - ``requests``: one row per submitted request (``sim.request.RECORD_COLUMNS``), ordered by
+      ``request_id`` = submission order; unfinished requests have status ``"unfinished"``;
+    - ``iterations``: one row per executed iteration per replica (:data:`ITERATION_COLUMNS`);
+    - ``timeline``: token timestamps, compactly (``sim.request.TokenTimeline``);
+    - ``end_s``: simulated time the run stopped; ``horizon_reached``: it stopped with requests unfinished;
+    - ``backlog``: counts of requests not ended (waiting, running, swapped) and, when the workload
+      tells its size, ``not_arrived``; ``stop_reason``: "drained", "horizon" or "stalled";
+    - ``invariants``: the end-of-run checks that passed (a failing one raises
+      :class:`SimulationInvariantError`);
+    - ``stats``: wall time, iterations, preemptions, prefix-cache hit rate.
+    """
+
+    requests: pd.DataFrame
+    iterations: pd.DataFrame
+    timeline: TokenTimeline
+    end_s: float
+    horizon_reached: bool
+    backlog: dict[str, Any]
+    stop_reason: str = "drained"
+    invariants: tuple[str, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _Replica:
+    """One engine instance: a scheduler, its KV cache, the cost model and the iteration log."""
+
+    def __init__(self, index: int, setup: ReplicaSetup, cluster: _Cluster) -> None:
+        eng = setup.engine
+        num_cpu_blocks = 0
+        if eng.preemption_mode == "swap" and setup.kv_block_bytes > 0:
+            num_cpu_blocks = int(eng.swap_space_gib * GIB // setup.kv_block_bytes)
+        self.index = index
+        self.cluster = cluster
+        self.kv = KVCacheManager(setup.num_kv_blocks, eng.block_size, eng.enable_prefix_caching,
+                                 num_cpu_blocks=num_cpu_blocks, block_bytes=setup.kv_block_bytes)
+        policy_cls = get_policy(eng.policy)
+        self.scheduler: Scheduler = policy_cls(eng, self.kv, setup.max_model_len, **dict(eng.policy_options))
+        self.cost_model = setup.cost_model
+        self.swap_s_per_byte = 0.0 if getattr(setup.cost_model, "prices_swap", False) else (
+            1.0 / (setup.swap_bandwidth_bytes_per_s or DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S))
+        self.wake: simpy.Event | None = None  # set while the replica waits for work
+        self.rows: list[tuple] = []  # iteration log, one tuple per iteration (ITERATION_COLUMNS[1:])
+        self.iteration_end_s: list[float] = []
+        self.outstanding = 0  # requests routed here and not ended (what a load balancer sees)
+        self.num_preempted = 0
+
+    def submit(self, req: Request) -> bool:
+        """Hand ``req`` to the scheduler; wake the loop if it is waiting. False if rejected."""
+        if not self.scheduler.add_request(req):
+            return False
+        self.outstanding += 1
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+        return True
+
+    def run(self, env: simpy.Environment):
+        """The replica's SimPy process: schedule → price → wait → update, forever."""
+        sched, cluster = self.scheduler, self.cluster
+        step_cost = self.cost_model.step
+        rows, ends = self.rows, self.iteration_end_s
+        kv = self.kv
+        swap_s_per_byte = self.swap_s_per_byte
+        while True:
+            if not sched.has_unfinished():
+                yield from self._wait_for_work(env, stalled=False)
+                continue
+            now = env.now
+            out = sched.schedule(now)
+            if out.rejected_ids:
+                cluster.on_rejected(out.rejected_ids)
+            shape = out.shape
+            if shape.num_tokens == 0 and shape.swap_bytes == 0:
+                if out.preempted_ids:
+                    continue  # preemption freed memory: schedule again at the same instant
+                yield from self._wait_for_work(env, stalled=True)
+                continue
+            if shape.num_tokens:
+                cost = step_cost(shape)
+                dt = cost.time_s
+            else:
+                cost = None
+                dt = 0.0
+            if shape.swap_bytes:
+                dt += shape.swap_bytes * swap_s_per_byte
+            if not dt >= 0.0:
+                raise SimulationInvariantError(f"cost model returned step time {dt!r} for {shape}")
+            num_waiting, num_running, usage = sched.num_waiting, sched.num_running, kv.usage
+            yield env.timeout(dt)
+            end = env.now
+            iteration = len(ends)
+            ends.append(end)
+            finished = sched.update_from_output(out, iteration, end, dt)
+            npre = len(out.preempted_ids)
+            self.num_preempted += npre
+            if cost is None:
+                rows.append((iteration, now, end, dt, "swap", 0, 0, 0, 0, num_waiting, num_running,
+                             usage, 0.0, 0.0, 0.0, 0.0, 0.0, npre))
+            else:
+                rows.append((iteration, now, end, dt, out.kind, shape.num_seqs, shape.num_tokens,
+                             shape.num_prefill_tokens, shape.num_decode_seqs, num_waiting, num_running,
+                             usage, cost.flops, cost.bytes_moved, cost.mfu, cost.mbu, cost.prefill_time_s,
+                             npre))
+            if finished:
+                self.outstanding -= len(finished)
+                cluster.on_finished(finished)
+
+    def _wait_for_work(self, env: simpy.Environment, stalled: bool):
+        """Sleep until the next submit to this replica (``stalled``: it has work it cannot run)."""
+        self.wake = env.event()
+        self.cluster.on_replica_waiting(stalled)
+        yield self.wake
+        self.wake = None
+        self.cluster.on_replica_woken(stalled)
+
+
+class _Cluster:
+    """Router + replicas + the request table; decides when the run stops."""
+
+    def __init__(self, env: simpy.Environment, workload: Any, setup: ReplicaSetup, num_replicas: int,
+                 router: str, seed_seq: np.random.SeedSequence, max_duration_s: float | None,
+                 progress: Callable[[dict[str, Any]], None] | None) -> None:
+        self.env = env
+        self.workload = workload
+        self.max_duration_s = max_duration_s
+        self.replicas = [_Replica(i, setup, self) for i in range(num_replicas)]
+        # Derive the routing stream without mutating the caller's SeedSequence (spawn() would).
+        router_seq = np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (0,))
+        self.router = get_router(router)(num_replicas, np.random.default_rng(router_seq))
+        self.requests: list[Request] = []
+        self.num_ended = 0
+        self.num_rejected = 0
+        self.arrivals_done = False
+        self.arrivals_end_s = 0.0
+        self.num_stalled = 0  # replicas waiting with work they cannot run
+        self.num_idle = 0  # replicas waiting with no work
+        self.stop = env.event()
+        self.stop_reason = ""
+        self.progress = progress
+        self._last_progress_wall = time.perf_counter()
+
+    # -------------------------------------------------------------- arrivals
+    def submit(self, spec: RequestSpec) -> simpy.Event:
+        """Route ``spec`` to a replica now; the returned event succeeds with the Request when it ends."""
+        env = self.env
+        req = Request(len(self.requests), spec, env.now)
+        done = env.event()
+        req.done_event = done
+        self.requests.append(req)
+        replicas = self.replicas
+        idx = self.router.route(spec, [r.outstanding for r in replicas], [r.kv.usage for r in replicas])
+        req.replica = idx
+        if not replicas[idx].submit(req):
+            self.num_rejected += 1
+            self._end(req)
+        return done
+
+    def arrivals(self):
+        """Run the workload's process, then note that no more requests will come."""
+        env = self.env
+        yield from self.workload.process(env, self.submit)
+        self.arrivals_done = True
+        self.arrivals_end_s = env.now
+        if self.max_duration_s is None:
+            drain = max(DRAIN_MIN_S, DRAIN_FACTOR * env.now)
+            env.process(self._deadline(drain, "horizon"))
+        self._check_stop()
+
+    def arrival_cutoff(self):
+        """Safety net for endless workloads without max_duration_s."""
+        yield self.env.timeout(DEFAULT_MAX_DURATION_S)
+        if not self.arrivals_done:
+            self._trigger_stop("horizon")
+
+    def _deadline(self, delay_s: float, reason: str):
+        yield self.env.timeout(delay_s)
+        self._trigger_stop(reason)
+
+    # -------------------------------------------------------------- request ends
+    def _end(self, req: Request) -> None:
+        self.num_ended += 1
+        req.done_event.succeed(req)
+
+    def on_finished(self, finished: list[Request]) -> None:
+        """Completed requests: succeed their events; maybe the run is over."""
+        for req in finished:
+            self._end(req)
+        if self.progress is not None:
+            self._report_progress()
+        if self.arrivals_done and self.num_ended == len(self.requests):
+            self._trigger_stop("drained")
+
+    def on_rejected(self, request_ids: tuple[int, ...]) -> None:
+        """Requests a policy rejected while scheduling."""
+        for rid in request_ids:
+            req = self.requests[rid]
+            self.num_rejected += 1
+            self.replicas[req.replica].outstanding -= 1
+            self._end(req)
+        self._check_stop()
+
+    def on_replica_waiting(self, stalled: bool) -> None:
+        if stalled:
+            self.num_stalled += 1
+        else:
+            self.num_idle += 1
+        self._check_stop()
+
+    def on_replica_woken(self, stalled: bool) -> None:
+        if stalled:
+            self.num_stalled -= 1
+        else:
+            self.num_idle -= 1
+
+    def _check_stop(self) -> None:
+        if not self.arrivals_done:
+            return
+        if self.num_ended == len(self.requests):
+            self._trigger_stop("drained")
+        elif self.num_stalled + self.num_idle == len(self.replicas):
+            self._trigger_stop("stalled")  # nobody can progress and nothing will arrive
+
+    def _trigger_stop(self, reason: str) -> None:
+        if not self.stop.triggered:
+            self.stop_reason = reason
+            self.stop.succeed()
+
+    def _report_progress(self) -> None:
+        wall = time.perf_counter()
+        if wall - self._last_progress_wall >= 0.5:
+            self._last_progress_wall = wall
+            self.progress({"now_s": self.env.now, "num_submitted": len(self.requests),
+                           "num_ended": self.num_ended})
+
+
+def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, router: str = "round-robin",
+             seed_seq: np.random.SeedSequence | None = None, max_duration_s: float | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> EngineOutput:
+    """Simulate ``workload`` on ``num_replicas`` identical replicas behind ``router``.
+
+    ``seed_seq`` feeds the engine's own randomness (the ``random`` router); the workload carries its
+    own streams. ``progress``, if given, is called about twice a second of wall time with
+    ``{"now_s", "num_submitted", "num_ended"}``. See the module docstring for the horizon rules.
+    """
+    if num_replicas < 1:
+        raise ValueError(f"num_replicas must be ≥ 1, got {num_replicas}")
+    if seed_seq is None:
+        seed_seq = np.random.SeedSequence(0)
+    wall0 = time.perf_counter()
+    env = simpy.Environment()
+    cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress)
+    for rep in cluster.replicas:
+        env.process(rep.run(env))
+    env.process(cluster.arrivals())
+    if max_duration_s is not None:
+        env.process(cluster._deadline(max_duration_s, "horizon"))
+    else:
+        env.process(cluster.arrival_cutoff())
+    env.run(until=cluster.stop)
+    return _collect(cluster, workload, time.perf_counter() - wall0)
+
+
+# ------------------------------------------------------------------ results
+def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
+    """Release unfinished requests, check the end-of-run invariants and build the tables."""
+    env, requests, replicas = cluster.env, cluster.requests, cluster.replicas
+    backlog = {"waiting": 0, "running": 0, "swapped": 0}
+    num_unfinished = 0
+    for rep in replicas:
+        for req in rep.scheduler.drain_unfinished():
+            num_unfinished += 1
+            if req.status is RequestStatus.RUNNING:
+                backlog["running"] += 1
+            elif req.status is RequestStatus.SWAPPED:
+                backlog["swapped"] += 1
+            else:
+                backlog["waiting"] += 1
+    backlog["unfinished"] = num_unfinished
+    num_total = _workload_size(workload)
+    if num_total is not None:
+        backlog["not_arrived"] = max(0, num_total - len(requests))
+    invariants = _check_invariants(cluster, num_unfinished)
+    req_df = _requests_frame(requests)
+    it_df = _iterations_frame(replicas)
+    timeline = _timeline(requests, replicas)
+    stats = {
+        "wall_s": wall_s, "num_requests": len(requests),
+        "num_iterations": int(sum(len(r.iteration_end_s) for r in replicas)),
+        "num_preemptions": int(sum(r.num_preempted for r in replicas)),
+        "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
+    }
+    horizon_reached = num_unfinished > 0 or backlog.get("not_arrived", 0) > 0
+    return EngineOutput(req_df, it_df, timeline, float(env.now), horizon_reached, backlog,
+                        cluster.stop_reason or "drained", invariants, stats)
+
+
+def _workload_size(workload: Any) -> int | None:
+    """Number of requests the workload will submit, if it says."""
+    try:
+        n = workload.describe().get("num_requests")
+    except Exception:  # a workload's describe() is informational; never fail the run on it
+        return None
+    return int(n) if isinstance(n, (int, np.integer)) else None
+
+
+def _check_invariants(cluster: _Cluster, num_unfinished: int) -> tuple[str, ...]:
+    """End-of-run checks; raise :class:`SimulationInvariantError` on the first that fails."""
+    requests = cluster.requests
+    ended = sum(1 for r in requests if r.done_event.triggered)
+    completed = sum(1 for r in requests if r.status is RequestStatus.FINISHED)
+    rejected = sum(1 for r in requests if r.status is RequestStatus.REJECTED)
+    if ended != completed + rejected or ended + num_unfinished != len(requests) or ended != cluster.num_ended:
+        raise SimulationInvariantError(
+            f"request accounting: {len(requests)} submitted, {completed} completed, {rejected} rejected, "
+            f"{num_unfinished} unfinished, {ended} ended events ({cluster.num_ended} counted)")
+    for rep in cluster.replicas:
+        rep.kv.check_invariants()
+        if rep.kv.num_free_blocks != rep.kv.num_blocks:
+            raise SimulationInvariantError(
+                f"replica {rep.index}: {rep.kv.num_used_blocks} KV blocks still held after the run")
+        if rep.kv.num_free_cpu_blocks != rep.kv.num_cpu_blocks:
+            raise SimulationInvariantError(f"replica {rep.index}: host swap blocks still held after the run")
+        ends = np.asarray(rep.iteration_end_s)
+        if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] > cluster.env.now):
+            raise SimulationInvariantError(f"replica {rep.index}: time went backwards")
+    for req in requests:
+        if req.status is RequestStatus.FINISHED and req.num_output_tokens != req.max_output_tokens:
+            raise SimulationInvariantError(f"request {req.request_id} finished with "
+                                           f"{req.num_output_tokens}/{req.max_output_tokens} tokens")
+    return ("every request ended exactly once", "KV blocks all free at the end",
+            "KV allocator invariants", "time never went backwards", "completed requests got all tokens")
+
+
+def _requests_frame(requests: list[Request]) -> pd.DataFrame:
+    """The per-request table (columns RECORD_COLUMNS), one row per request in submission order."""
+    if not requests:
+        return pd.DataFrame({c: [] for c in RECORD_COLUMNS})
+    return pd.DataFrame.from_records([to_record(r) for r in requests], columns=list(RECORD_COLUMNS))
+
+
+def _iterations_frame(replicas: list[_Replica]) -> pd.DataFrame:
+    """The iteration log of all replicas (replica-major, iteration order)."""
+    cols = ITERATION_COLUMNS[1:]
+    parts = []
+    for rep in replicas:
+        if not rep.rows:
+            continue
+        data = dict(zip(cols, (list(c) for c in zip(*rep.rows))))
+        part = pd.DataFrame(data, columns=list(cols))
+        part.insert(0, "replica", rep.index)
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame({c: [] for c in ITERATION_COLUMNS})
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return df
+
+
+def _timeline(requests: list[Request], replicas: list[_Replica]) -> TokenTimeline:
+    """Token timestamps: per-replica iteration end times + flat emission runs per request row."""
+    lengths = np.fromiter((len(r.runs) for r in requests), dtype=np.int64, count=len(requests))
+    offsets = np.zeros(len(requests) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    runs = np.fromiter((i for r in requests for i in r.runs), dtype=np.int64, count=int(offsets[-1]))
+    return TokenTimeline(
+        iteration_end_s={rep.index: np.asarray(rep.iteration_end_s, dtype=np.float64) for rep in replicas},
+        replica_of=np.fromiter((r.replica for r in requests), dtype=np.int64, count=len(requests)),
+        runs=runs, run_offsets=offsets)
