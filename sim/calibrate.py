@@ -1,0 +1,570 @@
+"""Fit a hardware profile's free parameters to real measurements (``simctl calibrate``).
+
+Two modes:
+
+**Replay mode** (``--measurements FILE --experiment EXP.yaml``). The measured requests (arrival time,
+prompt and output lengths, measured TTFT and E2E; a per-request CSV or a ``vllm bench serve
+--save-detailed`` JSON with ``start_times``) are replayed through the simulator with the serving
+settings of the experiment file, and the profile's tunable parameters
+(:meth:`HardwareProfile.tunable_parameters`) are fitted with ``scipy.optimize.least_squares``
+(trust-region reflective, bounds) to minimise the residual vector
+
+    r = [(sim_k − meas_k) / meas_k  for k in OBJECTIVE_METRICS]   (per case, concatenated)
+
+with ``OBJECTIVE_METRICS`` = mean, p50 and p90 TTFT, mean E2E and the derived inter-token latency
+(mean E2E − mean TTFT)/(mean output − 1). Relative errors make every metric count alike whatever its
+scale; TTFT gets three entries because its distribution (queueing) is what the decode-dominated E2E
+cannot see. Parameters are scaled by their starting values so the optimiser works on O(1) numbers; the
+Jacobian is taken by finite differences with a step of a few percent, because a discrete-event
+simulator's output is piecewise constant at very small steps.
+
+Uncertainty: with J the Jacobian at the optimum (in scaled units), the residual variance
+s² = Σr²/(m − n) and cov = s²·(JᵀJ)⁺; the reported ±σ of each parameter is √cov_ii (converted back to the
+parameter's units). It is a local, linearised estimate: it says which parameters the data pins down
+(small σ) and which it barely sees (large σ, or strong correlation).
+
+**Microbenchmark mode** (``--microbench CSV``): ``benchmarks/gpu_profile.py``'s CSV (GEMMs, attention,
+all-reduce and decoder-layer timings measured with PyTorch) is reduced to efficiencies and overheads
+directly (:func:`fit_microbench`), no simulation needed.
+
+The simulator is reached through one injection point, :data:`ReplayFn` (default
+:func:`replay_with_api`, which calls :func:`sim.api.run`), so the fitter can be tested with a stand-in.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.compare import REQUEST_COLUMNS, derived_itl_ms, load_benchmark, read_request_csv
+from sim.errors import ConfigError
+
+# Metric name -> function of a per-request table (REQUEST_COLUMNS), in ms.
+OBJECTIVE_METRICS: dict[str, Callable[[pd.DataFrame], float]] = {
+    "mean_ttft_ms": lambda d: 1e3 * float(d["ttft_s"].mean()),
+    "median_ttft_ms": lambda d: 1e3 * float(d["ttft_s"].median()),
+    "p90_ttft_ms": lambda d: 1e3 * float(np.percentile(d["ttft_s"], 90)),
+    "mean_e2el_ms": lambda d: 1e3 * float(d["e2el_s"].mean()),
+    "mean_itl_derived_ms": derived_itl_ms,
+}
+
+
+def objective_metrics(requests: pd.DataFrame, names: Sequence[str] | None = None) -> dict[str, float]:
+    """Evaluate the objective metrics (ms) on a per-request table."""
+    names = list(names or OBJECTIVE_METRICS)
+    requests = requests.dropna(subset=["ttft_s", "e2el_s"])
+    if len(requests) == 0:
+        return {n: float("nan") for n in names}
+    return {n: OBJECTIVE_METRICS[n](requests) for n in names}
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements
+
+def load_measurements(path: str | Path) -> pd.DataFrame:
+    """Per-request measurements (:data:`sim.compare.REQUEST_COLUMNS`) from a CSV or a detailed vLLM JSON.
+
+    Arrival times are shifted so the first request arrives at 0. Replaying needs them: a vLLM result
+    without ``start_times`` (older vLLM) is refused with a hint.
+    """
+    path = Path(path)
+    if path.name.lower().endswith((".csv", ".csv.gz")):
+        df = read_request_csv(path)
+    else:
+        res = load_benchmark(path)
+        if res.requests is None:
+            raise ConfigError(f"{path}: has no per-request data ({res.format}); calibration replays "
+                              "requests: use `vllm bench serve --save-result --save-detailed` or a CSV "
+                              "arrival_time_s,input_tokens,output_tokens,ttft_s,e2e_s")
+        df = res.requests
+    if len(df) == 0:
+        raise ConfigError(f"{path}: no successful requests to calibrate on")
+    if df["arrival_s"].isna().any():
+        raise ConfigError(f"{path}: no arrival times (vLLM result without 'start_times'); replay needs "
+                          "them: export a CSV with arrival_time_s,input_tokens,output_tokens,ttft_s,e2e_s")
+    df = df.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+    df["arrival_s"] = df["arrival_s"] - df["arrival_s"].iloc[0]
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# replaying requests through the simulator
+
+@dataclass
+class ReplayCase:
+    """One set of measured requests and the serving settings they were measured under.
+
+    ``cfg`` is an :class:`sim.config.ExperimentConfig` (its ``workload:`` is ignored: the requests of
+    ``measured`` are replayed instead, at their arrival times with their exact lengths). Optional columns
+    of ``measured``:
+
+    - ``scored`` (bool): rows that count for the objective; the others are simulated only to warm the
+      engine up (default: all rows count);
+    - ``prompt_id`` (int): requests with the same id send the same prompt (a prefix-cache hit on every full
+      block when prefix caching is on); ``prefix_group`` (int) and ``prefix_tokens`` (int): requests of a
+      group share their first ``prefix_tokens`` tokens (a system prompt). Without them every prompt is
+      unique.
+    """
+
+    name: str
+    cfg: Any
+    measured: pd.DataFrame
+
+    def scored(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a per-request table aligned with ``measured`` that count for the objective."""
+        if "scored" not in self.measured.columns:
+            return requests
+        return requests[self.measured["scored"].to_numpy(dtype=bool)]
+
+
+# (profile, case) -> simulated per-request table (REQUEST_COLUMNS), one row per row of case.measured,
+# in the same order (NaN latencies for requests that did not complete)
+ReplayFn = Callable[[Any, ReplayCase], pd.DataFrame]
+
+
+def request_specs(measured: pd.DataFrame, namespace: str = "replay") -> list:
+    """:class:`sim.request.RequestSpec` for each row (arrival order kept), with shared-prompt segments.
+
+    A request with ``prompt_id`` p in ``prefix_group`` g is the segments
+    ``[(("sys", g), prefix_tokens), (("prompt", p), rest)]``; without a group it is ``[(("prompt", p), n)]``;
+    without a ``prompt_id`` it is unique (the engine's default).
+    """
+    from sim.request import RequestSpec
+
+    cols = measured.columns
+    arrival = measured["arrival_s"].to_numpy(dtype=float)
+    n_in = measured["input_tokens"].to_numpy(dtype=int)
+    n_out = measured["output_tokens"].to_numpy(dtype=int)
+    pid = measured["prompt_id"].to_numpy() if "prompt_id" in cols else None
+    grp = measured["prefix_group"].to_numpy() if "prefix_group" in cols else None
+    pre = measured["prefix_tokens"].to_numpy(dtype=int) if "prefix_tokens" in cols else None
+    specs = []
+    for i in range(len(measured)):
+        segments: tuple = ()
+        group = -1
+        if pid is not None and pid[i] >= 0:
+            if grp is not None and pre is not None and grp[i] >= 0 and 0 < pre[i] < n_in[i]:
+                group = int(grp[i])
+                segments = (((namespace, "sys", group), int(pre[i])),
+                            ((namespace, "prompt", int(pid[i]), int(n_in[i])), int(n_in[i] - pre[i])))
+            else:
+                segments = (((namespace, "prompt", int(pid[i]), int(n_in[i])), int(n_in[i])),)
+        specs.append(RequestSpec(arrival_s=float(arrival[i]), num_prompt_tokens=int(n_in[i]),
+                                 max_output_tokens=max(1, int(n_out[i])), prompt_segments=segments,
+                                 prefix_group=group))
+    return specs
+
+
+def replay_with_api(profile: Any, case: ReplayCase) -> pd.DataFrame:
+    """Default :data:`ReplayFn`: price ``case.cfg`` with ``profile`` and simulate ``case.measured``'s requests.
+
+    The deployment (memory plan, cost model) is resolved by :func:`sim.api.build_deployment` exactly
+    as ``simctl run`` does; the requests are driven open-loop at their measured arrival times.
+    """
+    from sim.api import build_deployment
+    from sim.config import with_overrides
+    from sim.engine import ReplicaSetup, simulate
+    from workloads.base import OpenLoopWorkload
+
+    with tempfile.TemporaryDirectory(prefix="simctl-cal-") as tmp:
+        prof_path = Path(tmp) / "profile.yaml"
+        prof_path.write_text(profile.to_yaml())
+        cfg = with_overrides(case.cfg, {"hardware": str(prof_path)})
+        dep = build_deployment(cfg)
+    setup = ReplicaSetup(
+        engine=dep.engine, num_kv_blocks=cfg.engine.num_kv_blocks or dep.memory_plan.num_kv_blocks,
+        max_model_len=dep.max_model_len, cost_model=dep.cost_model,
+        kv_block_bytes=int(dep.memory_plan.block_bytes),
+        swap_bandwidth_bytes_per_s=float(dep.hardware.pcie_bandwidth_bytes_per_s))
+    workload = OpenLoopWorkload(request_specs(case.measured, case.name))
+    out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router,
+                   seed_seq=np.random.SeedSequence(cfg.seed), max_duration_s=cfg.max_duration_s)
+    return aligned_requests(out.requests, len(case.measured))
+
+
+def aligned_requests(records: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Simulated records as :data:`REQUEST_COLUMNS`, one row per submitted request in submission order.
+
+    Requests are numbered in submission (= arrival) order by the engine; ones that did not complete
+    have NaN latencies.
+    """
+    rec = records.sort_values("request_id", kind="stable")
+    if len(rec) != n:
+        raise RuntimeError(f"the simulation returned {len(rec)} request records for {n} requests")
+    done = (rec["status"] == "completed").to_numpy() if "status" in rec.columns else np.ones(n, bool)
+    return pd.DataFrame({
+        "arrival_s": rec["arrival_s"].to_numpy(dtype=float),
+        "input_tokens": rec["num_prompt_tokens"].to_numpy(),
+        "output_tokens": rec["num_output_tokens"].to_numpy(),
+        "ttft_s": np.where(done, rec["ttft_s"].to_numpy(dtype=float), np.nan),
+        "e2el_s": np.where(done, rec["e2el_s"].to_numpy(dtype=float), np.nan),
+    })
+
+
+# ----------------------------------------------------------------------------------------------
+# parameters
+
+def default_parameters(profile: Any) -> list[str]:
+    """The parameters a replay fit adjusts by default: the profile's own recommendation when it has one
+    (``calibration_parameters()``), else every tunable parameter."""
+    rec = getattr(profile, "calibration_parameters", None)
+    if callable(rec):
+        return list(rec())
+    return list(profile.tunable_parameters())
+
+
+def default_bounds(name: str, value: float) -> tuple[float, float]:
+    """Physical bounds of a tunable parameter, from its name.
+
+    Efficiencies/fractions (``*efficiency*``, ``*_eff``, ``*fraction*``) lie in (0, 1]; times
+    (``*_s``) and other non-negative quantities in [0, max(50·value, 50 ms)]; anything else within a
+    factor of 20 of its starting value.
+    """
+    low = name.lower()
+    if "efficien" in low or low.endswith("_eff") or "fraction" in low or low.startswith("eff_"):
+        return 0.01, 1.0
+    if low.endswith("_s") or "overhead" in low or "latency" in low:
+        return 0.0, max(50.0 * value, 0.05)
+    if value > 0:
+        return value / 20.0, value * 20.0
+    return value * 20.0, value / 20.0 if value < 0 else 1.0
+
+
+def _scale(name: str, value: float) -> float:
+    """Typical magnitude used to make the optimiser's variables O(1)."""
+    if value != 0:
+        return abs(value)
+    return 1e-3 if name.lower().endswith("_s") else 1.0
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit_profile`."""
+
+    parameters: dict[str, float]  # fitted values
+    initial: dict[str, float]  # starting values (the base profile's)
+    stderr: dict[str, float]  # 1σ (parameter units), NaN where undetermined
+    correlation: list[list[float]]  # parameter correlation matrix (order of ``parameters``)
+    metrics: dict[str, dict[str, dict[str, float]]]  # case -> metric -> {simulated, measured, rel_error}
+    initial_rms_rel_error: float
+    rms_rel_error: float
+    num_evaluations: int
+    success: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for YAML/JSON)."""
+        return {
+            "parameters": {k: float(v) for k, v in self.parameters.items()},
+            "initial": {k: float(v) for k, v in self.initial.items()},
+            "stderr": {k: (None if not math.isfinite(v) else float(v)) for k, v in self.stderr.items()},
+            "correlation": [[round(float(c), 3) for c in row] for row in self.correlation],
+            "rms_rel_error": float(self.rms_rel_error),
+            "initial_rms_rel_error": float(self.initial_rms_rel_error),
+            "metrics": self.metrics,
+            "num_evaluations": self.num_evaluations,
+            "success": self.success,
+            "message": self.message,
+        }
+
+
+def _case_metrics(profile: Any, cases: Sequence[ReplayCase], replay: ReplayFn,
+                  metric_names: Sequence[str]) -> tuple[np.ndarray, dict]:
+    residuals, table = [], {}
+    for case in cases:
+        sim_req = case.scored(replay(profile, case))
+        meas = objective_metrics(case.scored(case.measured), metric_names)
+        sim = objective_metrics(sim_req, metric_names)
+        table[case.name] = {}
+        for k in metric_names:
+            r = (sim[k] - meas[k]) / meas[k] if meas[k] and math.isfinite(sim[k]) else 10.0
+            residuals.append(r)
+            table[case.name][k] = {"simulated": float(sim[k]), "measured": float(meas[k]), "rel_error": float(r)}
+    return np.asarray(residuals, dtype=float), table
+
+
+def fit_profile(base_profile: Any, cases: Sequence[ReplayCase], *, parameters: Sequence[str] | None = None,
+                replay: ReplayFn = replay_with_api, bounds: dict[str, tuple[float, float]] | None = None,
+                metric_names: Sequence[str] | None = None, start: dict[str, float] | None = None,
+                diff_step: float = 0.03, max_nfev: int | None = None, ftol: float = 1e-4,
+                progress: Callable[[str], None] | None = None) -> FitResult:
+    """Fit ``parameters`` of ``base_profile`` so replays of ``cases`` match their measurements.
+
+    ``base_profile`` needs ``tunable_parameters() -> dict[str, float]`` and ``with_parameters(**kw)``.
+    ``start`` overrides starting values (defaults: the base profile's); ``bounds`` overrides
+    :func:`default_bounds`. Returns fitted values, 1σ uncertainties and the per-metric errors.
+    """
+    from scipy.optimize import least_squares
+
+    tunables = dict(base_profile.tunable_parameters())
+    names = list(parameters or tunables)
+    unknown = [n for n in names if n not in tunables]
+    if unknown:
+        from sim.errors import suggest
+        raise ConfigError(f"unknown tunable parameter(s) {', '.join(unknown)}{suggest(unknown[0], tunables)}; "
+                          f"tunable: {', '.join(sorted(tunables))}")
+    metric_names = list(metric_names or OBJECTIVE_METRICS)
+    x0_native = np.array([float((start or {}).get(n, tunables[n])) for n in names])
+    scales = np.array([_scale(n, tunables[n]) for n in names])
+    bnds = [(bounds or {}).get(n) or default_bounds(n, float(tunables[n])) for n in names]
+    lo = np.array([b[0] for b in bnds]) / scales
+    hi = np.array([b[1] for b in bnds]) / scales
+    x0 = np.clip(x0_native / scales, lo + 1e-9 * np.abs(lo) + 1e-12, hi - 1e-9 * np.abs(hi) - 1e-12)
+    cache: dict[tuple, tuple[np.ndarray, dict]] = {}
+    nfev = [0]
+
+    def profile_at(x: np.ndarray) -> Any:
+        return base_profile.with_parameters(**{n: float(v) for n, v in zip(names, x * scales)})
+
+    def evaluate(x: np.ndarray) -> tuple[np.ndarray, dict]:
+        key = tuple(np.round(x, 12))
+        if key not in cache:
+            nfev[0] += 1
+            cache[key] = _case_metrics(profile_at(x), cases, replay, metric_names)
+            if progress:
+                vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, x * scales))
+                progress(f"eval {nfev[0]}: rms {np.sqrt(np.mean(cache[key][0] ** 2)):.4f}  ({vals})")
+        return cache[key]
+
+    r0, _ = evaluate(x0)
+    res = least_squares(lambda x: evaluate(x)[0], x0, bounds=(lo, hi), method="trf",
+                        diff_step=diff_step, x_scale=1.0, ftol=ftol, xtol=1e-4, gtol=1e-8,
+                        max_nfev=max_nfev or 25 * (len(names) + 1))
+    r, table = evaluate(res.x)
+    m, n = len(r), len(names)
+    stderr_scaled, corr = _covariance(res.jac, r, m, n)
+    fitted = {nm: float(v) for nm, v in zip(names, res.x * scales)}
+    return FitResult(
+        parameters=fitted, initial={nm: float(v) for nm, v in zip(names, x0 * scales)},
+        stderr={nm: float(s * sc) for nm, s, sc in zip(names, stderr_scaled, scales)},
+        correlation=corr.tolist(), metrics=table,
+        initial_rms_rel_error=float(np.sqrt(np.mean(r0 ** 2))), rms_rel_error=float(np.sqrt(np.mean(r ** 2))),
+        num_evaluations=nfev[0], success=bool(res.success), message=str(res.message))
+
+
+def _covariance(jac: np.ndarray, r: np.ndarray, m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """1σ of each (scaled) parameter and the correlation matrix from the Jacobian at the optimum."""
+    jtj = jac.T @ jac
+    cov_unit = np.linalg.pinv(jtj)
+    s2 = float(r @ r) / (m - n) if m > n else float("nan")
+    cov = cov_unit * s2
+    diag = np.diag(cov)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(np.where(diag >= 0, diag, np.nan))
+        d = np.sqrt(np.abs(np.diag(cov_unit)))
+        corr = cov_unit / np.outer(d, d)
+    # a parameter the data does not move (zero Jacobian column) is undetermined
+    dead = np.linalg.norm(jac, axis=0) == 0
+    std[dead] = np.nan
+    corr = np.nan_to_num(corr, nan=0.0)
+    return std, corr
+
+
+# ----------------------------------------------------------------------------------------------
+# writing the calibrated profile
+
+def calibrated_profile(base_profile: Any, fitted: dict[str, float], *, on: str,
+                       stderr: dict[str, float] | None = None, rms_rel_error: float | None = None,
+                       method: str = "replay", name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The base profile with ``fitted`` values, and the calibration note marking them (what on, when,
+    how well). The note (and ``name``) are written into the YAML by :func:`profile_yaml`."""
+    prof = base_profile.with_parameters(**fitted)
+    note = calibration_note(fitted, on=on, stderr=stderr, rms_rel_error=rms_rel_error, method=method)
+    if name:
+        note["name"] = name
+    return prof, note
+
+
+def calibration_note(fitted: dict[str, float], *, on: str, stderr: dict[str, float] | None = None,
+                     rms_rel_error: float | None = None, method: str = "replay") -> dict[str, Any]:
+    """The ``calibration:`` record written into a fitted profile."""
+    params = {}
+    for k, v in fitted.items():
+        entry: dict[str, Any] = {"value": float(v), "calibrated": True}
+        s = (stderr or {}).get(k)
+        if s is not None and math.isfinite(s):
+            entry["stderr"] = float(s)
+        params[k] = entry
+    note: dict[str, Any] = {"method": f"simctl calibrate ({method})", "date": date.today().isoformat(),
+                            "on": on, "parameters": params}
+    if rms_rel_error is not None:
+        note["rms_rel_error"] = round(float(rms_rel_error), 5)
+    return note
+
+
+def profile_yaml(profile: Any, note: dict[str, Any]) -> str:
+    """YAML text of ``profile`` carrying the calibration note (``calibration:``), renamed if the note
+    names a new profile. Earlier calibration records of the base profile are merged, newest last."""
+    import yaml
+    data = yaml.safe_load(profile.to_yaml())
+    if not isinstance(data, dict):
+        raise ConfigError("the profile's to_yaml() did not produce a mapping")
+    note = dict(note)
+    new_name = note.pop("name", None)
+    if new_name:
+        data["name"] = new_name
+    previous = data.get("calibration")
+    if isinstance(previous, dict) and previous.get("parameters"):
+        merged = dict(previous.get("parameters", {}))
+        merged.update(note["parameters"])
+        note["parameters"] = merged
+    data["calibration"] = note
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# microbenchmark mode
+
+MICROBENCH_COLUMNS = ("op", "dtype", "m", "n", "k", "batch", "num_heads", "num_kv_heads", "head_dim",
+                      "query_len", "context_len", "num_gpus", "message_bytes", "flops", "bytes_moved", "time_s")
+
+
+# Profile attributes holding peak dense bf16 FLOP/s and HBM bytes/s (first found wins; a method is
+# called with the dtype).
+PEAK_FLOPS_ATTRS = ("peak_flops", "peak_flops_per_s", "bf16_flops_per_s", "peak_bf16_flops")
+PEAK_BW_ATTRS = ("memory_bandwidth_bytes_per_s", "hbm_bandwidth_bytes_per_s", "peak_bandwidth_bytes_per_s")
+# microbench quantity -> the profile's tunable parameters it sets
+MICROBENCH_TO_PARAMETER: dict[str, tuple[str, ...]] = {}
+
+
+def read_microbench(path: str | Path) -> pd.DataFrame:
+    """Read ``benchmarks/gpu_profile.py``'s CSV (schema in that file's docstring), checking columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such microbenchmark CSV")
+    df = pd.read_csv(path)
+    missing = [c for c in MICROBENCH_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: not a gpu_profile.py CSV: missing column(s) {', '.join(missing)}")
+    bad = df[(df["time_s"] <= 0) | df["time_s"].isna()]
+    if len(bad):
+        raise ConfigError(f"{path}: row {int(bad.index[0]) + 2}: time_s must be > 0")
+    return df
+
+
+def _linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares y = a + b·x with a ≥ 0; returns (a, b)."""
+    A = np.vstack([np.ones_like(x), x]).T
+    (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
+    if a < 0:
+        a, b = 0.0, float((x @ y) / (x @ x))
+    return float(a), float(b)
+
+
+def microbench_summary(df: pd.DataFrame, peak_flops_per_s: float, peak_bytes_per_s: float) -> dict[str, Any]:
+    """Reduce microbenchmark rows to efficiencies and overheads (what the roofline model's knobs mean).
+
+    - ``gemm_compute_efficiency``: median achieved/peak FLOP/s of GEMMs with ≥ 2048 tokens (compute-bound);
+    - ``gemm_memory_efficiency``: median achieved/peak bytes/s of GEMMs with ≤ 4 tokens (weight-read-bound);
+    - ``gemm_efficiency_by_tokens``: token count → median achieved/peak FLOP/s (the small-batch fall-off);
+    - ``attention_compute_efficiency``: causal prefill attention ≥ 1024 tokens, achieved/peak FLOP/s;
+    - ``attention_memory_efficiency``: decode attention with ≥ 64k cached tokens per call, achieved/peak bytes/s;
+    - ``kernel_launch_s``: the 1-element kernel's time (subtracted from GEMM times before the two GEMM
+      efficiencies are taken);
+    - ``allreduce``: per GPU count, ``latency_s`` and bus bandwidth from t = latency + bytes/algbw
+      (busbw = algbw·2(n − 1)/n);
+    - ``layer_overhead_s``: median over measured decoder-layer steps of measured − roofline time, where the
+      roofline time uses the efficiencies above: max(FLOPs/(peak·ce), bytes/(bw·me)). It is the per-layer
+      cost of the small kernels (norms, rotary, activation, residual adds) the GEMM/attention model omits.
+    """
+    out: dict[str, Any] = {}
+    la = df[df["op"] == "launch"]
+    launch_s = float(la["time_s"].median()) if len(la) else 0.0
+    if len(la):
+        out["kernel_launch_s"] = launch_s
+    g = df[df["op"] == "gemm"]
+    if len(g):
+        eff = g["flops"] / g["time_s"] / peak_flops_per_s
+        busy = np.maximum(g["time_s"] - launch_s, 0.5 * g["time_s"])  # kernel time net of the launch floor
+        big = g["m"] >= 2048
+        if big.any():
+            out["gemm_compute_efficiency"] = float((g["flops"] / busy / peak_flops_per_s)[big].median())
+        small = g["m"] <= 4
+        if small.any():
+            out["gemm_memory_efficiency"] = float((g["bytes_moved"] / busy / peak_bytes_per_s)[small].median())
+        out["gemm_efficiency_by_tokens"] = {int(m): round(float(v), 4) for m, v in eff.groupby(g["m"]).median().items()}
+    a = df[df["op"] == "attn_prefill"]
+    if len(a):
+        sel = a[a["query_len"] >= 1024] if (a["query_len"] >= 1024).any() else a
+        out["attention_compute_efficiency"] = float((sel["flops"] / sel["time_s"] / peak_flops_per_s).median())
+    d = df[df["op"] == "attn_decode"]
+    if len(d):
+        big = d[d["batch"] * d["context_len"] >= 65536]
+        sel = big if len(big) else d
+        out["attention_memory_efficiency"] = float((sel["bytes_moved"] / sel["time_s"] / peak_bytes_per_s).median())
+    ar = df[df["op"] == "allreduce"]
+    if len(ar):
+        out["allreduce"] = {}
+        for n, grp in ar.groupby("num_gpus"):
+            lat, inv_bw = _linear_fit(grp["message_bytes"].to_numpy(dtype=float), grp["time_s"].to_numpy(dtype=float))
+            algbw = 1.0 / inv_bw if inv_bw > 0 else float("inf")
+            out["allreduce"][int(n)] = {"latency_s": lat, "bus_bandwidth_bytes_per_s": algbw * 2 * (n - 1) / n}
+    lay = df[df["op"].isin(["layer_decode", "layer_prefill"])]
+    if len(lay):
+        ce = out.get("gemm_compute_efficiency", 0.7)
+        me = out.get("gemm_memory_efficiency", 0.8)
+        ideal = np.maximum(lay["flops"] / (peak_flops_per_s * ce), lay["bytes_moved"] / (peak_bytes_per_s * me))
+        dec = lay["op"] == "layer_decode"
+        resid = (lay["time_s"] - ideal)[dec if dec.any() else slice(None)]
+        out["layer_overhead_s"] = float(max(0.0, resid.median()))
+        out["layer_time_ratio"] = {f"{r.op}:{int(r.m)}": round(float(r.time_s / i), 3)
+                                   for r, i in zip(lay.itertuples(), ideal)}
+    return out
+
+
+def _peak(profile: Any, names: Sequence[str]) -> float:
+    for n in names:
+        v = getattr(profile, n, None)
+        if callable(v):
+            try:
+                v = v("bf16")
+            except TypeError:
+                v = v()
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    raise ConfigError(f"profile '{getattr(profile, 'name', profile)}' has none of {', '.join(names)}")
+
+
+def fit_microbench(path: str | Path, base_profile: Any,
+                   parameters: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Tunable parameter values measured by ``benchmarks/gpu_profile.py`` (``--microbench`` mode).
+
+    Every quantity :func:`microbench_summary` derives is matched to the profile's tunable parameter of
+    the same meaning (:data:`MICROBENCH_TO_PARAMETER`); ``parameters`` restricts which are written.
+    Returns (fitted values, full report incl. the GEMM efficiency curve and layer-time ratios).
+    """
+    df = read_microbench(path)
+    peak_flops = _peak(base_profile, PEAK_FLOPS_ATTRS)
+    peak_bw = _peak(base_profile, PEAK_BW_ATTRS)
+    summary = microbench_summary(df, peak_flops, peak_bw)
+    tunables = base_profile.tunable_parameters()
+    fitted: dict[str, float] = {}
+    for key, value in _flat_microbench(summary).items():
+        for pname in MICROBENCH_TO_PARAMETER.get(key, (key,)):
+            if pname in tunables and (parameters is None or pname in parameters):
+                fitted[pname] = float(value)
+    if not fitted:
+        raise ConfigError(f"{path}: none of the measured quantities ({', '.join(_flat_microbench(summary))}) "
+                          f"maps to a tunable parameter of '{getattr(base_profile, 'name', '?')}'")
+    report = {"device": str(df["device"].iloc[0]) if "device" in df.columns else None,
+              "peak_flops_per_s": peak_flops, "peak_bytes_per_s": peak_bw, "summary": summary,
+              "fitted": fitted}
+    return fitted, report
+
+
+def _flat_microbench(summary: dict[str, Any]) -> dict[str, float]:
+    """Scalar quantities of a microbench summary (the all-reduce of the largest GPU count flattened)."""
+    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+    ar = summary.get("allreduce") or {}
+    if ar:
+        n = max(ar)
+        flat["allreduce_latency_s"] = ar[n]["latency_s"]
+        flat["allreduce_bus_bandwidth_bytes_per_s"] = ar[n]["bus_bandwidth_bytes_per_s"]
+    return flat

@@ -1,0 +1,99 @@
+"""The validation suite's plumbing: bundled runs, stage windows, prefix model, error tables.
+
+The replays here use a stand-in simulator (measured latencies × a factor), so the arithmetic of the
+error table is checked exactly and fast; the real replay runs from benchmarks/validate.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim import validation as val
+from sim.errors import ConfigError
+
+
+def scaled_replay(factor: float):
+    def replay(profile, case):
+        m = case.measured
+        return pd.DataFrame({"arrival_s": m["arrival_s"], "input_tokens": m["input_tokens"],
+                             "output_tokens": m["output_tokens"], "ttft_s": m["ttft_s"] * factor,
+                             "e2el_s": m["e2el_s"] * factor})
+    return replay
+
+
+def test_bundled_runs_and_stages():
+    runs = val.load_runs()
+    assert len(runs) == 4
+    by = {r.short_name: r for r in runs}
+    code = by["llama-2-7b-tp1-codegen"]
+    assert code.tp == 1 and code.measured_kv_blocks == 7462 and code.max_num_batched_tokens == 2048
+    assert [(s.rate_rps, s.first, s.count) for s in code.stages] == [(5.0, 0, 3000), (10.0, 3000, 6000)]
+    assert by["codellama-34b-tp2-general"].tp == 2
+    trace = code.trace()
+    assert len(trace) == 9000 and set(trace["stage"]) == {0, 1}
+    cfg = code.experiment()
+    assert cfg.engine.enable_prefix_caching and cfg.engine.max_num_seqs == 128 and cfg.engine.max_model_len == 4096
+    assert val.load_runs(select=["roleplay"])[0].short_name == "llama-2-7b-tp1-roleplay"
+    with pytest.raises(ConfigError, match="no calibration run matches"):
+        val.load_runs(select=["nope"])
+
+
+def test_stage_statistics_match_measured_summary():
+    """Recomputing a stage's statistics from its rows reproduces measured_summary.csv."""
+    summary = pd.read_csv(val.DATA_DIR / "measured_summary.csv")
+    for run in val.load_runs():
+        trace = run.trace()
+        for st in run.stages:
+            row = summary[(summary["experiment"] == run.run_id) & (summary["stage"] == st.index)].iloc[0]
+            m = val._metrics(trace[trace["stage"] == st.index])
+            assert m["mean_e2el_ms"] == pytest.approx(row["e2e_mean_ms"], rel=2e-3)
+            assert m["mean_ttft_ms"] == pytest.approx(row["ttft_mean_ms"], rel=2e-3)
+            assert m["mean_itl_ms"] == pytest.approx(row["itl_s2r_mean_ms"], rel=2e-3)
+
+
+def test_prefix_pool_matches_the_traces_period():
+    run = val.load_runs(select=["roleplay"])[0]
+    t = val.add_prefix_model(run.trace(), run, "pool")
+    assert t["prompt_id"].max() == 99 and t["prefix_group"].max() == 9
+    # the same prompt id has the same length in nearly every row (the generator cycles 100 prompts)
+    same = t.groupby("prompt_id")["input_tokens"].agg(lambda s: s.value_counts().iloc[0] / len(s))
+    assert same.mean() > 0.95
+    assert "prompt_id" not in val.add_prefix_model(run.trace(), run, "none")
+
+
+def test_window_cases_score_only_the_window():
+    run = val.load_runs(select=["codegen"])[0]
+    cases = val.replay_cases(run, window_s=30, lead_s=10)
+    assert len(cases) == 2
+    c1 = cases[1]
+    m = c1.measured
+    assert m["arrival_s"].iloc[0] == 0.0
+    assert (~m["scored"]).sum() > 0  # lead-in rows from stage 0
+    assert set(m.loc[m["scored"], "stage"]) == {1}
+    assert set(m.loc[~m["scored"], "stage"]) == {0}
+    scored = m[m["scored"]]
+    assert scored["arrival_s"].max() - scored["arrival_s"].min() <= 30
+
+
+def test_validate_error_table_with_stand_in():
+    runs = val.load_runs(select=["codegen", "roleplay"])
+    rep = val.validate(runs, profile=object(), window_s=20, replay=scaled_replay(1.05))
+    table = rep.run_table()
+    assert set(table.index) == {"llama-2-7b-tp1-codegen", "llama-2-7b-tp1-roleplay"}
+    for metric in ("mean_ttft_ms", "p99_e2el_ms", "mean_e2el_ms", "mean_itl_ms"):
+        assert table[metric].to_numpy() == pytest.approx(0.05)
+    assert set(rep.frame()["stage"]) == {"all", "0", "1"}
+    checks = rep.target_check()
+    assert checks["mean_e2el_ms"]["met"] and checks["mean_ttft_ms"]["met"]
+    md = rep.to_markdown()
+    assert "| llama-2-7b-tp1-codegen |" in md and "median" in md
+    d = rep.to_dict()
+    assert math.isclose(d["median_ape"]["mean_ttft_ms"], 0.05)
+
+
+def test_ape():
+    assert val.ape(105, 100) == pytest.approx(0.05)
+    assert math.isnan(val.ape(1, 0))
