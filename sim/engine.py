@@ -17,12 +17,13 @@ Event order is SimPy's: time, then priority, then insertion order — determinis
 workload and seed give identical output.
 
 **Horizon.** With ``max_duration_s`` the run stops at that simulated time. Without it, it stops when
-the workload has submitted everything and every request has ended; as a safety net an overloaded run
-still ends: arrivals are cut at :data:`DEFAULT_MAX_DURATION_S`, and once arrivals are over the backlog
-gets at most ``max(DRAIN_MIN_S, DRAIN_FACTOR × arrival span)`` more simulated seconds. A cluster where
-no replica can make progress and no arrival can come (a policy that waits for something that never
-happens) also stops. Requests not ended then are reported with status ``"unfinished"`` and counted
-in ``backlog``.
+the workload has submitted everything and every request has ended. Safety nets so that an overloaded
+run always ends: once arrivals are over, the backlog gets at most
+``max(DRAIN_MIN_S, DRAIN_FACTOR × arrival span)`` more simulated seconds; a workload that does not
+declare its size (``describe()["num_requests"]``) and may never end has its arrivals cut at
+:data:`DEFAULT_MAX_DURATION_S`; and a cluster where no replica can make progress while no arrival can
+come (a policy waiting for something that never happens) stops at once. Requests not ended then are
+reported with status ``"unfinished"`` and counted in ``backlog``.
 
 **Swap pricing.** Swap preemption moves ``BatchShape.swap_bytes`` over PCIe. A cost model that prices
 it itself sets ``prices_swap = True``; otherwise the engine adds ``swap_bytes / swap_bandwidth`` to the
@@ -124,6 +125,7 @@ class _Replica:
         self.swap_s_per_byte = 0.0 if getattr(setup.cost_model, "prices_swap", False) else (
             1.0 / (setup.swap_bandwidth_bytes_per_s or DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S))
         self.wake: simpy.Event | None = None  # set while the replica waits for work
+        self.wake_stalled = False  # that wait is with work it cannot run (vs. no work at all)
         self.rows: list[tuple] = []  # iteration log, one tuple per iteration (ITERATION_COLUMNS[1:])
         self.iteration_end_s: list[float] = []
         self.outstanding = 0  # requests routed here and not ended (what a load balancer sees)
@@ -134,8 +136,13 @@ class _Replica:
         if not self.scheduler.add_request(req):
             return False
         self.outstanding += 1
-        if self.wake is not None and not self.wake.triggered:
-            self.wake.succeed()
+        wake = self.wake
+        if wake is not None:
+            # Count the replica as busy now, not when its process resumes: the stop rule must not
+            # see an "everyone is waiting" state that a pending wake-up is about to end.
+            self.wake = None
+            self.cluster.on_replica_woken(self.wake_stalled)
+            wake.succeed()
         return True
 
     def run(self, env: simpy.Environment):
@@ -191,11 +198,10 @@ class _Replica:
 
     def _wait_for_work(self, env: simpy.Environment, stalled: bool):
         """Sleep until the next submit to this replica (``stalled``: it has work it cannot run)."""
-        self.wake = env.event()
+        wake = self.wake = env.event()
+        self.wake_stalled = stalled
         self.cluster.on_replica_waiting(stalled)
-        yield self.wake
-        self.wake = None
-        self.cluster.on_replica_woken(stalled)
+        yield wake  # succeeded by submit(), which also clears self.wake and the waiting count
 
 
 class _Cluster:
@@ -338,7 +344,7 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     env.process(cluster.arrivals())
     if max_duration_s is not None:
         env.process(cluster._deadline(max_duration_s, "horizon"))
-    else:
+    elif _workload_size(workload) is None:  # possibly endless: cut arrivals after a simulated day
         env.process(cluster.arrival_cutoff())
     env.run(until=cluster.stop)
     return _collect(cluster, workload, time.perf_counter() - wall0)

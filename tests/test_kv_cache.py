@@ -1,0 +1,216 @@
+"""KV-cache allocator: invariants under random use, prefix-cache semantics, swap accounting."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.kv_cache import KVCacheManager, KVInvariantError
+from sim.request import Request, RequestSpec
+
+
+def make_req(rid: int, prompt: int, out: int = 4, segments=(), output_key=None) -> Request:
+    return Request(rid, RequestSpec(0.0, prompt, out, prompt_segments=segments, output_key=output_key), 0.0)
+
+
+def test_allocate_grows_by_blocks_and_frees_everything():
+    kv = KVCacheManager(10, 4)
+    r = make_req(0, 10)
+    assert kv.allocate_slots(r, 10)
+    assert kv.num_held_blocks(r) == 3 and kv.num_free_blocks == 7
+    r.num_computed_tokens = 10
+    assert kv.allocate_slots(r, 2)  # 12 tokens still fit in 3 blocks
+    assert kv.num_free_blocks == 7
+    r.num_computed_tokens = 12
+    assert kv.allocate_slots(r, 1)
+    assert kv.num_free_blocks == 6
+    assert kv.usage == pytest.approx(0.4)
+    kv.check_invariants()
+    kv.free(r)
+    assert kv.num_free_blocks == 10 and kv.usage == 0.0
+    kv.check_invariants()
+
+
+def test_failed_allocation_allocates_nothing():
+    kv = KVCacheManager(4, 4)
+    a, b = make_req(0, 12), make_req(1, 8)
+    assert kv.allocate_slots(a, 12)
+    assert not kv.allocate_slots(b, 8)
+    assert kv.num_free_blocks == 1 and kv.num_held_blocks(b) == 0
+    kv.check_invariants()
+
+
+def test_can_fit_and_blocks_to_allocate():
+    kv = KVCacheManager(4, 16)
+    assert kv.can_fit(64) and not kv.can_fit(65)
+    r = make_req(0, 20)
+    assert kv.num_blocks_to_allocate(r, 20) == 2
+    kv.allocate_slots(r, 20)
+    r.num_computed_tokens = 20
+    assert kv.num_blocks_to_allocate(r, 12) == 0 and kv.num_blocks_to_allocate(r, 13) == 1
+
+
+def test_invariant_check_catches_corruption():
+    kv = KVCacheManager(4, 4)
+    r = make_req(0, 4)
+    kv.allocate_slots(r, 4)
+    kv.ref_cnt[0] += 1  # simulate a bug
+    with pytest.raises(KVInvariantError):
+        kv.check_invariants()
+
+
+# ----------------------------------------------------------------------------- prefix caching
+def test_prefix_hit_counts_only_full_shared_blocks():
+    kv = KVCacheManager(20, 4, enable_prefix_caching=True)
+    a = make_req(0, 10, segments=(("sys", 6), ("a", 4)))
+    assert kv.get_computed_blocks(a) == 0
+    assert kv.allocate_slots(a, 10)
+    b = make_req(1, 10, segments=(("sys", 6), ("b", 4)))
+    # blocks: [0,4) all "sys" -> shared; [4,8) mixes sys and a/b -> differs
+    assert kv.get_computed_blocks(b) == 4
+    assert kv.ref_cnt[kv._reqs[0].blocks[0]] == 2  # shared, ref-counted
+    kv.check_invariants()
+
+
+def test_prefix_hit_is_capped_below_num_tokens():
+    kv = KVCacheManager(20, 4, enable_prefix_caching=True)
+    a = make_req(0, 8, segments=(("doc", 8),))
+    kv.allocate_slots(a, 8)
+    b = make_req(1, 8, segments=(("doc", 8),))
+    # both blocks are cached, but the last token must be computed: only 1 block (4 tokens) is a hit
+    assert kv.get_computed_blocks(b) == 4
+
+
+def test_no_hits_without_prefix_caching_or_with_unique_prompts():
+    kv = KVCacheManager(20, 4, enable_prefix_caching=False)
+    a = make_req(0, 9, segments=(("doc", 9),))
+    kv.allocate_slots(a, 9)
+    assert kv.get_computed_blocks(make_req(1, 9, segments=(("doc", 9),))) == 0
+    kv2 = KVCacheManager(20, 4, enable_prefix_caching=True)
+    kv2.allocate_slots(make_req(0, 9), 9)
+    assert kv2.get_computed_blocks(make_req(1, 9)) == 0  # default segment is unique per request
+
+
+def test_freed_blocks_stay_cached_until_reused_and_tail_is_evicted_first():
+    kv = KVCacheManager(4, 4, enable_prefix_caching=True)
+    a = make_req(0, 13, segments=(("doc", 13),))
+    kv.allocate_slots(a, 13)  # 4 blocks, the first 3 full (hashed)
+    kv.free(a)  # free queue, front first: partial block, then [8,12), [4,8), [0,4)
+    assert kv.num_free_blocks == 4
+    b = make_req(1, 13, segments=(("doc", 13),))
+    assert kv.get_computed_blocks(b) == 12  # freed blocks are still cached
+    kv.free(b)
+    c = make_req(2, 8)
+    assert kv.allocate_slots(c, 8)  # reuses 2 blocks from the front: the partial one and [8,12)
+    d = make_req(3, 13, segments=(("doc", 13),))
+    assert kv.get_computed_blocks(d) == 8  # the head of the prefix survived
+    kv.check_invariants()
+
+
+def test_preempted_request_hits_its_own_blocks_on_recompute():
+    kv = KVCacheManager(20, 4, enable_prefix_caching=True)
+    r = make_req(0, 10, out=10)
+    kv.allocate_slots(r, 10)
+    r.num_computed_tokens = 10
+    r.num_output_tokens = 3  # generated 3 tokens, 12 computed positions after two more steps
+    kv.allocate_slots(r, 2)
+    r.num_computed_tokens = 12
+    kv.free(r)  # recompute preemption
+    r.num_computed_tokens = 0
+    # num_tokens = 13: hit capped at 12 -> all 3 full blocks (prompt and output content)
+    assert kv.get_computed_blocks(r) == 12
+
+
+def test_output_key_lets_next_turn_hit_previous_answer():
+    kv = KVCacheManager(20, 4, enable_prefix_caching=True)
+    t1 = make_req(0, 8, out=8, segments=(("u1", 8),), output_key="a1")
+    kv.allocate_slots(t1, 8)
+    t1.num_computed_tokens = 8
+    t1.num_output_tokens = 8
+    kv.allocate_slots(t1, 7)  # the last sampled token is never computed
+    t1.num_computed_tokens = 15
+    kv.free(t1)
+    t2 = make_req(1, 20, segments=(("u1", 8), ("a1", 8), ("u2", 4)))
+    assert kv.get_computed_blocks(t2) == 12  # u1 (2 blocks) + first block of the answer; [12,16) not computed
+
+
+def test_prefix_hit_takes_blocks_off_the_free_queue():
+    kv = KVCacheManager(3, 4, enable_prefix_caching=True)
+    a = make_req(0, 9, segments=(("doc", 9),))
+    kv.allocate_slots(a, 9)
+    kv.free(a)
+    b = make_req(1, 9, segments=(("doc", 9),))
+    assert kv.get_computed_blocks(b) == 8
+    assert kv.num_free_blocks == 1
+    b.num_computed_tokens = 8
+    assert kv.allocate_slots(b, 1)
+    assert kv.num_free_blocks == 0
+    kv.check_invariants()
+
+
+# ----------------------------------------------------------------------------- swap
+def test_swap_out_and_in_move_bytes_and_keep_accounting():
+    kv = KVCacheManager(8, 4, num_cpu_blocks=3, block_bytes=1000)
+    r = make_req(0, 10)
+    kv.allocate_slots(r, 10)
+    r.num_computed_tokens = 10
+    assert kv.swap_out(r) == 3000
+    assert kv.num_free_blocks == 8 and kv.num_free_cpu_blocks == 0
+    kv.check_invariants()
+    big = make_req(1, 4)
+    kv.allocate_slots(big, 4)
+    assert kv.swap_out(big) is None  # host pool full: nothing changes
+    assert kv.swap_in(r) == 3000
+    assert kv.num_held_blocks(r) == 3 and kv.num_free_cpu_blocks == 3
+    kv.check_invariants()
+    kv.free(r)
+    kv.free(big)
+    assert kv.num_free_blocks == 8
+
+
+# ----------------------------------------------------------------------------- random sequences
+ops = st.lists(st.tuples(st.sampled_from(["alloc", "free", "hit", "swap_out", "swap_in", "grow"]),
+                         st.integers(0, 7), st.integers(1, 40)), min_size=1, max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=ops, prefix=st.booleans(), block_size=st.sampled_from([1, 4, 16]))
+def test_invariants_hold_under_random_operations(ops, prefix, block_size):
+    kv = KVCacheManager(12, block_size, enable_prefix_caching=prefix, num_cpu_blocks=6, block_bytes=10)
+    reqs = {i: make_req(i, 5 + 3 * i, segments=((("shared", i % 2), 3 + 3 * i),)) for i in range(8)}
+    swapped = set()
+    for op, i, n in ops:
+        r = reqs[i]
+        free_before = kv.num_free_blocks
+        if op == "alloc" and i not in swapped:
+            need = kv.num_blocks_to_allocate(r, n)
+            ok = kv.allocate_slots(r, n)
+            assert ok == (need <= free_before)
+            if ok:
+                r.num_computed_tokens += n
+            else:
+                assert kv.num_free_blocks == free_before
+        elif op == "grow" and i not in swapped and kv.num_held_blocks(r):
+            if kv.allocate_slots(r, 1):
+                r.num_computed_tokens += 1
+        elif op == "free":
+            kv.free(r)
+            swapped.discard(i)
+            r.num_computed_tokens = 0
+        elif op == "hit" and kv.num_held_blocks(r) == 0 and i not in swapped:
+            kv.free(r)
+            hit = kv.get_computed_blocks(r)
+            assert hit % block_size == 0 and hit <= r.num_tokens - 1
+            r.num_computed_tokens = hit
+        elif op == "swap_out" and i not in swapped:
+            if kv.swap_out(r) is not None:
+                swapped.add(i)
+        elif op == "swap_in" and i in swapped:
+            if kv.swap_in(r) is not None:
+                swapped.discard(i)
+        kv.check_invariants()
+        assert 0.0 <= kv.usage <= 1.0
+    for r in reqs.values():
+        kv.free(r)
+    kv.check_invariants()
+    assert kv.num_free_blocks == kv.num_blocks and kv.num_free_cpu_blocks == kv.num_cpu_blocks
