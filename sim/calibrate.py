@@ -373,50 +373,68 @@ def _covariance(jac: np.ndarray, r: np.ndarray, m: int, n: int) -> tuple[np.ndar
 def calibrated_profile(base_profile: Any, fitted: dict[str, float], *, on: str,
                        stderr: dict[str, float] | None = None, rms_rel_error: float | None = None,
                        method: str = "replay", name: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """The base profile with ``fitted`` values, and the calibration note marking them (what on, when,
-    how well). The note (and ``name``) are written into the YAML by :func:`profile_yaml`."""
-    prof = base_profile.with_parameters(**fitted)
+    """The base profile with ``fitted`` values marked calibrated, and the calibration note.
+
+    Each fitted parameter's provenance (``basis``: what it was fitted on, when, how, its ±1σ and the fit's
+    RMS error) goes into the profile through ``with_parameters(basis=...)``, so the written YAML says
+    which numbers are calibrated and on what. ``name`` renames the profile (see :func:`profile_yaml`).
+    """
     note = calibration_note(fitted, on=on, stderr=stderr, rms_rel_error=rms_rel_error, method=method)
     if name:
         note["name"] = name
+    prof = base_profile
+    for pname, entry in note["parameters"].items():
+        prof = _with_basis(prof, pname, entry["value"], entry["basis"])
     return prof, note
+
+
+def _with_basis(profile: Any, pname: str, value: float, basis: str) -> Any:
+    try:
+        return profile.with_parameters(basis=basis, **{pname: value})
+    except TypeError:  # a profile type without provenance: values only (the note still records them)
+        return profile.with_parameters(**{pname: value})
 
 
 def calibration_note(fitted: dict[str, float], *, on: str, stderr: dict[str, float] | None = None,
                      rms_rel_error: float | None = None, method: str = "replay") -> dict[str, Any]:
-    """The ``calibration:`` record written into a fitted profile."""
+    """What was calibrated, on what, when and how well — one ``basis`` line per parameter."""
+    today = date.today().isoformat()
     params = {}
     for k, v in fitted.items():
+        basis = f"simctl calibrate ({method}) {today} on {on}"
         entry: dict[str, Any] = {"value": float(v), "calibrated": True}
         s = (stderr or {}).get(k)
         if s is not None and math.isfinite(s):
             entry["stderr"] = float(s)
+            basis += f"; ±1σ {s:.3g}"
+        if rms_rel_error is not None:
+            basis += f"; fit RMS rel. error {100 * rms_rel_error:.1f}%"
+        entry["basis"] = basis
         params[k] = entry
-    note: dict[str, Any] = {"method": f"simctl calibrate ({method})", "date": date.today().isoformat(),
-                            "on": on, "parameters": params}
+    note: dict[str, Any] = {"method": f"simctl calibrate ({method})", "date": today, "on": on, "parameters": params}
     if rms_rel_error is not None:
         note["rms_rel_error"] = round(float(rms_rel_error), 5)
     return note
 
 
 def profile_yaml(profile: Any, note: dict[str, Any]) -> str:
-    """YAML text of ``profile`` carrying the calibration note (``calibration:``), renamed if the note
-    names a new profile. Earlier calibration records of the base profile are merged, newest last."""
+    """YAML text of a calibrated profile, renamed when the note names a new profile (aliases dropped so
+    the copy never shadows the profile it came from). The provenance travels in each parameter's basis."""
     import yaml
     data = yaml.safe_load(profile.to_yaml())
     if not isinstance(data, dict):
         raise ConfigError("the profile's to_yaml() did not produce a mapping")
-    note = dict(note)
-    new_name = note.pop("name", None)
+    new_name = note.get("name")
     if new_name:
-        data["name"] = new_name
-    previous = data.get("calibration")
-    if isinstance(previous, dict) and previous.get("parameters"):
-        merged = dict(previous.get("parameters", {}))
-        merged.update(note["parameters"])
-        note["parameters"] = merged
-    data["calibration"] = note
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        data["name"] = str(new_name).lower()
+        if "aliases" in data:
+            data["aliases"] = []
+        if "display_name" in data:
+            data["display_name"] = f"{data['display_name']} (calibrated: {note['on']})"
+    header = f"# Calibrated by {note['method']} on {note['date']}: {note['on']}\n"
+    if note.get("rms_rel_error") is not None:
+        header += f"# fit RMS relative error {100 * note['rms_rel_error']:.1f}%\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,7 +449,8 @@ MICROBENCH_COLUMNS = ("op", "dtype", "m", "n", "k", "batch", "num_heads", "num_k
 PEAK_FLOPS_ATTRS = ("peak_flops", "peak_flops_per_s", "bf16_flops_per_s", "peak_bf16_flops")
 PEAK_BW_ATTRS = ("memory_bandwidth_bytes_per_s", "hbm_bandwidth_bytes_per_s", "peak_bandwidth_bytes_per_s")
 # microbench quantity -> the profile's tunable parameters it sets
-MICROBENCH_TO_PARAMETER: dict[str, tuple[str, ...]] = {}
+# (default: the quantity's own name; layer_overhead_s and the efficiency curve are reported only)
+MICROBENCH_TO_PARAMETER: dict[str, tuple[str, ...]] = {"layer_overhead_s": (), "gemm_fit_median_abs_error": ()}
 
 
 def read_microbench(path: str | Path) -> pd.DataFrame:
@@ -458,37 +477,59 @@ def _linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def microbench_summary(df: pd.DataFrame, peak_flops_per_s: float, peak_bytes_per_s: float) -> dict[str, Any]:
-    """Reduce microbenchmark rows to efficiencies and overheads (what the roofline model's knobs mean).
+def fit_gemm(g: pd.DataFrame, peak_flops_per_s: float, peak_bytes_per_s: float) -> dict[str, float]:
+    """Fit the roofline GEMM model to measured GEMMs (least squares in log time).
 
-    - ``gemm_compute_efficiency``: median achieved/peak FLOP/s of GEMMs with ≥ 2048 tokens (compute-bound);
-    - ``gemm_memory_efficiency``: median achieved/peak bytes/s of GEMMs with ≤ 4 tokens (weight-read-bound);
-    - ``gemm_efficiency_by_tokens``: token count → median achieved/peak FLOP/s (the small-batch fall-off);
+    time = max(F·(n + n_half)/(n·peak·e), bytes/(bw·e_mem)) + t_kernel, n = tokens (rows): compute
+    efficiency e·n/(n + n_half) rises with the token count, weight streaming reaches e_mem of the HBM
+    bandwidth, and every kernel pays t_kernel. Returns gemm_compute_efficiency, gemm_half_tokens,
+    memory_efficiency and gemm_kernel_s.
+    """
+    from scipy.optimize import least_squares
+
+    n = g["m"].to_numpy(dtype=float)
+    flops = g["flops"].to_numpy(dtype=float)
+    nbytes = g["bytes_moved"].to_numpy(dtype=float)
+    t = g["time_s"].to_numpy(dtype=float)
+
+    def model(x: np.ndarray) -> np.ndarray:
+        e, half, e_mem, t_k = x
+        return np.maximum(flops * (n + half) / (n * peak_flops_per_s * e), nbytes / (peak_bytes_per_s * e_mem)) + t_k
+
+    x0 = np.array([0.7, 200.0, 0.8, 3e-6])
+    res = least_squares(lambda x: np.log(model(x)) - np.log(t), x0,
+                        bounds=([0.05, 0.0, 0.05, 0.0], [1.0, 1e5, 1.0, 1e-3]), x_scale=[0.1, 100.0, 0.1, 1e-6])
+    e, half, e_mem, t_k = (float(v) for v in res.x)
+    err = np.abs(model(res.x) / t - 1)
+    return {"gemm_compute_efficiency": e, "gemm_half_tokens": half, "memory_efficiency": e_mem,
+            "gemm_kernel_s": t_k, "gemm_fit_median_abs_error": float(np.median(err))}
+
+
+def microbench_summary(df: pd.DataFrame, peak_flops_per_s: float, peak_bytes_per_s: float,
+                       link_bytes_per_s: float | None = None) -> dict[str, Any]:
+    """Reduce ``gpu_profile.py`` rows to the roofline model's efficiencies and overheads.
+
+    - GEMMs: :func:`fit_gemm` (``gemm_compute_efficiency``, ``gemm_half_tokens``, ``memory_efficiency``,
+      ``gemm_kernel_s``) plus ``gemm_efficiency_by_tokens``, the measured token count → median
+      achieved/peak FLOP/s (the small-batch fall-off, for the report);
     - ``attention_compute_efficiency``: causal prefill attention ≥ 1024 tokens, achieved/peak FLOP/s;
     - ``attention_memory_efficiency``: decode attention with ≥ 64k cached tokens per call, achieved/peak bytes/s;
-    - ``kernel_launch_s``: the 1-element kernel's time (subtracted from GEMM times before the two GEMM
-      efficiencies are taken);
-    - ``allreduce``: per GPU count, ``latency_s`` and bus bandwidth from t = latency + bytes/algbw
-      (busbw = algbw·2(n − 1)/n);
-    - ``layer_overhead_s``: median over measured decoder-layer steps of measured − roofline time, where the
-      roofline time uses the efficiencies above: max(FLOPs/(peak·ce), bytes/(bw·me)). It is the per-layer
-      cost of the small kernels (norms, rotary, activation, residual adds) the GEMM/attention model omits.
+    - ``elementwise_kernel_s``: the 1-element kernel's time (the floor of any small kernel);
+    - ``allreduce``: per GPU count, ``latency_s`` and ``communication_efficiency`` from
+      t = latency + 2(n − 1)/n · bytes/(e · link bandwidth);
+    - ``layer_overhead_s``: median over the measured decode-layer steps of measured − modelled time, where
+      the model is the fitted GEMM roofline applied to the whole layer (FLOPs and bytes) plus 4 GEMM and
+      6 small-kernel floors. Reported, not written into the profile: the benchmark runs eagerly, while
+      vLLM replays CUDA graphs that hide most launch gaps (docs/calibration.md).
     """
     out: dict[str, Any] = {}
     la = df[df["op"] == "launch"]
-    launch_s = float(la["time_s"].median()) if len(la) else 0.0
     if len(la):
-        out["kernel_launch_s"] = launch_s
+        out["elementwise_kernel_s"] = float(la["time_s"].median())
     g = df[df["op"] == "gemm"]
-    if len(g):
+    if len(g) >= 4:
+        out.update(fit_gemm(g, peak_flops_per_s, peak_bytes_per_s))
         eff = g["flops"] / g["time_s"] / peak_flops_per_s
-        busy = np.maximum(g["time_s"] - launch_s, 0.5 * g["time_s"])  # kernel time net of the launch floor
-        big = g["m"] >= 2048
-        if big.any():
-            out["gemm_compute_efficiency"] = float((g["flops"] / busy / peak_flops_per_s)[big].median())
-        small = g["m"] <= 4
-        if small.any():
-            out["gemm_memory_efficiency"] = float((g["bytes_moved"] / busy / peak_bytes_per_s)[small].median())
         out["gemm_efficiency_by_tokens"] = {int(m): round(float(v), 4) for m, v in eff.groupby(g["m"]).median().items()}
     a = df[df["op"] == "attn_prefill"]
     if len(a):
@@ -503,19 +544,21 @@ def microbench_summary(df: pd.DataFrame, peak_flops_per_s: float, peak_bytes_per
     if len(ar):
         out["allreduce"] = {}
         for n, grp in ar.groupby("num_gpus"):
-            lat, inv_bw = _linear_fit(grp["message_bytes"].to_numpy(dtype=float), grp["time_s"].to_numpy(dtype=float))
-            algbw = 1.0 / inv_bw if inv_bw > 0 else float("inf")
-            out["allreduce"][int(n)] = {"latency_s": lat, "bus_bandwidth_bytes_per_s": algbw * 2 * (n - 1) / n}
-    lay = df[df["op"].isin(["layer_decode", "layer_prefill"])]
-    if len(lay):
-        ce = out.get("gemm_compute_efficiency", 0.7)
-        me = out.get("gemm_memory_efficiency", 0.8)
-        ideal = np.maximum(lay["flops"] / (peak_flops_per_s * ce), lay["bytes_moved"] / (peak_bytes_per_s * me))
-        dec = lay["op"] == "layer_decode"
-        resid = (lay["time_s"] - ideal)[dec if dec.any() else slice(None)]
-        out["layer_overhead_s"] = float(max(0.0, resid.median()))
-        out["layer_time_ratio"] = {f"{r.op}:{int(r.m)}": round(float(r.time_s / i), 3)
-                                   for r, i in zip(lay.itertuples(), ideal)}
+            lat, slope = _linear_fit(grp["message_bytes"].to_numpy(dtype=float), grp["time_s"].to_numpy(dtype=float))
+            entry = {"latency_s": lat, "algorithm_bandwidth_bytes_per_s": 1.0 / slope if slope > 0 else float("inf")}
+            if link_bytes_per_s and slope > 0:
+                entry["communication_efficiency"] = min(1.0, 2 * (n - 1) / n / (slope * link_bytes_per_s))
+            out["allreduce"][int(n)] = entry
+    lay = df[df["op"] == "layer_decode"]
+    if len(lay) and "gemm_compute_efficiency" in out:
+        e, half, e_mem = out["gemm_compute_efficiency"], out["gemm_half_tokens"], out["memory_efficiency"]
+        n = lay["m"].to_numpy(dtype=float)
+        ideal = np.maximum(lay["flops"] * (n + half) / (n * peak_flops_per_s * e),
+                           lay["bytes_moved"] / (peak_bytes_per_s * e_mem))
+        ideal = ideal + 4 * out["gemm_kernel_s"] + 6 * out.get("elementwise_kernel_s", 0.0)
+        out["layer_overhead_s"] = float(max(0.0, float(np.median(lay["time_s"] - ideal))))
+        out["layer_time_ratio"] = {f"decode:{int(m)}": round(float(tt / i), 3)
+                                   for m, tt, i in zip(lay["m"], lay["time_s"], ideal)}
     return out
 
 
@@ -543,7 +586,10 @@ def fit_microbench(path: str | Path, base_profile: Any,
     df = read_microbench(path)
     peak_flops = _peak(base_profile, PEAK_FLOPS_ATTRS)
     peak_bw = _peak(base_profile, PEAK_BW_ATTRS)
-    summary = microbench_summary(df, peak_flops, peak_bw)
+    link = getattr(base_profile, "link_bandwidth_bytes_per_s", None)
+    ar_gpus = df.loc[df["op"] == "allreduce", "num_gpus"]
+    link_bw = float(link(int(ar_gpus.max()))) if callable(link) and len(ar_gpus) else None
+    summary = microbench_summary(df, peak_flops, peak_bw, link_bw)
     tunables = base_profile.tunable_parameters()
     fitted: dict[str, float] = {}
     for key, value in _flat_microbench(summary).items():
@@ -566,5 +612,6 @@ def _flat_microbench(summary: dict[str, Any]) -> dict[str, float]:
     if ar:
         n = max(ar)
         flat["allreduce_latency_s"] = ar[n]["latency_s"]
-        flat["allreduce_bus_bandwidth_bytes_per_s"] = ar[n]["bus_bandwidth_bytes_per_s"]
+        if "communication_efficiency" in ar[n]:
+            flat["communication_efficiency"] = ar[n]["communication_efficiency"]
     return flat

@@ -139,11 +139,32 @@ def test_request_specs_shared_prompts():
 def test_calibration_note_and_yaml():
     fitted = {"step_overhead_s": 0.0042}
     prof, note = cal.calibrated_profile(ToyProfile(), fitted, on="unit test", stderr={"step_overhead_s": 1e-4},
-                                        rms_rel_error=0.03)
+                                        rms_rel_error=0.03, name="toy-fit")
     assert prof.step_overhead_s == 0.0042
-    text = cal.profile_yaml(prof, note)
-    data = yaml.safe_load(text)
-    assert data["step_overhead_s"] == 0.0042
-    entry = data["calibration"]["parameters"]["step_overhead_s"]
+    entry = note["parameters"]["step_overhead_s"]
     assert entry["calibrated"] is True and entry["stderr"] == 1e-4
-    assert data["calibration"]["on"] == "unit test"
+    assert "unit test" in entry["basis"] and "±1σ" in entry["basis"]
+    text = cal.profile_yaml(prof, note)
+    assert text.startswith("# Calibrated by simctl calibrate (replay)")
+    data = yaml.safe_load(text)
+    assert data["step_overhead_s"] == 0.0042 and data["name"] == "toy-fit"
+
+
+def test_calibrated_hardware_profile_round_trips_through_yaml(tmp_path):
+    from hwprofiles import load_profile
+    from sim.hardware import HardwareProfile
+    base = load_profile("h100-sxm")
+    fitted = {"per_iteration_s": 0.0031, "memory_efficiency": 0.83}
+    prof, note = cal.calibrated_profile(base, fitted, on="2 runs", stderr={"per_iteration_s": 2e-4},
+                                        rms_rel_error=0.04, name="h100-sxm-fit")
+    text = cal.profile_yaml(prof, note)
+    path = tmp_path / "fit.yaml"
+    path.write_text(text)
+    back = load_profile(str(path))
+    assert back.name == "h100-sxm-fit" and back.aliases == ()
+    assert back.tunable_parameters() == pytest.approx({**base.tunable_parameters(), **fitted})
+    for k in fitted:
+        assert back.parameter(k).status == "calibrated" and "2 runs" in back.parameter(k).basis
+    assert "±1σ 0.0002" in back.parameter("per_iteration_s").basis
+    assert back.parameter("gemm_kernel_s") == base.parameter("gemm_kernel_s")
+    assert HardwareProfile.from_yaml_text(back.to_yaml()) .tunable_parameters() == back.tunable_parameters()
