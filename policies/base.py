@@ -135,7 +135,8 @@ class DecodeGroup:
 
     def __init__(self, block_size: int) -> None:
         self.members: dict[int, tuple[Request, int, int, int]] = {}  # id -> (req, s0, c0, o0)
-        self.buckets: list[dict[int, Request]] = [{} for _ in range(block_size)]
+        # members by (c0 - s0) mod block_size: id -> (req, s0, c0, o0)
+        self.buckets: list[dict[int, tuple[Request, int, int, int]]] = [{} for _ in range(block_size)]
         self.finish_at: dict[int, list[int]] = {}  # iteration -> ids finishing in it (may be stale)
         self.num = 0
         self.base_ctx = 0  # Σ (c0 - s0): Σ num_computed at iteration k is base_ctx + num·k
@@ -152,8 +153,8 @@ class DecodeGroup:
         """Make ``req`` (needing exactly one token, holding its KV) a member from ``first_iteration``."""
         c0, o0 = req.num_computed_tokens, req.num_output_tokens
         rid = req.request_id
-        self.members[rid] = (req, first_iteration, c0, o0)
-        self.buckets[(c0 - first_iteration) % self.block_size][rid] = req
+        m = self.members[rid] = (req, first_iteration, c0, o0)
+        self.buckets[(c0 - first_iteration) % self.block_size][rid] = m
         fin = first_iteration + req.max_output_tokens - o0 - 1
         lst = self.finish_at.get(fin)
         if lst is None:
@@ -163,14 +164,21 @@ class DecodeGroup:
         self.num += 1
         self.base_ctx += c0 - first_iteration
 
-    def boundary(self, iteration: int) -> dict[int, Request]:
-        """Members that need one new KV block before ``iteration`` runs."""
-        return self.buckets[(-iteration) % self.block_size]
+    def num_boundary(self, iteration: int) -> int:
+        """How many members need one new KV block before ``iteration`` runs."""
+        return len(self.buckets[(-iteration) % self.block_size])
 
-    def set_computed(self, req: Request, iteration: int) -> None:
-        """Set ``req.num_computed_tokens`` to its value before ``iteration`` (for KV allocation)."""
-        _, s0, c0, _ = self.members[req.request_id]
-        req.num_computed_tokens = c0 + iteration - s0
+    def boundary(self, iteration: int, set_computed: bool = False) -> list[Request]:
+        """Members that need one new KV block before ``iteration`` runs (their computed count is a
+        multiple of the block size). ``set_computed`` writes their current ``num_computed_tokens``."""
+        bucket = self.buckets[(-iteration) % self.block_size]
+        if not set_computed:
+            return [m[0] for m in bucket.values()]
+        out = []
+        for req, s0, c0, _ in bucket.values():
+            req.num_computed_tokens = c0 + iteration - s0
+            out.append(req)
+        return out
 
     def materialize(self, req: Request, last_iteration: int, last_time_s: float) -> None:
         """Remove ``req`` from the group, writing back its counters and emissions up to ``last_iteration``."""

@@ -79,9 +79,28 @@ class VLLMV1Scheduler(Scheduler):
         if group is None:
             return False  # exact per-request loop only (uses_decode_group = False)
         individual = self._individual
-        if individual and any(r.status is not RequestStatus.RUNNING for r in individual):
+        if individual:
+            return self._schedule_running_fast_mixed(step, individual)
+        if group.num != len(self.running):
+            return False  # defensive: the bookkeeping must cover every running request
+        if group.num > step.token_budget or group.num_boundary(k) > kv.num_free_blocks:
+            return False
+        self._schedule_group(step)
+        return True
+
+    def _schedule_group(self, step: StepBuilder) -> None:
+        """All group members decode one token; those crossing a block boundary get a block."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group.num_boundary(k):
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        step.add_decodes(group.num, group.sum_context(k))
+
+    def _schedule_running_fast_mixed(self, step: StepBuilder, individual: list[Request]) -> bool:
+        """Fast path with requests outside the group (prefill chunks, resumed requests)."""
+        group, kv, running = self.decode_group, self.kv, self.running
+        if any(r.status is not RequestStatus.RUNNING for r in individual):
             individual = self._individual = [r for r in individual if r.status is RequestStatus.RUNNING]
-        if group.num + len(individual) != len(self.running):
+        if group.num + len(individual) != len(running):
             return False  # defensive: the bookkeeping must cover every running request
         demand, blocks = group.num, 0
         chunks = []
@@ -92,7 +111,7 @@ class VLLMV1Scheduler(Scheduler):
             blocks += kv.num_blocks_to_allocate(req, n)
         if demand > step.token_budget:
             # Still exact if only the last running request is short: V1 gives it what is left.
-            if not individual or individual[-1] is not self.running[-1]:
+            if not individual or individual[-1] is not running[-1]:
                 return False
             last = individual[-1]
             rest = demand - chunks[-1]
@@ -101,14 +120,9 @@ class VLLMV1Scheduler(Scheduler):
             blocks -= kv.num_blocks_to_allocate(last, chunks[-1])
             chunks[-1] = step.token_budget - rest
             blocks += kv.num_blocks_to_allocate(last, chunks[-1])
-        boundary = group.boundary(k)
-        if blocks + len(boundary) > kv.num_free_blocks:
+        if blocks + group.num_boundary(self.next_iteration) > kv.num_free_blocks:
             return False
-        for req in boundary.values():
-            group.set_computed(req, k)
-            if not kv.allocate_slots(req, 1):  # cannot happen: room was checked above
-                raise AssertionError("decode-group allocation failed after the free-block check")
-        step.add_decodes(group.num, group.sum_context(k))
+        self._schedule_group(step)
         for req, n in zip(individual, chunks):
             if not kv.allocate_slots(req, n):
                 raise AssertionError("allocation failed after the free-block check")

@@ -31,7 +31,9 @@ step time (``ReplicaSetup.swap_bandwidth_bytes_per_s``, default :data:`DEFAULT_S
 """
 from __future__ import annotations
 
+import gc
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +44,7 @@ import simpy
 
 from policies.base import Scheduler
 from policies.registry import get_policy, get_router
-from sim.cost import CostModel
+from sim.cost import CostModel, StepCost
 from sim.kv_cache import KVCacheManager
 from sim.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
 
@@ -107,6 +109,44 @@ class EngineOutput:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+# Cost of a step that only swaps (no tokens): priced by the engine from swap_bytes alone.
+_SWAP_ONLY = StepCost(time_s=0.0)
+
+
+class _IterationLog:
+    """The iteration log of one replica as typed columns (``array.array``): compact and cheap to append."""
+
+    # column -> array typecode, in ITERATION_COLUMNS order (without "replica" and "iteration")
+    COLUMNS = (("start_s", "d"), ("end_s", "d"), ("time_s", "d"), ("kind", "b"), ("num_seqs", "q"),
+               ("num_tokens", "q"), ("num_prefill_tokens", "q"), ("num_decode_seqs", "q"),
+               ("num_waiting", "q"), ("num_running", "q"), ("kv_usage", "d"), ("flops", "d"),
+               ("bytes_moved", "d"), ("mfu", "d"), ("mbu", "d"), ("prefill_time_s", "d"),
+               ("num_preempted", "q"))
+
+    def __init__(self) -> None:
+        self.columns = {name: array(code) for name, code in self.COLUMNS}
+        self.end_s = self.columns["end_s"]  # iteration end times = the token timestamps
+        self.kind_code: dict[str, int] = {}
+
+    def appenders(self) -> tuple:
+        """Bound ``append`` of every column, in :attr:`COLUMNS` order."""
+        return tuple(self.columns[name].append for name, _ in self.COLUMNS)
+
+    def __len__(self) -> int:
+        return len(self.end_s)
+
+    def frame(self, replica: int) -> pd.DataFrame:
+        """The log as a DataFrame with :data:`ITERATION_COLUMNS`."""
+        n = len(self.end_s)
+        data: dict[str, Any] = {"replica": np.full(n, replica, dtype=np.int64),
+                                "iteration": np.arange(n, dtype=np.int64)}
+        names = np.array(sorted(self.kind_code, key=self.kind_code.get) or ["idle"], dtype=object)
+        for name, _ in self.COLUMNS:
+            col = np.frombuffer(self.columns[name], dtype=self.columns[name].typecode) if n else np.array([])
+            data[name] = names[col] if name == "kind" and n else col
+        return pd.DataFrame(data, columns=list(ITERATION_COLUMNS))
+
+
 class _Replica:
     """One engine instance: a scheduler, its KV cache, the cost model and the iteration log."""
 
@@ -126,8 +166,7 @@ class _Replica:
             1.0 / (setup.swap_bandwidth_bytes_per_s or DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S))
         self.wake: simpy.Event | None = None  # set while the replica waits for work
         self.wake_stalled = False  # that wait is with work it cannot run (vs. no work at all)
-        self.rows: list[tuple] = []  # iteration log, one tuple per iteration (ITERATION_COLUMNS[1:])
-        self.iteration_end_s: list[float] = []
+        self.log = _IterationLog()
         self.outstanding = 0  # requests routed here and not ended (what a load balancer sees)
         self.num_preempted = 0
 
@@ -147,51 +186,72 @@ class _Replica:
 
     def run(self, env: simpy.Environment):
         """The replica's SimPy process: schedule → price → wait → update, forever."""
-        sched, cluster = self.scheduler, self.cluster
+        sched, cluster, log = self.scheduler, self.cluster, self.log
+        schedule, update = sched.schedule, sched.update_from_output
         step_cost = self.cost_model.step
-        rows, ends = self.rows, self.iteration_end_s
         kv = self.kv
         swap_s_per_byte = self.swap_s_per_byte
+        timeout = env.timeout
+        # bound appends of the iteration log's columns (hot loop: no per-iteration objects kept)
+        (a_start, a_end, a_time, a_kind, a_seqs, a_tokens, a_prefill, a_decode, a_waiting, a_running,
+         a_usage, a_flops, a_bytes, a_mfu, a_mbu, a_prefill_time, a_preempted) = log.appenders()
+        kind_code = log.kind_code
+        ends = log.end_s
         while True:
             if not sched.has_unfinished():
                 yield from self._wait_for_work(env, stalled=False)
                 continue
             now = env.now
-            out = sched.schedule(now)
+            out = schedule(now)
             if out.rejected_ids:
                 cluster.on_rejected(out.rejected_ids)
             shape = out.shape
-            if shape.num_tokens == 0 and shape.swap_bytes == 0:
+            swap_bytes = shape.swap_bytes
+            if shape.num_tokens:
+                cost = step_cost(shape)
+                dt = cost.time_s
+            elif swap_bytes:
+                cost = _SWAP_ONLY
+                dt = 0.0
+            else:
                 if out.preempted_ids:
                     continue  # preemption freed memory: schedule again at the same instant
                 yield from self._wait_for_work(env, stalled=True)
                 continue
-            if shape.num_tokens:
-                cost = step_cost(shape)
-                dt = cost.time_s
-            else:
-                cost = None
-                dt = 0.0
-            if shape.swap_bytes:
-                dt += shape.swap_bytes * swap_s_per_byte
+            if swap_bytes:
+                dt += swap_bytes * swap_s_per_byte
             if not dt >= 0.0:
                 raise SimulationInvariantError(f"cost model returned step time {dt!r} for {shape}")
-            num_waiting, num_running, usage = sched.num_waiting, sched.num_running, kv.usage
-            yield env.timeout(dt)
+            num_waiting, num_running, usage = sched.num_waiting, len(sched.running), kv.usage
+            yield timeout(dt)
             end = env.now
             iteration = len(ends)
-            ends.append(end)
-            finished = sched.update_from_output(out, iteration, end, dt)
+            finished = update(out, iteration, end, dt)
+            # all columns appended together: a run stopped at the horizon mid-step logs nothing of it
+            a_end(end)
+            a_waiting(num_waiting)
+            a_running(num_running)
+            a_usage(usage)
+            a_start(now)
+            a_time(dt)
+            kind = out.kind if cost is not _SWAP_ONLY else "swap"
+            code = kind_code.get(kind)
+            if code is None:
+                code = kind_code[kind] = len(kind_code)
+            a_kind(code)
+            a_seqs(shape.num_seqs)
+            a_tokens(shape.num_tokens)
+            a_prefill(shape.num_prefill_tokens)
+            a_decode(shape.num_decode_seqs)
+            a_flops(cost.flops)
+            a_bytes(cost.bytes_moved)
+            a_mfu(cost.mfu)
+            a_mbu(cost.mbu)
+            a_prefill_time(cost.prefill_time_s)
             npre = len(out.preempted_ids)
-            self.num_preempted += npre
-            if cost is None:
-                rows.append((iteration, now, end, dt, "swap", 0, 0, 0, 0, num_waiting, num_running,
-                             usage, 0.0, 0.0, 0.0, 0.0, 0.0, npre))
-            else:
-                rows.append((iteration, now, end, dt, out.kind, shape.num_seqs, shape.num_tokens,
-                             shape.num_prefill_tokens, shape.num_decode_seqs, num_waiting, num_running,
-                             usage, cost.flops, cost.bytes_moved, cost.mfu, cost.mbu, cost.prefill_time_s,
-                             npre))
+            a_preempted(npre)
+            if npre:
+                self.num_preempted += npre
             if finished:
                 self.outstanding -= len(finished)
                 cluster.on_finished(finished)
@@ -346,7 +406,16 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
         env.process(cluster._deadline(max_duration_s, "horizon"))
     elif _workload_size(workload) is None:  # possibly endless: cut arrivals after a simulated day
         env.process(cluster.arrival_cutoff())
-    env.run(until=cluster.stop)
+    # The run allocates many long-lived objects (one Request per request) and almost no reference
+    # cycles; Python's cyclic GC would rescan the growing heap again and again (~20 % of the wall
+    # time at 100k requests). Pause it for the run and restore the caller's setting.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        env.run(until=cluster.stop)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return _collect(cluster, workload, time.perf_counter() - wall0)
 
 
@@ -375,7 +444,7 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
     timeline = _timeline(requests, replicas)
     stats = {
         "wall_s": wall_s, "num_requests": len(requests),
-        "num_iterations": int(sum(len(r.iteration_end_s) for r in replicas)),
+        "num_iterations": int(sum(len(r.log) for r in replicas)),
         "num_preemptions": int(sum(r.num_preempted for r in replicas)),
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
     }
@@ -410,7 +479,7 @@ def _check_invariants(cluster: _Cluster, num_unfinished: int) -> tuple[str, ...]
                 f"replica {rep.index}: {rep.kv.num_used_blocks} KV blocks still held after the run")
         if rep.kv.num_free_cpu_blocks != rep.kv.num_cpu_blocks:
             raise SimulationInvariantError(f"replica {rep.index}: host swap blocks still held after the run")
-        ends = np.asarray(rep.iteration_end_s)
+        ends = np.frombuffer(rep.log.end_s, dtype=np.float64) if len(rep.log) else np.zeros(0)
         if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] > cluster.env.now):
             raise SimulationInvariantError(f"replica {rep.index}: time went backwards")
     for req in requests:
@@ -430,19 +499,10 @@ def _requests_frame(requests: list[Request]) -> pd.DataFrame:
 
 def _iterations_frame(replicas: list[_Replica]) -> pd.DataFrame:
     """The iteration log of all replicas (replica-major, iteration order)."""
-    cols = ITERATION_COLUMNS[1:]
-    parts = []
-    for rep in replicas:
-        if not rep.rows:
-            continue
-        data = dict(zip(cols, (list(c) for c in zip(*rep.rows))))
-        part = pd.DataFrame(data, columns=list(cols))
-        part.insert(0, "replica", rep.index)
-        parts.append(part)
+    parts = [rep.log.frame(rep.index) for rep in replicas if len(rep.log)]
     if not parts:
         return pd.DataFrame({c: [] for c in ITERATION_COLUMNS})
-    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return df
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def _timeline(requests: list[Request], replicas: list[_Replica]) -> TokenTimeline:
@@ -452,6 +512,6 @@ def _timeline(requests: list[Request], replicas: list[_Replica]) -> TokenTimelin
     np.cumsum(lengths, out=offsets[1:])
     runs = np.fromiter((i for r in requests for i in r.runs), dtype=np.int64, count=int(offsets[-1]))
     return TokenTimeline(
-        iteration_end_s={rep.index: np.asarray(rep.iteration_end_s, dtype=np.float64) for rep in replicas},
+        iteration_end_s={rep.index: np.array(rep.log.end_s, dtype=np.float64) for rep in replicas},
         replica_of=np.fromiter((r.replica for r in requests), dtype=np.int64, count=len(requests)),
         runs=runs, run_offsets=offsets)

@@ -24,7 +24,8 @@ Prefix caching (vLLM ``kv_cache_manager.py`` / ``block_pool.py``, SEMANTICS.md Â
   ``("out", request_id)``), so a later turn whose prompt contains this answer can hit its blocks;
 - a block is hashed when it is allocated for tokens that fill it (as vLLM's ``cache_blocks``);
 - freed blocks go to the *end* of the free queue, a request's blocks tail first, so its tail is evicted
-  first; allocation takes from the *front* (LRU). A freed block keeps its hash until it is reused, so a
+  first; allocation takes from the *front* (LRU). (Without prefix caching nothing is cached, so the
+  free blocks are kept in a plain stack instead: order does not matter then.) A freed block keeps its hash until it is reused, so a
   later request (or the same one recomputing after preemption) can take it back off the free queue;
 - hits are ref-counted and shared; a hit never covers the request's last token (capped at
   ``num_tokens - 1``) because that token must be computed to sample the next one.
@@ -82,9 +83,12 @@ class KVCacheManager:
         self.block_bytes = block_bytes
         self.ref_cnt = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
-        # Free blocks in eviction order (front = next to reuse). OrderedDict gives O(1) removal of a
-        # cached block from the middle when a prefix hit takes it back.
-        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        # Free blocks. With prefix caching: an LRU queue in eviction order (front = next to reuse);
+        # OrderedDict gives O(1) removal of a cached block from the middle when a hit takes it back.
+        # Without: nothing is cached, so order is irrelevant and a plain list used as a stack is fastest.
+        self._free: OrderedDict[int, None] | list[int] = (
+            OrderedDict.fromkeys(range(num_blocks)) if enable_prefix_caching
+            else list(range(num_blocks - 1, -1, -1)))
         self._cached: dict[int, int] = {}  # block hash -> block id (full blocks only)
         self._reqs: dict[int, _ReqKV] = {}  # request_id -> state
         self.num_free_cpu_blocks = num_cpu_blocks
@@ -167,7 +171,7 @@ class KVCacheManager:
                     blocks.append(b)
             else:
                 for _ in range(need):
-                    b, _none = free.popitem(last=False)
+                    b = free.pop()
                     ref_cnt[b] = 1
                     blocks.append(b)
         if self.enable_prefix_caching:
@@ -175,6 +179,27 @@ class KVCacheManager:
             if num_full > st.num_registered:
                 self._cache_full_blocks(req, st, num_full)
         return True
+
+    def append_block_each(self, reqs: list[Request]) -> None:
+        """Give each of ``reqs`` one more block (decode requests crossing a block boundary).
+
+        The caller checked that ``len(reqs)`` blocks are free. Same result as
+        ``allocate_slots(req, 1)`` on each, for requests holding exactly ``ceil(num_computed / block_size)``
+        blocks with ``num_computed`` a multiple of the block size (their ``num_computed_tokens`` must
+        be current when prefix caching is on, to register the block they just filled).
+        """
+        if self.enable_prefix_caching:
+            for req in reqs:
+                if not self.allocate_slots(req, 1):
+                    raise KVInvariantError("append_block_each: not enough free blocks")
+            return
+        if len(reqs) > len(self._free):
+            raise KVInvariantError("append_block_each: not enough free blocks")
+        free, ref_cnt, states = self._free, self.ref_cnt, self._reqs
+        for req in reqs:
+            b = free.pop()
+            ref_cnt[b] = 1
+            states[req.request_id].blocks.append(b)
 
     def get_computed_blocks(self, req: Request) -> int:
         """Prefix-cache hit for a request about to (re)start from zero: returns the hit in tokens.
@@ -220,8 +245,21 @@ class KVCacheManager:
         if st.num_cpu_blocks:
             self.num_free_cpu_blocks += st.num_cpu_blocks
             st.num_cpu_blocks = 0
+        self._release(st.blocks)
+
+    def _release(self, blocks: list[int]) -> None:
+        """Drop one reference to each of ``blocks``, tail first; unreferenced ones become free."""
         ref_cnt, free = self.ref_cnt, self._free
-        for b in reversed(st.blocks):
+        if not self.enable_prefix_caching:
+            for b in reversed(blocks):
+                c = ref_cnt[b] - 1
+                ref_cnt[b] = c
+                if c == 0:
+                    free.append(b)
+                elif c < 0:
+                    raise KVInvariantError(f"block {b} freed more often than allocated")
+            return
+        for b in reversed(blocks):
             c = ref_cnt[b] - 1
             ref_cnt[b] = c
             if c == 0:
@@ -241,11 +279,7 @@ class KVCacheManager:
             return 0
         blocks = st.blocks
         st.blocks = []
-        ref_cnt, free = self.ref_cnt, self._free
-        for b in reversed(blocks):
-            ref_cnt[b] -= 1
-            if ref_cnt[b] == 0:
-                free[b] = None
+        self._release(blocks)
         st.num_cpu_blocks = n
         self.num_free_cpu_blocks -= n
         return n * self.block_bytes
@@ -260,13 +294,17 @@ class KVCacheManager:
         if n > len(self._free):
             return None
         free, ref_cnt, block_hash, cached = self._free, self.ref_cnt, self.block_hash, self._cached
+        caching = self.enable_prefix_caching
         for _ in range(n):
-            b, _none = free.popitem(last=False)
-            h = block_hash[b]
-            if h is not None:
-                if cached.get(h) == b:
-                    del cached[h]
-                block_hash[b] = None
+            if not caching:
+                b = free.pop()
+            else:
+                b, _none = free.popitem(last=False)
+                h = block_hash[b]
+                if h is not None:
+                    if cached.get(h) == b:
+                        del cached[h]
+                    block_hash[b] = None
             ref_cnt[b] = 1
             st.blocks.append(b)
         st.num_cpu_blocks = 0
@@ -371,6 +409,8 @@ class KVCacheManager:
             raise KVInvariantError(f"free {len(free)} + used {num_used} != total {self.num_blocks}")
         if any(ref_cnt[b] != 0 for b in free):
             raise KVInvariantError("a used block is in the free queue")
+        if len(set(free)) != len(free):
+            raise KVInvariantError("a block is in the free queue twice")
         for h, b in self._cached.items():
             if self.block_hash[b] != h:
                 raise KVInvariantError(f"cache entry for block {b} does not match its hash")
