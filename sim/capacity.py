@@ -1,0 +1,361 @@
+"""Capacity search: the highest request rate (or the fewest replicas) that meets the SLO.
+
+```yaml
+search:
+  target: rate            # rate: max request rate; replicas: min replicas for target_rate
+  tolerance: 0.025        # stop when (lowest failing − highest passing) ≤ tolerance × highest passing
+  start_rate: 8           # first probe (default: the workload's own rate)
+  min_rate: 0.01          # give up below this rate
+  max_probes: 20
+  num_requests: 2000      # measured requests per probe (default: the workload's)
+  warmup_requests: 200    # extra requests sent first and left out of the statistics
+  target_rate: 50         # target: replicas
+  max_replicas: 64
+```
+
+**Algorithm (target: rate).** Each probe is a full simulation of the experiment at rate r (the
+workload keeps its request sequence and scales its arrival times by 1/r, so probes differ only in
+load — common random numbers), scored with :func:`sim.slo.evaluate_slo`.
+
+1. Bracket: probe ``start_rate``; while it passes, double; while it fails, halve (down to
+   ``min_rate``). This yields a passing ``lo`` and a failing ``hi``.
+2. Bisect: probe ``(lo + hi) / 2``; a pass raises ``lo``, a fail lowers ``hi``; stop when
+   ``hi − lo ≤ tolerance · lo`` or after ``max_probes`` probes.
+3. Report ``lo``: by construction a rate whose own probe passed (never interpolated), with the
+   criterion that failed at ``hi`` as the binding constraint.
+
+**target: replicas** doubles the replica count from 1 until the SLO holds at ``target_rate``, then
+bisects the integers in between, and reports the fewest passing replicas with their GPUs and $/hour.
+
+docs/capacity.md compares this with etalon's search.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim.errors import ConfigError
+
+__all__ = ["SearchConfig", "Probe", "CapacityResult", "capacity_search", "PROBE_SUMMARY_KEYS"]
+
+
+class SearchConfig(BaseModel):
+    """The ``search:`` section (module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Literal["rate", "replicas"] = "rate"
+    tolerance: float = Field(0.025, gt=0, lt=1, description="relative width at which the search stops")
+    start_rate: float | None = Field(None, gt=0, description="first probe (req/s); default: the workload's rate")
+    min_rate: float = Field(0.01, gt=0, description="lowest rate probed before giving up (req/s)")
+    max_probes: int = Field(20, ge=1)
+    num_requests: int | None = Field(None, ge=1, description="measured requests per probe")
+    warmup_requests: int = Field(0, ge=0, description="extra requests sent first, excluded from the statistics")
+    target_rate: float | None = Field(None, gt=0, description="target: replicas — the rate to serve (req/s)")
+    max_replicas: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _replicas_need_rate(self) -> "SearchConfig":
+        if self.target == "replicas" and self.target_rate is None:
+            raise ValueError("target: replicas needs target_rate (req/s)")
+        return self
+
+
+# Summary keys kept in each probe record (the full summary is large).
+PROBE_SUMMARY_KEYS = (
+    "completed", "num_requests", "rejected", "unfinished", "duration", "request_throughput",
+    "output_throughput", "total_token_throughput", "mean_ttft_ms", "p50_ttft_ms", "p90_ttft_ms",
+    "p99_ttft_ms", "mean_tpot_ms", "p90_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "mean_e2el_ms",
+    "p99_e2el_ms", "mean_queue_ms", "p99_fluidity_miss_rate", "fluid_token_generation_rate",
+    "request_goodput", "slo_attainment", "mean_batch_size", "peak_kv_cache_usage", "num_preemptions",
+    "num_gpus", "cost_per_hour_usd", "usd_per_million_output_tokens",
+)
+
+
+@dataclass
+class Probe:
+    """One simulated point of the search."""
+
+    request_rate: float
+    replicas: int
+    passed: bool
+    binding: str | None  # the most violated (or, when passing, the tightest) criterion
+    failed: list[str] = field(default_factory=list)
+    criteria: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CapacityResult:
+    """What the search found (written as ``capacity.json``)."""
+
+    target: str
+    max_request_rate: float | None  # target rate: highest passing probe (None: nothing passed)
+    min_replicas: int | None  # target replicas: fewest passing replicas
+    converged: bool  # the bracket closed to the tolerance (rate) / adjacent integers (replicas)
+    lowest_failing_rate: float | None
+    binding_constraint: str | None  # what failed at the lowest failing probe
+    num_gpus: int | None  # at the reported point
+    cost_per_hour_usd: float | None
+    tolerance: float
+    probes: list[Probe] = field(default_factory=list)
+    slo: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (probes in the order they were run)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def _default_run_fn() -> Callable[[Any], Any]:
+    from sim.api import run  # lazy: sim.api imports the whole simulator
+
+    return run
+
+
+def _slo_percentiles(slo: Any) -> list[str]:
+    """Latency percentiles the SLO bounds (e.g. "99", "99.9")."""
+    from sim.slo import resolve_slo
+
+    return [] if slo is None else [f"{p:g}" for p in resolve_slo(slo).required_percentiles()]
+
+
+class _Searcher:
+    """Runs and remembers probes (a repeated point is never simulated twice)."""
+
+    def __init__(self, cfg: Any, search: SearchConfig, run_fn: Callable[[Any], Any],
+                 progress: Callable[[Probe], None] | None) -> None:
+        from sim.config import with_overrides
+
+        self.search = search
+        self.run_fn = run_fn
+        self.progress = progress
+        self.probes: list[Probe] = []
+        self._cache: dict[tuple[float, int], Probe] = {}
+        base = cfg
+        if search.num_requests is not None:
+            base = with_overrides(base, {"workload.num_requests": search.num_requests + search.warmup_requests})
+        self.base = base
+
+    def config_at(self, rate: float, replicas: int | None = None) -> Any:
+        """The experiment at ``rate`` req/s (and ``replicas``), warm-up set from warmup_requests."""
+        from sim.config import with_overrides
+
+        cfg = self.base
+        wl = cfg.workload
+        update: dict[str, Any] = {}
+        if self.search.warmup_requests:
+            # the first warmup_requests arrive, on average, in warmup_requests / rate seconds
+            update["warmup_s"] = self.search.warmup_requests / rate
+        if replicas is not None:
+            update["replicas"] = replicas
+        if hasattr(wl, "with_rate"):
+            try:
+                update["workload"] = wl.with_rate(rate)
+            except ValueError as exc:
+                raise ConfigError(f"{cfg.name}: capacity search needs a workload with an arrival rate: {exc}") from None
+            return cfg.model_copy(update=update)
+        overrides = {"workload.arrival.rate": rate, **update}
+        return with_overrides(cfg, overrides)
+
+    def probe(self, rate: float, replicas: int) -> Probe:
+        key = (float(f"{rate:.6g}"), replicas)
+        if key in self._cache:
+            return self._cache[key]
+        cfg = self.config_at(key[0], replicas)
+        result = self.run_fn(cfg)
+        summary = getattr(result, "summary", result)
+        verdict = summary.get("slo") if isinstance(summary, dict) else None
+        if not isinstance(verdict, dict) or "passed" not in verdict:
+            from sim.slo import evaluate_slo
+
+            verdict = evaluate_slo(summary, cfg.slo)
+        probe = Probe(request_rate=key[0], replicas=replicas, passed=bool(verdict["passed"]),
+                      binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
+                      criteria=list(verdict.get("criteria", [])),
+                      summary={k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary})
+        self._cache[key] = probe
+        self.probes.append(probe)
+        if self.progress is not None:
+            self.progress(probe)
+        return probe
+
+    @property
+    def budget_left(self) -> bool:
+        return len(self.probes) < self.search.max_probes
+
+
+def _search_rate(s: _Searcher, start: float, replicas: int) -> tuple[Probe | None, Probe | None, bool]:
+    """Bracket then bisect; returns (highest passing probe, lowest failing probe, converged)."""
+    cfg = s.search
+    lo: Probe | None = None
+    hi: Probe | None = None
+    p = s.probe(start, replicas)
+    if p.passed:
+        lo = p
+        while s.budget_left:
+            p = s.probe(lo.request_rate * 2, replicas)
+            if not p.passed:
+                hi = p
+                break
+            lo = p
+    else:
+        hi = p
+        while s.budget_left and hi.request_rate / 2 >= cfg.min_rate:
+            p = s.probe(hi.request_rate / 2, replicas)
+            if p.passed:
+                lo = p
+                break
+            hi = p
+    if lo is None or hi is None:
+        return lo, hi, False
+    while hi.request_rate - lo.request_rate > cfg.tolerance * lo.request_rate and s.budget_left:
+        mid = 0.5 * (lo.request_rate + hi.request_rate)
+        p = s.probe(mid, replicas)
+        if p.request_rate in (lo.request_rate, hi.request_rate):
+            break  # rates rounded to 6 significant digits: the bracket cannot shrink further
+        if p.passed:
+            lo = p
+        else:
+            hi = p
+    converged = hi.request_rate - lo.request_rate <= cfg.tolerance * lo.request_rate * (1 + 1e-9)
+    return lo, hi, converged
+
+
+def _search_replicas(s: _Searcher, rate: float) -> tuple[Probe | None, Probe | None, bool]:
+    """Fewest replicas passing at ``rate``: doubling, then integer bisection."""
+    cfg = s.search
+    lo_fail: Probe | None = None
+    best: Probe | None = None
+    n = 1
+    while n <= cfg.max_replicas and s.budget_left:
+        p = s.probe(rate, n)
+        if p.passed:
+            best = p
+            break
+        lo_fail = p
+        if n == cfg.max_replicas:
+            break
+        n = min(n * 2, cfg.max_replicas)
+    if best is None:
+        return None, lo_fail, False
+    while lo_fail is not None and best.replicas - lo_fail.replicas > 1 and s.budget_left:
+        mid = (best.replicas + lo_fail.replicas) // 2
+        p = s.probe(rate, mid)
+        if p.passed:
+            best = p
+        else:
+            lo_fail = p
+    converged = lo_fail is None or best.replicas - lo_fail.replicas <= 1
+    return best, lo_fail, converged
+
+
+def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out_dir: str | Path | None = None,
+                    progress: Callable[[Probe], None] | None = None) -> CapacityResult:
+    """Search the experiment's capacity under its ``slo:`` (settings from ``search:``).
+
+    ``run_fn(cfg) -> RunResult`` (anything with a ``.summary`` dict) simulates one probe; default
+    :func:`sim.api.run`. With ``out_dir``, ``capacity.json`` is written there.
+    """
+    if isinstance(cfg, (str, Path)):
+        from sim.config import load_experiment
+
+        cfg = load_experiment(cfg)
+    if cfg.slo is None:
+        raise ConfigError(f"{cfg.name}: capacity search needs an 'slo:' section (what must hold at the found rate)")
+    search = cfg.search if isinstance(cfg.search, SearchConfig) else SearchConfig.model_validate(cfg.search or {})
+    run_fn = run_fn or _default_run_fn()
+    s = _Searcher(cfg, search, run_fn, progress)
+    warnings: list[str] = []
+    wl = cfg.workload
+    n_req = search.num_requests or getattr(wl, "num_requests", None) or (wl.get("num_requests") if isinstance(wl, dict) else None)
+    for p in _slo_percentiles(cfg.slo):
+        tail = 1 - float(p) / 100
+        if n_req is not None and tail > 0 and n_req * tail < 10:
+            warnings.append(f"p{p} from {n_req} requests rests on {n_req * tail:.1f} tail samples: "
+                            f"raise search.num_requests to ≥ {math.ceil(10 / tail)} for a stable estimate")
+    if search.target == "replicas":
+        best, fail, converged = _search_replicas(s, search.target_rate)
+        point = best
+        result = CapacityResult(
+            target="replicas", max_request_rate=search.target_rate if best else None,
+            min_replicas=best.replicas if best else None, converged=converged,
+            lowest_failing_rate=None, binding_constraint=(fail.binding if fail else (best.binding if best else None)),
+            num_gpus=None, cost_per_hour_usd=None, tolerance=search.tolerance)
+        if best is None:
+            tried = max((p.replicas for p in s.probes), default=0)
+            warnings.append(f"the SLO is not met at {search.target_rate} req/s with up to {tried} replicas")
+    else:
+        start = search.start_rate or _workload_rate(wl) or 1.0
+        lo, hi, converged = _search_rate(s, start, cfg.replicas)
+        point = lo
+        result = CapacityResult(
+            target="rate", max_request_rate=lo.request_rate if lo else None, min_replicas=None,
+            converged=converged, lowest_failing_rate=hi.request_rate if hi else None,
+            binding_constraint=hi.binding if hi else (lo.binding if lo else None),
+            num_gpus=None, cost_per_hour_usd=None, tolerance=search.tolerance)
+        if lo is None:
+            warnings.append(f"the SLO is not met even at {hi.request_rate if hi else start} req/s "
+                            f"(search.min_rate = {search.min_rate})")
+        elif hi is None:
+            warnings.append(f"every probe passed up to {lo.request_rate} req/s: raise search.max_probes")
+        elif not converged:
+            warnings.append(f"stopped after {len(s.probes)} probes before reaching the tolerance")
+    if point is not None:
+        result.num_gpus = point.summary.get("num_gpus")
+        result.cost_per_hour_usd = point.summary.get("cost_per_hour_usd")
+    result.probes = s.probes
+    result.slo = _dump(cfg.slo)
+    result.search = search.model_dump(mode="json")
+    result.warnings = warnings
+    if out_dir is not None:
+        write_capacity_json(result, out_dir)
+    return result
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True) if isinstance(model, BaseModel) else dict(model or {})
+
+
+def _workload_rate(wl: Any) -> float | None:
+    rate = getattr(wl, "mean_rate", None)
+    if isinstance(rate, (int, float)):
+        return float(rate)
+    if isinstance(wl, dict):
+        arr = wl.get("arrival") or {}
+        if isinstance(arr, dict) and isinstance(arr.get("rate"), (int, float)):
+            return float(arr["rate"])
+    return None
+
+
+def write_capacity_json(result: CapacityResult, out_dir: str | Path) -> Path:
+    """Write ``capacity.json`` atomically into ``out_dir``; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "capacity.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix="capacity.json.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result.to_dict(), f, indent=2)
+    os.replace(tmp, path)
+    return path

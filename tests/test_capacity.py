@@ -1,0 +1,129 @@
+"""Capacity search: bracketing + bisection on synthetic monotone runs, the M/D/1 oracle, replicas."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sim.capacity import SearchConfig, capacity_search
+from sim.config import EngineConfig, parse_experiment
+from sim.errors import ConfigError
+from sim.slo import evaluate_slo
+
+WORKLOAD = {"num_requests": 500, "arrival": {"process": "poisson", "rate": 3.0},
+            "input_tokens": {"dist": "fixed", "value": 16}, "output_tokens": {"dist": "fixed", "value": 1}}
+
+
+def experiment(slo, search=None, **extra):
+    data = {"model": "m", "hardware": "h", "seed": 1, "workload": WORKLOAD, "slo": slo, **extra}
+    if search is not None:
+        data["search"] = search
+    return parse_experiment(data, "<test>")
+
+
+def synthetic_run_fn(true_capacity, calls=None):
+    """P99 TTFT grows with rate and crosses 1000 ms exactly at ``true_capacity`` req/s × replicas."""
+    def run(cfg):
+        rate = cfg.workload.mean_rate
+        if calls is not None:
+            calls.append((rate, cfg.replicas))
+        load = rate / (true_capacity * cfg.replicas)
+        summary = {"completed": 100, "num_requests": 100, "unfinished": 0, "rejected": 0,
+                   "p99_ttft_ms": 1000.0 * load, "num_gpus": cfg.replicas, "cost_per_hour_usd": 2.0 * cfg.replicas}
+        summary["slo"] = evaluate_slo(summary, cfg.slo)
+        return SimpleNamespace(summary=summary)
+    return run
+
+
+@pytest.mark.parametrize("true_capacity, start", [(7.3, 1.0), (7.3, 50.0), (0.37, 3.0), (123.0, 3.0)])
+def test_reported_rate_passes_and_next_probe_fails_within_tolerance(true_capacity, start, tmp_path):
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"start_rate": start, "tolerance": 0.02})
+    res = capacity_search(cfg, synthetic_run_fn(true_capacity), out_dir=tmp_path)
+    assert res.converged
+    assert res.max_request_rate <= true_capacity < res.lowest_failing_rate
+    assert res.lowest_failing_rate - res.max_request_rate <= 0.02 * res.max_request_rate
+    probes = {p.request_rate: p for p in res.probes}
+    assert probes[res.max_request_rate].passed and not probes[res.lowest_failing_rate].passed
+    # monotone-safe: every passing probe is below every failing probe
+    assert max(p.request_rate for p in res.probes if p.passed) < min(p.request_rate for p in res.probes if not p.passed)
+    assert res.binding_constraint == "p99_ttft_ms"
+    saved = json.loads((Path(tmp_path) / "capacity.json").read_text())
+    assert saved["max_request_rate"] == res.max_request_rate and len(saved["probes"]) == len(res.probes)
+
+
+def test_probe_budget_and_unreachable_slo():
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"start_rate": 1.0, "max_probes": 3})
+    res = capacity_search(cfg, synthetic_run_fn(1000.0))
+    assert len(res.probes) == 3 and res.lowest_failing_rate is None and res.warnings
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"start_rate": 1.0, "min_rate": 0.1})
+    res = capacity_search(cfg, synthetic_run_fn(0.01))
+    assert res.max_request_rate is None and any("not met" in w for w in res.warnings)
+
+
+def test_min_replicas_for_a_target_rate():
+    calls = []
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"target": "replicas", "target_rate": 20.0})
+    res = capacity_search(cfg, synthetic_run_fn(3.0, calls))
+    assert res.min_replicas == 7  # 20 / 7 ≤ 3 < 20 / 6
+    assert res.num_gpus == 7 and res.cost_per_hour_usd == 14.0
+    assert all(rate == 20.0 for rate, _ in calls)
+
+
+def test_probe_configs_scale_the_rate_and_request_count():
+    seen = []
+
+    def run(cfg):
+        seen.append(cfg)
+        return synthetic_run_fn(5.0)(cfg)
+
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"num_requests": 300, "warmup_requests": 50, "start_rate": 4.0})
+    capacity_search(cfg, run)
+    first = seen[0]
+    assert first.workload.mean_rate == 4.0 and first.workload.num_requests == 350
+    assert first.warmup_s == pytest.approx(50 / 4.0)
+    assert {c.workload.input_tokens.value for c in seen} == {16}  # everything but the rate is unchanged
+
+
+def test_search_section_validation():
+    with pytest.raises(ConfigError, match="target: replicas needs target_rate"):
+        experiment({"ttft_ms": 100}, {"target": "replicas"})
+    with pytest.raises(ConfigError, match=r"search.tolerance"):
+        experiment({"ttft_ms": 100}, {"tolerance": 0})
+    with pytest.raises(ConfigError, match="needs an 'slo:' section"):
+        capacity_search(parse_experiment({"model": "m", "hardware": "h", "workload": WORKLOAD}), synthetic_run_fn(1))
+    assert SearchConfig().tolerance == 0.025
+
+
+def test_md1_capacity_matches_pollaczek_khinchine():
+    """Batch cap 1 + constant step time D = M/D/1. An SLO on mean TTFT = D + W_q bounds the mean
+    queueing delay by W, so the capacity is the λ solving λD²/(2(1 − λD)) = W (SEMANTICS.md §6):
+    λ* = 2W / (D(D + 2W))."""
+    from sim.cost import ConstantCostModel
+    from sim.engine import ReplicaSetup, simulate
+    from sim.metrics import summarize
+    from workloads import build_workload
+
+    step_s, wait_s = 0.1, 0.05
+    lam_star = 2 * wait_s / (step_s * (step_s + 2 * wait_s))  # 5 req/s, ρ = 0.5
+
+    def run(cfg):
+        seq = np.random.SeedSequence(cfg.seed)
+        workload_seq, engine_seq = seq.spawn(2)
+        workload = build_workload(cfg.workload, workload_seq, Path("."))
+        setup = ReplicaSetup(engine=EngineConfig(max_num_seqs=1, max_num_batched_tokens=64), num_kv_blocks=100,
+                             max_model_len=64, cost_model=ConstantCostModel(step_s))
+        out = simulate(workload, setup, num_replicas=cfg.replicas, seed_seq=engine_seq)
+        return SimpleNamespace(summary=summarize(out.requests, out.iterations, out.timeline,
+                                                 warmup_s=cfg.warmup_s, slo=cfg.slo, by_class=False,
+                                                 by_replica=False))
+
+    cfg = experiment({"ttft_ms": {"mean": (step_s + wait_s) * 1000}},
+                     {"tolerance": 0.02, "start_rate": 2.0, "num_requests": 3000, "warmup_requests": 100})
+    res = capacity_search(cfg, run)
+    assert res.converged and res.binding_constraint == "mean_ttft_ms"
+    assert res.max_request_rate == pytest.approx(lam_star, rel=0.05)
+    passing = [p for p in res.probes if p.request_rate == res.max_request_rate][0]
+    assert passing.summary["mean_queue_ms"] <= wait_s * 1000
