@@ -1,0 +1,85 @@
+"""Orca: iteration-level scheduling without chunking (Yu et al., OSDI '22, Algorithm 1 "Select").
+
+Each iteration:
+
+1. every running request decodes one token (all of them: a running request's prompt is always done,
+   since prompts are never split);
+2. waiting requests are admitted in FCFS order, each with its **whole** prompt (plus, after a recompute,
+   the outputs so far) in this same iteration, while the token budget (``max_num_batched_tokens``)
+   holds that whole prompt and fewer than ``max_num_seqs`` requests run. A prompt that does not fit
+   the remaining budget stops admission (FCFS, no skipping).
+
+Memory follows Orca's reservation rule: a request is admitted only if KV for its *maximum* length
+(prompt + ``max_output_tokens`` − 1 positions, the paper's ``max_tokens``) fits next to what the running
+requests have reserved (``n_rsrv + max_tokens ≤ n_slots``). Blocks are still allocated lazily (prompt
+at admission, one slot per decode), but the reservation guarantees every allocation succeeds, so Orca
+never preempts. The price is lower concurrency than vLLM's paged, on-demand allocation.
+
+A step that admits prompts next to running decodes is "mixed"; Orca's *selective batching* (attention
+per request, everything else batched) is exactly what ``BatchShape`` already prices.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from policies.base import Scheduler, SchedulerOutput, StepBuilder
+from policies.registry import register_policy
+from sim.request import Request, RequestStatus
+
+REJECT_OVER_BUDGET = "prompt longer than max_num_batched_tokens (prompts are never split)"
+
+
+def reserved_blocks(kv: Any, req: Request) -> int:
+    """KV blocks reserved for ``req``'s maximum length: prompt + max_output − 1 token positions."""
+    return kv.num_blocks_for(max(req.num_prompt_tokens + req.max_output_tokens - 1, req.num_prompt_tokens))
+
+
+@register_policy("orca")
+class OrcaScheduler(Scheduler):
+    """Orca's iteration-level scheduler: decode everyone, then admit whole prompts under reservation."""
+
+    def rejection_reason(self, req: Request) -> str | None:
+        """Base reasons, plus a prompt larger than the whole token budget (it could never run)."""
+        reason = super().rejection_reason(req)
+        if reason is None and req.num_prompt_tokens > self.max_num_batched_tokens:
+            reason = REJECT_OVER_BUDGET
+        return reason
+
+    def schedule(self, now_s: float) -> SchedulerOutput:
+        """All running requests decode; then whole prompts are admitted while budget and memory allow."""
+        step = self.new_step(now_s)
+        self._schedule_running(step)
+        self._schedule_waiting(step)
+        return step.build()
+
+    def _schedule_running(self, step: StepBuilder) -> None:
+        """One decode token per running request (allocation cannot fail: the slots are reserved)."""
+        for req in self.running:
+            if step.token_budget <= 0:
+                return  # only if max_num_seqs > max_num_batched_tokens: the rest decode next step
+            n = req.num_tokens - req.num_computed_tokens
+            if not self.kv.allocate_slots(req, n):
+                raise AssertionError(f"orca: request {req.request_id} lost its reserved KV slots")
+            step.add(req, n)
+
+    def _schedule_waiting(self, step: StepBuilder) -> None:
+        """Admit waiting requests FCFS with their whole prompt, under Orca's KV reservation."""
+        waiting, running, kv = self.waiting, self.running, self.kv
+        if not waiting:
+            return
+        num_reserved = sum(reserved_blocks(kv, r) for r in running)
+        while waiting and step.token_budget > 0 and len(running) < self.max_num_seqs:
+            req = waiting[0]
+            need = reserved_blocks(kv, req)
+            if num_reserved + need > kv.num_blocks:
+                return
+            self.admit_prefix(req)
+            n = req.num_tokens - req.num_computed_tokens
+            if n > step.token_budget or not kv.allocate_slots(req, n):
+                self.undo_prefix(req)
+                return
+            num_reserved += need
+            waiting.popleft()
+            req.status = RequestStatus.RUNNING
+            running.append(req)
+            step.add(req, n)
