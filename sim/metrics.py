@@ -512,7 +512,7 @@ def _request_block(req: pd.DataFrame, rows: np.ndarray, timeline: TokenTimeline 
 
 def _order_latency_keys(block: dict[str, Any], percentiles: Sequence[float]) -> dict[str, Any]:
     """vLLM's key order: counts/throughputs, then per metric mean, median, std, percentiles."""
-    head = ["completed", "total_input_tokens", "total_output_tokens", "request_throughput",
+    head = ["completed", "duration", "total_input_tokens", "total_output_tokens", "request_throughput",
             "output_throughput", "total_token_throughput"]
     out = {k: block[k] for k in head if k in block}
     for m in LATENCY_METRICS:
@@ -684,7 +684,6 @@ def summarize(requests: pd.DataFrame, iterations: pd.DataFrame | None, timeline:
     summary: dict[str, Any] = {"duration": duration}
     summary.update(_request_block(req, completed, timeline, percentiles, duration))
     summary = _order_latency_keys(summary, percentiles)
-    summary = {"completed": summary.pop("completed"), **summary}
 
     # requests that did not complete
     summary["num_requests"] = int(measured.size)
