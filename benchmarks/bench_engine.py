@@ -7,9 +7,10 @@ does not grow with the number of tokens generated: a long decode-only run is tim
     python benchmarks/bench_engine.py --requests 20000 --cost constant
     python benchmarks/bench_engine.py --profile       # cProfile the constant-cost run
 
-Workload: Poisson arrivals at ``--rate`` req/s (default 20, ~70 % of the simulated server's
-capacity with the roofline model), ShareGPT lengths (vllm bench serve filter, mean 393 in / 234 out,
-shipped in ``workloads/datasets``). Engine: vLLM V1 defaults for an 80 GB GPU (8192-token budget,
+Workload: Poisson arrivals at ``--rate`` req/s (default 20: a steady, unsaturated server with a mean
+batch of ~45 sequences under the roofline model), ShareGPT lengths (vllm bench serve filter, mean
+393 in / 234 out, shipped in ``workloads/datasets``). Only ``simulate()`` is timed (tables included);
+building the request list is not. Engine: vLLM V1 defaults for an 80 GB GPU (8192-token budget,
 max_num_seqs 1024 here as V1 on H100), block size 16, KV blocks from simctl's memory plan.
 """
 from __future__ import annotations

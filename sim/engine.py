@@ -25,12 +25,15 @@ declare its size (``describe()["num_requests"]``) and may never end has its arri
 come (a policy waiting for something that never happens) stops at once. Requests not ended then are
 reported with status ``"unfinished"`` and counted in ``backlog``.
 
-**Swap pricing.** Swap preemption moves ``BatchShape.swap_bytes`` over PCIe. A cost model that prices
-it itself sets ``prices_swap = True``; otherwise the engine adds ``swap_bytes / swap_bandwidth`` to the
-step time (``ReplicaSetup.swap_bandwidth_bytes_per_s``, default :data:`DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S`).
+**Swap pricing.** Swap preemption moves ``BatchShape.swap_bytes`` over PCIe. The engine prices it:
+it adds ``swap_bytes / swap_bandwidth`` to the step time (``ReplicaSetup.swap_bandwidth_bytes_per_s``,
+default :data:`DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S`) and hands the cost model the shape with
+``swap_bytes = 0``, so a cost model that would also price swaps cannot count them twice. A cost model
+that should price swaps itself instead declares ``prices_swap = True`` and gets the shape unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from array import array
@@ -45,6 +48,7 @@ import simpy
 from policies.base import Scheduler
 from policies.registry import get_policy, get_router
 from sim.cost import CostModel, StepCost
+from sim.errors import ConfigError
 from sim.kv_cache import KVCacheManager
 from sim.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
 
@@ -208,7 +212,9 @@ class _Replica:
             shape = out.shape
             swap_bytes = shape.swap_bytes
             if shape.num_tokens:
-                cost = step_cost(shape)
+                # the engine prices swaps itself unless the cost model says it does (never twice)
+                cost = step_cost(shape if not swap_bytes or not swap_s_per_byte
+                                 else dataclasses.replace(shape, swap_bytes=0))
                 dt = cost.time_s
             elif swap_bytes:
                 cost = _SWAP_ONLY
@@ -219,7 +225,7 @@ class _Replica:
                 yield from self._wait_for_work(env, stalled=True)
                 continue
             if swap_bytes:
-                dt += swap_bytes * swap_s_per_byte
+                dt += swap_bytes * swap_s_per_byte  # 0 when the cost model priced them
             if not dt >= 0.0:
                 raise SimulationInvariantError(f"cost model returned step time {dt!r} for {shape}")
             num_waiting, num_running, usage = sched.num_waiting, len(sched.running), kv.usage
@@ -393,7 +399,7 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     ``{"now_s", "num_submitted", "num_ended"}``. See the module docstring for the horizon rules.
     """
     if num_replicas < 1:
-        raise ValueError(f"num_replicas must be ≥ 1, got {num_replicas}")
+        raise ConfigError(f"replicas must be ≥ 1, got {num_replicas}")
     if seed_seq is None:
         seed_seq = np.random.SeedSequence(0)
     wall0 = time.perf_counter()

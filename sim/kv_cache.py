@@ -41,6 +41,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import OrderedDict
 
+from sim.errors import ConfigError, InfeasibleConfigError
 from sim.request import Request
 
 __all__ = ["KVCacheManager", "KVInvariantError"]
@@ -73,9 +74,10 @@ class KVCacheManager:
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = False,
                  num_cpu_blocks: int = 0, block_bytes: int = 0) -> None:
         if num_blocks < 1:
-            raise ValueError(f"num_blocks must be ≥ 1, got {num_blocks}")
+            raise InfeasibleConfigError(
+                f"no KV-cache blocks ({num_blocks}): the model leaves no GPU memory for the KV cache")
         if block_size < 1:
-            raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+            raise ConfigError(f"engine.block_size must be ≥ 1, got {block_size}")
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching

@@ -141,10 +141,13 @@ def test_closed_loop_client_gets_the_finished_request():
 
 
 def test_swap_preemption_is_priced_over_pcie():
+    seen_swap_bytes = []
+
     class BytesCost:
         """Step time 0.1 s; swap priced by the engine (no prices_swap attribute)."""
 
         def step(self, shape: BatchShape) -> StepCost:
+            seen_swap_bytes.append(shape.swap_bytes)
             return StepCost(time_s=D)
 
     su = ReplicaSetup(EngineConfig(max_num_batched_tokens=2048, preemption_mode="swap", swap_space_gib=1.0,
@@ -161,6 +164,7 @@ def test_swap_preemption_is_priced_over_pcie():
     extra_ms = (slow.time_s - D) * 1e3
     np.testing.assert_allclose(extra_ms, np.round(extra_ms), atol=1e-6)
     assert out.requests.num_preemptions.sum() >= 1
+    assert max(seen_swap_bytes) == 0  # the cost model never sees swaps the engine prices: no double count
 
 
 def test_littles_law_holds_on_a_stable_run():
