@@ -284,7 +284,15 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
         cfg = load_experiment(cfg)
     if cfg.slo is None:
         raise ConfigError(f"{cfg.name}: capacity search needs an 'slo:' section (what must hold at the found rate)")
-    search = cfg.search if isinstance(cfg.search, SearchConfig) else SearchConfig.model_validate(cfg.search or {})
+    search = cfg.search
+    if not isinstance(search, SearchConfig):
+        from pydantic import ValidationError
+
+        from sim.config import format_validation_error
+        try:
+            search = SearchConfig.model_validate(search or {})
+        except ValidationError as exc:
+            raise format_validation_error(exc, SearchConfig, cfg.name, ("search",)) from None
     run_fn = run_fn or _default_run_fn()
     s = _Searcher(cfg, search, run_fn, progress)
     warnings: list[str] = []
@@ -294,7 +302,7 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
         tail = 1 - float(p) / 100
         if n_req is not None and tail > 0 and n_req * tail < 10:
             warnings.append(f"p{p} from {n_req} requests rests on {n_req * tail:.1f} tail samples: "
-                            f"raise search.num_requests to ≥ {math.ceil(10 / tail)} for a stable estimate")
+                            f"raise search.num_requests to ≥ {math.ceil(10 / tail - 1e-9)} for a stable estimate")
     if search.target == "replicas":
         best, fail, converged = _search_replicas(s, search.target_rate)
         point = best

@@ -94,7 +94,13 @@ def cost_summary(summary: dict[str, Any], *, num_gpus: int, hardware: Any = None
                  model_name: str = "") -> dict[str, Any]:
     """Cost keys for a summary that already holds the throughput keys (docs/metrics.md#cost)."""
     if cost is not None and not isinstance(cost, CostConfig):
-        cost = CostConfig.model_validate(cost)
+        from pydantic import ValidationError
+
+        from sim.config import format_validation_error
+        try:
+            cost = CostConfig.model_validate(cost)
+        except ValidationError as exc:
+            raise format_validation_error(exc, CostConfig, "<cost>", ("cost",)) from None
     price, source = gpu_hour_price(hardware, cost)
     per_hour = price * num_gpus if price is not None else None
     out: dict[str, Any] = {

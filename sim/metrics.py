@@ -663,11 +663,9 @@ def summarize(requests: pd.DataFrame, iterations: pd.DataFrame | None, timeline:
     - ``prefill_time_fn(num_prompt_tokens) -> s``: the cost model's prefill prediction (Metron's
       per-request prefill deadline, ``slo.fluidity.prefill_slack_ms``).
     """
-    from sim.slo import SLOConfig, evaluate_slo, resolve_slo
+    from sim.slo import evaluate_slo, resolve_slo
 
-    if slo is not None and not isinstance(slo, SLOConfig):
-        slo = SLOConfig.model_validate(slo)
-    slo_resolved = resolve_slo(slo, model_name) if slo is not None else None
+    slo_resolved = resolve_slo(slo, model_name)
     percentiles = sorted({float(p) for p in percentiles} |
                          (set(slo_resolved.required_percentiles()) if slo_resolved is not None else set()))
     percentiles = [int(p) if float(p).is_integer() else p for p in percentiles]

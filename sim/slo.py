@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sim.errors import ConfigError
 
-__all__ = ["FluiditySLO", "GoodputSLO", "SLOConfig", "PRESETS", "resolve_slo", "evaluate_slo"]
+__all__ = ["FluiditySLO", "GoodputSLO", "SLOConfig", "PRESETS", "as_slo_config", "resolve_slo", "evaluate_slo"]
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
 PRESETS = ("mlperf-server", "mlperf-interactive", "metron-default")
@@ -166,6 +166,19 @@ class SLOConfig(_Frozen):
                 if getattr(self.goodput, f"{m}_ms") is not None}
 
 
+def as_slo_config(slo: SLOConfig | dict | None) -> SLOConfig | None:
+    """Validate a plain mapping into :class:`SLOConfig`; errors name the ``slo.`` key path."""
+    if slo is None or isinstance(slo, SLOConfig):
+        return slo
+    from pydantic import ValidationError
+
+    from sim.config import format_validation_error
+    try:
+        return SLOConfig.model_validate(slo)
+    except ValidationError as exc:
+        raise format_validation_error(exc, SLOConfig, "<slo>", ("slo",)) from None
+
+
 def _preset_bounds(name: str, model_name: str) -> dict[str, Any]:
     """The sections a preset contributes (before explicit keys override them)."""
     if name == "metron-default":
@@ -187,11 +200,8 @@ def _preset_bounds(name: str, model_name: str) -> dict[str, Any]:
 
 def resolve_slo(slo: SLOConfig | dict | None, model_name: str = "") -> SLOConfig | None:
     """Expand presets into explicit bounds (explicit keys win per statistic); returns a preset-free config."""
-    if slo is None:
-        return None
-    if not isinstance(slo, SLOConfig):
-        slo = SLOConfig.model_validate(slo)
-    if not slo.presets:
+    slo = as_slo_config(slo)
+    if slo is None or not slo.presets:
         return slo
     merged: dict[str, Any] = {}
 

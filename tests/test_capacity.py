@@ -127,3 +127,23 @@ def test_md1_capacity_matches_pollaczek_khinchine():
     assert res.max_request_rate == pytest.approx(lam_star, rel=0.05)
     passing = [p for p in res.probes if p.request_rate == res.max_request_rate][0]
     assert passing.summary["mean_queue_ms"] <= wait_s * 1000
+
+
+def test_simctl_capacity_command(tmp_path):
+    """End to end on the real simulator: a small Llama-3.1-8B / H100 experiment, three probes."""
+    import yaml
+
+    from sim.cli import main
+
+    exp = {"name": "cap", "seed": 0, "model": "llama-3.1-8b", "hardware": "h100-sxm",
+           "engine": {"max_model_len": 4096},
+           "workload": {"num_requests": 60, "arrival": {"process": "poisson", "rate": 4.0},
+                        "input_tokens": {"dist": "fixed", "value": 256},
+                        "output_tokens": {"dist": "fixed", "value": 16}},
+           "slo": {"ttft_ms": {"p90": 2000}}, "search": {"max_probes": 3, "start_rate": 4.0}}
+    path = tmp_path / "cap.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    main(["capacity", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    saved = json.loads((tmp_path / "out" / "capacity.json").read_text())
+    assert len(saved["probes"]) == 3 and saved["probes"][0]["request_rate"] == 4.0
+    assert saved["max_request_rate"] is not None

@@ -37,9 +37,10 @@ def print_result(result, out: Path | None) -> None:
         console.print(f"min replicas: {_fmt(result.min_replicas, 'd')} for {result.max_request_rate} req/s; "
                       f"GPUs {_fmt(result.num_gpus, 'd')}, ${_fmt(result.cost_per_hour_usd, ',.2f')}/h")
     else:
-        console.print(f"max request rate: [bold]{_fmt(result.max_request_rate, '.4g')} req/s[/bold] "
-                      f"(next probe {_fmt(result.lowest_failing_rate, '.4g')} req/s failed on "
-                      f"{result.binding_constraint or '-'}); converged: {result.converged}")
+        nxt = ("" if result.lowest_failing_rate is None else
+               f" (next probe {result.lowest_failing_rate:.4g} req/s failed on {result.binding_constraint})")
+        console.print(f"max request rate: [bold]{_fmt(result.max_request_rate, '.4g')} req/s[/bold]{nxt}; "
+                      f"converged: {result.converged}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if out is not None:
