@@ -1,0 +1,468 @@
+"""Roofline cost model: the time of one engine iteration from per-operator FLOPs and bytes.
+
+For every operator of the forward pass on one GPU (one tensor-parallel rank)::
+
+    time = max(flops / (peak · eff_compute), bytes / (bandwidth · eff_memory)) + kernel floor
+
+summed over the decoder layers, plus communication, the LM head and sampler, and fixed overheads.
+Operators and their traffic (``n`` = tokens in the step, all per GPU):
+
+* **GEMMs** (:meth:`ModelSpec.layer_groups`, q/k/v and gate/up fused as vLLM runs them): FLOPs
+  ``2·in·out·n/tp``; bytes = weights (read once per iteration) + activations in/out. Compute efficiency
+  rises with the GEMM's row count: ``eff(n) = e·n/(n + n_half)`` — so the compute time is
+  ``flops_per_token·(n + n_half)/(peak·e)``, as if every GEMM carried ``n_half`` extra rows.
+* **MoE experts**: the expected number of distinct experts hit by ``n`` tokens with top-k routing,
+  ``E·(1 − (1 − k/E)^n)``, is read from memory; compute is ``k`` experts per token, at the efficiency
+  of the rows each touched expert receives.
+* **attention**: FLOPs ``2·heads·(d_qk + d_v)`` per (query, key) pair — the causal pairs of the batch
+  (:attr:`BatchShape.causal_pairs`); bytes = every scheduled request's KV (GQA/MLA aware, TP-sharded
+  KV heads) + Q/O + the new K/V written. MLA decode runs in the weight-absorbed latent form.
+* **element-wise** (norms, rotary, activation, residual adds, embedding gather): bytes only.
+* **TP all-reduce** after attention and after the MLP: ring ``latency + 2(tp−1)/tp · bytes / (link·eff)``;
+  expert parallelism uses dispatch/combine all-to-alls instead. **PP**: one send/recv per stage boundary.
+* **LM head** on one row per scheduled request, logits gathered across TP, then the sampler.
+* **overheads**: per iteration, per scheduled request, per layer (launch gaps).
+
+Pipeline stages are priced one after the other (the latency of one batch through all stages; vLLM's
+overlap of several micro-batches is not modelled). Everything that does not depend on the batch is
+computed in ``__init__``; :meth:`RooflineCostModel.step` is scalar arithmetic (benchmarks/bench_roofline.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sim.config import ParallelConfig, PrecisionConfig
+from sim.cost import BatchShape, StepCost
+from sim.hardware import HardwareProfile
+from sim.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
+
+ACT_BYTES = 2.0  # activations are bf16/fp16 whatever the weight format
+LOGIT_BYTES = 4.0  # the sampler works on fp32 logits
+SAMPLER_PASSES = 6.0  # fp32 logit reads/writes of vLLM's sampler (penalties, temperature, softmax, top-k/p, sample)
+SAMPLER_KERNELS = 8
+ELEMENTWISE_KERNELS_PER_LAYER = 4  # 2 fused residual-add+RMSNorm, rotary, activation (vLLM fuses the rest)
+MOE_EXTRA_KERNELS = 3  # router softmax/top-k, token permute, combine
+
+
+@dataclass(frozen=True, slots=True)
+class _Gemm:
+    """One (fused) GEMM of a layer group, per GPU, with everything batch-independent folded in."""
+
+    name: str
+    num_layers: int  # layers it occurs in (all pipeline stages)
+    sec_per_token_compute: float  # flops_per_token / (peak · e_max)
+    weight_read_s: float  # weight bytes / (bw · e_mem); for experts: of ONE expert
+    act_s_per_token: float  # activation bytes per token / (bw · e_mem)
+    flops_per_token: float
+    weight_bytes: float  # for experts: of one expert on this GPU
+    act_bytes_per_token: float
+    num_experts: int = 0  # routed experts (0 = dense GEMM)
+    experts_per_gpu: float = 0.0  # experts resident on this GPU
+    top_k: int = 0
+
+
+def _fuse(ops: tuple[LinearOp, ...]) -> list[tuple[str, list[LinearOp]]]:
+    """Group adjacent linears that vLLM runs as one GEMM (QKV, gate+up): same input, group, split."""
+    out: list[tuple[str, list[LinearOp]]] = []
+    for op in ops:
+        if out:
+            prev = out[-1][1][-1]
+            if (prev.in_features == op.in_features and prev.group == op.group and prev.tp == op.tp == "column"
+                    and prev.num_instances == op.num_instances and prev.active_instances == op.active_instances):
+                out[-1][1].append(op)
+                continue
+        out.append(("", [op]))
+    named = []
+    for _, group in out:
+        names = [o.name for o in group]
+        base = [n.rsplit(".", 1)[-1] for n in names]
+        prefix = names[0][: len(names[0]) - len(base[0])]
+        if base == ["q_proj", "k_proj", "v_proj"]:
+            name = prefix + "qkv_proj"
+        elif base == ["gate_proj", "up_proj"]:
+            name = prefix + "gate_up_proj"
+        else:
+            name = "+".join(names)
+        named.append((name, group))
+    return named
+
+
+class RooflineCostModel:
+    """Prices iterations of ``model`` on ``hw`` under ``parallel`` and ``precision`` (per GPU).
+
+    Implements :class:`sim.cost.CostModel`. ``step(shape)`` is the hot path; ``step(shape, breakdown=True)``
+    or :meth:`breakdown` also return seconds per operator (they sum to ``time_s``).
+    """
+
+    def __init__(self, model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig | None = None,
+                 precision: PrecisionConfig | None = None) -> None:
+        parallel = parallel or ParallelConfig()
+        precision = precision or PrecisionConfig()
+        self.model, self.hw, self.parallel, self.precision = model, hw, parallel, precision
+        tp, pp, ep = parallel.tp, parallel.pp, parallel.ep
+        self.tp, self.pp, self.ep = tp, pp, ep
+        eff, ovh = hw.efficiency, hw.overheads
+        bw = hw.memory_bandwidth_bytes_per_s
+        self.gemm_dtype, self.peak_flops = hw.resolve_compute_dtype(precision.compute_dtype)
+        self.attention_peak_flops = hw.peak_flops("bf16")
+        self.bandwidth = bw
+        mem_bw = bw * eff.memory_efficiency.value
+        gemm_flops = self.peak_flops * eff.gemm_compute_efficiency.value
+        # gemm_half_tokens is measured with 16-bit weights. The ramp is set by the GEMM's ridge point (the
+        # rows at which compute time equals weight-read time), so it moves with the weight width and the
+        # compute peak: W4A16 reaches its ridge at 1/4 of the rows, W8A8 fp8 at the same rows as bf16.
+        wb = dtype_bytes(precision.weights)
+        self.n_half = (eff.gemm_half_tokens.value * min(1.0, wb / ACT_BYTES)
+                       * self.peak_flops / hw.peak_flops("bf16"))
+        self.gemm_kernel_s = ovh.gemm_kernel_s.value
+        self.weight_bytes_per_param = wb
+        kvb = dtype_bytes(precision.kv_dtype)
+        L = model.num_layers
+        self.num_layers = L
+        h = model.hidden_size
+
+        # ---- GEMMs
+        gemms: list[_Gemm] = []
+        for g in model.layer_groups():
+            for name, ops in _fuse(g.linears):
+                gemms.append(self._gemm(g, name, ops, tp, ep, wb, gemm_flops, mem_bw))
+        self.dense_gemms = tuple(x for x in gemms if not x.num_experts)
+        self.expert_gemms = tuple(x for x in gemms if x.num_experts)
+        # for the hot path: (layers, sec/token compute, weight s, act s/token, name)
+        self._dense = tuple((x.num_layers, x.sec_per_token_compute, x.weight_read_s, x.act_s_per_token, x.name)
+                            for x in self.dense_gemms)
+        self._experts = tuple((x.num_layers, x.sec_per_token_compute, x.weight_read_s, x.act_s_per_token,
+                               float(x.num_experts), x.experts_per_gpu, float(x.top_k), x.name, x.weight_bytes)
+                              for x in self.expert_gemms)
+        self.gemm_flops_per_token = sum(x.num_layers * x.flops_per_token for x in gemms)
+        self._dense_weight_bytes = sum(x.num_layers * x.weight_bytes for x in self.dense_gemms)
+        self._act_bytes_per_token = sum(x.num_layers * x.act_bytes_per_token for x in gemms)
+
+        # ---- attention (per layer, per GPU)
+        heads_rank = model.num_attention_heads / tp
+        pre = model.attention_dims("prefill")
+        dec = model.attention_dims("decode")
+        self.attn_flops_per_pair = 2.0 * heads_rank * (pre.qk_head_dim + pre.v_head_dim)
+        self.attn_flops_per_pair_decode = 2.0 * heads_rank * (dec.qk_head_dim + dec.v_head_dim)
+        self.is_mla = model.attention == "mla"
+        if self.is_mla:
+            kv_elems = model.kv_elements_per_token_per_layer()  # latent, not split by TP
+            # expanded-form prefill up-projects the cached latent of its context with kv_b_proj
+            self.mla_up_flops_per_ctx_token = model.mla_kv_up_proj_flops_per_ctx_token() / tp
+        else:
+            kv_elems = 2 * max(1, model.num_kv_heads // tp) * model.head_dim
+            self.mla_up_flops_per_ctx_token = 0.0
+        self.kv_bytes_per_token_layer = kv_elems * kvb
+        self.qo_bytes_per_token_layer = 2.0 * model.q_size / tp * ACT_BYTES
+        self._attn_c = 1.0 / (self.attention_peak_flops * eff.attention_compute_efficiency.value)
+        self._attn_m = 1.0 / (bw * eff.attention_memory_efficiency.value)
+        self.attention_kernel_s = ovh.attention_kernel_s.value
+        # sliding-window layers: (count, window); full-attention layers counted separately
+        windows: dict[int | None, int] = {}
+        for w in model.windows:
+            windows[w] = windows.get(w, 0) + 1
+        self._full_attn_layers = windows.pop(None, 0)
+        self._window_layers = tuple(sorted(windows.items()))
+
+        # ---- element-wise (per layer, per GPU)
+        gated = 3 if model.mlp_kind == "gated" else 2
+        kv_proj = (kv_elems if self.is_mla else 2 * max(1, model.num_kv_heads // tp) * model.head_dim)
+        ew_tok = 0.0
+        ew_kernels = 0.0
+        for g in model.layer_groups():
+            if g.kind == "moe" and model.moe is not None:
+                m = model.moe
+                width = m.top_k * m.expert_intermediate_size / (ep if ep > 1 else tp)
+                width += m.shared_intermediate_size / tp
+                kernels = ELEMENTWISE_KERNELS_PER_LAYER + MOE_EXTRA_KERNELS
+            else:
+                width = model.intermediate_size / tp
+                kernels = ELEMENTWISE_KERNELS_PER_LAYER
+            per_tok = ACT_BYTES * (8 * h + 2 * (model.q_size / tp + kv_proj) + gated * width)
+            ew_tok += g.num_layers * per_tok
+            ew_kernels += g.num_layers * kernels
+        ew_tok += 2 * h * ACT_BYTES  # embedding gather (read row, write hidden state)
+        ew_kernels += 1
+        self.elementwise_bytes_per_token = ew_tok
+        self._ew_s_per_token = ew_tok / (bw * eff.elementwise_efficiency.value)
+        self._ew_fixed_s = ew_kernels * ovh.elementwise_kernel_s.value
+
+        # ---- communication
+        ec = eff.communication_efficiency.value
+        group = tp * pp
+        link = hw.link_bandwidth_bytes_per_s(group) * ec
+        self.allreduce_latency_s = ovh.allreduce_latency_s.value
+        moe_layers = model.num_moe_layers if model.moe is not None else 0
+        if tp > 1:
+            self._num_allreduce = 2 * L - (moe_layers if ep > 1 else 0)
+            self._allreduce_s_per_token = 2.0 * (tp - 1) / tp * h * ACT_BYTES / link
+        else:
+            self._num_allreduce = 0
+            self._allreduce_s_per_token = 0.0
+        if ep > 1 and moe_layers:
+            k = model.moe.top_k  # type: ignore[union-attr]
+            self._num_all2all = 2 * moe_layers  # dispatch + combine
+            self._all2all_s_per_token = (ep - 1) / ep * k * h * ACT_BYTES / (hw.link_bandwidth_bytes_per_s(ep) * ec)
+        else:
+            self._num_all2all = 0
+            self._all2all_s_per_token = 0.0
+        if pp > 1:
+            self._pp_fixed_s = (pp - 1) * ovh.p2p_latency_s.value
+            self._pp_s_per_token = (pp - 1) * h * ACT_BYTES / link
+        else:
+            self._pp_fixed_s = self._pp_s_per_token = 0.0
+        self._swap_bw = hw.pcie_bandwidth_bytes_per_s * ec
+
+        # ---- LM head + sampler (rows = scheduled requests)
+        head = model.lm_head_op()
+        V = model.vocab_size
+        self.lm_head_flops_per_row = 2.0 * head.in_features * V / tp
+        self.lm_head_weight_bytes = head.in_features * V / tp * ACT_BYTES  # stays 16-bit
+        self._head_c = self.lm_head_flops_per_row / (self.peak_flops * eff.gemm_compute_efficiency.value)
+        self._head_w = self.lm_head_weight_bytes / mem_bw
+        self.lm_head_act_bytes_per_row = (head.in_features + V / tp) * ACT_BYTES
+        self._head_a = self.lm_head_act_bytes_per_row / mem_bw
+        self._gather_s_per_row = (V * ACT_BYTES * (tp - 1) / tp / link) if tp > 1 else 0.0
+        self._gather_fixed_s = self.allreduce_latency_s if tp > 1 else 0.0
+        self._sampler_s_per_row = V * LOGIT_BYTES * SAMPLER_PASSES / (bw * eff.elementwise_efficiency.value)
+        self._sampler_fixed_s = SAMPLER_KERNELS * ovh.elementwise_kernel_s.value
+        self.sampler_bytes_per_row = V * LOGIT_BYTES * SAMPLER_PASSES
+
+        # ---- fixed overheads
+        self.per_iteration_s = ovh.per_iteration_s.value
+        self.per_request_s = ovh.per_request_s.value
+        self._launch_s = ovh.launch_per_layer_s.value * L
+        self._cache: dict[tuple[int, int | None], float] = {}
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _gemm(self, g: LayerGroup, name: str, ops: list[LinearOp], tp: int, ep: int, wb: float,
+              gemm_flops: float, mem_bw: float) -> _Gemm:
+        op0 = ops[0]
+        out_features = sum(o.out_features for o in ops)
+        in_f = op0.in_features
+        bias = sum(o.out_features for o in ops if o.bias)
+        wbytes = wb if op0.group != "router" else ACT_BYTES  # routers are kept 16-bit
+        if op0.group == "experts":
+            split = 1 if ep > 1 else tp  # EP: whole experts spread over ranks; else each expert TP-sliced
+            per_expert_w = (in_f * out_features / split) * wbytes + bias / split * ACT_BYTES
+            flops_tok = 2.0 * in_f * out_features * op0.active_instances / (ep if ep > 1 else tp)
+            act_tok = op0.active_instances * (in_f + out_features) / (ep if ep > 1 else tp) * ACT_BYTES
+            return _Gemm(name, g.num_layers, flops_tok / gemm_flops, per_expert_w / mem_bw, act_tok / mem_bw,
+                         flops_tok, per_expert_w, act_tok, num_experts=op0.num_instances,
+                         experts_per_gpu=op0.num_instances / (ep if ep > 1 else 1), top_k=op0.active_instances)
+        if op0.tp == "replicated":
+            k_in, k_out, split = in_f, out_features, 1
+        elif op0.tp == "column":
+            k_in, k_out, split = in_f, out_features / tp, tp
+        else:  # row
+            k_in, k_out, split = in_f / tp, out_features, tp
+        w = in_f * out_features / split * wbytes * op0.num_instances + bias * ACT_BYTES / (split if op0.tp == "column" else 1)
+        flops_tok = 2.0 * k_in * k_out * op0.active_instances
+        act_tok = (k_in + k_out) * ACT_BYTES * op0.active_instances
+        return _Gemm(name, g.num_layers, flops_tok / gemm_flops, w / mem_bw, act_tok / mem_bw, flops_tok, w, act_tok)
+
+    # ------------------------------------------------------------------ the hot path
+
+    def step(self, shape: BatchShape, breakdown: bool = False) -> StepCost:
+        """Price one iteration. With ``breakdown=True`` the result carries seconds per operator."""
+        n = shape.num_tokens
+        if n <= 0 and shape.swap_bytes <= 0:
+            return StepCost(time_s=0.0)
+        bd: dict[str, float] | None = {} if breakdown else None
+        nf = float(n)
+        n_half = self.n_half
+        kernel = self.gemm_kernel_s
+        t = 0.0
+        bytes_moved = 0.0
+        # dense GEMMs: compute time c·(n + n_half), memory time W + a·n
+        for layers, c, w, a, name in self._dense:
+            tc = c * (nf + n_half)
+            tm = w + a * nf
+            dt = layers * ((tc if tc > tm else tm) + kernel)
+            t += dt
+            if bd is not None:
+                bd[name] = bd.get(name, 0.0) + dt
+        bytes_moved += self._dense_weight_bytes
+        # routed experts
+        for layers, c, w, a, E, e_gpu, k, name, w_bytes in self._experts:
+            if n <= 0:
+                break
+            touched_frac = 1.0 - (1.0 - k / E) ** nf  # expected fraction of experts hit
+            rows = nf * k / (E * touched_frac)  # tokens each touched expert processes
+            tc = c * nf * (1.0 + n_half / rows)
+            touched = e_gpu * touched_frac
+            tm = w * touched + a * nf
+            dt = layers * ((tc if tc > tm else tm) + kernel)
+            t += dt
+            bytes_moved += layers * touched * w_bytes
+            if bd is not None:
+                bd[name] = bd.get(name, 0.0) + dt
+        bytes_moved += self._act_bytes_per_token * nf
+
+        # attention
+        ta, a_flops, a_bytes = self._attention(shape)
+        t += ta
+        if bd is not None:
+            bd["attention"] = ta
+
+        # element-wise kernels + embedding
+        te = self._ew_s_per_token * nf + self._ew_fixed_s
+        t += te
+        bytes_moved += self.elementwise_bytes_per_token * nf
+        if bd is not None:
+            bd["elementwise"] = te
+
+        # communication
+        tcomm = 0.0
+        if self._num_allreduce:
+            tcomm += self._num_allreduce * (self.allreduce_latency_s + self._allreduce_s_per_token * nf)
+        if self._num_all2all:
+            tcomm += self._num_all2all * (self.allreduce_latency_s + self._all2all_s_per_token * nf)
+        if self.pp > 1:
+            tcomm += self._pp_fixed_s + self._pp_s_per_token * nf
+        t += tcomm
+        if bd is not None and tcomm:
+            bd["communication"] = tcomm
+
+        # LM head, logits gather and sampler: one row per scheduled request
+        rows = float(shape.num_seqs)
+        if rows > 0:
+            tc = self._head_c * (rows + n_half)
+            tm = self._head_w + self._head_a * rows
+            th = (tc if tc > tm else tm) + kernel + self._gather_fixed_s + self._gather_s_per_row * rows
+            ts = self._sampler_fixed_s + self._sampler_s_per_row * rows
+            t += th + ts
+            bytes_moved += self.lm_head_weight_bytes + (self.lm_head_act_bytes_per_row + self.sampler_bytes_per_row) * rows
+            if bd is not None:
+                bd["lm_head"] = th
+                bd["sampler"] = ts
+
+        # swap (host <-> device copies for swap preemption)
+        if shape.swap_bytes:
+            tsw = shape.swap_bytes / self._swap_bw
+            t += tsw
+            if bd is not None:
+                bd["swap"] = tsw
+
+        # fixed overheads
+        tov = self.per_iteration_s + self.per_request_s * rows + self._launch_s
+        t += tov
+        if bd is not None:
+            bd["overhead"] = tov
+
+        flops = self.gemm_flops_per_token * nf + a_flops + self.lm_head_flops_per_row * rows
+        bytes_moved += a_bytes
+        # per GPU: with pipeline parallelism each GPU holds 1/pp of the layers
+        flops_gpu = flops / self.pp
+        bytes_gpu = bytes_moved / self.pp
+        mfu = flops_gpu / (t * self.peak_flops)
+        mbu = bytes_gpu / (t * self.bandwidth)
+        prefill = t * shape.num_prefill_tokens / nf if n > 0 else 0.0
+        return StepCost(time_s=t, flops=flops_gpu, bytes_moved=bytes_gpu, mfu=mfu, mbu=mbu,
+                        prefill_time_s=prefill, breakdown=bd if bd is not None else {})
+
+    def _attention(self, shape: BatchShape) -> tuple[float, float, float]:
+        """(seconds, FLOPs, bytes) of attention over all layers."""
+        if shape.num_tokens <= 0:
+            return 0.0, 0.0, 0.0
+        pairs = float(shape.causal_pairs)
+        kv_tokens = float(shape.sum_kv_tokens)
+        nf = float(shape.num_tokens)
+        if self.is_mla:
+            # decode requests (1 new token) use the absorbed latent form; estimate their share of the
+            # pairs from their share of the requests (BatchShape does not split contexts by kind)
+            dec_pairs = kv_tokens * shape.num_decode_seqs / shape.num_seqs if shape.num_seqs else 0.0
+            dec_pairs = min(dec_pairs, pairs)
+            pre_pairs = pairs - dec_pairs
+            pre_ctx = max(0.0, kv_tokens - dec_pairs - shape.num_prefill_tokens)
+            flops_layer = (dec_pairs * self.attn_flops_per_pair_decode + pre_pairs * self.attn_flops_per_pair
+                           + pre_ctx * self.mla_up_flops_per_ctx_token)
+        else:
+            flops_layer = pairs * self.attn_flops_per_pair
+        bytes_layer = kv_tokens * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
+                                                                        + self.kv_bytes_per_token_layer)
+        t = 0.0
+        flops = bytes_ = 0.0
+        layers = self._full_attn_layers
+        if layers:
+            tc = flops_layer * self._attn_c
+            tm = bytes_layer * self._attn_m
+            t += layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
+            flops += layers * flops_layer
+            bytes_ += layers * bytes_layer
+        if self._window_layers:
+            # sliding-window layers: each query sees at most `window` keys, each request keeps at most
+            # `window` tokens of KV (both bounds are monotone in the batch)
+            seqs = float(shape.num_seqs)
+            for window, count in self._window_layers:
+                s_pairs = min(1.0, nf * window / pairs) if pairs > 0 else 1.0
+                s_kv = min(1.0, seqs * window / kv_tokens) if kv_tokens > 0 else 1.0
+                f = flops_layer * s_pairs
+                b = kv_tokens * s_kv * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
+                                                                              + self.kv_bytes_per_token_layer)
+                tc = f * self._attn_c
+                tm = b * self._attn_m
+                t += count * ((tc if tc > tm else tm) + self.attention_kernel_s)
+                flops += count * f
+                bytes_ += count * b
+        return t, flops, bytes_
+
+    # ------------------------------------------------------------------ conveniences
+
+    def breakdown(self, shape: BatchShape) -> dict[str, float]:
+        """Seconds per operator group for ``shape`` (sums to ``step(shape).time_s``)."""
+        return self.step(shape, breakdown=True).breakdown
+
+    def prefill_time_s(self, num_prompt_tokens: int, chunk_size: int | None = None) -> float:
+        """Time to prefill one prompt alone (Metron's per-request prefill deadline).
+
+        ``chunk_size``: price it as chunked prefill in chunks of at most this many tokens (each chunk
+        attends to the chunks before it); default: one iteration. Memoised.
+        """
+        key = (int(num_prompt_tokens), chunk_size)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        total = 0.0
+        done = 0
+        n = int(num_prompt_tokens)
+        step = n if not chunk_size else int(chunk_size)
+        while done < n:
+            new = min(step, n - done)
+            total += self.step(single_request_shape(new, done)).time_s
+            done += new
+        self._cache[key] = total
+        return total
+
+    def decode_step(self, batch_size: int, context_tokens: int) -> StepCost:
+        """Cost of one decode iteration of ``batch_size`` requests each holding ``context_tokens``."""
+        return self.step(uniform_batch_shape(batch_size, 1, context_tokens))
+
+    def describe(self) -> dict[str, Any]:
+        """Batch-independent quantities (for docs, ``simctl estimate --json`` and tests)."""
+        return {
+            "gemm_dtype": self.gemm_dtype, "peak_tflops": self.peak_flops / 1e12,
+            "gemm_flops_per_token": self.gemm_flops_per_token,
+            "dense_weight_bytes_per_gpu_all_stages": self._dense_weight_bytes,
+            "lm_head_weight_bytes": self.lm_head_weight_bytes,
+            "kv_bytes_per_token_per_layer": self.kv_bytes_per_token_layer,
+            "attention_flops_per_pair_per_layer": self.attn_flops_per_pair,
+            "gemms": [g.name for g in self.dense_gemms + self.expert_gemms],
+            "allreduces_per_step": self._num_allreduce,
+        }
+
+
+def single_request_shape(num_new_tokens: int, num_context_tokens: int = 0) -> BatchShape:
+    """The :class:`BatchShape` of one request scheduled for ``num_new_tokens`` on top of a cached context."""
+    return uniform_batch_shape(1, num_new_tokens, num_context_tokens)
+
+
+def uniform_batch_shape(num_seqs: int, num_new_tokens: int, num_context_tokens: int) -> BatchShape:
+    """``num_seqs`` identical requests, each ``num_new_tokens`` new on top of ``num_context_tokens`` cached."""
+    b, q, c = num_seqs, num_new_tokens, num_context_tokens
+    decode = q == 1 and c > 0
+    return BatchShape(num_seqs=b, num_tokens=b * q, num_decode_seqs=b if decode else 0,
+                      sum_ctx_x_new=b * c * q, sum_new_sq=b * q * q, sum_kv_tokens=b * (c + q),
+                      num_prefill_tokens=0 if decode else b * q)
