@@ -134,11 +134,11 @@ def _default_run_fn() -> Callable[[Any], Any]:
     return run
 
 
-def _slo_percentiles(slo: Any) -> list[str]:
-    """Latency percentiles the SLO bounds (e.g. "99", "99.9")."""
+def _slo_percentiles(slo: Any, model_name: str = "") -> list[str]:
+    """Latency percentiles the SLO bounds (e.g. "99", "99.9"); ``model_name`` resolves MLPerf presets."""
     from sim.slo import resolve_slo
 
-    return [] if slo is None else [f"{p:g}" for p in resolve_slo(slo).required_percentiles()]
+    return [] if slo is None else [f"{p:g}" for p in resolve_slo(slo, model_name).required_percentiles()]
 
 
 class _Searcher:
@@ -190,7 +190,7 @@ class _Searcher:
         if not isinstance(verdict, dict) or "passed" not in verdict:
             from sim.slo import evaluate_slo
 
-            verdict = evaluate_slo(summary, cfg.slo)
+            verdict = evaluate_slo(summary, cfg.slo, cfg.model)
         probe = Probe(request_rate=key[0], replicas=replicas, passed=bool(verdict["passed"]),
                       binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
                       criteria=list(verdict.get("criteria", [])),
@@ -298,7 +298,7 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
     warnings: list[str] = []
     wl = cfg.workload
     n_req = search.num_requests or getattr(wl, "num_requests", None) or (wl.get("num_requests") if isinstance(wl, dict) else None)
-    for p in _slo_percentiles(cfg.slo):
+    for p in _slo_percentiles(cfg.slo, cfg.model):
         tail = 1 - float(p) / 100
         if n_req is not None and tail > 0 and n_req * tail < 10:
             warnings.append(f"p{p} from {n_req} requests rests on {n_req * tail:.1f} tail samples: "

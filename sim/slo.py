@@ -214,7 +214,9 @@ def resolve_slo(slo: SLOConfig | dict | None, model_name: str = "") -> SLOConfig
 
     for name in slo.presets:
         merge(_preset_bounds(name, model_name))
-    merge(slo.model_dump(exclude_unset=True, exclude={"preset"}))
+    # exclude_none: a config that went through a dict round-trip (sweeps, capacity probes) carries
+    # every key explicitly, and an explicit None must not erase the preset's bound
+    merge(slo.model_dump(exclude_unset=True, exclude_none=True, exclude={"preset"}))
     return SLOConfig.model_validate(merged)
 
 

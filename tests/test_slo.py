@@ -91,3 +91,17 @@ def test_missing_values_and_backlog_fail():
     assert out["passed"] is True
     out = evaluate_slo(_summary(completed=0), {"ttft_ms": {"p99": 2000}})
     assert "completed" in out["failed"]
+
+
+def test_preset_survives_config_round_trip():
+    """A config rebuilt from its dict (sweeps, capacity probes) keeps the preset's bounds."""
+    from sim.config import parse_experiment, with_overrides
+
+    cfg = parse_experiment({"model": "llama-3.1-8b", "hardware": "h100-sxm",
+                            "workload": {"num_requests": 10, "arrival": {"process": "poisson", "rate": 1.0},
+                                         "input_tokens": {"dist": "fixed", "value": 10},
+                                         "output_tokens": {"dist": "fixed", "value": 10}},
+                            "slo": {"preset": "mlperf-interactive"}})
+    again = with_overrides(cfg, {"workload.num_requests": 20})
+    bounds = resolve_slo(again.slo, "llama-3.1-8b").latency_bounds()
+    assert bounds == {"ttft": {"p99": 500.0}, "tpot": {"p99": 30.0}}
