@@ -31,6 +31,8 @@ def print_table(table, keys: list[str]) -> None:
             cells.append("-" if v is None or v != v else f"{v:,.2f}" if isinstance(v, float) else str(v))
         t.add_row(*cells)
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: do not squeeze the table into 80 columns
+        console = Console(width=140)
     console.print(t)
     counts = table["status"].value_counts().to_dict()
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()))

@@ -67,7 +67,7 @@ def _png_with_bottom_legend(fig: Figure, ax: object, ncols: int) -> bytes:
     """PNG with the axes' legend in a band of its own below the plot (never over data or labels)."""
     handles, labels = ax.get_legend_handles_labels()
     rows = (len(labels) + ncols - 1) // ncols
-    band = min(0.32 * rows / fig.get_figheight(), 0.45)  # legend rows of ~0.32 in
+    band = min((0.2 * rows + 0.15) / fig.get_figheight(), 0.45)  # legend rows of ~0.2 in
     fig.legend(handles, labels, loc="lower center", ncols=ncols, frameon=False)
     fig.tight_layout(rect=(0, band, 1, 1))
     buf = io.BytesIO()
@@ -181,7 +181,8 @@ def stacked_hbars(title: str, xlabel: str, labels: list[str], parts: dict[str, l
 
 def histograms(title: str, xlabel: str, series: dict[str, np.ndarray], bins: int = 50,
                wide: bool = False) -> bytes | None:
-    """Overlaid histograms (e.g. iteration time of steps with and without prefill)."""
+    """Overlaid histograms, each normalised to its own count (so a rare group stays visible next to a
+    common one), e.g. iteration time of steps with and without prefill."""
     series = {k: _finite(v) for k, v in series.items() if _finite(v).size}
     if not series:
         return None
@@ -192,10 +193,11 @@ def histograms(title: str, xlabel: str, series: dict[str, np.ndarray], bins: int
         hi = float(np.percentile(allv, 99.5)) or float(allv.max()) or 1.0
         edges = np.linspace(0, hi * 1.05, bins + 1)
         for label, values in series.items():
-            ax.hist(np.clip(values, 0, edges[-1]), bins=edges, alpha=0.6, label=f"{label} ({values.size:,})")
+            ax.hist(np.clip(values, 0, edges[-1]), bins=edges, alpha=0.6, label=f"{label} ({values.size:,})",
+                    weights=np.full(values.size, 1.0 / values.size))
         ax.set_title(title)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("iterations")
+        ax.set_ylabel("share of the group's iterations")
         ax.legend()
         return to_png(fig)
 
@@ -212,10 +214,12 @@ def curves(panels: list[tuple[str, str, dict[str, tuple[np.ndarray, np.ndarray]]
     ncols = min(len(panels), 2)
     nrows = (len(panels) + ncols - 1) // ncols
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(nrows, ncols, WIDE_IN, 3.0 * nrows + 0.9)
+        num_lines = len(panels[0][2])
+        fig, axes = _figure(nrows, ncols, WIDE_IN, 3.0 * nrows + 0.2 * ((num_lines + 1) // 2) + 0.4)
         for ax, (title, ylabel, lines, thresholds) in zip(axes.flat, panels):
-            for (label, (x, y)), color in zip(lines.items(), PALETTE * 4):
-                ax.plot(x, y, marker="o", ms=3.5, lw=1.3, label=label, color=color)
+            for i, (label, (x, y)) in enumerate(lines.items()):  # > 10 lines: colours repeat, dashed
+                ax.plot(x, y, marker="o", ms=3.5, lw=1.3, label=label, color=PALETTE[i % len(PALETTE)],
+                        ls=("-", "--", ":")[(i // len(PALETTE)) % 3])
             data_max = max((float(np.nanmax(y)) for _, y in lines.values() if np.isfinite(y).any()), default=0.0)
             for th in thresholds:
                 if th.value <= 1.6 * data_max:  # draw it; else say where it is instead of flattening the data
@@ -231,7 +235,8 @@ def curves(panels: list[tuple[str, str, dict[str, tuple[np.ndarray, np.ndarray]]
             ax.set_ylim(bottom=0)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
-        return _png_with_bottom_legend(fig, axes.flat[0], 3)
+        num_lines = len(axes.flat[0].get_legend_handles_labels()[1])
+        return _png_with_bottom_legend(fig, axes.flat[0], 3 if num_lines <= 6 else 2)
 
 
 def pareto(title: str, xlabel: str, ylabel: str, x: np.ndarray, y: np.ndarray, front: np.ndarray,

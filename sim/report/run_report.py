@@ -205,6 +205,12 @@ HEADLINE = (
     ("preemptions", "num_preemptions", fmt.num), ("prefix-cache hit rate", "prefix_cache_hit_rate", fmt.pct),
     ("MFU (time-weighted)", "mfu", fmt.pct), ("MBU (time-weighted)", "mbu", fmt.pct),
 )
+COST = (
+    ("$ per GPU-hour", "gpu_hour_usd", fmt.usd), ("deployment $ per hour", "cost_per_hour_usd", fmt.usd),
+    ("$ per 1M output tokens", "usd_per_million_output_tokens", fmt.usd),
+    ("$ per 1M input tokens", "usd_per_million_input_tokens", fmt.usd),
+    ("$ per 1M tokens (input + output)", "usd_per_million_tokens", fmt.usd),
+)
 
 
 def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> None:
@@ -215,12 +221,23 @@ def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> N
         binding = (s.get("slo") or {}).get("binding") if isinstance(s.get("slo"), dict) else None
         text = "All SLO criteria are met." if verdict else "The SLO is not met" + (f" (binding: {binding})." if binding else ".")
         sec.add(Note(text, "good" if verdict else "warn", f"SLO {fmt.passfail(verdict)}"))
-    rows = [[label, f(s.get(key))] for label, key, f in HEADLINE if s.get(key) is not None]
-    shown = {key for _, key, _ in HEADLINE}
-    cost_rows = [[k.replace("_", " "), fmt.usd(v) if "usd" in k or "cost" in k else fmt.scalar(v)]
-                 for k, v in _flat(s).items() if ("cost" in k or "usd" in k) and k not in shown]
-    sec.add(Table(["metric", "value"], rows + cost_rows))
-    if criteria:
+    rows = [[label, f(s.get(key))] for label, key, f in HEADLINE + COST if s.get(key) is not None]
+    sec.add(Table(["metric", "value"], rows))
+    api = s.get("api_price_comparison")
+    if isinstance(api, dict) and api:
+        sec.add(Table(["API (price as of)", "$/1M input", "$/1M output", "same traffic on the API ($/hour)",
+                       "self-hosted ÷ API"],
+                      [[f"{name} ({p.get('as_of', '?')})", fmt.usd(p.get("input_usd_per_mtok")),
+                        fmt.usd(p.get("output_usd_per_mtok")), fmt.usd(p.get("api_usd_per_hour")),
+                        fmt.num(p.get("self_hosted_vs_api"))] for name, p in api.items() if isinstance(p, dict)],
+                      caption="What this run's token traffic would cost on public APIs (docs/metrics.md#cost)"))
+    own = s.get("slo", {}).get("criteria") if isinstance(s.get("slo"), dict) else None
+    if own:  # the run's own evaluation (sim.slo.evaluate_slo): every criterion, fluidity included
+        sec.add(Table(["criterion", "source", "simulated", "limit", "verdict"],
+                      [[str(c.get("name")), str(c.get("source", "")), fmt.scalar(c.get("value")),
+                        f"{c.get('op', '<=')} {fmt.scalar(c.get('limit'))}", fmt.passfail(c.get("passed"))]
+                       for c in own if isinstance(c, dict)], align="llrrr"))
+    elif criteria:
         crit_rows = []
         for c in criteria:
             value = s.get(c.summary_key)
@@ -386,7 +403,8 @@ def _replica_section(doc: Document, result: Any, measured: pd.DataFrame) -> None
 
 
 def _all_metrics_section(doc: Document, summary: dict[str, Any]) -> None:
-    rows = [[k, fmt.scalar(v)] for k, v in _flat(summary).items() if not isinstance(v, list)]
+    rows = [[k, fmt.scalar(v)] for k, v in _flat(summary).items()
+            if not isinstance(v, list) and not k.startswith("api_price_comparison.")]
     doc.section("All summary metrics", "summary").add(
         Text("Every key of summary.json (definitions: docs/metrics.md)."), Table(["key", "value"], rows))
 

@@ -65,6 +65,12 @@ class Configuration:
     cost_per_hour: float
     cost_per_1m_output: float
     meets_slo: bool | None
+    capacity_is_lower_bound: bool = False  # it passed even at the highest swept load
+
+    @property
+    def capacity_text(self) -> str:
+        """The capacity for tables: ``≥ 8.00`` when the sweep never found the limit."""
+        return ("≥ " if self.capacity_is_lower_bound else "") + fmt.num(self.capacity_rps)
 
     def replicas_for(self, target_rps: float) -> tuple[int, int] | None:
         """(replicas, GPUs) needed to serve ``target_rps`` at this configuration's capacity."""
@@ -97,7 +103,7 @@ def configurations(table: pd.DataFrame, plan: dict[str, Any], criteria: list[Cri
             ok = ok.sort_values(load_key)
         label = _label_of(first, config_keys, short)
         passes = [slo_passed(r.to_dict(), criteria) for _, r in ok.iterrows()]
-        capacity, at = float("nan"), None
+        capacity, at, lower_bound = float("nan"), None, False
         if mode == "capacity" and not ok.empty:
             at = ok.iloc[0]
             capacity = _num(at, "max_request_rate")
@@ -106,6 +112,7 @@ def configurations(table: pd.DataFrame, plan: dict[str, Any], criteria: list[Cri
             passing = [i for i, p in enumerate(passes) if p]
             capacity = float(ok.iloc[passing[-1]][load_key]) if passing else 0.0
             at = ok.iloc[passing[-1]] if passing else None
+            lower_bound = bool(passing) and capacity >= float(table[load_key].max())
         elif not ok.empty:
             at = ok.iloc[-1]
         cost_h = cost_per_hour(at if at is not None else first)
@@ -125,7 +132,7 @@ def configurations(table: pd.DataFrame, plan: dict[str, Any], criteria: list[Cri
             label, ok, int(_num(first, "num_gpus")) if fmt.is_number(_get(first, "num_gpus")) else 0,
             int(_num(first, "gpus_per_replica")) if fmt.is_number(_get(first, "gpus_per_replica")) else 0,
             int(_num(first, "replicas")) if fmt.is_number(_get(first, "replicas")) else 1,
-            capacity, at, cost_h, cost_1m, meets))
+            capacity, at, cost_h, cost_1m, meets, lower_bound))
     return out
 
 
@@ -150,7 +157,7 @@ def recommend(configs: list[Configuration], target_rps: float | None, has_slo: b
         reason = (f"To serve {target_rps:g} req/s it needs {replicas} replica(s) = {gpus} GPUs"
                   + (f" at {fmt.usd(cost((best, replicas, gpus)))}/hour" if priced else "")
                   + f", the {'cheapest' if priced else 'fewest GPUs'} among {len(sized)} configurations whose capacity "
-                  f"under the SLO is known (capacity {best.capacity_rps:g} req/s per {best.replicas} replica(s)).")
+                  f"under the SLO is known (capacity {best.capacity_text} req/s per {best.replicas} replica(s)).")
         if runner:
             rc, rr, rg = runner
             reason += (f" Next best: {rc.label} with {rr} replica(s) = {rg} GPUs"
@@ -162,7 +169,7 @@ def recommend(configs: list[Configuration], target_rps: float | None, has_slo: b
         if priced:
             best = min(priced, key=lambda c: c.cost_per_1m_output)
             return best, (f"Lowest cost per 1M output tokens at capacity ({fmt.usd(best.cost_per_1m_output)}) among "
-                          f"{len(priced)} configurations that {slo_text}; it sustains {best.capacity_rps:g} req/s on "
+                          f"{len(priced)} configurations that {slo_text}; it sustains {best.capacity_text} req/s on "
                           f"{best.num_gpus} GPUs.")
         best = max(with_capacity, key=lambda c: c.capacity_rps / max(c.num_gpus, 1))
         return best, (f"Highest capacity per GPU ({best.capacity_rps / max(best.num_gpus, 1):.3g} req/s/GPU) among "
@@ -203,6 +210,9 @@ def build_sweep_document(sweep_dir: str | Path) -> Document:
     criteria = slo_criteria(base.get("slo"), str(base.get("model", "")))
     configs = configurations(table, plan, criteria)
     best, reason = recommend(configs, target, bool(criteria) or mode == "capacity")
+    if any(c.capacity_is_lower_bound for c in configs):
+        reason += (" Capacities marked ≥ passed even at the highest swept load: add higher loads (or use "
+                   "mode: capacity) to find their limit.")
     counts = table["status"].value_counts().to_dict()
 
     doc = Document(
@@ -219,7 +229,8 @@ def build_sweep_document(sweep_dir: str | Path) -> Document:
     else:
         sec.add(Note(reason, "warn", "No recommendation"))
     if criteria:
-        sec.add(Text("SLO: " + "; ".join(f"{c.label} ({c.source})" for c in criteria) + "."))
+        sec.add(Text("SLO: " + "; ".join(c.label + (f" ({c.source})" if c.source != "SLO" else "")
+                                         for c in criteria) + "."))
     elif mode != "capacity":
         sec.add(Text("The experiment has no slo: section, so capacities are not defined; add one "
                      "(e.g. slo: {ttft_ms: {p99: 2000}, tpot_ms: {p99: 200}}) to rank configurations by capacity."))
@@ -227,7 +238,7 @@ def build_sweep_document(sweep_dir: str | Path) -> Document:
         rows = []
         for c in sorted(configs, key=lambda c: (c.replicas_for(target) or (10**9, 10**9))[1]):
             need = c.replicas_for(target)
-            rows.append([c.label, fmt.num(c.capacity_rps), fmt.num(need[0]) if need else fmt.MISSING,
+            rows.append([c.label, c.capacity_text, fmt.num(need[0]) if need else fmt.MISSING,
                          fmt.num(need[1]) if need else fmt.MISSING,
                          fmt.usd(need[1] * c.cost_per_hour / max(c.num_gpus, 1)) if need else fmt.MISSING])
         sec.add(Table(["configuration", "capacity (req/s)", "replicas needed", "GPUs needed", "$/hour"], rows,
@@ -247,7 +258,7 @@ def build_sweep_document(sweep_dir: str | Path) -> Document:
     rows = []
     for c in configs:
         at = c.at_capacity
-        rows.append([c.label, fmt.num(c.num_gpus), str(len(c.points)), fmt.num(c.capacity_rps),
+        rows.append([c.label, fmt.num(c.num_gpus), str(len(c.points)), c.capacity_text,
                      fmt.num(_num(at, "output_throughput") / max(c.num_gpus, 1), 1) if at is not None else fmt.MISSING,
                      fmt.ms(_num(at, "p99_ttft_ms")) if at is not None else fmt.MISSING,
                      fmt.ms(_num(at, "p99_tpot_ms")) if at is not None else fmt.MISSING,
@@ -261,11 +272,12 @@ def build_sweep_document(sweep_dir: str | Path) -> Document:
     best_idx = configs.index(best) if best is not None else None
     if any(np.isfinite(c.capacity_rps) for c in configs):
         sec.add(_fig("capacity", plots.bars("Capacity under the SLO", "req/s", labels,
-                                            [c.capacity_rps for c in configs], best_idx),
-                     "Highest request rate each configuration sustains within the SLO (green: recommended)"))
+                                            [c.capacity_rps for c in configs], best_idx, wide=True),
+                     "Highest request rate each configuration sustains within the SLO (green: recommended)",
+                     wide=True))
     sec.add(_fig("cost", plots.bars("Cost per 1M output tokens", "$", labels,
-                                    [c.cost_per_1m_output for c in configs], best_idx, "${:,.3f}"),
-                 "At each configuration's capacity point; from the hardware profiles' $/GPU-hour"))
+                                    [c.cost_per_1m_output for c in configs], best_idx, "${:,.3f}", wide=True),
+                 "At each configuration's capacity point; from the hardware profiles' $/GPU-hour", wide=True))
 
     sec = doc.section("Latency and throughput", "curves")
     ok = table[table["status"] == "ok"]
