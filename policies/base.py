@@ -180,6 +180,19 @@ class DecodeGroup:
             out.append(req)
         return out
 
+    def filling(self, iteration: int) -> list[Request]:
+        """Members whose last block becomes full in ``iteration`` (computed ≡ block_size − 1), with
+        their current ``num_computed_tokens`` written: the prefix cache registers that block now, as
+        vLLM does when it schedules the token that fills it. Empty for block size 1 (the boundary
+        allocation registers it then)."""
+        if self.block_size == 1:
+            return []
+        out = []
+        for req, s0, c0, _ in self.buckets[(-iteration - 1) % self.block_size].values():
+            req.num_computed_tokens = c0 + iteration - s0
+            out.append(req)
+        return out
+
     def materialize(self, req: Request, last_iteration: int, last_time_s: float) -> None:
         """Remove ``req`` from the group, writing back its counters and emissions up to ``last_iteration``."""
         rid = req.request_id

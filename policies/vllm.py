@@ -93,6 +93,9 @@ class VLLMV1Scheduler(Scheduler):
         group, kv, k = self.decode_group, self.kv, self.next_iteration
         if group.num_boundary(k):
             kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
         step.add_decodes(group.num, group.sum_context(k))
 
     def _schedule_running_fast_mixed(self, step: StepBuilder, individual: list[Request]) -> bool:

@@ -11,7 +11,8 @@ Invariants (asserted by :meth:`KVCacheManager.check_invariants` and the tests):
 - ``ref_cnt[b]`` equals the number of requests whose block list holds ``b``; no request holds a block
   twice, and a block with ``ref_cnt == 1`` belongs to exactly one request (only prefix-cache hits share);
 - ``ref_cnt[b] >= 0`` always;
-- the prefix-cache table maps each hash to one block whose ``block_hash`` is that hash;
+- the prefix-cache table maps each hash to the blocks whose ``block_hash`` is that hash, and every
+  hashed block is in it;
 - host (swap) blocks: ``num_free_cpu_blocks + Σ swapped requests' blocks == num_cpu_blocks``.
 
 Prefix caching (vLLM ``kv_cache_manager.py`` / ``block_pool.py``, SEMANTICS.md §3):
@@ -91,7 +92,10 @@ class KVCacheManager:
         self._free: OrderedDict[int, None] | list[int] = (
             OrderedDict.fromkeys(range(num_blocks)) if enable_prefix_caching
             else list(range(num_blocks - 1, -1, -1)))
-        self._cached: dict[int, int] = {}  # block hash -> block id (full blocks only)
+        # block hash -> {block id: None} (insertion-ordered): every full block carrying that content.
+        # Like vLLM several blocks may hold the same content (two requests prefilling it at once);
+        # a hit takes the first, and evicting one copy leaves the others findable.
+        self._cached: dict[int, dict[int, None]] = {}
         self._reqs: dict[int, _ReqKV] = {}  # request_id -> state
         self.num_free_cpu_blocks = num_cpu_blocks
         # counters for reports
@@ -161,14 +165,11 @@ class KVCacheManager:
                 return False
             ref_cnt = self.ref_cnt
             if self.enable_prefix_caching:
-                block_hash, cached = self.block_hash, self._cached
+                block_hash = self.block_hash
                 for _ in range(need):
                     b, _none = free.popitem(last=False)
-                    h = block_hash[b]
-                    if h is not None:  # evict the stale cache entry of a reused block
-                        if cached.get(h) == b:
-                            del cached[h]
-                        block_hash[b] = None
+                    if block_hash[b] is not None:  # evict the stale cache entry of a reused block
+                        self._evict(b)
                     ref_cnt[b] = 1
                     blocks.append(b)
             else:
@@ -227,9 +228,10 @@ class KVCacheManager:
         hashes = self._block_hashes(req, st, max_hit_blocks)
         cached, free, ref_cnt, blocks = self._cached, self._free, self.ref_cnt, st.blocks
         for i in range(max_hit_blocks):
-            b = cached.get(hashes[i])
-            if b is None:
+            copies = cached.get(hashes[i])
+            if copies is None:
                 break
+            b = next(iter(copies))
             if ref_cnt[b] == 0:
                 del free[b]
             ref_cnt[b] += 1
@@ -295,18 +297,15 @@ class KVCacheManager:
         n = st.num_cpu_blocks
         if n > len(self._free):
             return None
-        free, ref_cnt, block_hash, cached = self._free, self.ref_cnt, self.block_hash, self._cached
+        free, ref_cnt, block_hash = self._free, self.ref_cnt, self.block_hash
         caching = self.enable_prefix_caching
         for _ in range(n):
             if not caching:
                 b = free.pop()
             else:
                 b, _none = free.popitem(last=False)
-                h = block_hash[b]
-                if h is not None:
-                    if cached.get(h) == b:
-                        del cached[h]
-                    block_hash[b] = None
+                if block_hash[b] is not None:
+                    self._evict(b)
             ref_cnt[b] = 1
             st.blocks.append(b)
         st.num_cpu_blocks = 0
@@ -320,11 +319,20 @@ class KVCacheManager:
         return st.num_cpu_blocks if st is not None else 0
 
     # ------------------------------------------------------------------ prefix hashing
+    def _evict(self, b: int) -> None:
+        """Drop block ``b``'s prefix-cache entry (it is being reused for other content)."""
+        h = self.block_hash[b]
+        copies = self._cached[h]
+        del copies[b]
+        if not copies:
+            del self._cached[h]
+        self.block_hash[b] = None
+
     def _cache_full_blocks(self, req: Request, st: _ReqKV, num_full: int) -> None:
         """Register the hashes of ``req``'s blocks ``st.num_registered .. num_full - 1`` (now full).
 
-        A block whose content is already cached under another block is left unregistered (vLLM keeps
-        both; one entry per hash is enough to find a hit).
+        A block whose content is already cached under another block is registered as another copy
+        (as vLLM's ``cache_full_blocks``).
         """
         first = st.num_registered
         if num_full <= first:
@@ -335,9 +343,12 @@ class KVCacheManager:
             b = blocks[j]
             if block_hash[b] is None:
                 h = hashes[j]
-                if h not in cached:
-                    cached[h] = b
-                    block_hash[b] = h
+                block_hash[b] = h
+                copies = cached.get(h)
+                if copies is None:
+                    cached[h] = {b: None}
+                else:
+                    copies[b] = None
         st.num_registered = num_full
 
     def _block_hashes(self, req: Request, st: _ReqKV, num_blocks: int) -> list[int]:
@@ -413,8 +424,15 @@ class KVCacheManager:
             raise KVInvariantError("a used block is in the free queue")
         if len(set(free)) != len(free):
             raise KVInvariantError("a block is in the free queue twice")
-        for h, b in self._cached.items():
-            if self.block_hash[b] != h:
-                raise KVInvariantError(f"cache entry for block {b} does not match its hash")
+        num_cached = 0
+        for h, copies in self._cached.items():
+            if not copies:
+                raise KVInvariantError(f"empty cache entry for hash {h}")
+            for b in copies:
+                if self.block_hash[b] != h:
+                    raise KVInvariantError(f"cache entry for block {b} does not match its hash")
+            num_cached += len(copies)
+        if num_cached != sum(1 for h in self.block_hash if h is not None):
+            raise KVInvariantError("a hashed block is missing from the prefix-cache table")
         if self.num_free_cpu_blocks + cpu != self.num_cpu_blocks:
             raise KVInvariantError("host swap pool accounting is off")

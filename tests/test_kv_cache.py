@@ -214,3 +214,23 @@ def test_invariants_hold_under_random_operations(ops, prefix, block_size):
         kv.free(r)
     kv.check_invariants()
     assert kv.num_free_blocks == kv.num_blocks and kv.num_free_cpu_blocks == kv.num_cpu_blocks
+
+
+def test_duplicate_content_is_cached_in_every_copy():
+    # Two requests compute the same document at once (neither could hit the other): both copies are
+    # registered, so evicting one still leaves the content findable (vLLM's cache_full_blocks).
+    kv = KVCacheManager(8, 4, enable_prefix_caching=True)
+    a = make_req(0, 9, segments=(("doc", 9),))
+    b = make_req(1, 9, segments=(("doc", 9),))
+    assert kv.get_computed_blocks(a) == 0 and kv.get_computed_blocks(b) == 0
+    kv.allocate_slots(a, 9)
+    kv.allocate_slots(b, 9)
+    kv.check_invariants()
+    kv.free(a)
+    kv.free(b)
+    # free queue now (front first): 2 empty, a's partial, a's [4,8), a's [0,4), b's partial, b's two
+    filler = make_req(2, 20)
+    assert kv.allocate_slots(filler, 20)  # reuses 5 blocks: a's copies of the document are gone
+    c = make_req(3, 9, segments=(("doc", 9),))
+    assert kv.get_computed_blocks(c) == 8  # b's copies still serve the hit
+    kv.check_invariants()

@@ -196,15 +196,18 @@ def _random_case(seed):
     engine = dict(max_num_batched_tokens=int(rng.choice([64, 256, 2048])), max_num_seqs=int(rng.choice([4, 32, 256])),
                   enable_prefix_caching=prefix, long_prefill_token_threshold=int(rng.choice([0, 0, 100])),
                   block_size=int(rng.choice([4, 16])))
+    if rng.random() < 0.4:  # swap preemption with a small host pool (falls back to recompute when full)
+        engine.update(preemption_mode="swap", swap_space_gib=float(rng.choice([1e-6, 1e-5])))
     return specs, int(rng.integers(60, 300)), engine
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_decode_group_fast_path_matches_exact_in_order_loop(seed):
     specs, num_blocks, engine = _random_case(seed)
     results = []
     for policy in ("vllm", "vllm-exact-loop"):
-        setup = ReplicaSetup(EngineConfig(policy=policy, **engine), num_blocks, 4096, ConstantCostModel(0.02, 1e-5))
+        setup = ReplicaSetup(EngineConfig(policy=policy, **engine), num_blocks, 4096, ConstantCostModel(0.02, 1e-5),
+                             kv_block_bytes=100, swap_bandwidth_bytes_per_s=1e6)
         results.append(simulate(OpenLoopWorkload(specs), setup, seed_seq=np.random.SeedSequence(0)))
     fast, exact = results
     assert fast.requests.equals(exact.requests)
