@@ -395,8 +395,8 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     """Simulate ``workload`` on ``num_replicas`` identical replicas behind ``router``.
 
     ``seed_seq`` feeds the engine's own randomness (the ``random`` router); the workload carries its
-    own streams. ``progress``, if given, is called about twice a second of wall time with
-    ``{"now_s", "num_submitted", "num_ended"}``. See the module docstring for the horizon rules.
+    own streams. ``progress``, if given, is called about twice a second of wall time and once at the
+    end with ``{"now_s", "num_submitted", "num_ended"}``. See the module docstring for the horizon rules.
     """
     if num_replicas < 1:
         raise ConfigError(f"replicas must be ≥ 1, got {num_replicas}")
@@ -422,6 +422,8 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     finally:
         if gc_was_enabled:
             gc.enable()
+    if progress is not None:  # always a final report
+        progress({"now_s": env.now, "num_submitted": len(cluster.requests), "num_ended": cluster.num_ended})
     return _collect(cluster, workload, time.perf_counter() - wall0)
 
 

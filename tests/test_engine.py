@@ -110,6 +110,18 @@ def test_overload_stops_at_max_duration_with_backlog():
     assert out.backlog["not_arrived"] == 2000 - len(out.requests)
     assert out.backlog["running"] <= 8
     assert (out.iterations.end_s <= 10.0 + 1e-9).all()
+    # requests cut mid-decode report exactly the tokens they got (decode-group state written back)
+    for row in np.flatnonzero((out.requests.status == "unfinished").to_numpy())[:20]:
+        assert len(token_times(out, row)) == out.requests.num_output_tokens.iloc[row]
+
+
+def test_progress_callback_reports_counts():
+    seen = []
+    run(poisson_specs(3000, 50.0, prompt=100, out=50), progress=seen.append)
+    # about every 0.5 s of wall time, and once at the end
+    for p in seen:
+        assert set(p) == {"now_s", "num_submitted", "num_ended"} and p["num_ended"] <= p["num_submitted"]
+    assert seen[-1]["num_ended"] == seen[-1]["num_submitted"] == 3000
 
 
 def test_overload_without_horizon_still_ends(monkeypatch):
