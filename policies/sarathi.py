@@ -17,6 +17,11 @@ Every step has a token budget ``chunk_size`` (``engine.policy_options.chunk_size
 So a long prompt is spread over several steps while decodes keep flowing: that is what bounds
 Sarathi-Serve's inter-token latency. The step is "mixed" whenever decodes and a prefill chunk share it.
 
+Speed: requests in steady decode live in the base class's :class:`~policies.base.DecodeGroup`. When
+all decodes fit the budget and the free blocks (so none is preempted or deferred), the group is
+scheduled in O(1) (+ block boundary crossings) and only the other running requests are walked;
+otherwise the group is dissolved and the exact in-order loop runs. Both give the same batch.
+
 Simplification (docs/policies.md): Sarathi-Serve does not count decodes against ``chunk_size`` when
 there are more decodes than ``chunk_size`` tokens; here decodes beyond the budget wait one step, so a
 step never exceeds the budget. The dynamic chunk-size schedule is not modelled.
@@ -46,6 +51,8 @@ class SarathiOptions:
 class SarathiScheduler(Scheduler):
     """Sarathi-Serve's stall-free scheduler: decodes, then partial prefills, then new prefills."""
 
+    uses_decode_group = True
+
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
         chunk = self.options.chunk_size
@@ -57,6 +64,7 @@ class SarathiScheduler(Scheduler):
                 f"{self.max_num_batched_tokens}; raise engine.max_num_batched_tokens to at least {chunk}")
         self.chunk_size: int = chunk
         self.watermark_blocks = int(WATERMARK * kv.num_blocks)
+        self._individual: list[Request] = []  # running requests outside the decode group, in order
 
     def parse_options(self, options: dict[str, Any]) -> SarathiOptions:
         """Validate ``engine.policy_options`` (only ``chunk_size``, an integer ≥ 1)."""
@@ -85,12 +93,57 @@ class SarathiScheduler(Scheduler):
     def schedule(self, now_s: float) -> SchedulerOutput:
         """Decodes, then in-flight prefills, then new prefills (one budget of ``chunk_size``)."""
         step = self.new_step(now_s)
-        partial = self._schedule_decodes(step)
+        partial = self._schedule_decodes_fast(step)
+        if partial is None:
+            self.dissolve_decode_group()
+            self._individual = list(self.running)
+            partial = self._schedule_decodes(step)
         self._schedule_partial_prefills(step, partial)
         if self.swapped and not step.preempted_ids:
             self._schedule_swapped(step)
         self._schedule_new_prefills(step)
         return step.build()
+
+
+    def _schedule_group(self, step: StepBuilder) -> None:
+        """Every decode-group member decodes one token (the caller checked budget and free blocks):
+        members crossing a block boundary get a block; with prefix caching the block a member fills
+        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group.num_boundary(k):
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+        step.add_decodes(group.num, group.sum_context(k))
+    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
+                           step_time_s: float = 0.0) -> list[Request]:
+        """Shared update; then drop requests that joined the decode group or left from ``_individual``."""
+        finished = super().update_from_output(out, iteration, now_s, step_time_s)
+        if self._individual:
+            members = self.decode_group.members if self.decode_group is not None else {}
+            running_status = RequestStatus.RUNNING
+            self._individual = [r for r in self._individual
+                                if r.status is running_status and r.request_id not in members]
+        return finished
+
+    def _schedule_decodes_fast(self, step: StepBuilder) -> list[Request] | None:
+        """All decodes at once (the group in O(1)) when they fit the budget and the free blocks; returns
+        the partial prefills in order, or None (nothing changed) when the exact loop must run."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        individual = self._individual
+        if group is None or group.num + len(individual) != len(self.running):
+            return None
+        decodes = [r for r in individual if self._is_decode(r)]
+        blocks = group.num_boundary(k) + sum(kv.num_blocks_to_allocate(r, 1) for r in decodes)
+        if group.num + len(decodes) > step.token_budget or blocks > kv.num_free_blocks:
+            return None
+        self._schedule_group(step)
+        for req in decodes:
+            if not kv.allocate_slots(req, 1):
+                raise AssertionError("allocation failed after the free-block check")
+            step.add(req, 1)
+        return [r for r in individual if not self._is_decode(r)] if decodes else list(individual)
 
     @staticmethod
     def _is_decode(req: Request) -> bool:
@@ -154,6 +207,7 @@ class SarathiScheduler(Scheduler):
             if not kv.allocate_slots(req, n):  # cannot happen: room was checked above
                 raise AssertionError("allocation failed after the swap-in check")
             running.append(req)
+            self._individual.append(req)
             step.add(req, n)
 
     def _schedule_new_prefills(self, step: StepBuilder) -> None:
@@ -170,4 +224,5 @@ class SarathiScheduler(Scheduler):
             waiting.popleft()
             req.status = RequestStatus.RUNNING
             running.append(req)
+            self._individual.append(req)
             step.add(req, min(remaining, step.token_budget))

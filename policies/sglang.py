@@ -27,6 +27,10 @@ cannot hold the next token of all of them, requests are **retracted** (``retract
 appended to the *end* of the waiting queue), and more until the free KV holds 20 tokens per remaining
 request, always keeping one.
 
+Speed: decoding requests live in the base class's :class:`~policies.base.DecodeGroup`; a decode batch
+that needs no retraction costs O(1) plus the requests crossing a KV block boundary. A prefill batch
+(in which they do not decode) dissolves the group first.
+
 Prefix cache: simctl uses the engine's block-level cache (``sim.kv_cache``) in place of SGLang's
 token-level radix tree: hits count in whole blocks of ``engine.block_size`` (SGLang's page size is
 1 token), and eviction is LRU over freed blocks rather than over unlocked radix leaves. With
@@ -66,6 +70,8 @@ class SGLangOptions:
 @register_policy("sglang")
 class SGLangScheduler(Scheduler):
     """SGLang: prefill batches (chunked, fcfs/lpm) before decode batches, retraction on decode OOM."""
+
+    uses_decode_group = True
 
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
@@ -129,21 +135,32 @@ class SGLangScheduler(Scheduler):
         step = StepBuilder(self.prefill_budget, now_s)
         self._schedule_prefill(step)
         if step.scheduled:
+            self.dissolve_decode_group()  # its members do not decode in a prefill batch
             return step.build(kind="prefill", info={"new_token_ratio": self.new_token_ratio})
         step = self.new_step(now_s)
         self._schedule_decode(step)
         return step.build(kind="decode" if step.scheduled else None)
 
     # ------------------------------------------------------------------ prefill batch
+
+    def _schedule_group(self, step: StepBuilder) -> None:
+        """Every decode-group member decodes one token (the caller checked budget and free blocks):
+        members crossing a block boundary get a block; with prefix caching the block a member fills
+        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group.num_boundary(k):
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+        step.add_decodes(group.num, group.sum_context(k))
     def _schedule_prefill(self, step: StepBuilder) -> None:
         """Continue the chunked request, then admit waiting requests in policy order (PrefillAdder)."""
         running = self.running
         if self.chunked_req is None and (not self.waiting or len(running) >= self.max_num_seqs):
             return
         # Future output the running requests are still expected to generate (in tokens).
-        ratio = self.new_token_ratio
-        reserved = sum(min(r.max_output_tokens - r.num_output_tokens, CLIP_MAX_NEW_TOKENS) * ratio
-                       for r in running if r is not self.chunked_req)
+        reserved = self._reserved_future_tokens()
         if self.chunked_req is not None:
             self._continue_chunked(step)
         if not self.waiting:
@@ -177,6 +194,21 @@ class SGLangScheduler(Scheduler):
                 self.chunked_req = req  # the batch is full: its budget went to this chunk
                 return
             reserved += future
+
+    def _reserved_future_tokens(self) -> float:
+        """``Σ min(max_output − output, 4096) × new_token_ratio`` over the running requests (not the
+        chunked one); decode-group members' output counts follow from the group's bookkeeping."""
+        chunked, k = self.chunked_req, self.next_iteration
+        members = self.decode_group.members if self.decode_group is not None else {}
+        total = 0
+        for r in self.running:
+            if r is chunked:
+                continue
+            m = members.get(r.request_id)
+            out = r.num_output_tokens if m is None else m[3] + k - m[1]
+            left = r.max_output_tokens - out
+            total += left if left < CLIP_MAX_NEW_TOKENS else CLIP_MAX_NEW_TOKENS
+        return total * self.new_token_ratio
 
     def _continue_chunked(self, step: StepBuilder) -> None:
         """Next chunk of the in-flight chunked request (``PrefillAdder.add_chunked_req``)."""
@@ -219,6 +251,15 @@ class SGLangScheduler(Scheduler):
     # ------------------------------------------------------------------ decode batch
     def _schedule_decode(self, step: StepBuilder) -> None:
         """One token for every running request (not the chunked one), retracting on KV shortage."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        num_decodes = len(self.running) - (self.chunked_req is not None)
+        if (group is not None and group.num and group.num == num_decodes and group.num <= step.token_budget
+                and group.num_boundary(k) <= kv.num_free_blocks):
+            self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay,
+                                       self.min_new_token_ratio)
+            self._schedule_group(step)
+            return
+        self.dissolve_decode_group()
         decodes = [r for r in self.running if r is not self.chunked_req]
         if not decodes:
             return

@@ -21,6 +21,13 @@ chunk ``min(remaining, budget)``. New prefills still allocate all their prompt b
 respect the watermark. V0's own default is off; ``engine.enable_chunked_prefill`` is V1's switch
 (default true) and is not read here, so that ``policy: vllm-v0`` alone gives the legacy behaviour.
 
+Speed: requests in steady decode live in the base class's :class:`~policies.base.DecodeGroup`. A step
+whose running requests all fit the budget and the free blocks schedules the group in O(1) (+ block
+boundary crossings) and walks only the others (prefill chunks); the in-order loop would give every
+running request its full need too, so the result is the same. Otherwise the group is dissolved and the
+exact loop runs. A prefill-only step, in which the group does not decode, dissolves it too; its
+requests rejoin after their next decode.
+
 Simplifications (docs/policies.md): V0's ``delay_factor`` (0 by default), LoRA limits, beam search and
 multi-step scheduling are not modelled; when the host swap pool is full a swap preemption falls back to
 recompute instead of aborting the engine.
@@ -54,10 +61,13 @@ class VLLMV0Options:
 class VLLMV0Scheduler(Scheduler):
     """vLLM V0's scheduler: prefill-priority by default, chunked prefill when enabled explicitly."""
 
+    uses_decode_group = True
+
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
         self.enable_chunked_prefill = self.options.enable_chunked_prefill
         self.watermark_blocks = int(self.options.watermark * kv.num_blocks)
+        self._individual: list[Request] = []  # running requests outside the decode group, in order
 
     def parse_options(self, options: dict[str, Any]) -> VLLMV0Options:
         """Validate ``engine.policy_options``: ``enable_chunked_prefill`` (bool), ``watermark`` (a
@@ -100,14 +110,70 @@ class VLLMV0Scheduler(Scheduler):
         if not self.swapped:  # swapped requests have priority over new prefills
             self._schedule_prefills(step, chunked=False)
         if step.scheduled:  # prefill priority: a step with prefills runs no decodes
+            self.dissolve_decode_group()  # its members skip this iteration
+            self._individual = list(self.running)
             return step.build(kind="prefill")
         self._schedule_running(step, chunked=False)
         if not step.preempted_ids:
             self._schedule_swapped(step)
         return step.build()
 
+
+    def _schedule_group(self, step: StepBuilder) -> None:
+        """Every decode-group member decodes one token (the caller checked budget and free blocks):
+        members crossing a block boundary get a block; with prefix caching the block a member fills
+        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group.num_boundary(k):
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+        step.add_decodes(group.num, group.sum_context(k))
+    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
+                           step_time_s: float = 0.0) -> list[Request]:
+        """Shared update; then drop requests that joined the decode group or left from ``_individual``."""
+        finished = super().update_from_output(out, iteration, now_s, step_time_s)
+        if self._individual:
+            members = self.decode_group.members if self.decode_group is not None else {}
+            running_status = RequestStatus.RUNNING
+            self._individual = [r for r in self._individual
+                                if r.status is running_status and r.request_id not in members]
+        return finished
+
     def _schedule_running(self, step: StepBuilder, chunked: bool) -> None:
         """Running requests in FCFS order; a KV shortage preempts the last running request."""
+        if self._schedule_running_fast(step):
+            return
+        self.dissolve_decode_group()
+        self._individual = list(self.running)
+        self._schedule_running_exact(step, chunked)
+
+    def _schedule_running_fast(self, step: StepBuilder) -> bool:
+        """Give every running request its full need when budget and free blocks allow (the decode
+        group in O(1), the others one by one); otherwise change nothing and return False."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        individual = self._individual
+        if group is None or group.num + len(individual) != len(self.running):
+            return False  # defensive: the bookkeeping must cover every running request
+        demand, blocks = group.num, group.num_boundary(k)
+        chunks = []
+        for req in individual:
+            n = req.num_tokens - req.num_computed_tokens
+            chunks.append(n)
+            demand += n
+            blocks += kv.num_blocks_to_allocate(req, n)
+        if demand > step.token_budget or blocks > kv.num_free_blocks:
+            return False
+        self._schedule_group(step)
+        for req, n in zip(individual, chunks):
+            if not kv.allocate_slots(req, n):
+                raise AssertionError("allocation failed after the free-block check")
+            step.add(req, n)
+        return True
+
+    def _schedule_running_exact(self, step: StepBuilder, chunked: bool) -> None:
+        """V0's in-order loop over running requests, preempting from the tail."""
         running = self.running
         i = 0
         while i < len(running) and step.token_budget > 0:
@@ -141,6 +207,7 @@ class VLLMV0Scheduler(Scheduler):
             if not self.kv.allocate_slots(req, n):  # cannot happen: room was checked above
                 raise AssertionError("allocation failed after the swap-in check")
             running.append(req)
+            self._individual.append(req)
             step.add(req, n)
 
     def _schedule_prefills(self, step: StepBuilder, chunked: bool) -> None:
@@ -169,6 +236,7 @@ class VLLMV0Scheduler(Scheduler):
             waiting.popleft()
             req.status = RequestStatus.RUNNING
             running.append(req)
+            self._individual.append(req)
             step.add(req, n)
 
     def _reject(self, req: Request, reason: str, step: StepBuilder) -> None:

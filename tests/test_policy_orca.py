@@ -3,8 +3,12 @@ every running request decodes each iteration, whole prompts join under the token
 reserved for each request's maximum length (so nothing is preempted), and one end-to-end run."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+import pytest
+
 from policies.orca import REJECT_OVER_BUDGET, OrcaScheduler
-from policies.registry import get_policy
+from policies.registry import get_policy, register_policy
 from sim.config import EngineConfig
 from sim.cost import ConstantCostModel
 from sim.engine import ReplicaSetup, simulate
@@ -12,6 +16,16 @@ from sim.kv_cache import KVCacheManager
 from sim.request import Request, RequestSpec, RequestStatus
 from workloads.base import OpenLoopWorkload
 
+
+@register_policy("orca-exact-loop")
+class _ExactLoop(OrcaScheduler):
+    """The same policy without the decode group: every step walks running requests one by one."""
+
+    uses_decode_group = False
+
+
+POLICY = "orca"
+CASES = [{}, {"enable_prefix_caching": True}, {"max_num_batched_tokens": 320}]
 
 def make_sched(num_blocks=100, block_size=4, max_model_len=1000, **engine):
     engine.setdefault("max_num_batched_tokens", 64)
@@ -26,6 +40,16 @@ def add(sched, rid, prompt, out=5):
     return req
 
 
+class Step:
+    """One step's output; ``num_scheduled_tokens`` also lists the decode-group members (1 token each)."""
+
+    def __init__(self, out, tokens):
+        self.out, self.num_scheduled_tokens = out, tokens
+
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+
+
 class Driver:
     """Steps a scheduler by hand: one call = schedule + update (+ KV invariant check)."""
 
@@ -33,12 +57,15 @@ class Driver:
         self.sched, self.iteration, self.now = sched, 0, 0.0
 
     def step(self):
-        out = self.sched.schedule(self.now)
+        sched = self.sched
+        out = sched.schedule(self.now)
+        grouped = list(sched.decode_group.members) if out.num_grouped else []
+        assert len(grouped) == out.num_grouped  # the fast path decodes every member
         self.now += 1.0
-        self.sched.update_from_output(out, self.iteration, self.now)
+        sched.update_from_output(out, self.iteration, self.now)
         self.iteration += 1
-        self.sched.kv.check_invariants()
-        return out
+        sched.kv.check_invariants()
+        return Step(out, {**out.num_scheduled_tokens, **dict.fromkeys(grouped, 1)})
 
 
 def test_registered_by_name():
@@ -67,6 +94,7 @@ def test_every_running_request_decodes_each_iteration_and_newcomers_join():
         assert out.num_scheduled_tokens == {**{r.request_id: 1 for r in reqs[:-1]}, rid: 10}
     out = d.step()
     assert out.kind == "decode" and len(out.num_scheduled_tokens) == 4
+    assert out.num_grouped == 4  # all of them advance in the decode group, O(1)
 
 
 def test_max_num_seqs_caps_the_batch():
@@ -109,3 +137,32 @@ def test_end_to_end_never_preempts_where_vllm_does():
     # reservation: at most floor(200 / ceil(499 / 16)) = 6 requests run at once
     assert orca.iterations.num_seqs.max() <= 6 < v1.iterations.num_seqs.max()
     assert orca.iterations.num_tokens.max() <= 2048
+
+
+def _random_specs(seed: int, n: int = 160, prefix: bool = False) -> list[RequestSpec]:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(0.01, n))
+    prompts, outs = rng.integers(5, 300, n), rng.integers(1, 120, n)
+    return [RequestSpec(float(a), int(p), int(o),
+                        prompt_segments=((("sys", int(i % 3)), 32), (("u", i), int(p))) if prefix else ())
+            for i, (a, p, o) in enumerate(zip(t, prompts, outs))]
+
+
+def _run(policy: str, specs, num_kv_blocks: int = 120, **engine):
+    engine.setdefault("max_num_batched_tokens", 512)
+    cfg = EngineConfig(policy=policy, max_num_seqs=48, **engine)
+    setup = ReplicaSetup(engine=cfg, num_kv_blocks=num_kv_blocks, max_model_len=4096,
+                         cost_model=ConstantCostModel(0.01, 1e-5), kv_block_bytes=1 << 20)
+    return simulate(OpenLoopWorkload(specs), setup)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_decode_group_fast_path_matches_exact_loop(case):
+    """Same records and iteration log with and without the decode group (under KV pressure)."""
+    engine, prefix = dict(case), case.get("enable_prefix_caching", False)
+    specs = _random_specs(7, prefix=prefix)
+    fast, exact = _run(POLICY, specs, **engine), _run(POLICY + "-exact-loop", specs, **engine)
+    assert fast.stop_reason == exact.stop_reason == "drained"
+    pd.testing.assert_frame_equal(fast.requests, exact.requests)
+    pd.testing.assert_frame_equal(fast.iterations, exact.iterations)
+    assert fast.stats["num_preemptions"] == exact.stats["num_preemptions"]

@@ -3,9 +3,11 @@ loop: decodes first and never stalled, in-flight prefills before new ones, the c
 whole-prompt allocation with a watermark, tail preemption, and one end-to-end run."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from policies.registry import get_policy
+from policies.registry import get_policy, register_policy
 from policies.sarathi import SarathiScheduler
 from sim.config import EngineConfig
 from sim.cost import ConstantCostModel
@@ -15,6 +17,17 @@ from sim.kv_cache import KVCacheManager
 from sim.request import Request, RequestSpec, RequestStatus
 from workloads.base import OpenLoopWorkload
 
+
+@register_policy("sarathi-exact-loop")
+class _ExactLoop(SarathiScheduler):
+    """The same policy without the decode group: every step walks running requests one by one."""
+
+    uses_decode_group = False
+
+
+POLICY = "sarathi"
+CASES = [{}, {"policy_options": {"chunk_size": 64}}, {"enable_prefix_caching": True},
+         {"preemption_mode": "swap", "policy_options": {"chunk_size": 128}}]
 
 def make_sched(num_blocks=100, block_size=4, max_model_len=1000, options=None, num_cpu_blocks=0, **engine):
     engine.setdefault("max_num_batched_tokens", 64)
@@ -29,6 +42,16 @@ def add(sched, rid, prompt, out=5):
     return req
 
 
+class Step:
+    """One step's output; ``num_scheduled_tokens`` also lists the decode-group members (1 token each)."""
+
+    def __init__(self, out, tokens):
+        self.out, self.num_scheduled_tokens = out, tokens
+
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+
+
 class Driver:
     """Steps a scheduler by hand: one call = schedule + update (+ KV invariant check)."""
 
@@ -36,12 +59,15 @@ class Driver:
         self.sched, self.iteration, self.now = sched, 0, 0.0
 
     def step(self):
-        out = self.sched.schedule(self.now)
+        sched = self.sched
+        out = sched.schedule(self.now)
+        grouped = list(sched.decode_group.members) if out.num_grouped else []
+        assert len(grouped) == out.num_grouped  # the fast path decodes every member
         self.now += 1.0
-        self.sched.update_from_output(out, self.iteration, self.now)
+        sched.update_from_output(out, self.iteration, self.now)
         self.iteration += 1
-        self.sched.kv.check_invariants()
-        return out
+        sched.kv.check_invariants()
+        return Step(out, {**out.num_scheduled_tokens, **dict.fromkeys(grouped, 1)})
 
 
 def test_registered_and_chunk_size_defaults_to_token_budget():
@@ -70,6 +96,7 @@ def test_decodes_never_stall_and_prompt_is_chunked_around_them():
         assert all(out.num_scheduled_tokens[r.request_id] == 1 for r in decoders)  # every step
         assert out.num_scheduled_tokens[9] == 28  # the chunk fills what the decodes leave
         assert out.shape.num_tokens == 32 and out.kind == "mixed"
+        assert out.num_grouped == 4  # the decodes advance in the decode group, O(1)
     out = d.step()
     assert out.num_scheduled_tokens[9] == 100 - 3 * 28 and out.shape.num_decode_seqs == 4
     assert long.num_output_tokens == 1
@@ -85,6 +112,7 @@ def test_in_flight_prefill_continues_before_new_admissions():
     assert out.num_scheduled_tokens == {0: 18, 1: 14}  # a's rest first, then b's first chunk
     out = d.step()
     assert out.num_scheduled_tokens == {0: 1, 1: 31}  # a decodes first, b continues
+    s.dissolve_decode_group()  # decode-group members' counters are written back lazily
     assert a.num_output_tokens == 2 and b.num_output_tokens == 0
 
 
@@ -161,3 +189,32 @@ def test_end_to_end_invariants_and_budget_respected():
     busy = it[(it.iteration >= 4) & (it.start_s < 2.0)]
     assert len(busy) > 40 and (busy.num_decode_seqs >= 16).all()
     assert (busy.kind == "mixed").sum() >= 12000 // 256
+
+
+def _random_specs(seed: int, n: int = 160, prefix: bool = False) -> list[RequestSpec]:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(0.01, n))
+    prompts, outs = rng.integers(5, 300, n), rng.integers(1, 120, n)
+    return [RequestSpec(float(a), int(p), int(o),
+                        prompt_segments=((("sys", int(i % 3)), 32), (("u", i), int(p))) if prefix else ())
+            for i, (a, p, o) in enumerate(zip(t, prompts, outs))]
+
+
+def _run(policy: str, specs, num_kv_blocks: int = 120, **engine):
+    engine.setdefault("max_num_batched_tokens", 512)
+    cfg = EngineConfig(policy=policy, max_num_seqs=48, **engine)
+    setup = ReplicaSetup(engine=cfg, num_kv_blocks=num_kv_blocks, max_model_len=4096,
+                         cost_model=ConstantCostModel(0.01, 1e-5), kv_block_bytes=1 << 20)
+    return simulate(OpenLoopWorkload(specs), setup)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_decode_group_fast_path_matches_exact_loop(case):
+    """Same records and iteration log with and without the decode group (under KV pressure)."""
+    engine, prefix = dict(case), case.get("enable_prefix_caching", False)
+    specs = _random_specs(7, prefix=prefix)
+    fast, exact = _run(POLICY, specs, **engine), _run(POLICY + "-exact-loop", specs, **engine)
+    assert fast.stop_reason == exact.stop_reason == "drained"
+    pd.testing.assert_frame_equal(fast.requests, exact.requests)
+    pd.testing.assert_frame_equal(fast.iterations, exact.iterations)
+    assert fast.stats["num_preemptions"] == exact.stats["num_preemptions"]

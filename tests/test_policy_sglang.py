@@ -4,9 +4,11 @@ the in-flight chunk first, conservative admission (new_token_ratio), retraction 
 ordering with the prefix cache, option validation, and one end-to-end run."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from policies.registry import get_policy
+from policies.registry import get_policy, register_policy
 from policies.sglang import REJECT_OVER_BUDGET, RETRACT_DECODE_STEPS, SGLangScheduler
 from sim.config import EngineConfig
 from sim.cost import ConstantCostModel
@@ -16,6 +18,17 @@ from sim.kv_cache import KVCacheManager
 from sim.request import Request, RequestSpec, RequestStatus
 from workloads.base import OpenLoopWorkload
 
+
+@register_policy("sglang-exact-loop")
+class _ExactLoop(SGLangScheduler):
+    """The same policy without the decode group: every step walks running requests one by one."""
+
+    uses_decode_group = False
+
+
+POLICY = "sglang"
+CASES = [{}, {"policy_options": {"init_new_token_ratio": 0.05}},
+         {"enable_prefix_caching": True, "policy_options": {"schedule_policy": "lpm", "chunked_prefill_size": 128}}]
 
 def make_sched(num_blocks=100, block_size=4, max_model_len=1000, prefix=False, options=None, **engine):
     engine.setdefault("max_num_batched_tokens", 64)
@@ -30,6 +43,16 @@ def add(sched, rid, prompt, out=5, segments=()):
     return req
 
 
+class Step:
+    """One step's output; ``num_scheduled_tokens`` also lists the decode-group members (1 token each)."""
+
+    def __init__(self, out, tokens):
+        self.out, self.num_scheduled_tokens = out, tokens
+
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+
+
 class Driver:
     """Steps a scheduler by hand: one call = schedule + update (+ KV invariant check)."""
 
@@ -37,12 +60,15 @@ class Driver:
         self.sched, self.iteration, self.now = sched, 0, 0.0
 
     def step(self):
-        out = self.sched.schedule(self.now)
+        sched = self.sched
+        out = sched.schedule(self.now)
+        grouped = list(sched.decode_group.members) if out.num_grouped else []
+        assert len(grouped) == out.num_grouped  # the fast path decodes every member
         self.now += 1.0
-        self.sched.update_from_output(out, self.iteration, self.now)
+        sched.update_from_output(out, self.iteration, self.now)
         self.iteration += 1
-        self.sched.kv.check_invariants()
-        return out
+        sched.kv.check_invariants()
+        return Step(out, {**out.num_scheduled_tokens, **dict.fromkeys(grouped, 1)})
 
 
 def test_registered_by_name():
@@ -60,7 +86,9 @@ def test_prefill_and_decode_are_separate_iterations_prefill_first():
     assert out.kind == "prefill" and out.num_scheduled_tokens == {1: 20}
     out = d.step()
     assert out.kind == "decode" and out.num_scheduled_tokens == {0: 1, 1: 1}
-    assert a.num_output_tokens == 3
+    assert d.step().num_grouped == 2  # steady decode: both advance in the decode group, O(1)
+    s.dissolve_decode_group()  # decode-group members' counters are written back lazily
+    assert a.num_output_tokens == 4
 
 
 def test_chunked_prefill_in_flight_chunk_goes_first_and_decodes_wait():
@@ -218,3 +246,32 @@ def test_end_to_end_invariants_and_no_mixed_iterations():
         assert out.iterations.num_tokens.max() <= 512
         assert out.requests.num_cached_tokens.sum() > 0  # the shared prefix hits
     assert out.stats["num_preemptions"] > 0
+
+
+def _random_specs(seed: int, n: int = 160, prefix: bool = False) -> list[RequestSpec]:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(0.01, n))
+    prompts, outs = rng.integers(5, 300, n), rng.integers(1, 120, n)
+    return [RequestSpec(float(a), int(p), int(o),
+                        prompt_segments=((("sys", int(i % 3)), 32), (("u", i), int(p))) if prefix else ())
+            for i, (a, p, o) in enumerate(zip(t, prompts, outs))]
+
+
+def _run(policy: str, specs, num_kv_blocks: int = 120, **engine):
+    engine.setdefault("max_num_batched_tokens", 512)
+    cfg = EngineConfig(policy=policy, max_num_seqs=48, **engine)
+    setup = ReplicaSetup(engine=cfg, num_kv_blocks=num_kv_blocks, max_model_len=4096,
+                         cost_model=ConstantCostModel(0.01, 1e-5), kv_block_bytes=1 << 20)
+    return simulate(OpenLoopWorkload(specs), setup)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_decode_group_fast_path_matches_exact_loop(case):
+    """Same records and iteration log with and without the decode group (under KV pressure)."""
+    engine, prefix = dict(case), case.get("enable_prefix_caching", False)
+    specs = _random_specs(7, prefix=prefix)
+    fast, exact = _run(POLICY, specs, **engine), _run(POLICY + "-exact-loop", specs, **engine)
+    assert fast.stop_reason == exact.stop_reason == "drained"
+    pd.testing.assert_frame_equal(fast.requests, exact.requests)
+    pd.testing.assert_frame_equal(fast.iterations, exact.iterations)
+    assert fast.stats["num_preemptions"] == exact.stats["num_preemptions"]

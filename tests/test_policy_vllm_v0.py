@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from policies.registry import get_policy
+from policies.registry import get_policy, register_policy
 from policies.vllm_v0 import REJECT_OVER_BUDGET, VLLMV0Scheduler
 from sim.config import EngineConfig
 from sim.cost import ConstantCostModel
@@ -16,6 +17,17 @@ from sim.kv_cache import KVCacheManager
 from sim.request import Request, RequestSpec, RequestStatus
 from workloads.base import OpenLoopWorkload
 
+
+@register_policy("vllm-v0-exact-loop")
+class _ExactLoop(VLLMV0Scheduler):
+    """The same policy without the decode group: every step walks running requests one by one."""
+
+    uses_decode_group = False
+
+
+POLICY = "vllm-v0"
+CASES = [{}, {"preemption_mode": "swap"}, {"enable_prefix_caching": True},
+         {"policy_options": {"enable_chunked_prefill": True}, "max_num_batched_tokens": 128}]
 
 def make_sched(num_blocks=100, block_size=4, max_model_len=1000, num_cpu_blocks=0, options=None,
                chunked=False, **engine):
@@ -33,6 +45,16 @@ def add(sched, rid, prompt, out=5):
     return req
 
 
+class Step:
+    """One step's output; ``num_scheduled_tokens`` also lists the decode-group members (1 token each)."""
+
+    def __init__(self, out, tokens):
+        self.out, self.num_scheduled_tokens = out, tokens
+
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+
+
 class Driver:
     """Steps a scheduler by hand: one call = schedule + update (+ KV invariant check)."""
 
@@ -40,12 +62,15 @@ class Driver:
         self.sched, self.iteration, self.now = sched, 0, 0.0
 
     def step(self):
-        out = self.sched.schedule(self.now)
+        sched = self.sched
+        out = sched.schedule(self.now)
+        grouped = list(sched.decode_group.members) if out.num_grouped else []
+        assert len(grouped) == out.num_grouped  # the fast path decodes every member
         self.now += 1.0
-        self.sched.update_from_output(out, self.iteration, self.now)
+        sched.update_from_output(out, self.iteration, self.now)
         self.iteration += 1
-        self.sched.kv.check_invariants()
-        return out
+        sched.kv.check_invariants()
+        return Step(out, {**out.num_scheduled_tokens, **dict.fromkeys(grouped, 1)})
 
 
 def test_registered_by_name():
@@ -65,6 +90,7 @@ def test_prefill_step_runs_no_decodes():
     assert a.num_output_tokens == 2
     out = d.step()
     assert out.kind == "decode" and out.num_scheduled_tokens == {0: 1, 1: 1}
+    assert d.step().num_grouped == 2  # steady decode: both advance in the decode group, O(1)
 
 
 def test_budget_and_max_num_seqs_limit_admission():
@@ -175,6 +201,7 @@ def test_chunked_mode_running_first_then_new_chunks_mixed():
     assert out.num_scheduled_tokens == {0: 8, 1: 24}  # a finishes its prompt, b takes the rest
     out = d.step()
     assert out.num_scheduled_tokens == {0: 1, 1: 16} and out.kind == "mixed"
+    s.dissolve_decode_group()  # decode-group members' counters are written back lazily
     assert a.num_output_tokens == 2 and b.num_output_tokens == 1
 
 
@@ -220,3 +247,32 @@ def test_end_to_end_invariants_and_prefill_priority_stalls_decodes_longer_than_v
     assert set(v0.iterations.kind) <= {"prefill", "decode"}  # V0 never mixes
     # while the burst's prompts are prefilled one per step, V0's decoders wait for all of them
     assert _max_itl_s(v0) > 2 * _max_itl_s(v1)
+
+
+def _random_specs(seed: int, n: int = 160, prefix: bool = False) -> list[RequestSpec]:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(0.01, n))
+    prompts, outs = rng.integers(5, 300, n), rng.integers(1, 120, n)
+    return [RequestSpec(float(a), int(p), int(o),
+                        prompt_segments=((("sys", int(i % 3)), 32), (("u", i), int(p))) if prefix else ())
+            for i, (a, p, o) in enumerate(zip(t, prompts, outs))]
+
+
+def _run(policy: str, specs, num_kv_blocks: int = 120, **engine):
+    engine.setdefault("max_num_batched_tokens", 512)
+    cfg = EngineConfig(policy=policy, max_num_seqs=48, **engine)
+    setup = ReplicaSetup(engine=cfg, num_kv_blocks=num_kv_blocks, max_model_len=4096,
+                         cost_model=ConstantCostModel(0.01, 1e-5), kv_block_bytes=1 << 20)
+    return simulate(OpenLoopWorkload(specs), setup)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_decode_group_fast_path_matches_exact_loop(case):
+    """Same records and iteration log with and without the decode group (under KV pressure)."""
+    engine, prefix = dict(case), case.get("enable_prefix_caching", False)
+    specs = _random_specs(7, prefix=prefix)
+    fast, exact = _run(POLICY, specs, **engine), _run(POLICY + "-exact-loop", specs, **engine)
+    assert fast.stop_reason == exact.stop_reason == "drained"
+    pd.testing.assert_frame_equal(fast.requests, exact.requests)
+    pd.testing.assert_frame_equal(fast.iterations, exact.iterations)
+    assert fast.stats["num_preemptions"] == exact.stats["num_preemptions"]
