@@ -9,12 +9,14 @@ settings of the experiment file, and the profile's tunable parameters
 (:meth:`HardwareProfile.tunable_parameters`) are fitted with ``scipy.optimize.least_squares``
 (trust-region reflective, bounds) to minimise the residual vector
 
-    r = [(sim_k − meas_k) / meas_k  for k in OBJECTIVE_METRICS]   (per case, concatenated)
+    r = [w_k · ln(sim_k / meas_k)  for k in OBJECTIVE_METRICS]   (per case, concatenated)
 
 with ``OBJECTIVE_METRICS`` = mean, p50 and p90 TTFT, mean E2E and the derived inter-token latency
-(mean E2E − mean TTFT)/(mean output − 1). Relative errors make every metric count alike whatever its
-scale; TTFT gets three entries because its distribution (queueing) is what the decode-dominated E2E
-cannot see. Parameters are scaled by their starting values so the optimiser works on O(1) numbers; the
+(mean E2E − mean TTFT)/(mean output − 1), weights w_k = 1 unless given. The log ratio is the relative
+error to first order (ln 1.05 ≈ 0.049) but stays bounded when a start point overloads the simulated
+server (a 10× too slow replay gives 2.3, not 9), which keeps the first steps of the fit sane. Relative
+errors make every metric count alike whatever its scale; TTFT gets three entries because its
+distribution (queueing) is what the decode-dominated E2E cannot see. Parameters are scaled by their starting values so the optimiser works on O(1) numbers; the
 Jacobian is taken by finite differences with a step of a few percent, because a discrete-event
 simulator's output is piecewise constant at very small steps.
 
@@ -211,13 +213,28 @@ def aligned_requests(records: pd.DataFrame, n: int) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 # parameters
 
+# What a replay of serving measurements pins down on any GPU (docs/calibration.md, "Fit what your data
+# can see"): weight streaming, KV reading, per-step and per-sequence host work, the GEMM efficiency
+# fall-off at decode-sized batches.
+DEFAULT_REPLAY_PARAMETERS = ("memory_efficiency", "attention_memory_efficiency", "per_iteration_s",
+                             "per_request_s", "gemm_half_tokens")
+
+
 def default_parameters(profile: Any) -> list[str]:
     """The parameters a replay fit adjusts by default: the profile's own recommendation when it has one
-    (``calibration_parameters()``), else every tunable parameter."""
+    (``calibration_parameters()``), else :data:`DEFAULT_REPLAY_PARAMETERS` that the profile has, else its
+    timing parameters."""
     rec = getattr(profile, "calibration_parameters", None)
     if callable(rec):
         return list(rec())
-    return list(profile.tunable_parameters())
+    tunables = profile.tunable_parameters()
+    chosen = [p for p in DEFAULT_REPLAY_PARAMETERS if p in tunables]
+    if chosen:
+        return chosen
+    try:
+        return list(profile.tunable_parameters("timing"))
+    except TypeError:
+        return list(tunables)
 
 
 def default_bounds(name: str, value: float) -> tuple[float, float]:
@@ -276,7 +293,8 @@ class FitResult:
 
 
 def _case_metrics(profile: Any, cases: Sequence[ReplayCase], replay: ReplayFn,
-                  metric_names: Sequence[str]) -> tuple[np.ndarray, dict]:
+                  metric_names: Sequence[str], weights: dict[str, float] | None = None) -> tuple[np.ndarray, dict]:
+    """Residual vector (log ratios sim/meas, times each metric's weight) and the per-case table."""
     residuals, table = [], {}
     for case in cases:
         sim_req = case.scored(replay(profile, case))
@@ -284,22 +302,26 @@ def _case_metrics(profile: Any, cases: Sequence[ReplayCase], replay: ReplayFn,
         sim = objective_metrics(sim_req, metric_names)
         table[case.name] = {}
         for k in metric_names:
-            r = (sim[k] - meas[k]) / meas[k] if meas[k] and math.isfinite(sim[k]) else 10.0
-            residuals.append(r)
-            table[case.name][k] = {"simulated": float(sim[k]), "measured": float(meas[k]), "rel_error": float(r)}
+            ok = meas[k] > 0 and math.isfinite(sim[k]) and sim[k] > 0
+            r = math.log(sim[k] / meas[k]) if ok else math.log(10.0)
+            residuals.append(r * (weights or {}).get(k, 1.0))
+            rel = sim[k] / meas[k] - 1 if ok else float("nan")
+            table[case.name][k] = {"simulated": float(sim[k]), "measured": float(meas[k]), "rel_error": float(rel)}
     return np.asarray(residuals, dtype=float), table
 
 
 def fit_profile(base_profile: Any, cases: Sequence[ReplayCase], *, parameters: Sequence[str] | None = None,
                 replay: ReplayFn = replay_with_api, bounds: dict[str, tuple[float, float]] | None = None,
-                metric_names: Sequence[str] | None = None, start: dict[str, float] | None = None,
+                metric_names: Sequence[str] | None = None, weights: dict[str, float] | None = None,
+                start: dict[str, float] | None = None,
                 diff_step: float = 0.03, max_nfev: int | None = None, ftol: float = 1e-4,
                 progress: Callable[[str], None] | None = None) -> FitResult:
     """Fit ``parameters`` of ``base_profile`` so replays of ``cases`` match their measurements.
 
     ``base_profile`` needs ``tunable_parameters() -> dict[str, float]`` and ``with_parameters(**kw)``.
     ``start`` overrides starting values (defaults: the base profile's); ``bounds`` overrides
-    :func:`default_bounds`. Returns fitted values, 1σ uncertainties and the per-metric errors.
+    :func:`default_bounds`; ``metric_names``/``weights`` choose and weight the objective's metrics.
+    Returns fitted values, 1σ uncertainties and the per-metric errors.
     """
     from scipy.optimize import least_squares
 
@@ -327,7 +349,7 @@ def fit_profile(base_profile: Any, cases: Sequence[ReplayCase], *, parameters: S
         key = tuple(np.round(x, 12))
         if key not in cache:
             nfev[0] += 1
-            cache[key] = _case_metrics(profile_at(x), cases, replay, metric_names)
+            cache[key] = _case_metrics(profile_at(x), cases, replay, metric_names, weights)
             if progress:
                 vals = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, x * scales))
                 progress(f"eval {nfev[0]}: rms {np.sqrt(np.mean(cache[key][0] ** 2)):.4f}  ({vals})")

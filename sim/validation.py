@@ -69,9 +69,10 @@ VALIDATION_METRICS: dict[str, Callable[[pd.DataFrame], float]] = {
     "mean_itl_ms": derived_itl_ms,
 }
 
-# How the runs' models map onto simctl names (catalog names or HF ids the model loader accepts).
+# How the runs' models map onto what the model loader accepts: a catalog HF id, or the config.json
+# shipped beside the traces (resolved against DATA_DIR) for models not in the catalog.
 MODEL_NAMES = {"meta-llama/Llama-2-7b-hf": "meta-llama/Llama-2-7b-hf",
-               "codellama/CodeLlama-34b-Instruct-hf": "codellama/CodeLlama-34b-Instruct-hf"}
+               "codellama/CodeLlama-34b-Instruct-hf": "codellama-34b-instruct.json"}
 
 
 @dataclass(frozen=True)

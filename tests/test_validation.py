@@ -97,3 +97,32 @@ def test_validate_error_table_with_stand_in():
 def test_ape():
     assert val.ape(105, 100) == pytest.approx(0.05)
     assert math.isnan(val.ape(1, 0))
+
+
+def test_output_count_repair():
+    run = val.load_runs(select=["codegen"])[0]
+    t = val.repair_output_lengths(run.trace(), run)
+    low = t["recorded_output_tokens"] < 0.9 * run.requested_output_tokens
+    assert low.mean() > 0.2  # a third of the 7B rows lost their count
+    assert (t.loc[low, "output_tokens"] == 248).all()  # the run's typical count (requested 247)
+    assert (t.loc[~low, "output_tokens"] == t.loc[~low, "recorded_output_tokens"]).all()
+    # the evidence: decode time does not depend on the recorded count
+    dec = t["e2el_s"] - t["ttft_s"]
+    assert dec[low].mean() == pytest.approx(dec[~low].mean(), rel=0.05)
+    assert "recorded_output_tokens" not in val.repair_output_lengths(run.trace(), run, "recorded")
+
+
+def test_calibration_replay_example_runs_and_compares(tmp_path):
+    """experiments/calibration-replay-llama2-7b.yaml: simulate, then compare with the measured requests."""
+    from sim.api import run
+    from sim.compare import compare_paths
+    root = val.DATA_DIR.parents[2]
+    res = run(root / "experiments" / "calibration-replay-llama2-7b.yaml", out_dir=tmp_path / "sim")
+    assert res.summary["completed"] == 509
+    comp = compare_paths(tmp_path / "sim", root / "experiments" / "data" / "llama2-7b-h100-roleplay-90s.csv")
+    rows = {r["metric"]: r["rel_error"] for r in comp.rows}
+    # tolerances, not pins: the bundled profile is within these of the real run (docs/validation.md)
+    assert abs(rows["mean_e2el_ms"]) < 0.25
+    assert abs(rows["mean_itl_derived_ms"]) < 0.25
+    assert abs(rows["request_throughput"]) < 0.02
+    assert -0.7 < rows["mean_ttft_ms"] < 0.5
