@@ -113,6 +113,7 @@ def test_kv_reserved_for_maximum_length_so_nothing_is_preempted():
     d = Driver(s)
     out = d.step()
     assert list(out.num_scheduled_tokens) == [0, 1] and c.status is RequestStatus.WAITING
+    assert b.status is RequestStatus.RUNNING
     assert s.kv.num_used_blocks == 6  # blocks are allocated lazily, only the reservation is full
     while a.status is not RequestStatus.FINISHED:
         out = d.step()

@@ -133,22 +133,21 @@ def test_admission_allocates_whole_prompt_and_keeps_watermark():
 
 
 def test_decode_shortage_preempts_last_running_even_a_partial_prefill():
-    # 10 blocks of 4 tokens. a decodes; b is a long partial prefill holding its whole prompt.
+    # 10 blocks of 4 tokens, watermark 0. a decodes; b's 32-token prompt (8 blocks, all held from
+    # admission) is chunked 7 tokens a step. When a needs its 3rd block none is free: b, the last
+    # running request, is preempted in the middle of its prefill.
     s = make_sched(num_blocks=10, block_size=4, max_model_len=100, options={"chunk_size": 8})
     d = Driver(s)
     a = add(s, 0, 4, out=30)
     d.step()
-    b = add(s, 1, 28, out=2)  # 7 blocks: a (2 blocks after its first decodes) + b = 9 ≤ 10 - 0
-    preempted = None
-    for _ in range(20):
-        out = d.step()
-        if out.preempted_ids:
-            preempted = out
-            break
-    assert preempted is not None and preempted.preempted_ids == (1,)
+    b = add(s, 1, 32, out=2)
+    for _ in range(4):
+        assert d.step().num_scheduled_tokens == {0: 1, 1: 7}
+    assert s.kv.num_free_blocks == 0 and b.num_computed_tokens == 28
+    out = d.step()
+    assert out.preempted_ids == (1,) and out.num_scheduled_tokens == {0: 1}  # the decode went ahead
     assert b.status is RequestStatus.PREEMPTED and b.num_computed_tokens == 0 and s.waiting[0] is b
-    assert preempted.num_scheduled_tokens.get(0) == 1  # the decode went ahead
-
+    assert b.num_output_tokens == 0 and a.status is RequestStatus.RUNNING
 
 def test_step_never_exceeds_chunk_size_even_with_many_decodes():
     s = make_sched(max_num_seqs=16, options={"chunk_size": 8}, max_num_batched_tokens=64)
