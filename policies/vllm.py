@@ -101,8 +101,9 @@ class VLLMV1Scheduler(Scheduler):
     def _schedule_running_fast_mixed(self, step: StepBuilder, individual: list[Request]) -> bool:
         """Fast path with requests outside the group (prefill chunks, resumed requests)."""
         group, kv, running = self.decode_group, self.kv, self.running
-        if any(r.status is not RequestStatus.RUNNING for r in individual):
-            individual = self._individual = [r for r in individual if r.status is RequestStatus.RUNNING]
+        running_status = RequestStatus.RUNNING
+        if any(r.status is not running_status for r in individual):
+            individual = self._individual = [r for r in individual if r.status is running_status]
         if group.num + len(individual) != len(running):
             return False  # defensive: the bookkeeping must cover every running request
         demand, blocks = group.num, 0

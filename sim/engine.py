@@ -474,8 +474,9 @@ def _check_invariants(cluster: _Cluster, num_unfinished: int) -> tuple[str, ...]
     """End-of-run checks; raise :class:`SimulationInvariantError` on the first that fails."""
     requests = cluster.requests
     ended = sum(1 for r in requests if r.done_event.triggered)
-    completed = sum(1 for r in requests if r.status is RequestStatus.FINISHED)
-    rejected = sum(1 for r in requests if r.status is RequestStatus.REJECTED)
+    finished_status, rejected_status = RequestStatus.FINISHED, RequestStatus.REJECTED
+    completed = sum(1 for r in requests if r.status is finished_status)
+    rejected = sum(1 for r in requests if r.status is rejected_status)
     if ended != completed + rejected or ended + num_unfinished != len(requests) or ended != cluster.num_ended:
         raise SimulationInvariantError(
             f"request accounting: {len(requests)} submitted, {completed} completed, {rejected} rejected, "
@@ -491,7 +492,7 @@ def _check_invariants(cluster: _Cluster, num_unfinished: int) -> tuple[str, ...]
         if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] > cluster.env.now):
             raise SimulationInvariantError(f"replica {rep.index}: time went backwards")
     for req in requests:
-        if req.status is RequestStatus.FINISHED and req.num_output_tokens != req.max_output_tokens:
+        if req.status is finished_status and req.num_output_tokens != req.max_output_tokens:
             raise SimulationInvariantError(f"request {req.request_id} finished with "
                                            f"{req.num_output_tokens}/{req.max_output_tokens} tokens")
     return ("every request ended exactly once", "KV blocks all free at the end",
