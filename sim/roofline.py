@@ -251,7 +251,7 @@ class RooflineCostModel:
             act_tok = op0.active_instances * (in_f + out_features) / (ep if ep > 1 else tp) * ACT_BYTES
             return _Gemm(name, g.num_layers, flops_tok / gemm_flops, per_expert_w / mem_bw, act_tok / mem_bw,
                          flops_tok, per_expert_w, act_tok, num_experts=op0.num_instances,
-                         experts_per_gpu=op0.num_instances / (ep if ep > 1 else 1), top_k=op0.active_instances)
+                         experts_per_gpu=op0.num_instances / ep, top_k=op0.active_instances)
         if op0.tp == "replicated":
             k_in, k_out, split = in_f, out_features, 1
         elif op0.tp == "column":
@@ -271,6 +271,7 @@ class RooflineCostModel:
         if n <= 0 and shape.swap_bytes <= 0:
             return StepCost(time_s=0.0)
         bd: dict[str, float] | None = {} if breakdown else None
+        # hot path: plain float arithmetic; `a if a > b else b` rather than max() (several times cheaper)
         nf = float(n)
         n_half = self.n_half
         kernel = self.gemm_kernel_s
