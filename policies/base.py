@@ -277,6 +277,10 @@ class Scheduler(abc.ABC):
         self.swapped: deque[Request] = deque()
         self.num_preemptions_total = 0
         self.decode_group: DecodeGroup | None = DecodeGroup(kv.block_size) if self.uses_decode_group else None
+        # With a decode group: the running requests outside it (prefill chunks, resumed requests), in
+        # running order. Policies append admitted/resumed requests; update_from_output drops those that
+        # joined the group or stopped running.
+        self.individual: list[Request] = []
         self.next_iteration = 0  # index the next non-empty step will run as (the engine's numbering)
         self.last_step_end_s = 0.0  # end time of the last completed step
 
@@ -389,15 +393,45 @@ class Scheduler(abc.ABC):
         req.status = RequestStatus.PREEMPTED
         self.waiting.appendleft(req)
 
-    def swap_in(self, req: Request, step: StepBuilder | None = None) -> bool:
-        """Bring a swapped request back (bytes added to ``swap_bytes``); False if blocks are short."""
-        moved = self.kv.swap_in(req)
+    def swap_in(self, req: Request, step: StepBuilder | None = None, num_new_tokens: int = 0,
+                reserve_blocks: int = 0) -> bool:
+        """Bring a swapped request back (bytes added to ``swap_bytes``); False — nothing changed — if
+        blocks are short.
+
+        With ``num_new_tokens`` it also allocates that chunk, and it proceeds only if the swapped blocks
+        plus the chunk's new blocks leave at least ``reserve_blocks`` free (a watermark).
+        """
+        kv = self.kv
+        if num_new_tokens or reserve_blocks:
+            c = req.num_computed_tokens
+            needed = kv.num_swapped_blocks(req) + kv.num_blocks_for(c + num_new_tokens) - kv.num_blocks_for(c)
+            if kv.num_free_blocks - needed < reserve_blocks:
+                return False
+        moved = kv.swap_in(req)
         if moved is None:
             return False
+        if num_new_tokens and not kv.allocate_slots(req, num_new_tokens):
+            raise AssertionError("allocation failed after the swap-in room check")
         req.status = RequestStatus.RUNNING
         if step is not None:
             step.shape.swap_bytes += moved
         return True
+
+    def schedule_decode_group(self, step: StepBuilder) -> None:
+        """Add every decode-group member to ``step`` (one token each) in O(1) plus its events: members
+        crossing a block boundary get one block, and with prefix caching the block a member fills in
+        this step is registered now (as vLLM does when it schedules the filling token).
+
+        The caller checked the budget (``decode_group.num``) and the free blocks
+        (``decode_group.num_boundary(next_iteration)``).
+        """
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group.num_boundary(k):
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+        step.add_decodes(group.num, group.sum_context(k))
 
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:
@@ -435,6 +469,10 @@ class Scheduler(abc.ABC):
                     finished.append(req)
             for req in joining:
                 group.join(req, iteration + 1)
+            if self.individual:
+                members, running_status = group.members, RequestStatus.RUNNING
+                self.individual = [r for r in self.individual
+                                   if r.status is running_status and r.request_id not in members]
         self.next_iteration = iteration + 1
         self.last_step_end_s = now_s
         if finished:

@@ -23,6 +23,8 @@ from policies.registry import register_policy
 from sim.errors import ConfigError
 from sim.request import Request, RequestStatus
 
+_UNCAPPED = 1 << 62  # a token budget that never binds: what a request would take without the budget
+
 
 @register_policy("vllm")
 class VLLMV1Scheduler(Scheduler):
@@ -31,7 +33,7 @@ class VLLMV1Scheduler(Scheduler):
     Requests in steady decode live in the base class's :class:`DecodeGroup`. A step whose running
     requests all fit the token budget and the free KV blocks takes the *fast path*: the group is
     scheduled in O(1) (+ the few members crossing a block boundary) and only the other running
-    requests (``_individual``: prefill chunks, just-resumed requests) are walked. Under that condition
+    requests (``individual``: prefill chunks, just-resumed requests) are walked. Under that condition
     vLLM's in-order loop would schedule every running request in full too, so the result is the same.
     Otherwise the group is dissolved and the exact in-order loop runs (with preemption).
     """
@@ -47,14 +49,13 @@ class VLLMV1Scheduler(Scheduler):
                 f"engine.max_num_batched_tokens ({self.max_num_batched_tokens}) is smaller than "
                 f"max_model_len ({self.max_model_len}) with engine.enable_chunked_prefill false: "
                 "raise the budget, lower max_model_len or enable chunked prefill")
-        self._individual: list[Request] = []  # running requests outside the decode group, in order
 
     def schedule(self, now_s: float) -> SchedulerOutput:
         """One step: running requests first, then (if nothing was preempted) waiting ones."""
         step = self.new_step(now_s)
         if not self._schedule_running_fast(step):
             self.dissolve_decode_group()
-            self._individual = list(self.running)
+            self.individual = list(self.running)
             self._schedule_running(step)
         if not step.preempted_ids:
             if self.swapped:
@@ -63,53 +64,33 @@ class VLLMV1Scheduler(Scheduler):
                 self._schedule_waiting(step)
         return step.build()
 
-    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
-                           step_time_s: float = 0.0) -> list[Request]:
-        """Shared update; then drop requests that joined the decode group or ended from ``_individual``."""
-        finished = super().update_from_output(out, iteration, now_s, step_time_s)
-        members = self.decode_group.members if self.decode_group is not None else {}
-        running_status = RequestStatus.RUNNING
-        self._individual = [r for r in self._individual
-                            if r.status is running_status and r.request_id not in members]
-        return finished
-
     def _schedule_running_fast(self, step: StepBuilder) -> bool:
         """Schedule all running requests in full if budget and free blocks allow; else change nothing."""
         group, kv, k = self.decode_group, self.kv, self.next_iteration
         if group is None:
             return False  # exact per-request loop only (uses_decode_group = False)
-        individual = self._individual
+        individual = self.individual
         if individual:
             return self._schedule_running_fast_mixed(step, individual)
         if group.num != len(self.running):
             return False  # defensive: the bookkeeping must cover every running request
         if group.num > step.token_budget or group.num_boundary(k) > kv.num_free_blocks:
             return False
-        self._schedule_group(step)
+        self.schedule_decode_group(step)
         return True
-
-    def _schedule_group(self, step: StepBuilder) -> None:
-        """All group members decode one token; those crossing a block boundary get a block."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if group.num_boundary(k):
-            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
-        if kv.enable_prefix_caching:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
-        step.add_decodes(group.num, group.sum_context(k))
 
     def _schedule_running_fast_mixed(self, step: StepBuilder, individual: list[Request]) -> bool:
         """Fast path with requests outside the group (prefill chunks, resumed requests)."""
         group, kv, running = self.decode_group, self.kv, self.running
         running_status = RequestStatus.RUNNING
         if any(r.status is not running_status for r in individual):
-            individual = self._individual = [r for r in individual if r.status is running_status]
+            individual = self.individual = [r for r in individual if r.status is running_status]
         if group.num + len(individual) != len(running):
             return False  # defensive: the bookkeeping must cover every running request
         demand, blocks = group.num, 0
         chunks = []
         for req in individual:
-            n = self.num_new_tokens(req, 1 << 62)
+            n = self.num_new_tokens(req, _UNCAPPED)
             chunks.append(n)
             demand += n
             blocks += kv.num_blocks_to_allocate(req, n)
@@ -126,7 +107,7 @@ class VLLMV1Scheduler(Scheduler):
             blocks += kv.num_blocks_to_allocate(last, chunks[-1])
         if blocks + group.num_boundary(self.next_iteration) > kv.num_free_blocks:
             return False
-        self._schedule_group(step)
+        self.schedule_decode_group(step)
         for req, n in zip(individual, chunks):
             if not kv.allocate_slots(req, n):
                 raise AssertionError("allocation failed after the free-block check")
@@ -164,16 +145,11 @@ class VLLMV1Scheduler(Scheduler):
         while swapped and step.token_budget > 0 and len(running) < self.max_num_seqs:
             req = swapped[0]
             n = self.num_new_tokens(req, step.token_budget)
-            blocks_needed = (self.kv.num_swapped_blocks(req)
-                             + self.kv.num_blocks_for(req.num_computed_tokens + n)
-                             - self.kv.num_blocks_for(req.num_computed_tokens))
-            if blocks_needed > self.kv.num_free_blocks or not self.swap_in(req, step):
+            if not self.swap_in(req, step, num_new_tokens=n):
                 return
             swapped.popleft()
-            if not self.kv.allocate_slots(req, n):  # cannot happen: room was checked above
-                raise AssertionError("allocation failed after the swap-in check")
             running.append(req)
-            self._individual.append(req)
+            self.individual.append(req)
             step.add(req, n)
 
     def _schedule_waiting(self, step: StepBuilder) -> None:
@@ -182,7 +158,7 @@ class VLLMV1Scheduler(Scheduler):
         while waiting and step.token_budget > 0 and len(running) < self.max_num_seqs:
             req = waiting[0]
             self.admit_prefix(req)
-            n = self.num_new_tokens(req, 1 << 62)
+            n = self.num_new_tokens(req, _UNCAPPED)
             if not self.enable_chunked_prefill and n > step.token_budget:
                 self.undo_prefix(req)
                 return
@@ -194,5 +170,5 @@ class VLLMV1Scheduler(Scheduler):
             waiting.popleft()
             req.status = RequestStatus.RUNNING
             running.append(req)
-            self._individual.append(req)
+            self.individual.append(req)
             step.add(req, n)
