@@ -547,8 +547,12 @@ def parse_duration_dist(value: Any) -> LengthDistribution:
         return FixedSeconds(value=float(value))
     if isinstance(value, dict):
         data = dict(value)
-        if data.get("dist") == "fixed":
-            return FixedSeconds.model_validate(data)
+        try:
+            is_fixed = LENGTH_DISTRIBUTIONS.canonical(str(data.get("dist"))) == "fixed"
+        except ValueError:
+            is_fixed = False
+        if is_fixed:
+            return FixedSeconds.model_validate({**data, "dist": "fixed"})
         return LENGTH_DISTRIBUTIONS.validate(data)  # type: ignore[return-value]
     raise invalid("expected seconds or a distribution mapping")
 
