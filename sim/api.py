@@ -58,7 +58,9 @@ def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[A
             f"max_position_embeddings = {model.max_position_embeddings}")
     updates: dict[str, Any] = {"max_model_len": max_model_len}
     if engine.max_num_batched_tokens is None:
-        if engine.policy in ("vllm-v0", "orca", "static") or not engine.enable_chunked_prefill:
+        if engine.policy == "vllm-v0" and engine.policy_options.get("enable_chunked_prefill"):
+            updates["max_num_batched_tokens"] = 2048  # V0 with chunked prefill (vllm/config.py)
+        elif engine.policy in ("vllm-v0", "orca", "static") or not engine.enable_chunked_prefill:
             updates["max_num_batched_tokens"] = max(max_model_len, 2048)
         else:
             large = hardware.memory_bytes >= _V1_LARGE_GPU_BYTES
