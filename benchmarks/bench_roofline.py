@@ -31,7 +31,7 @@ from sim.cost import BatchShapeBuilder
 from sim.models import load_model
 from sim.roofline import RooflineCostModel, uniform_batch_shape
 
-CALIBRATION_DIRS = (ROOT / "sim" / "data" / "calibration", Path("/work/shared/data/calibration"))
+CALIBRATION_DIR = ROOT / "sim" / "data" / "calibration"  # the bundled runs (sim/data/calibration/README.md)
 CODELLAMA = ROOT / "tests" / "data" / "models" / "codellama-34b-instruct.json"
 
 
@@ -100,15 +100,14 @@ def main() -> None:
         print(f"  {name:<22} {us:6.1f} µs per step   ({build / 1e3:.1f} ms to construct)")
     if args.speed_only:
         return
-    dirs = [args.calibration_dir] if args.calibration_dir else [p for p in CALIBRATION_DIRS if p.is_dir()]
-    csvs = [p / "measured_summary.csv" for p in dirs if (p / "measured_summary.csv").is_file()]
-    if not csvs:
-        print("no measured_summary.csv found; skipping the fidelity table")
+    csv = (args.calibration_dir or CALIBRATION_DIR) / "measured_summary.csv"
+    if not csv.is_file():
+        print(f"{csv} not found; skipping the fidelity table")
         return
-    print(f"\nstatic fidelity vs {csvs[0]} (h100-sxm profile as bundled):")
+    print(f"\nstatic fidelity vs {csv} (h100-sxm profile as bundled):")
     print(f"  {'run':<28}{'stage':>5}{'req/s':>7}{'conc':>7}{'ctx':>6}{'step':>8}{'ITL model':>11}{'ITL meas':>10}"
           f"{'err':>7}{'TTFT model':>12}{'TTFT meas':>11}{'err':>7}")
-    for row in calibration_gap(csvs[0]):
+    for row in calibration_gap(csv):
         print(f"  {row['run']:<28}{row['stage']:>5}{row['rate_rps']:>7.1f}{row['concurrency']:>7.1f}{row['context']:>6}"
               f"{row['decode_step_ms']:>8.2f}{row['itl_model_ms']:>11.2f}{row['itl_measured_ms']:>10.2f}"
               f"{100 * row['itl_error']:>6.0f}%{row['ttft_model_ms']:>12.1f}{row['ttft_measured_ms']:>11.1f}"

@@ -4,8 +4,9 @@
 
 DIR holds microsoft/vidur ``data/profiling`` CSVs (MIT licence): ``<gpu>__<model>__mlp.csv`` (ms per op per
 layer per TP rank by token count) and ``network__<gpu>_dgx__{all_reduce,send_recv}.csv`` (ms by message
-bytes and GPU count). Default: ``/work/shared/data/gpu_profiles`` when present, else the subsets in
-``tests/data/vidur`` (fits on the subsets land close to, not exactly on, the full-data values).
+bytes and GPU count). The bundled profiles were fitted on the full files (a checkout of microsoft/vidur's
+``data/profiling/``; the numbers in docs/cost-model.md); the default, ``tests/data/vidur``, holds the subsets
+the tests use, whose fits land close to, not exactly on, the full-data values.
 
 The model fitted is the one ``sim/roofline.py`` evaluates (docs/cost-model.md):
 
@@ -29,7 +30,6 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-SHARED = Path("/work/shared/data/gpu_profiles")
 SUBSET = Path(__file__).resolve().parents[1] / "tests" / "data" / "vidur"
 #: datasheet peaks the fits are relative to: dense bf16 FLOP/s, HBM bytes/s, NVLink bytes/s per direction
 PEAKS = {"h100": (989.4e12, 3.35e12, 450e9), "a100": (312e12, 2.039e12, 300e9)}
@@ -141,7 +141,7 @@ def fit(data: Path, gpu: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=SHARED if SHARED.is_dir() else SUBSET)
+    ap.add_argument("--data", type=Path, default=SUBSET, help="directory of Vidur profiling CSVs (default: the test subsets)")
     ap.add_argument("--gpu", choices=sorted(PEAKS), action="append")
     args = ap.parse_args()
     for gpu in args.gpu or sorted(PEAKS):

@@ -18,8 +18,9 @@ Operators and their traffic (``n`` = tokens in the step, all per GPU):
   (:attr:`BatchShape.causal_pairs`); bytes = every scheduled request's KV (GQA/MLA aware, TP-sharded
   KV heads) + Q/O + the new K/V written. MLA decode runs in the weight-absorbed latent form.
 * **element-wise** (norms, rotary, activation, residual adds, embedding gather): bytes only.
-* **TP all-reduce** after attention and after the MLP: ring ``latency + 2(tp−1)/tp · bytes / (link·eff)``;
-  expert parallelism uses dispatch/combine all-to-alls instead. **PP**: one send/recv per stage boundary.
+* **TP all-reduce** after attention and after the MLP: ring ``latency + 2(tp−1)/tp · bytes / (link·eff)``
+  (expert parallelism spans the TP group, so MoE outputs meet in the same all-reduce).
+  **PP**: one send/recv per stage boundary.
 * **LM head** on one row per scheduled request, logits gathered across TP, then the sampler.
 * **overheads**: per iteration, per scheduled request, per layer (launch gaps).
 
@@ -191,25 +192,21 @@ class RooflineCostModel:
         # ---- communication
         ec = eff.communication_efficiency.value
         group = tp * pp
-        link = hw.link_bandwidth_bytes_per_s(group) * ec
+        link = hw.link_bandwidth_bytes_per_s(tp) * ec  # TP collectives stay within the TP group
+        pp_link = hw.link_bandwidth_bytes_per_s(group) * ec  # stage boundaries cross nodes once tp·pp outgrows one
         self.allreduce_latency_s = ovh.allreduce_latency_s.value
-        moe_layers = model.num_moe_layers if model.moe is not None else 0
+        # one all-reduce after attention and one after the MLP/MoE block of every layer. Expert parallelism
+        # spans the TP group here (vLLM --enable-expert-parallel without data-parallel attention): every
+        # rank holds all tokens, computes its own experts and the outputs meet in the same all-reduce.
         if tp > 1:
-            self._num_allreduce = 2 * L - (moe_layers if ep > 1 else 0)
+            self._num_allreduce = 2 * L
             self._allreduce_s_per_token = 2.0 * (tp - 1) / tp * h * ACT_BYTES / link
         else:
             self._num_allreduce = 0
             self._allreduce_s_per_token = 0.0
-        if ep > 1 and moe_layers:
-            k = model.moe.top_k  # type: ignore[union-attr]
-            self._num_all2all = 2 * moe_layers  # dispatch + combine
-            self._all2all_s_per_token = (ep - 1) / ep * k * h * ACT_BYTES / (hw.link_bandwidth_bytes_per_s(ep) * ec)
-        else:
-            self._num_all2all = 0
-            self._all2all_s_per_token = 0.0
         if pp > 1:
             self._pp_fixed_s = (pp - 1) * ovh.p2p_latency_s.value
-            self._pp_s_per_token = (pp - 1) * h * ACT_BYTES / link
+            self._pp_s_per_token = (pp - 1) * h * ACT_BYTES / pp_link
         else:
             self._pp_fixed_s = self._pp_s_per_token = 0.0
         self._swap_bw = hw.pcie_bandwidth_bytes_per_s * ec
@@ -319,8 +316,6 @@ class RooflineCostModel:
         tcomm = 0.0
         if self._num_allreduce:
             tcomm += self._num_allreduce * (self.allreduce_latency_s + self._allreduce_s_per_token * nf)
-        if self._num_all2all:
-            tcomm += self._num_all2all * (self.allreduce_latency_s + self._all2all_s_per_token * nf)
         if self.pp > 1:
             tcomm += self._pp_fixed_s + self._pp_s_per_token * nf
         t += tcomm

@@ -13,7 +13,7 @@ from sim.models import load_model
 
 DATA = Path(__file__).parent / "data"
 H100 = load_profile("h100-sxm")
-# the settings of the bundled calibration runs (/work/shared/data/calibration/serving_configs.json)
+# the settings of the bundled calibration runs (sim/data/calibration/serving_configs.json)
 CALIB_ENGINE = EngineConfig(max_num_batched_tokens=2048, max_num_seqs=128, block_size=16, gpu_memory_utilization=0.9)
 
 

@@ -156,6 +156,16 @@ def test_moe_reads_only_touched_experts():
     assert 3.0 < ratio < 5.0
 
 
+def test_expert_parallel_splits_experts_not_work():
+    mix = load_model("mixtral-8x7b")
+    shape = uniform_batch_shape(64, 1, 500)
+    tp = RooflineCostModel(mix, H100, ParallelConfig(tp=2)).step(shape, breakdown=True)
+    ep = RooflineCostModel(mix, H100, ParallelConfig(tp=2, ep=2)).step(shape, breakdown=True)
+    assert ep.flops == pytest.approx(tp.flops)  # same work per GPU, split by expert instead of by slice
+    assert ep.breakdown["communication"] == pytest.approx(tp.breakdown["communication"])  # same all-reduces
+    assert ep.time_s == pytest.approx(tp.time_s, rel=0.05)
+
+
 def test_prefill_time_helper_and_chunking():
     cm = RooflineCostModel(LLAMA, H100)
     t = cm.prefill_time_s(1000)
