@@ -64,28 +64,26 @@ class _Gemm:
 
 
 def _fuse(ops: tuple[LinearOp, ...]) -> list[tuple[str, list[LinearOp]]]:
-    """Group adjacent linears that vLLM runs as one GEMM (QKV, gate+up): same input, group, split."""
-    out: list[tuple[str, list[LinearOp]]] = []
+    """Group adjacent linears that vLLM runs as one GEMM (QKV, gate+up): same input, group and split.
+
+    Returns ``(name, linears)`` pairs; fused groups are named as vLLM names them (``qkv_proj``,
+    ``gate_up_proj``, with their ``experts.``/``shared_experts.`` prefix)."""
+    groups: list[list[LinearOp]] = []
     for op in ops:
-        if out:
-            prev = out[-1][1][-1]
-            if (prev.in_features == op.in_features and prev.group == op.group and prev.tp == op.tp == "column"
-                    and prev.num_instances == op.num_instances and prev.active_instances == op.active_instances):
-                out[-1][1].append(op)
-                continue
-        out.append(("", [op]))
+        prev = groups[-1][-1] if groups else None
+        if (prev is not None and prev.in_features == op.in_features and prev.group == op.group
+                and prev.tp == op.tp == "column" and prev.num_instances == op.num_instances
+                and prev.active_instances == op.active_instances):
+            groups[-1].append(op)
+        else:
+            groups.append([op])
     named = []
-    for _, group in out:
+    for group in groups:
         names = [o.name for o in group]
         base = [n.rsplit(".", 1)[-1] for n in names]
         prefix = names[0][: len(names[0]) - len(base[0])]
-        if base == ["q_proj", "k_proj", "v_proj"]:
-            name = prefix + "qkv_proj"
-        elif base == ["gate_proj", "up_proj"]:
-            name = prefix + "gate_up_proj"
-        else:
-            name = "+".join(names)
-        named.append((name, group))
+        fused = {("q_proj", "k_proj", "v_proj"): "qkv_proj", ("gate_proj", "up_proj"): "gate_up_proj"}.get(tuple(base))
+        named.append((prefix + fused if fused else "+".join(names), group))
     return named
 
 
@@ -117,7 +115,6 @@ class RooflineCostModel:
         self.n_half = (eff.gemm_half_tokens.value * min(1.0, wb / ACT_BYTES)
                        * self.peak_flops / hw.peak_flops("bf16"))
         self.gemm_kernel_s = ovh.gemm_kernel_s.value
-        self.weight_bytes_per_param = wb
         kvb = dtype_bytes(precision.kv_dtype)
         L = model.num_layers
         self.num_layers = L
@@ -265,9 +262,16 @@ class RooflineCostModel:
     def step(self, shape: BatchShape, breakdown: bool = False) -> StepCost:
         """Price one iteration. With ``breakdown=True`` the result carries seconds per operator."""
         n = shape.num_tokens
-        if n <= 0 and shape.swap_bytes <= 0:
-            return StepCost(time_s=0.0)
         bd: dict[str, float] | None = {} if breakdown else None
+        if n <= 0:  # no forward pass: at most a swap-only step
+            if shape.swap_bytes <= 0:
+                return StepCost(time_s=0.0)
+            tsw = shape.swap_bytes / self._swap_bw
+            t = tsw + self.per_iteration_s
+            if bd is not None:
+                bd["swap"], bd["overhead"] = tsw, self.per_iteration_s
+            return StepCost(time_s=t, bytes_moved=float(shape.swap_bytes), mbu=shape.swap_bytes / (t * self.bandwidth),
+                            breakdown=bd if bd is not None else {})
         # hot path: plain float arithmetic; `a if a > b else b` rather than max() (several times cheaper)
         nf = float(n)
         n_half = self.n_half
@@ -285,8 +289,6 @@ class RooflineCostModel:
         bytes_moved += self._dense_weight_bytes
         # routed experts
         for layers, c, w, a, E, e_gpu, k, name, w_bytes in self._experts:
-            if n <= 0:
-                break
             touched_frac = 1.0 - (1.0 - k / E) ** nf  # expected fraction of experts hit
             rows = nf * k / (E * touched_frac)  # tokens each touched expert processes
             tc = c * nf * (1.0 + n_half / rows)
@@ -355,7 +357,7 @@ class RooflineCostModel:
         bytes_gpu = bytes_moved / self.pp
         mfu = flops_gpu / (t * self.peak_flops)
         mbu = bytes_gpu / (t * self.bandwidth)
-        prefill = t * shape.num_prefill_tokens / nf if n > 0 else 0.0
+        prefill = t * shape.num_prefill_tokens / nf
         return StepCost(time_s=t, flops=flops_gpu, bytes_moved=bytes_gpu, mfu=mfu, mbu=mbu,
                         prefill_time_s=prefill, breakdown=bd if bd is not None else {})
 

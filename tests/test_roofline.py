@@ -188,6 +188,8 @@ def test_pipeline_parallel_adds_send_and_splits_per_gpu_flops():
 MODELS = {name: RooflineCostModel(load_model(name), H100, ParallelConfig(tp=tp))
           for name, tp in (("llama-2-7b", 1), ("mixtral-8x7b", 2), ("gemma-2-9b", 1), ("llama-3.1-8b", 4))}
 
+MODEL_MLA = RooflineCostModel(load_model("deepseek-v2-lite"), H100)
+
 requests = st.lists(st.tuples(st.integers(1, 600), st.integers(0, 5000)), min_size=1, max_size=40)
 
 
@@ -223,4 +225,11 @@ def test_mla_more_context_is_never_faster(reqs, extra_ctx):
     assert cm.step(_shape(bigger)).time_s >= before
 
 
-MODEL_MLA = RooflineCostModel(load_model("deepseek-v2-lite"), H100)
+
+def test_empty_and_swap_only_steps():
+    cm = RooflineCostModel(LLAMA, H100)
+    assert cm.step(BatchShape()).time_s == 0.0
+    swap = cm.step(BatchShape(swap_bytes=10**9), breakdown=True)
+    pcie = H100.pcie_bandwidth_bytes_per_s * H100.efficiency.communication_efficiency.value
+    assert swap.breakdown["swap"] == pytest.approx(1e9 / pcie)
+    assert swap.time_s == pytest.approx(1e9 / pcie + H100.overheads.per_iteration_s.value)
