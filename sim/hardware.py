@@ -16,7 +16,6 @@ Units are SI and in the names (``*_bytes``, ``*_bytes_per_s``, ``*_s``), except 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Literal
 
 import yaml
@@ -316,11 +315,3 @@ class HardwareProfile(Frozen):
             "source": self.source,
         }
 
-
-def format_parameters(profile: HardwareProfile, names: Iterable[str] | None = None) -> list[tuple[str, float, str, str]]:
-    """``(name, value, status, basis)`` rows for display."""
-    rows = []
-    for n in names or PARAMETER_SECTIONS:
-        t = profile.parameter(n)
-        rows.append((n, t.value, t.status, t.basis))
-    return rows

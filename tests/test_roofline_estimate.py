@@ -54,3 +54,9 @@ def test_estimate_infeasible_is_one_line_error():
     with pytest.raises(SystemExit) as exc:
         main(["estimate", "--model", "llama-2-70b", "--hardware", "h100"])
     assert exc.value.code == 2
+
+
+def test_estimate_rejects_requests_longer_than_max_model_len():
+    from sim.errors import ConfigError
+    with pytest.raises(ConfigError, match="exceed --max-model-len"):
+        estimate("llama-2-7b", "h100", prompt=1000, output=100, max_model_len=512)

@@ -44,6 +44,9 @@ def estimate(model: str, hardware: str, *, tp: int = 1, pp: int = 1, batch: int 
     engine = EngineConfig(gpu_memory_utilization=gpu_memory_utilization, block_size=block_size,
                           max_num_batched_tokens=mnbt, max_num_seqs=max_num_seqs or max(256, batch))
     warnings: list[str] = []
+    if max_model_len is not None and prompt + output > max_model_len:
+        raise ConfigError(f"--prompt {prompt} + --output {output} = {prompt + output} tokens exceed "
+                          f"--max-model-len {max_model_len}: vLLM would reject these requests")
     mml = max_model_len or spec.max_position_embeddings
     try:
         plan = plan_memory(spec, hw, parallel, precision, engine, mml)
