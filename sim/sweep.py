@@ -75,6 +75,7 @@ STATUS_INFEASIBLE = "infeasible"
 STATUS_ERROR = "error"
 FINAL_STATUSES = (STATUS_OK, STATUS_INFEASIBLE)  # points with these are never recomputed
 
+
 def jsonable(value: Any) -> Any:
     """Plain JSON value of ``value`` (numpy scalars, dataclasses, NaN → None), as results are saved."""
     from sim.api import _jsonable
@@ -281,6 +282,9 @@ def plan_sweep(cfg: ExperimentConfig, point_fn: PointFn | None = None) -> SweepP
     spec = cfg.sweep
     if not isinstance(spec, SweepConfig):
         raise ConfigError(f"experiment '{cfg.name}' has no sweep: section (see docs/howto-sweep.md)")
+    if spec.mode == "capacity" and cfg.slo is None and point_fn is None:
+        raise ConfigError(f"{cfg.name}: sweep mode 'capacity' needs an slo: section (what each point's "
+                          "capacity must meet)")
     base = cfg.model_copy(update={"sweep": None})
     points = spec.points()
     plan = SweepPlan(base=base, spec=spec)
@@ -398,12 +402,11 @@ def compute_point(task: PointTask) -> PointOutcome:
     row: dict[str, Any] = {}
     files: dict[str, bytes] = {}
     cfg = task.config
-    if cfg is not None:
-        row.update(replicas=cfg.replicas, gpus_per_replica=cfg.parallel.num_gpus,
-                   num_gpus=cfg.parallel.num_gpus * cfg.replicas)
     if cfg is None:
         info.update(status=STATUS_INFEASIBLE, reason=task.build_error or "invalid configuration")
     else:
+        row.update(replicas=cfg.replicas, gpus_per_replica=cfg.parallel.num_gpus,
+                   num_gpus=cfg.parallel.num_gpus * cfg.replicas)
         try:
             fn = task.point_fn or _default_point_fn(task.mode)
             result = fn(cfg)

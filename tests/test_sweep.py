@@ -238,6 +238,11 @@ def test_sweep_section_validation_names_the_key(section, message):
         experiment(section)
 
 
+def test_capacity_mode_without_slo_is_an_error():
+    with pytest.raises(ConfigError, match="needs an slo"):
+        plan_sweep(experiment({"grid": {"parallel.tp": [4]}, "mode": "capacity"}, slo=None))
+
+
 def test_unknown_swept_key_is_an_error_not_an_infeasible_point():
     cfg = experiment({"grid": {"engine.max_num_seq": [1, 2]}})
     with pytest.raises(ConfigError, match="max_num_seqs"):

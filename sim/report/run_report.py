@@ -14,6 +14,7 @@ import pandas as pd
 from sim.report import fmt, plots
 from sim.report.document import Document, Figure, Note, Table, Text
 from sim.report.thresholds import Criterion, mlperf_criteria, slo_criteria, slo_passed
+from sim.sweep import flatten
 
 LATENCY_ROWS = (("TTFT", "ttft", "ttft_s"), ("TPOT", "tpot", "tpot_s"), ("ITL", "itl", None),
                 ("E2E latency", "e2el", "e2el_s"), ("Queueing", "queue", "queue_s"))
@@ -246,16 +247,6 @@ def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> N
         sec.add(Table(["criterion", "source", "simulated (ms)", "verdict"], crit_rows, align="llrr"))
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _thresholds(metric: str, criteria: list[Criterion], mlperf: list[Criterion]) -> list[plots.Threshold]:
     lines = [plots.Threshold(f"SLO {c.stat} {c.limit_ms:,.0f} ms", c.limit_ms, "#d62728", "-")
              for c in criteria if c.metric == metric]
@@ -403,8 +394,7 @@ def _replica_section(doc: Document, result: Any, measured: pd.DataFrame) -> None
 
 
 def _all_metrics_section(doc: Document, summary: dict[str, Any]) -> None:
-    rows = [[k, fmt.scalar(v)] for k, v in _flat(summary).items()
-            if not isinstance(v, list) and not k.startswith("api_price_comparison.")]
+    rows = [[k, fmt.scalar(v)] for k, v in flatten(summary).items() if not k.startswith("api_price_comparison.")]
     doc.section("All summary metrics", "summary").add(
         Text("Every key of summary.json (definitions: docs/metrics.md)."), Table(["key", "value"], rows))
 
