@@ -452,7 +452,7 @@ def profile_yaml(profile: Any, note: dict[str, Any]) -> str:
         if "aliases" in data:
             data["aliases"] = []
         if "display_name" in data:
-            data["display_name"] = f"{data['display_name']} (calibrated: {note['on']})"
+            data["display_name"] = f"{data['display_name']} (calibrated)"
     header = f"# Calibrated by {note['method']} on {note['date']}: {note['on']}\n"
     if note.get("rms_rel_error") is not None:
         header += f"# fit RMS relative error {100 * note['rms_rel_error']:.1f}%\n"

@@ -126,3 +126,14 @@ def test_calibration_replay_example_runs_and_compares(tmp_path):
     assert abs(rows["mean_itl_derived_ms"]) < 0.25
     assert abs(rows["request_throughput"]) < 0.02
     assert -0.7 < rows["mean_ttft_ms"] < 0.5
+
+
+def test_fitted_h100_profile_meets_the_latency_targets_on_short_windows():
+    """Fidelity regression: the bundled fit (sim/data/calibration/h100_fit.yaml) replayed on the first
+    30 s of every load stage of the four real runs. TTFT is left out: docs/validation.md explains the
+    engine-side gap (about 1.4 iterations + 3 ms) that no hardware parameter can close."""
+    from hwprofiles import load_profile
+    rep = val.validate(profile=load_profile(str(val.DATA_DIR / "h100_fit.yaml")), window_s=30)
+    checks = rep.target_check()
+    for metric in ("mean_e2el_ms", "mean_itl_ms", "p99_e2el_ms", "kv_blocks"):
+        assert checks[metric]["met"], (metric, checks[metric])
