@@ -69,10 +69,10 @@ VALIDATION_METRICS: dict[str, Callable[[pd.DataFrame], float]] = {
     "mean_itl_ms": derived_itl_ms,
 }
 
-# How the runs' models map onto what the model loader accepts: a catalog HF id, or the config.json
-# shipped beside the traces (resolved against DATA_DIR) for models not in the catalog.
+# How the runs' models map onto what the model loader accepts (catalog HF ids; a config.json path
+# resolved against DATA_DIR would do for a model outside the catalog).
 MODEL_NAMES = {"meta-llama/Llama-2-7b-hf": "meta-llama/Llama-2-7b-hf",
-               "codellama/CodeLlama-34b-Instruct-hf": "codellama-34b-instruct.json"}
+               "codellama/CodeLlama-34b-Instruct-hf": "codellama/CodeLlama-34b-Instruct-hf"}
 
 
 @dataclass(frozen=True)
