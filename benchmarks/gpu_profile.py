@@ -18,6 +18,9 @@ Needs PyTorch with CUDA (or ROCm) on the machine being profiled; simctl itself n
   (``m`` = tokens, ``n`` = hidden size, ``k`` = intermediate size);
 - ``launch``: a 1-element add, the floor any kernel pays.
 
+GEMM weights and decode KV caches are rotated over copies (``ROTATE_BYTES``) so they stream from HBM as in
+a serving step rather than hitting L2.
+
 Schema (one row per measurement; a column not meaningful for an op is 0):
 ``op, dtype, m, n, k, batch, num_heads, num_kv_heads, head_dim, query_len, context_len, num_gpus,
 message_bytes, flops, bytes_moved, time_s, device, torch_version``.
@@ -65,6 +68,41 @@ def time_op(torch, fn, reps: int, warmup: int = 5) -> float:
     return times[len(times) // 2]
 
 
+# Operands are rotated over copies totalling at least this many bytes, so every timed call streams its
+# weights / KV cache from HBM as a serving step does, instead of finding them in the (50 MB on H100) L2.
+ROTATE_BYTES = 512 * 2 ** 20
+
+
+class Rotating:
+    """Several copies of a tensor made by ``make()``; :meth:`next` cycles through them."""
+
+    def __init__(self, make, nbytes: int, max_copies: int = 16):
+        self.copies = [make() for _ in range(max(1, min(max_copies, -(-ROTATE_BYTES // max(1, nbytes)))))]
+        self.i = 0
+
+    def next(self):
+        self.i = (self.i + 1) % len(self.copies)
+        return self.copies[self.i]
+
+
+def sdpa_fn(torch):
+    """``scaled_dot_product_attention`` with native GQA when this torch has it (≥ 2.5); older torch gets
+    the KV heads expanded (an extra copy, so GQA timings from old torch overstate attention)."""
+    import inspect
+
+    import torch.nn.functional as F
+    native = "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
+
+    def sdpa(q, k, v, causal):
+        if k.shape[1] != q.shape[1]:
+            if native:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return sdpa
+
+
 def row(**kw) -> dict:
     """A CSV row with every column (0 for the ones not given)."""
     return {c: kw.get(c, 0) for c in COLUMNS}
@@ -77,27 +115,20 @@ def profile_gemm(torch, dtype, dims, token_counts, reps, base):
     el = torch.finfo(dtype).bits // 8
     out = []
     for name, (n, k) in shapes.items():
-        w = torch.randn(k, n, device="cuda", dtype=dtype)
+        ws = Rotating(lambda: torch.randn(k, n, device="cuda", dtype=dtype), el * k * n)
         for m in token_counts:
             a = torch.randn(m, k, device="cuda", dtype=dtype)
-            t = time_op(torch, lambda: torch.matmul(a, w), reps)
+            t = time_op(torch, lambda: torch.matmul(a, ws.next()), reps)
             out.append(row(op="gemm", m=m, n=n, k=k, flops=2 * m * n * k,
                            bytes_moved=el * (m * k + k * n + m * n), time_s=t, **base))
     return out
 
 
 def profile_attention(torch, dtype, dims, reps, base, quick):
-    import torch.nn.functional as F
     heads, kvh, hd = dims["heads"], dims["kv_heads"], dims["head_dim"]
     el = torch.finfo(dtype).bits // 8
     out = []
-    gqa = kvh != heads
-
-    def sdpa(q, k, v, causal):
-        if gqa:  # expand KV heads (enable_gqa needs torch ≥ 2.5)
-            k = k.repeat_interleave(heads // kvh, dim=1)
-            v = v.repeat_interleave(heads // kvh, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    sdpa = sdpa_fn(torch)
 
     for L in ([512, 2048] if quick else [128, 256, 512, 1024, 2048, 4096, 8192]):
         q = torch.randn(1, heads, L, hd, device="cuda", dtype=dtype)
@@ -111,9 +142,12 @@ def profile_attention(torch, dtype, dims, reps, base, quick):
     for b in ([8, 64] if quick else [1, 8, 32, 64, 128]):
         for ctx in ([1024] if quick else [256, 1024, 2048, 4096]):
             q = torch.randn(b, heads, 1, hd, device="cuda", dtype=dtype)
-            k = torch.randn(b, kvh, ctx, hd, device="cuda", dtype=dtype)
-            v = torch.randn_like(k)
-            t = time_op(torch, lambda: sdpa(q, k, v, False), reps)
+            kv = Rotating(lambda: torch.randn(2, b, kvh, ctx, hd, device="cuda", dtype=dtype), el * 2 * b * kvh * ctx * hd)
+
+            def decode():
+                c = kv.next()
+                return sdpa(q, c[0], c[1], False)
+            t = time_op(torch, decode, reps)
             out.append(row(op="attn_decode", batch=b, num_heads=heads, num_kv_heads=kvh, head_dim=hd,
                            query_len=1, context_len=ctx, flops=4 * b * heads * hd * ctx,
                            bytes_moved=el * b * hd * (2 * kvh * ctx + 2 * heads), time_s=t, **base))
@@ -132,6 +166,7 @@ class DecoderLayer:
         self.w_o = mk(self.heads * self.hd, h)
         self.w_gu = mk(h, 2 * i)
         self.w_down = mk(i, h)
+        self.sdpa = sdpa_fn(torch)
         self.n1 = torch.ones(h, device="cuda", dtype=dtype)
         self.n2 = torch.ones(h, device="cuda", dtype=dtype)
 
@@ -141,7 +176,6 @@ class DecoderLayer:
 
     def __call__(self, x, k_cache, v_cache, causal):
         import torch.nn.functional as F
-        torch = self.torch
         b, s, _ = x.shape
         y = self.rms(x, self.n1) @ self.w_qkv
         q, k, v = y.split([self.heads * self.hd, self.kvh * self.hd, self.kvh * self.hd], dim=-1)
@@ -152,10 +186,7 @@ class DecoderLayer:
             k_cache[:, :, -1:].copy_(k)
             v_cache[:, :, -1:].copy_(v)
             k, v = k_cache, v_cache
-        if self.kvh != self.heads:
-            k = k.repeat_interleave(self.heads // self.kvh, dim=1)
-            v = v.repeat_interleave(self.heads // self.kvh, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        a = self.sdpa(q, k, v, causal)
         x = x + a.transpose(1, 2).reshape(b, s, -1) @ self.w_o
         g, u = (self.rms(x, self.n2) @ self.w_gu).chunk(2, dim=-1)
         return x + (F.silu(g) * u) @ self.w_down
@@ -234,9 +265,11 @@ def profile_allreduce(torch, dtype_name, reps, base, quick):
     sizes = [2 ** p for p in range(10, 29, 3 if quick else 1)]  # 1 KiB … 256 MiB
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    mp.spawn(_allreduce_worker, args=(world, dtype_name, sizes, reps, q), nprocs=world, join=True)
-    return [row(op="allreduce", message_bytes=n, bytes_moved=n, time_s=t, **base)
-            for n, t in q.get()]
+    procs = mp.spawn(_allreduce_worker, args=(world, dtype_name, sizes, reps, q), nprocs=world, join=False)
+    results = q.get()  # read before joining: a child cannot exit while its queue data is unread
+    while not procs.join():
+        pass
+    return [row(op="allreduce", message_bytes=n, bytes_moved=n, time_s=t, **base) for n, t in results]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,9 +16,10 @@ with ``OBJECTIVE_METRICS`` = mean, p50 and p90 TTFT, mean E2E and the derived in
 error to first order (ln 1.05 ≈ 0.049) but stays bounded when a start point overloads the simulated
 server (a 10× too slow replay gives 2.3, not 9), which keeps the first steps of the fit sane. Relative
 errors make every metric count alike whatever its scale; TTFT gets three entries because its
-distribution (queueing) is what the decode-dominated E2E cannot see. Parameters are scaled by their starting values so the optimiser works on O(1) numbers; the
-Jacobian is taken by finite differences with a step of a few percent, because a discrete-event
-simulator's output is piecewise constant at very small steps.
+distribution (queueing) is what the decode-dominated E2E cannot see. Parameters are scaled by their
+starting values so the optimiser works on O(1) numbers; the Jacobian is taken by finite differences with
+a step of a few percent, because a discrete-event simulator's output is piecewise constant at very small
+steps.
 
 Uncertainty: with J the Jacobian at the optimum (in scaled units), the residual variance
 s² = Σr²/(m − n) and cov = s²·(JᵀJ)⁺; the reported ±σ of each parameter is √cov_ii (converted back to the
@@ -30,14 +31,15 @@ all-reduce and decoder-layer timings measured with PyTorch) is reduced to effici
 directly (:func:`fit_microbench`), no simulation needed.
 
 The simulator is reached through one injection point, :data:`ReplayFn` (default
-:func:`replay_with_api`, which calls :func:`sim.api.run`), so the fitter can be tested with a stand-in.
+:func:`replay_with_api`: the deployment resolved by :func:`sim.api.build_deployment`, the requests driven
+through :func:`sim.engine.simulate`), so the fitter can be tested with a stand-in.
 """
 from __future__ import annotations
 
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.compare import REQUEST_COLUMNS, derived_itl_ms, load_benchmark, read_request_csv
+from sim.compare import derived_itl_ms, load_benchmark, read_request_csv
 from sim.errors import ConfigError
 
 # Metric name -> function of a per-request table (REQUEST_COLUMNS), in ms.

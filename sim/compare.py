@@ -41,6 +41,8 @@ STATS = ("mean", "median", "p90", "p99")
 THROUGHPUT_KEYS = ("request_throughput", "output_throughput")
 # Per-request columns of a measurement table (times in seconds).
 REQUEST_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "ttft_s", "e2el_s")
+# Optional columns describing shared prompts, kept when a measurement CSV has them (sim.calibrate.ReplayCase).
+PROMPT_COLUMNS = ("prompt_id", "prefix_group", "prefix_tokens")
 _UNIT_TO_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3}
 
 
@@ -159,7 +161,7 @@ def read_request_csv(path: str | Path) -> pd.DataFrame:
 
     Required columns: ``input_tokens``, ``output_tokens``, ``ttft_s``, ``e2e_s`` (or ``e2el_s``);
     ``arrival_time_s`` (or ``arrival_s``) is needed for throughput and replay; rows with a true
-    ``has_error`` are dropped.
+    ``has_error`` are dropped; the shared-prompt columns :data:`PROMPT_COLUMNS` are kept when present.
     """
     path = Path(path)
     try:
@@ -183,7 +185,8 @@ def read_request_csv(path: str | Path) -> pd.DataFrame:
             row = int(np.flatnonzero(bad.isna().to_numpy())[0])
             raise TraceError(f"{path}: row {row + 2}, column {col}: not a number ({df[col].iloc[row]!r})")
         df[col] = bad
-    return df[list(REQUEST_COLUMNS)].reset_index(drop=True)
+    keep = list(REQUEST_COLUMNS) + [c for c in PROMPT_COLUMNS if c in df.columns]
+    return df[keep].reset_index(drop=True)
 
 
 def _from_csv(path: Path) -> BenchmarkResult:
@@ -339,7 +342,7 @@ class Comparison:
     def to_markdown(self) -> str:
         """The table as Markdown (compare.md)."""
         d = self.to_dict()
-        lines = [f"# simulated vs measured", "",
+        lines = ["# simulated vs measured", "",
                  f"- simulated: `{d['simulated']['source']}`",
                  f"- measured: `{d['measured']['source']}` ({d['measured']['format']})", "",
                  "| metric | simulated | measured | rel. error |", "|---|---:|---:|---:|"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -137,3 +136,16 @@ def test_fitted_h100_profile_meets_the_latency_targets_on_short_windows():
     checks = rep.target_check()
     for metric in ("mean_e2el_ms", "mean_itl_ms", "p99_e2el_ms", "kv_blocks"):
         assert checks[metric]["met"], (metric, checks[metric])
+
+
+def test_cli_validate_writes_the_report(tmp_path, capsys):
+    import json
+
+    from sim.cli import main
+    out = tmp_path / "v.json"
+    main(["validate", "--runs", "roleplay", "--window-s", "10", "--hardware",
+          str(val.DATA_DIR / "h100_fit.yaml"), "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["settings"]["window_s"] == 10 and set(data["targets"]) == set(val.TARGETS)
+    assert out.with_suffix(".md").read_text().startswith("| run |")
+    assert "absolute percentage error" in capsys.readouterr().out
