@@ -172,16 +172,10 @@ def replay_with_api(profile: Any, case: ReplayCase) -> pd.DataFrame:
     The deployment (memory plan, cost model) is resolved by :func:`sim.api.build_deployment` exactly
     as ``simctl run`` does; the requests are driven open-loop at their measured arrival times.
     """
-    from sim.api import build_deployment
-    from sim.config import with_overrides
     from sim.engine import ReplicaSetup, simulate
     from workloads.base import OpenLoopWorkload
 
-    with tempfile.TemporaryDirectory(prefix="simctl-cal-") as tmp:
-        prof_path = Path(tmp) / "profile.yaml"
-        prof_path.write_text(profile.to_yaml())
-        cfg = with_overrides(case.cfg, {"hardware": str(prof_path)})
-        dep = build_deployment(cfg)
+    cfg, dep = deployment_for(profile, case.cfg)
     setup = ReplicaSetup(
         engine=dep.engine, num_kv_blocks=cfg.engine.num_kv_blocks or dep.memory_plan.num_kv_blocks,
         max_model_len=dep.max_model_len, cost_model=dep.cost_model,
@@ -191,6 +185,19 @@ def replay_with_api(profile: Any, case: ReplayCase) -> pd.DataFrame:
     out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router,
                    seed_seq=np.random.SeedSequence(cfg.seed), max_duration_s=cfg.max_duration_s)
     return aligned_requests(out.requests, len(case.measured))
+
+
+def deployment_for(profile: Any, cfg: Any) -> tuple[Any, Any]:
+    """``cfg`` with its hardware replaced by ``profile`` (an in-memory profile, e.g. one being fitted), and
+    the :class:`sim.api.Deployment` (memory plan, cost model) resolved from it as ``simctl run`` would."""
+    from sim.api import build_deployment
+    from sim.config import with_overrides
+
+    with tempfile.TemporaryDirectory(prefix="simctl-cal-") as tmp:
+        prof_path = Path(tmp) / "profile.yaml"
+        prof_path.write_text(profile.to_yaml())
+        cfg = with_overrides(cfg, {"hardware": str(prof_path)})
+        return cfg, build_deployment(cfg)
 
 
 def aligned_requests(records: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -383,10 +383,9 @@ def compare(simulated: BenchmarkResult, measured: BenchmarkResult) -> Comparison
     notes = list(measured.notes)
     sim_sum, real_sum = dict(simulated.summary), dict(measured.summary)
     if simulated.requests is not None and measured.requests is not None:
+        # (pooled-gap ITL keys are only recomputed where the requests carry gaps; else each side's own stays)
         sim_sum.update(summarize_requests(simulated.requests))
-        keep_itl = {k: v for k, v in real_sum.items() if "_itl_ms" in k}  # pooled gaps: only in the summary
         real_sum.update(summarize_requests(measured.requests, measured.itls_s))
-        real_sum.update({k: v for k, v in keep_itl.items() if k not in real_sum})
         if measured.requests["arrival_s"].isna().any():
             notes.append("the measurement has no arrival times: throughput taken from its own summary")
     elif simulated.requests is not None:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.calibrate import ReplayCase, ReplayFn, replay_with_api
+from sim.calibrate import ReplayCase, ReplayFn, deployment_for, replay_with_api
 from sim.compare import derived_itl_ms, read_request_csv
 from sim.errors import ConfigError
 
@@ -319,10 +319,9 @@ def _pct(v: float) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
-def planned_kv_blocks(run: CalibrationRun, hardware: str = DEFAULT_HARDWARE) -> int:
-    """KV blocks per GPU-replica from simctl's memory plan for the run's settings."""
-    from sim.api import build_deployment
-    return int(build_deployment(run.experiment(hardware)).memory_plan.num_kv_blocks)
+def planned_kv_blocks(run: CalibrationRun, profile: Any) -> int:
+    """KV blocks per replica from simctl's memory plan for the run's settings on ``profile``."""
+    return int(deployment_for(profile, run.experiment())[1].memory_plan.num_kv_blocks)
 
 
 def validate(runs: Sequence[CalibrationRun] | None = None, *, hardware: str = DEFAULT_HARDWARE,
@@ -362,7 +361,7 @@ def validate(runs: Sequence[CalibrationRun] | None = None, *, hardware: str = DE
                              "metric": k, "simulated": ms[k], "measured": mm[k], "ape": ape(ms[k], mm[k]),
                              "num_requests": int(len(m))})
         try:
-            blocks = planned_kv_blocks(run, hardware)
+            blocks = planned_kv_blocks(run, profile)
             kv.append({"run": run.short_name, "simulated": blocks, "measured": run.measured_kv_blocks,
                        "ape": ape(blocks, run.measured_kv_blocks)})
         except Exception as exc:  # a missing memory plan must not hide the latency table

@@ -85,8 +85,7 @@ def command(measurements, experiment, microbench, base_profile, out_path, params
         raise ConfigError("give --measurements FILE and --experiment EXP.yaml (or --microbench CSV)")
     from sim.config import load_experiment
     cfg = load_experiment(experiment)
-    base = load_profile(str(cfg.resolve_path(base_profile) if base_profile and base_profile.endswith((".yaml", ".yml"))
-                            else (base_profile or _hardware_of(cfg))))
+    base = load_profile(base_profile or _hardware_of(cfg))  # a --base-profile path is relative to the CWD
     measured = cal.load_measurements(measurements)
     if window_s is not None:
         measured = measured[measured["arrival_s"] < window_s].reset_index(drop=True)
