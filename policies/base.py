@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,6 +258,9 @@ class Scheduler(abc.ABC):
     # Policies whose decodes are "every running request in steady decode gets one token" set this to
     # keep such requests in a DecodeGroup (O(1) per step instead of O(running)); see DecodeGroup.
     uses_decode_group: bool = False
+    # Policies that never split a prompt set this reason: a prompt longer than the whole token budget
+    # (``max_num_batched_tokens``) could never run, so it is rejected with it at admission.
+    reject_prompt_over_budget: str | None = None
 
     def __init__(self, engine_cfg: Any, kv: KVCacheManager, max_model_len: int, **policy_options: Any) -> None:
         self.cfg = engine_cfg
@@ -308,12 +312,16 @@ class Scheduler(abc.ABC):
         """Why ``req`` can never run here, or None.
 
         The last sampled token is never computed, so a request needs KV for prompt + output − 1 tokens.
+        Policies that never split a prompt also reject one longer than the token budget
+        (``reject_prompt_over_budget``).
         """
         total = req.num_prompt_tokens + req.max_output_tokens
         if total > self.max_model_len:
             return REJECT_TOO_LONG
         if not self.kv.can_fit(max(total - 1, req.num_prompt_tokens)):
             return REJECT_KV_CAPACITY
+        if self.reject_prompt_over_budget is not None and req.num_prompt_tokens > self.max_num_batched_tokens:
+            return self.reject_prompt_over_budget
         return None
 
     def has_unfinished(self) -> bool:
@@ -416,6 +424,88 @@ class Scheduler(abc.ABC):
         if step is not None:
             step.shape.swap_bytes += moved
         return True
+
+    def allocate_or_preempt(self, req: Request, num_new_tokens: int, step: StepBuilder) -> bool:
+        """Allocate ``req``'s chunk, preempting the last running request (:meth:`preempt`) until it
+        fits. Returns False when ``req`` itself had to be preempted (nothing behind it is left)."""
+        running = self.running
+        while not self.kv.allocate_slots(req, num_new_tokens):
+            victim = running.pop()
+            self.preempt(victim, step)
+            if victim is req:
+                return False
+        return True
+
+    def start_running(self, req: Request, step: StepBuilder, num_new_tokens: int) -> None:
+        """Move ``req`` — the front of ``waiting``, its KV allocated — to ``running`` (and ``individual``
+        with a decode group) and schedule ``num_new_tokens`` of it."""
+        self.waiting.popleft()
+        req.status = RequestStatus.RUNNING
+        self.running.append(req)
+        if self.decode_group is not None:
+            self.individual.append(req)
+        step.add(req, num_new_tokens)
+
+    def schedule_swapped(self, step: StepBuilder, reserve_blocks: int = 0,
+                         cap_long_prefills: bool = True) -> None:
+        """Swap requests back in, oldest first, while the budget lasts, fewer than ``max_num_seqs`` run
+        and :meth:`swap_in` finds room (keeping ``reserve_blocks`` free); each resumes with
+        :meth:`num_new_tokens` (``cap_long_prefills``) or ``min(remaining, budget)`` tokens."""
+        swapped, running = self.swapped, self.running
+        while swapped and step.token_budget > 0 and len(running) < self.max_num_seqs:
+            req = swapped[0]
+            if cap_long_prefills:
+                n = self.num_new_tokens(req, step.token_budget)
+            else:
+                n = min(req.num_tokens - req.num_computed_tokens, step.token_budget)
+            if not self.swap_in(req, step, num_new_tokens=n, reserve_blocks=reserve_blocks):
+                return
+            swapped.popleft()
+            running.append(req)
+            if self.decode_group is not None:
+                self.individual.append(req)
+            step.add(req, n)
+
+    def try_schedule_decode_group(self, step: StepBuilder, reqs: Sequence[Request] = (),
+                                  chunks: Sequence[int] = (), num_outside: int | None = None) -> bool:
+        """Fast path: schedule the decode group (one token per member) plus ``chunks[i]`` tokens of each
+        ``reqs[i]`` — if every running request is a member or one of ``num_outside`` others (default
+        ``len(individual)``) and the token budget and the free blocks hold them all. Otherwise change
+        nothing and return False (the caller runs its exact per-request loop)."""
+        group, kv = self.decode_group, self.kv
+        if num_outside is None:
+            num_outside = len(self.individual)
+        if group is None or group.num + num_outside != len(self.running):
+            return False  # the bookkeeping must cover every running request
+        if group.num + sum(chunks) > step.token_budget:
+            return False
+        blocks = group.num_boundary(self.next_iteration)
+        for req, n in zip(reqs, chunks):
+            blocks += kv.num_blocks_to_allocate(req, n)
+        if blocks > kv.num_free_blocks:
+            return False
+        self.schedule_decode_group(step)
+        for req, n in zip(reqs, chunks):
+            if not kv.allocate_slots(req, n):
+                raise AssertionError("allocation failed after the free-block check")
+            step.add(req, n)
+        return True
+
+    def schedule_reserved_decodes(self, step: StepBuilder) -> None:
+        """Every running request computes what it still needs (one decode token) while the budget
+        lasts, for policies that reserved every slot up front (so allocation cannot fail): the decode
+        group in O(1) when it holds every running request and all fit, else one by one."""
+        if self.try_schedule_decode_group(step, num_outside=0):
+            return
+        self.dissolve_decode_group()
+        for req in self.running:
+            if step.token_budget <= 0:
+                return  # only if max_num_seqs > max_num_batched_tokens: the rest decode next step
+            n = req.num_tokens - req.num_computed_tokens
+            if not self.kv.allocate_slots(req, n):
+                raise AssertionError(f"{self.policy_name}: request {req.request_id} "
+                                     "lost its reserved KV slots")
+            step.add(req, n)
 
     def schedule_decode_group(self, step: StepBuilder) -> None:
         """Add every decode-group member to ``step`` (one token each) in O(1) plus its events: members

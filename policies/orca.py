@@ -29,7 +29,7 @@ from typing import Any
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
-from sim.request import Request, RequestStatus
+from sim.request import Request
 
 REJECT_OVER_BUDGET = "prompt longer than max_num_batched_tokens (prompts are never split)"
 
@@ -39,42 +39,47 @@ def reserved_blocks(kv: Any, req: Request) -> int:
     return kv.num_blocks_for(max(req.num_prompt_tokens + req.max_output_tokens - 1, req.num_prompt_tokens))
 
 
+def admit_whole_prompts(sched: Scheduler, step: StepBuilder, num_reserved: int,
+                        stop_when_budget_spent: bool = True) -> int:
+    """Admit waiting requests FCFS, each with its whole prompt, while fewer than ``max_num_seqs`` run,
+    the prompt fits the step's budget and its :func:`reserved_blocks` fit next to ``num_reserved``
+    (``n_rsrv + max_tokens ≤ n_slots``); returns the new reserved total."""
+    waiting, kv = sched.waiting, sched.kv
+    while waiting and len(sched.running) < sched.max_num_seqs:
+        if stop_when_budget_spent and step.token_budget <= 0:
+            break
+        req = waiting[0]
+        need = reserved_blocks(kv, req)
+        if num_reserved + need > kv.num_blocks:
+            break
+        sched.admit_prefix(req)
+        n = req.num_tokens - req.num_computed_tokens
+        if n > step.token_budget or not kv.allocate_slots(req, n):
+            sched.undo_prefix(req)
+            break
+        num_reserved += need
+        sched.start_running(req, step, n)
+    return num_reserved
+
+
 @register_policy("orca")
 class OrcaScheduler(Scheduler):
     """Orca's iteration-level scheduler: decode everyone, then admit whole prompts under reservation."""
 
     uses_decode_group = True
+    reject_prompt_over_budget = REJECT_OVER_BUDGET
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.num_reserved_blocks = 0  # Σ reserved_blocks over running requests (Orca's n_rsrv)
 
-    def rejection_reason(self, req: Request) -> str | None:
-        """Base reasons, plus a prompt larger than the whole token budget (it could never run)."""
-        reason = super().rejection_reason(req)
-        if reason is None and req.num_prompt_tokens > self.max_num_batched_tokens:
-            reason = REJECT_OVER_BUDGET
-        return reason
-
     def schedule(self, now_s: float) -> SchedulerOutput:
         """All running requests decode; then whole prompts are admitted while budget and memory allow."""
         step = self.new_step(now_s)
-        self._schedule_running(step)
-        self._schedule_waiting(step)
+        self.schedule_reserved_decodes(step)
+        self.num_reserved_blocks = admit_whole_prompts(self, step, self.num_reserved_blocks)
         return step.build()
 
-
-    def _schedule_group(self, step: StepBuilder) -> None:
-        """Every decode-group member decodes one token (the caller checked budget and free blocks):
-        members crossing a block boundary get a block; with prefix caching the block a member fills
-        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if group.num_boundary(k):
-            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
-        if kv.enable_prefix_caching:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
-        step.add_decodes(group.num, group.sum_context(k))
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:
         """Shared update; finished requests release their reservation."""
@@ -87,38 +92,3 @@ class OrcaScheduler(Scheduler):
         """At the horizon: release everything (reservations included)."""
         self.num_reserved_blocks = 0
         return super().drain_unfinished()
-
-    def _schedule_running(self, step: StepBuilder) -> None:
-        """One decode token per running request (allocation cannot fail: the slots are reserved)."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if (group is not None and group.num == len(self.running) and group.num <= step.token_budget
-                and group.num_boundary(k) <= kv.num_free_blocks):
-            self._schedule_group(step)
-            return
-        self.dissolve_decode_group()
-        for req in self.running:
-            if step.token_budget <= 0:
-                return  # only if max_num_seqs > max_num_batched_tokens: the rest decode next step
-            n = req.num_tokens - req.num_computed_tokens
-            if not self.kv.allocate_slots(req, n):
-                raise AssertionError(f"orca: request {req.request_id} lost its reserved KV slots")
-            step.add(req, n)
-
-    def _schedule_waiting(self, step: StepBuilder) -> None:
-        """Admit waiting requests FCFS with their whole prompt, under Orca's KV reservation."""
-        waiting, running, kv = self.waiting, self.running, self.kv
-        while waiting and step.token_budget > 0 and len(running) < self.max_num_seqs:
-            req = waiting[0]
-            need = reserved_blocks(kv, req)
-            if self.num_reserved_blocks + need > kv.num_blocks:
-                return
-            self.admit_prefix(req)
-            n = req.num_tokens - req.num_computed_tokens
-            if n > step.token_budget or not kv.allocate_slots(req, n):
-                self.undo_prefix(req)
-                return
-            self.num_reserved_blocks += need
-            waiting.popleft()
-            req.status = RequestStatus.RUNNING
-            running.append(req)
-            step.add(req, n)

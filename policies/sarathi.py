@@ -34,7 +34,7 @@ from typing import Any
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
 from sim.errors import ConfigError
-from sim.request import Request, RequestStatus
+from sim.request import Request
 
 # Sarathi-Serve's block manager is vLLM V0's: 1 % of the blocks stay free at admission.
 WATERMARK = 0.01
@@ -64,7 +64,6 @@ class SarathiScheduler(Scheduler):
                 f"{self.max_num_batched_tokens}; raise engine.max_num_batched_tokens to at least {chunk}")
         self.chunk_size: int = chunk
         self.watermark_blocks = int(WATERMARK * kv.num_blocks)
-        self._individual: list[Request] = []  # running requests outside the decode group, in order
 
     def parse_options(self, options: dict[str, Any]) -> SarathiOptions:
         """Validate ``engine.policy_options`` (only ``chunk_size``, an integer ≥ 1)."""
@@ -96,53 +95,22 @@ class SarathiScheduler(Scheduler):
         partial = self._schedule_decodes_fast(step)
         if partial is None:
             self.dissolve_decode_group()
-            self._individual = list(self.running)
+            self.individual = list(self.running)
             partial = self._schedule_decodes(step)
         self._schedule_partial_prefills(step, partial)
         if self.swapped and not step.preempted_ids:
-            self._schedule_swapped(step)
+            # an extension (preemption_mode: swap only): Sarathi-Serve itself preempts by recompute
+            self.schedule_swapped(step, self.watermark_blocks, cap_long_prefills=False)
         self._schedule_new_prefills(step)
         return step.build()
-
-
-    def _schedule_group(self, step: StepBuilder) -> None:
-        """Every decode-group member decodes one token (the caller checked budget and free blocks):
-        members crossing a block boundary get a block; with prefix caching the block a member fills
-        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if group.num_boundary(k):
-            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
-        if kv.enable_prefix_caching:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
-        step.add_decodes(group.num, group.sum_context(k))
-    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
-                           step_time_s: float = 0.0) -> list[Request]:
-        """Shared update; then drop requests that joined the decode group or left from ``_individual``."""
-        finished = super().update_from_output(out, iteration, now_s, step_time_s)
-        if self._individual:
-            members = self.decode_group.members if self.decode_group is not None else {}
-            running_status = RequestStatus.RUNNING
-            self._individual = [r for r in self._individual
-                                if r.status is running_status and r.request_id not in members]
-        return finished
 
     def _schedule_decodes_fast(self, step: StepBuilder) -> list[Request] | None:
         """All decodes at once (the group in O(1)) when they fit the budget and the free blocks; returns
         the partial prefills in order, or None (nothing changed) when the exact loop must run."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        individual = self._individual
-        if group is None or group.num + len(individual) != len(self.running):
-            return None
+        individual = self.individual
         decodes = [r for r in individual if self._is_decode(r)]
-        blocks = group.num_boundary(k) + sum(kv.num_blocks_to_allocate(r, 1) for r in decodes)
-        if group.num + len(decodes) > step.token_budget or blocks > kv.num_free_blocks:
+        if not self.try_schedule_decode_group(step, decodes, [1] * len(decodes)):
             return None
-        self._schedule_group(step)
-        for req in decodes:
-            if not kv.allocate_slots(req, 1):
-                raise AssertionError("allocation failed after the free-block check")
-            step.add(req, 1)
         return [r for r in individual if not self._is_decode(r)] if decodes else list(individual)
 
     @staticmethod
@@ -164,22 +132,11 @@ class SarathiScheduler(Scheduler):
             if step.token_budget <= 0:
                 i += 1  # over budget: this decode waits one step (see the module docstring)
                 continue
-            if not self._allocate_or_preempt(req, step):
+            if not self.allocate_or_preempt(req, 1, step):
                 break  # req itself was preempted: nothing behind it is left
             step.add(req, 1)
             i += 1
         return partial
-
-    def _allocate_or_preempt(self, req: Request, step: StepBuilder) -> bool:
-        """Get ``req`` one decode slot, preempting the last running request (never one already
-        visited this step: victims come from the tail) until it fits. False if ``req`` was preempted."""
-        running = self.running
-        while not self.kv.allocate_slots(req, 1):
-            victim = running.pop()
-            self.preempt(victim, step)
-            if victim is req:
-                return False
-        return True
 
     def _schedule_partial_prefills(self, step: StepBuilder, partial: list[Request]) -> None:
         """Continue in-flight prefills; their blocks were allocated at admission."""
@@ -191,29 +148,10 @@ class SarathiScheduler(Scheduler):
                 raise AssertionError(f"request {req.request_id}: partial prefill lost its blocks")
             step.add(req, n)
 
-    def _schedule_swapped(self, step: StepBuilder) -> None:
-        """Resume swapped requests, oldest first, while the watermark holds (``preemption_mode: swap``
-        only; an extension — Sarathi-Serve itself preempts by recompute)."""
-        swapped, running, kv = self.swapped, self.running, self.kv
-        while swapped and step.token_budget > 0 and len(running) < self.max_num_seqs:
-            req = swapped[0]
-            n = min(req.num_tokens - req.num_computed_tokens, step.token_budget)
-            grow = kv.num_blocks_for(req.num_computed_tokens + n) - kv.num_blocks_for(req.num_computed_tokens)
-            if kv.num_free_blocks - kv.num_swapped_blocks(req) - max(grow, 0) < self.watermark_blocks:
-                return
-            if not self.swap_in(req, step):
-                return
-            swapped.popleft()
-            if not kv.allocate_slots(req, n):  # cannot happen: room was checked above
-                raise AssertionError("allocation failed after the swap-in check")
-            running.append(req)
-            self._individual.append(req)
-            step.add(req, n)
-
     def _schedule_new_prefills(self, step: StepBuilder) -> None:
         """Admit waiting requests FCFS; all prompt blocks up front, watermark kept."""
-        waiting, running, kv = self.waiting, self.running, self.kv
-        while waiting and step.token_budget > 0 and len(running) < self.max_num_seqs:
+        waiting, kv = self.waiting, self.kv
+        while waiting and step.token_budget > 0 and len(self.running) < self.max_num_seqs:
             req = waiting[0]
             self.admit_prefix(req)
             remaining = req.num_tokens - req.num_computed_tokens
@@ -221,8 +159,4 @@ class SarathiScheduler(Scheduler):
             if kv.num_free_blocks - needed < self.watermark_blocks or not kv.allocate_slots(req, remaining):
                 self.undo_prefix(req)
                 return
-            waiting.popleft()
-            req.status = RequestStatus.RUNNING
-            running.append(req)
-            self._individual.append(req)
-            step.add(req, min(remaining, step.token_budget))
+            self.start_running(req, step, min(remaining, step.token_budget))

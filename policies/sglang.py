@@ -142,18 +142,6 @@ class SGLangScheduler(Scheduler):
         return step.build(kind="decode" if step.scheduled else None)
 
     # ------------------------------------------------------------------ prefill batch
-
-    def _schedule_group(self, step: StepBuilder) -> None:
-        """Every decode-group member decodes one token (the caller checked budget and free blocks):
-        members crossing a block boundary get a block; with prefix caching the block a member fills
-        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if group.num_boundary(k):
-            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
-        if kv.enable_prefix_caching:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
-        step.add_decodes(group.num, group.sum_context(k))
     def _schedule_prefill(self, step: StepBuilder) -> None:
         """Continue the chunked request, then admit waiting requests in policy order (PrefillAdder)."""
         running = self.running
@@ -186,10 +174,7 @@ class SGLangScheduler(Scheduler):
             if not kv.allocate_slots(req, n):
                 self.undo_prefix(req)
                 return
-            waiting.popleft()
-            req.status = RequestStatus.RUNNING
-            running.append(req)
-            step.add(req, n)
+            self.start_running(req, step, n)
             if chunked:
                 self.chunked_req = req  # the batch is full: its budget went to this chunk
                 return
@@ -227,37 +212,27 @@ class SGLangScheduler(Scheduler):
         if policy == "lpm":
             if not self.kv.enable_prefix_caching or len(waiting) > LPM_MAX_WAITING:
                 return  # SGLang falls back to fcfs
-            hits = {r.request_id: self._peek_prefix_hit(r) for r in waiting}
+            hits = {r.request_id: self._match_prefix(r) for r in waiting}
             self.waiting = deque(sorted(waiting, key=lambda r: -hits[r.request_id]))
         elif policy == "lof":
             self.waiting = deque(sorted(waiting, key=lambda r: -r.max_output_tokens))
 
-    def _peek_prefix_hit(self, req: Request) -> int:
-        """Prefix-cache hit (tokens) ``req`` would get now, without keeping the blocks.
-
-        Takes and gives back the hit through the public allocator calls; the hit blocks move to the
-        most-recently-used end of the free queue, as SGLang's ``match_prefix`` refreshes the access time
-        of matched radix nodes. The allocator's hit-rate counters are restored, so a peek is not counted.
-        """
-        kv = self.kv
+    def _match_prefix(self, req: Request) -> int:
+        """Prefix-cache hit (tokens) ``req`` would get now; its cached blocks become the most recently
+        used, as SGLang's ``match_prefix`` refreshes the access time of the radix nodes it matches.
+        The hit-rate counters are untouched, so ordering is not counted as a query."""
         if req.num_computed_tokens:
             return 0
-        queries, hits = kv.num_prefix_queries_tokens, kv.num_prefix_hit_tokens
-        hit = kv.get_computed_blocks(req)
-        kv.free(req)
-        kv.num_prefix_queries_tokens, kv.num_prefix_hit_tokens = queries, hits
-        return hit
+        self.kv.refresh_prefix(req)
+        return self.kv.peek_prefix_hit(req)
 
     # ------------------------------------------------------------------ decode batch
     def _schedule_decode(self, step: StepBuilder) -> None:
         """One token for every running request (not the chunked one), retracting on KV shortage."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        num_decodes = len(self.running) - (self.chunked_req is not None)
-        if (group is not None and group.num and group.num == num_decodes and group.num <= step.token_budget
-                and group.num_boundary(k) <= kv.num_free_blocks):
-            self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay,
-                                       self.min_new_token_ratio)
-            self._schedule_group(step)
+        group = self.decode_group
+        if group is not None and group.num and self.try_schedule_decode_group(
+                step, num_outside=int(self.chunked_req is not None)):
+            self._decay_new_token_ratio()
             return
         self.dissolve_decode_group()
         decodes = [r for r in self.running if r is not self.chunked_req]
@@ -268,8 +243,7 @@ class SGLangScheduler(Scheduler):
         if needed > kv.num_free_blocks:
             decodes = self._retract(decodes, step)
         else:
-            self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay,
-                                       self.min_new_token_ratio)
+            self._decay_new_token_ratio()
         for req in decodes:
             if step.token_budget <= 0:
                 return  # only if max_num_seqs > max_num_batched_tokens: the rest decode next step
@@ -277,6 +251,11 @@ class SGLangScheduler(Scheduler):
                 self._retract_one(req, step)  # only when the chunked request holds the rest
                 continue
             step.add(req, 1)
+
+    def _decay_new_token_ratio(self) -> None:
+        """A decode step without retraction: ``new_token_ratio`` decays linearly to its minimum."""
+        self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay,
+                                   self.min_new_token_ratio)
 
     def _retract(self, decodes: list[Request], step: StepBuilder) -> list[Request]:
         """SGLang's ``retract_decode``: retract (fewest outputs, then longest input) first until the free

@@ -21,7 +21,7 @@ from __future__ import annotations
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
 from sim.errors import ConfigError
-from sim.request import Request, RequestStatus
+from sim.request import RequestStatus
 
 _UNCAPPED = 1 << 62  # a token budget that never binds: what a request would take without the budget
 
@@ -58,61 +58,33 @@ class VLLMV1Scheduler(Scheduler):
             self.individual = list(self.running)
             self._schedule_running(step)
         if not step.preempted_ids:
-            if self.swapped:
-                self._schedule_swapped(step)
+            if self.swapped:  # swapped requests come back before new admissions
+                self.schedule_swapped(step)
             if not self.swapped:
                 self._schedule_waiting(step)
         return step.build()
 
     def _schedule_running_fast(self, step: StepBuilder) -> bool:
-        """Schedule all running requests in full if budget and free blocks allow; else change nothing."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        """Schedule all running requests in full if budget and free blocks allow; else change nothing.
+
+        Still exact when only the last running request is short of budget: V1 gives it what is left.
+        """
+        group, running = self.decode_group, self.running
         if group is None:
             return False  # exact per-request loop only (uses_decode_group = False)
-        individual = self.individual
-        if individual:
-            return self._schedule_running_fast_mixed(step, individual)
-        if group.num != len(self.running):
-            return False  # defensive: the bookkeeping must cover every running request
-        if group.num > step.token_budget or group.num_boundary(k) > kv.num_free_blocks:
-            return False
-        self.schedule_decode_group(step)
-        return True
-
-    def _schedule_running_fast_mixed(self, step: StepBuilder, individual: list[Request]) -> bool:
-        """Fast path with requests outside the group (prefill chunks, resumed requests)."""
-        group, kv, running = self.decode_group, self.kv, self.running
         running_status = RequestStatus.RUNNING
+        individual = self.individual
         if any(r.status is not running_status for r in individual):
             individual = self.individual = [r for r in individual if r.status is running_status]
         if group.num + len(individual) != len(running):
             return False  # defensive: the bookkeeping must cover every running request
-        demand, blocks = group.num, 0
-        chunks = []
-        for req in individual:
-            n = self.num_new_tokens(req, _UNCAPPED)
-            chunks.append(n)
-            demand += n
-            blocks += kv.num_blocks_to_allocate(req, n)
-        if demand > step.token_budget:
-            # Still exact if only the last running request is short: V1 gives it what is left.
-            if not individual or individual[-1] is not running[-1]:
+        chunks = [self.num_new_tokens(req, _UNCAPPED) for req in individual]
+        over = group.num + sum(chunks) - step.token_budget
+        if over > 0:
+            if not individual or individual[-1] is not running[-1] or chunks[-1] <= over:
                 return False
-            last = individual[-1]
-            rest = demand - chunks[-1]
-            if rest >= step.token_budget:
-                return False
-            blocks -= kv.num_blocks_to_allocate(last, chunks[-1])
-            chunks[-1] = step.token_budget - rest
-            blocks += kv.num_blocks_to_allocate(last, chunks[-1])
-        if blocks + group.num_boundary(self.next_iteration) > kv.num_free_blocks:
-            return False
-        self.schedule_decode_group(step)
-        for req, n in zip(individual, chunks):
-            if not kv.allocate_slots(req, n):
-                raise AssertionError("allocation failed after the free-block check")
-            step.add(req, n)
-        return True
+            chunks[-1] -= over
+        return self.try_schedule_decode_group(step, individual, chunks)
 
     def _schedule_running(self, step: StepBuilder) -> None:
         """Exact V1 loop: each running request in order gets its chunk, preempting from the tail."""
@@ -121,36 +93,10 @@ class VLLMV1Scheduler(Scheduler):
         while i < len(running) and step.token_budget > 0:
             req = running[i]
             n = self.num_new_tokens(req, step.token_budget)
-            if not self._allocate_or_preempt(req, n, step):
+            if not self.allocate_or_preempt(req, n, step):
                 break  # req itself was preempted: nothing behind it is left to run
             step.add(req, n)
             i += 1
-
-    def _allocate_or_preempt(self, req: Request, num_new_tokens: int, step: StepBuilder) -> bool:
-        """Allocate ``req``'s chunk, preempting the last running request until it fits.
-
-        Returns False when ``req`` itself had to be preempted.
-        """
-        running = self.running
-        while not self.kv.allocate_slots(req, num_new_tokens):
-            victim = running.pop()
-            self.preempt(victim, step)
-            if victim is req:
-                return False
-        return True
-
-    def _schedule_swapped(self, step: StepBuilder) -> None:
-        """Swap requests back in (oldest first) while there is room; only with preemption_mode swap."""
-        swapped, running = self.swapped, self.running
-        while swapped and step.token_budget > 0 and len(running) < self.max_num_seqs:
-            req = swapped[0]
-            n = self.num_new_tokens(req, step.token_budget)
-            if not self.swap_in(req, step, num_new_tokens=n):
-                return
-            swapped.popleft()
-            running.append(req)
-            self.individual.append(req)
-            step.add(req, n)
 
     def _schedule_waiting(self, step: StepBuilder) -> None:
         """Admit waiting requests in FCFS order until the budget, max_num_seqs or KV runs out."""
@@ -167,8 +113,4 @@ class VLLMV1Scheduler(Scheduler):
             if not self.kv.allocate_slots(req, n):
                 self.undo_prefix(req)
                 return
-            waiting.popleft()
-            req.status = RequestStatus.RUNNING
-            running.append(req)
-            self.individual.append(req)
-            step.add(req, n)
+            self.start_running(req, step, n)

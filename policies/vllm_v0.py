@@ -67,7 +67,6 @@ class VLLMV0Scheduler(Scheduler):
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
         self.enable_chunked_prefill = self.options.enable_chunked_prefill
         self.watermark_blocks = int(self.options.watermark * kv.num_blocks)
-        self._individual: list[Request] = []  # running requests outside the decode group, in order
 
     def parse_options(self, options: dict[str, Any]) -> VLLMV0Options:
         """Validate ``engine.policy_options``: ``enable_chunked_prefill`` (bool), ``watermark`` (a
@@ -104,76 +103,29 @@ class VLLMV0Scheduler(Scheduler):
         if self.enable_chunked_prefill:
             self._schedule_running(step, chunked=True)
             if not step.preempted_ids:
-                self._schedule_swapped(step)
+                self.schedule_swapped(step, self.watermark_blocks, cap_long_prefills=False)
             self._schedule_prefills(step, chunked=True)
             return step.build(info={"mode": "chunked"})
         if not self.swapped:  # swapped requests have priority over new prefills
             self._schedule_prefills(step, chunked=False)
         if step.scheduled:  # prefill priority: a step with prefills runs no decodes
             self.dissolve_decode_group()  # its members skip this iteration
-            self._individual = list(self.running)
+            self.individual = list(self.running)
             return step.build(kind="prefill")
         self._schedule_running(step, chunked=False)
         if not step.preempted_ids:
-            self._schedule_swapped(step)
+            self.schedule_swapped(step, self.watermark_blocks, cap_long_prefills=False)
         return step.build()
 
-
-    def _schedule_group(self, step: StepBuilder) -> None:
-        """Every decode-group member decodes one token (the caller checked budget and free blocks):
-        members crossing a block boundary get a block; with prefix caching the block a member fills
-        in this step is registered now (as ``VLLMV1Scheduler._schedule_group``)."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if group.num_boundary(k):
-            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
-        if kv.enable_prefix_caching:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
-        step.add_decodes(group.num, group.sum_context(k))
-    def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
-                           step_time_s: float = 0.0) -> list[Request]:
-        """Shared update; then drop requests that joined the decode group or left from ``_individual``."""
-        finished = super().update_from_output(out, iteration, now_s, step_time_s)
-        if self._individual:
-            members = self.decode_group.members if self.decode_group is not None else {}
-            running_status = RequestStatus.RUNNING
-            self._individual = [r for r in self._individual
-                                if r.status is running_status and r.request_id not in members]
-        return finished
-
     def _schedule_running(self, step: StepBuilder, chunked: bool) -> None:
-        """Running requests in FCFS order; a KV shortage preempts the last running request."""
-        if self._schedule_running_fast(step):
+        """Running requests in FCFS order; a KV shortage preempts the last running request. When all
+        fit in full, the decode group goes in O(1) and only the others are walked."""
+        individual = self.individual
+        chunks = [req.num_tokens - req.num_computed_tokens for req in individual]
+        if self.try_schedule_decode_group(step, individual, chunks):
             return
         self.dissolve_decode_group()
-        self._individual = list(self.running)
-        self._schedule_running_exact(step, chunked)
-
-    def _schedule_running_fast(self, step: StepBuilder) -> bool:
-        """Give every running request its full need when budget and free blocks allow (the decode
-        group in O(1), the others one by one); otherwise change nothing and return False."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
-        individual = self._individual
-        if group is None or group.num + len(individual) != len(self.running):
-            return False  # defensive: the bookkeeping must cover every running request
-        demand, blocks = group.num, group.num_boundary(k)
-        chunks = []
-        for req in individual:
-            n = req.num_tokens - req.num_computed_tokens
-            chunks.append(n)
-            demand += n
-            blocks += kv.num_blocks_to_allocate(req, n)
-        if demand > step.token_budget or blocks > kv.num_free_blocks:
-            return False
-        self._schedule_group(step)
-        for req, n in zip(individual, chunks):
-            if not kv.allocate_slots(req, n):
-                raise AssertionError("allocation failed after the free-block check")
-            step.add(req, n)
-        return True
-
-    def _schedule_running_exact(self, step: StepBuilder, chunked: bool) -> None:
-        """V0's in-order loop over running requests, preempting from the tail."""
+        self.individual = list(self.running)
         running = self.running
         i = 0
         while i < len(running) and step.token_budget > 0:
@@ -182,38 +134,15 @@ class VLLMV0Scheduler(Scheduler):
             n = min(remaining, step.token_budget) if chunked else remaining
             if n > step.token_budget:
                 break  # cannot happen in default mode (all running requests decode one token)
-            while not self.kv.allocate_slots(req, n):
-                victim = running.pop()
-                self.preempt(victim, step)
-                if victim is req:
-                    return
+            if not self.allocate_or_preempt(req, n, step):
+                return
             step.add(req, n)
             i += 1
 
-    def _schedule_swapped(self, step: StepBuilder) -> None:
-        """Swap requests back in, oldest first, while the watermark holds and the budget lasts."""
-        swapped, running = self.swapped, self.running
-        while swapped and step.token_budget > 0 and len(running) < self.max_num_seqs:
-            req = swapped[0]
-            n = min(req.num_tokens - req.num_computed_tokens, step.token_budget)
-            grow = (self.kv.num_blocks_for(req.num_computed_tokens + n)
-                    - self.kv.num_blocks_for(req.num_computed_tokens))
-            needed = self.kv.num_swapped_blocks(req) + max(grow, 0)
-            if self.kv.num_free_blocks - needed < self.watermark_blocks:
-                return
-            if not self.swap_in(req, step):
-                return
-            swapped.popleft()
-            if not self.kv.allocate_slots(req, n):  # cannot happen: room was checked above
-                raise AssertionError("allocation failed after the swap-in check")
-            running.append(req)
-            self._individual.append(req)
-            step.add(req, n)
-
     def _schedule_prefills(self, step: StepBuilder, chunked: bool) -> None:
         """Admit waiting requests in FCFS order (whole prompt blocks allocated up front, watermark kept)."""
-        waiting, running, kv = self.waiting, self.running, self.kv
-        while waiting and step.token_budget > 0 and len(running) < self.max_num_seqs:
+        waiting, kv = self.waiting, self.kv
+        while waiting and step.token_budget > 0 and len(self.running) < self.max_num_seqs:
             req = waiting[0]
             if not chunked and req.num_tokens > self.max_num_batched_tokens:
                 # V0 ignores a (recomputing) sequence longer than the prompt limit; it could never run.
@@ -223,21 +152,13 @@ class VLLMV0Scheduler(Scheduler):
             self.admit_prefix(req)
             remaining = req.num_tokens - req.num_computed_tokens
             n = min(remaining, step.token_budget) if chunked else remaining
-            if n > step.token_budget:
-                self.undo_prefix(req)
-                return
             needed = kv.num_blocks_for(req.num_tokens) - kv.num_held_blocks(req)
-            if kv.num_free_blocks - needed < self.watermark_blocks:  # AllocStatus.LATER
+            if (n > step.token_budget
+                    or kv.num_free_blocks - needed < self.watermark_blocks  # AllocStatus.LATER
+                    or not kv.allocate_slots(req, remaining)):  # all prompt blocks, up front
                 self.undo_prefix(req)
                 return
-            if not kv.allocate_slots(req, remaining):  # all prompt blocks, up front
-                self.undo_prefix(req)
-                return
-            waiting.popleft()
-            req.status = RequestStatus.RUNNING
-            running.append(req)
-            self._individual.append(req)
-            step.add(req, n)
+            self.start_running(req, step, n)
 
     def _reject(self, req: Request, reason: str, step: StepBuilder) -> None:
         """Drop a request that can never be scheduled (V0's FINISHED_IGNORED)."""

@@ -241,6 +241,39 @@ class KVCacheManager:
         self.num_prefix_hit_tokens += hit
         return hit
 
+    def peek_prefix_hit(self, req: Request) -> int:
+        """Prefix-cache hit (tokens) :meth:`get_computed_blocks` would give ``req`` now, changing nothing:
+        no block is taken, the free queue's LRU order and the hit-rate counters stay as they are
+        (only ``req.block_hashes``, a cache of its content hashes, may grow)."""
+        return len(self._prefix_hit_blocks(req)) * self.block_size
+
+    def refresh_prefix(self, req: Request) -> None:
+        """Move the free blocks of ``req``'s prefix hit to the most-recently-used end of the free queue
+        (first block last, as a hit taken and freed again would leave them); nothing else changes.
+        Models SGLang's ``match_prefix``, which refreshes the access time of the radix nodes it matches."""
+        free, ref_cnt = self._free, self.ref_cnt
+        for b in reversed(self._prefix_hit_blocks(req)):
+            if ref_cnt[b] == 0:
+                free.move_to_end(b)
+
+    def _prefix_hit_blocks(self, req: Request) -> list[int]:
+        """The cached blocks :meth:`get_computed_blocks` would take for ``req`` now (the first copy of
+        each hashed content, capped at ``num_tokens - 1`` tokens); read-only."""
+        if not self.enable_prefix_caching:
+            return []
+        max_hit_blocks = (req.num_prompt_tokens + req.num_output_tokens - 1) // self.block_size
+        if max_hit_blocks <= 0:
+            return []
+        st = self._reqs.get(req.request_id)
+        hashes = self._block_hashes(req, st if st is not None else _ReqKV(), max_hit_blocks)
+        cached, out = self._cached, []
+        for i in range(max_hit_blocks):
+            copies = cached.get(hashes[i])
+            if copies is None:
+                break
+            out.append(next(iter(copies)))
+        return out
+
     def free(self, req: Request) -> None:
         """Release every device block ``req`` holds, tail first (its tail is evicted first)."""
         st = self._reqs.pop(req.request_id, None)

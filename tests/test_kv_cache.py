@@ -147,6 +147,53 @@ def test_prefix_hit_takes_blocks_off_the_free_queue():
     assert kv.num_free_blocks == 0
     kv.check_invariants()
 
+def _cached_doc_and_holder(kv: KVCacheManager) -> list[int]:
+    """A freed 13-token document (its 3 full blocks cached, on the free queue) whose first block a running
+    request took back as a hit; returns the document's 3 full blocks."""
+    doc = make_req(0, 13, segments=(("doc", 13),))
+    kv.allocate_slots(doc, 13)
+    blocks = list(kv._reqs[0].blocks[:3])
+    kv.free(doc)
+    holder = make_req(1, 5, segments=(("doc", 5),))
+    assert kv.get_computed_blocks(holder) == 4  # takes the cached [0,4) block off the free queue
+    holder.num_computed_tokens = 4
+    kv.allocate_slots(holder, 1)
+    return blocks
+
+
+def test_peek_prefix_hit_changes_nothing():
+    kv = KVCacheManager(6, 4, enable_prefix_caching=True)
+    _cached_doc_and_holder(kv)
+    free_order, refs, owners = list(kv._free), list(kv.ref_cnt), set(kv._reqs)
+    counters = (kv.num_prefix_queries_tokens, kv.num_prefix_hit_tokens)
+    r = make_req(2, 20, segments=(("doc", 13), ("q", 7)))
+    assert kv.peek_prefix_hit(r) == 12  # the three full document blocks (one in use, two free)
+    capped = make_req(3, 12, segments=(("doc", 12),))
+    assert kv.peek_prefix_hit(capped) == 8  # capped below num_tokens: the last token is computed
+    assert kv.peek_prefix_hit(make_req(4, 20)) == 0  # a unique prompt
+    assert list(kv._free) == free_order and kv.ref_cnt == refs and set(kv._reqs) == owners
+    assert (kv.num_prefix_queries_tokens, kv.num_prefix_hit_tokens) == counters
+    assert r.num_computed_tokens == 0
+    kv.check_invariants()
+    assert kv.get_computed_blocks(r) == 12  # the peek agreed with the real hit
+    assert KVCacheManager(6, 4).peek_prefix_hit(make_req(0, 20, segments=(("doc", 20),))) == 0
+
+
+def test_refresh_prefix_moves_free_hit_blocks_to_the_mru_end():
+    kv = KVCacheManager(6, 4, enable_prefix_caching=True)
+    blocks = _cached_doc_and_holder(kv)
+    free_before = list(kv._free)
+    assert blocks[0] not in free_before and blocks[1] in free_before and blocks[2] in free_before
+    counters = (kv.num_prefix_queries_tokens, kv.num_prefix_hit_tokens)
+    kv.refresh_prefix(make_req(2, 20, segments=(("doc", 13), ("q", 7))))
+    # the held blocks[0] stays put; blocks[2] then blocks[1] go to the end, so the prefix's head is
+    # evicted last — the order a hit taken and freed again would leave
+    rest = [b for b in free_before if b not in blocks]
+    assert list(kv._free) == rest + [blocks[2], blocks[1]]
+    assert (kv.num_prefix_queries_tokens, kv.num_prefix_hit_tokens) == counters
+    kv.check_invariants()
+
+
 
 # ----------------------------------------------------------------------------- swap
 def test_swap_out_and_in_move_bytes_and_keep_accounting():
