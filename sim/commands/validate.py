@@ -7,41 +7,48 @@ from pathlib import Path
 import click
 
 
+def _label(run: str) -> str:
+    """Compact run label for narrow terminals: ``llama-2-7b-tp1-codegen`` -> ``7b-codegen``."""
+    return run.replace("codellama-", "").replace("llama-2-", "").replace("-tp1", "")
+
+
 def print_report(report) -> None:
-    """Rich tables: APE per run and metric, the median against the issue's targets, KV blocks."""
+    """Rich tables: APE per metric (rows) and run (columns) with the median and the issue's target, then
+    simulated / measured per load stage, then KV blocks."""
     import math
 
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from sim.validation import TARGETS
 
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     table = report.run_table()
-    t = Table(title="absolute percentage error |sim − meas| / meas")
-    t.add_column("run")
-    for c in table.columns:
-        t.add_column(c, justify="right")
+    med, checks = report.medians(), report.target_check()
     fmt = lambda v: "-" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"  # noqa: E731
-    for run, row in table.iterrows():
-        t.add_row(str(run), *[fmt(v) for v in row])
-    med = report.medians()
-    t.add_row("median", *[fmt(med[c]) for c in table.columns], style="bold")
+    t = Table(title="absolute percentage error |sim − meas| / meas", box=box.SIMPLE_HEAD)
+    t.add_column("metric")
+    for run in table.index:
+        t.add_column(_label(str(run)), justify="right")
+    t.add_column("median", justify="right", style="bold")
+    t.add_column("target", justify="right")
+    for metric in table.columns:
+        target = checks.get(metric)
+        verdict = "" if target is None else (" [green]ok[/]" if target["met"] else " [red]missed[/]")
+        t.add_row(metric, *[fmt(v) for v in table[metric]], fmt(med[metric]),
+                  ("≤ " + fmt(TARGETS[metric]) + verdict) if metric in TARGETS else "")
     console.print(t)
-    checks = report.target_check()
-    console.print("targets (median over runs): " + ", ".join(
-        f"{k} {fmt(v['median_ape'])} ≤ {fmt(TARGETS[k])} [{'green' if v['met'] else 'red'}]"
-        f"{'ok' if v['met'] else 'MISSED'}[/]" for k, v in checks.items()))
-    s = Table(title="per stage: simulated / measured (ms)")
+    df = report.frame()
+    shown = ["mean_ttft_ms", "p99_ttft_ms", "mean_e2el_ms", "p99_e2el_ms", "mean_itl_ms"]
+    s = Table(title="simulated / measured (ms) per load stage", box=box.SIMPLE_HEAD)
     s.add_column("run")
     s.add_column("stage")
-    df = report.frame()
-    metrics = list(dict.fromkeys(df["metric"]))
-    for m in metrics:
+    for m in shown:
         s.add_column(m, justify="right")
     for (run, stage), g in df.groupby(["run", "stage"], sort=False):
         vals = {r["metric"]: r for _, r in g.iterrows()}
-        s.add_row(run, str(stage), *[f"{vals[m]['simulated']:.1f} / {vals[m]['measured']:.1f}" for m in metrics])
+        s.add_row(_label(run), str(stage), *[f"{vals[m]['simulated']:.1f} / {vals[m]['measured']:.1f}" for m in shown])
     console.print(s)
     for k in report.kv_blocks:
         console.print(f"KV blocks {k['run']}: simctl {k['simulated']:,} vs vLLM {k['measured']:,} ({fmt(k['ape'])})")
