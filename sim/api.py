@@ -228,16 +228,16 @@ def load_result(out_dir: str | Path) -> RunResult:
 
 
 def sweep(cfg: ExperimentConfig | str | Path, out_dir: str | Path, **kwargs: Any) -> pd.DataFrame:
-    """Run the experiment's ``sweep:`` grid (see :func:`sim.sweep.sweep`)."""
-    from sim.sweep import sweep as _sweep
+    """Run the experiment's ``sweep:`` grid (see :func:`sim.sweep_runner.sweep`)."""
+    from sim.sweep_runner import sweep as _sweep
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_experiment(cfg)
     return _sweep(cfg, out_dir, **kwargs)
 
 
 def capacity(cfg: ExperimentConfig | str | Path, out_dir: str | Path | None = None, **kwargs: Any) -> Any:
-    """Capacity search (see :func:`sim.capacity.capacity_search`)."""
-    from sim.capacity import capacity_search
+    """Capacity search (see :func:`sim.capacity_search.capacity_search`)."""
+    from sim.capacity_search import capacity_search
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_experiment(cfg)
     return capacity_search(cfg, out_dir=out_dir, **kwargs)

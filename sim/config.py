@@ -85,8 +85,8 @@ class EngineConfig(Frozen):
 SECTION_MODELS: dict[str, str] = {
     "workload": "workloads.config:WorkloadConfig",
     "slo": "sim.slo:SLOConfig",
-    "search": "sim.capacity:SearchConfig",
-    "sweep": "sim.sweep:SweepConfig",
+    "search": "sim.capacity_search:SearchConfig",
+    "sweep": "sim.sweep_runner:SweepConfig",
     "cost": "sim.costs:CostConfig",
 }
 

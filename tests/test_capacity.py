@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sim.capacity import SearchConfig, capacity_search
+from sim.capacity_search import SearchConfig, capacity_search
 from sim.config import EngineConfig, parse_experiment
 from sim.errors import ConfigError
 from sim.slo import evaluate_slo

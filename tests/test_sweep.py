@@ -25,7 +25,7 @@ from sim.config import parse_experiment
 from sim.errors import ConfigError, InfeasibleConfigError
 from sim.request import RECORD_COLUMNS, TokenTimeline
 from sim.result import RunResult
-from sim.sweep import (POINT_FILE, POINTS_DIR, SWEEP_CSV, SWEEP_PLAN, SWEEP_TABLE, SweepConfig, capacity_row,
+from sim.sweep_runner import (POINT_FILE, POINTS_DIR, SWEEP_CSV, SWEEP_PLAN, SWEEP_TABLE, SweepConfig, capacity_row,
                        plan_sweep, point_names, sweep)
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ def test_changed_base_config_invalidates_finished_points(tmp_path):
 SCRIPT = textwrap.dedent("""
     import sys
     from tests.test_sweep import experiment, GRID, failing_after_marker
-    from sim.sweep import sweep
+    from sim.sweep_runner import sweep
     sweep(experiment(GRID), sys.argv[1], jobs=2, point_fn=failing_after_marker)
 """)
 

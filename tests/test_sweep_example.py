@@ -8,7 +8,7 @@ import pytest
 
 from sim.config import load_experiment
 from sim.report import write_report
-from sim.sweep import sweep
+from sim.sweep_runner import sweep
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "llama70b-sweep.yaml"
 

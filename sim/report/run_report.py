@@ -14,7 +14,7 @@ import pandas as pd
 from sim.report import fmt, plots
 from sim.report.document import Document, Figure, Note, Table, Text
 from sim.report.thresholds import Criterion, mlperf_criteria, slo_criteria, slo_passed
-from sim.sweep import flatten
+from sim.sweep_runner import flatten
 
 LATENCY_ROWS = (("TTFT", "ttft", "ttft_s"), ("TPOT", "tpot", "tpot_s"), ("ITL", "itl", None),
                 ("E2E latency", "e2el", "e2el_s"), ("Queueing", "queue", "queue_s"))

@@ -21,7 +21,7 @@ import yaml
 from sim.report import fmt, plots
 from sim.report.document import Document, Figure, Note, Table, Text
 from sim.report.thresholds import Criterion, slo_criteria, slo_passed
-from sim.sweep import SWEEP_PLAN, SWEEP_TABLE, short_keys
+from sim.sweep_runner import SWEEP_PLAN, SWEEP_TABLE, short_keys
 
 
 def _get(row: pd.Series | dict[str, Any], key: str) -> Any:

@@ -204,7 +204,7 @@ class PointTask:
     build_error: str | None  # why the config could not be built (the point is infeasible)
     fingerprint: str
     mode: str
-    point_fn: PointFn | None = None  # None: sim.api.run / sim.capacity.capacity_search
+    point_fn: PointFn | None = None  # None: sim.api.run / sim.capacity_search.capacity_search
 
 
 @dataclass
@@ -382,7 +382,7 @@ def capacity_row(cap: dict[str, Any]) -> dict[str, Any]:
 
 def _default_point_fn(mode: str) -> PointFn:
     if mode == "capacity":
-        from sim.capacity import capacity_search
+        from sim.capacity_search import capacity_search
 
         return capacity_search
     from sim.api import run
@@ -639,7 +639,7 @@ def sweep(cfg: ExperimentConfig, out_dir: str | Path, jobs: int | None = None,
     - ``jobs``: parallel workers (default: all local cores; for Ray, the local instance's CPUs).
     - ``backend``: ``local`` (process pool) or ``ray`` (``address`` of a cluster; none = local Ray).
     - ``point_fn``: evaluates one point's config (default :func:`sim.api.run`, or
-      :func:`sim.capacity.capacity_search` in capacity mode); must be a module-level function to
+      :func:`sim.capacity_search.capacity_search` in capacity mode); must be a module-level function to
       run in worker processes.
     - ``progress``: show a progress bar on stderr (default: when stderr is a terminal).
 

@@ -1,0 +1,166 @@
+"""``simctl model``: inspect model architectures (parameters, KV-cache bytes, breakdown).
+
+    simctl model list [--json]
+    simctl model info NAME|PATH [--json] [--kv-cache-dtype bf16|fp8|...] [--tp N] [--pp N]
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+KV_DTYPES = ["auto", "fp32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8"]
+
+BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head")
+
+
+def _human(n: float) -> str:
+    """8.03 B / 125.2 M style."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _human_bytes(n: float) -> str:
+    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _kv_dtype(name: str) -> str:
+    return "bf16" if name == "auto" else name
+
+
+def info_dict(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> dict:
+    """The JSON document ``simctl model info --json`` prints."""
+    d = spec.summary()
+    d["kv_cache_dtype"] = kv_dtype
+    d["kv_cache_bytes_per_token"] = spec.kv_cache_bytes_per_token(kv_dtype)
+    d["active_params_excluding_embeddings"] = spec.active_params(include_embeddings=False)
+    d["attention_dims"] = {
+        form: {"form": a.form, "num_q_heads": a.num_q_heads, "num_kv_heads": a.num_kv_heads,
+               "qk_head_dim": a.qk_head_dim, "v_head_dim": a.v_head_dim}
+        for form, a in (("prefill", spec.attention_dims("prefill")), ("decode", spec.attention_dims("decode")))
+    }
+    d["layer_groups"] = [
+        {"kind": g.kind, "num_layers": g.num_layers, "params_per_layer": g.params_per_layer,
+         "extra_params_per_layer": dict(g.extra_params),
+         "linears": [{"name": o.name, "in_features": o.in_features, "out_features": o.out_features,
+                      "group": o.group, "tp": o.tp, "num_instances": o.num_instances,
+                      "active_instances": o.active_instances, "bias": o.bias} for o in g.linears]}
+        for g in spec.layer_groups()
+    ]
+    if tp > 1 or pp > 1:
+        d["parallel"] = {"tp": tp, "pp": pp, "params_per_gpu": spec.params_per_gpu(tp=tp, pp=pp)}
+    d["source"] = spec.source
+    return d
+
+
+def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
+    """Readable multi-line report of one model."""
+    lines: list[str] = []
+    head = spec.name + (f"  ({spec.hf_repo})" if spec.hf_repo else "")
+    lines.append(head)
+    lines.append(f"  family        {spec.family} (model_type {spec.model_type})")
+    layers = f"{spec.num_layers}"
+    if spec.is_moe:
+        layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
+                   else " (all MoE)")
+    lines.append(f"  layers        {layers}")
+    lines.append(f"  hidden        {spec.hidden_size}    vocab {spec.vocab_size}    max positions {spec.max_position_embeddings}")
+    if spec.attention == "mla":
+        m = spec.mla
+        q = "q_proj" if m.q_lora_rank is None else f"q_lora_rank {m.q_lora_rank}"
+        lines.append(f"  attention     MLA, {spec.num_attention_heads} heads, {q}, kv_lora_rank {m.kv_lora_rank}, "
+                     f"qk {m.qk_nope_head_dim}+{m.qk_rope_head_dim} (nope+rope), v {m.v_head_dim}")
+    else:
+        kind = "MHA" if spec.num_kv_heads == spec.num_attention_heads else ("MQA" if spec.num_kv_heads == 1 else "GQA")
+        extras = [x for x, on in (("qkv bias", spec.qkv_bias), ("QK-norm", spec.qk_norm),
+                                  ("sinks", spec.attention_sinks), ("fused qkv", spec.fused_qkv)) if on]
+        lines.append(f"  attention     {kind}, {spec.num_attention_heads} q / {spec.num_kv_heads} kv heads x {spec.head_dim}"
+                     + (f" ({', '.join(extras)})" if extras else ""))
+    if spec.sliding_window:
+        lines.append(f"  sliding win.  {spec.sliding_window} on {spec.num_sliding_layers}/{spec.num_layers} layers")
+    if spec.intermediate_size:
+        lines.append(f"  mlp           {spec.mlp_kind} ({spec.hidden_act}), intermediate {spec.intermediate_size}")
+    if spec.moe is not None:
+        m = spec.moe
+        sh = f", {m.num_shared_experts} shared ({m.shared_intermediate_size})" if m.shared_intermediate_size else ""
+        lines.append(f"  moe           {m.num_experts} experts, top-{m.top_k}, expert intermediate "
+                     f"{m.expert_intermediate_size}{sh}")
+    lines.append(f"  embeddings    {'tied' if spec.tie_word_embeddings else 'untied'}"
+                 + (", learned positions" if spec.position_embedding == "learned" else ""))
+    lines.append("")
+    total = spec.total_params()
+    lines.append("Parameters")
+    lines.append(f"  {'total':<16}{total:>18,}  {_human(total):>10}")
+    active = spec.active_params()
+    lines.append(f"  {'active / token':<16}{active:>18,}  {_human(active):>10}")
+    b = spec.param_breakdown()
+    for k in BREAKDOWN_ORDER:
+        if b[k]:
+            lines.append(f"    {k:<14}{b[k]:>18,}  {100 * b[k] / total:>9.2f}%")
+    if spec.is_moe and spec.num_dense_layers:
+        split = spec.layer_split()
+        lines.append(f"  {'dense layers':<16}{split['dense_layers']:>18,}")
+        lines.append(f"  {'moe layers':<16}{split['moe_layers']:>18,}")
+    if spec.buffer_params():
+        lines.append(f"  {'buffers':<16}{spec.buffer_params():>18,}  (in the checkpoint, not parameters)")
+    if tp > 1 or pp > 1:
+        lines.append(f"  {'per GPU':<16}{spec.params_per_gpu(tp=tp, pp=pp):>18,}  (tp={tp}, pp={pp})")
+    lines.append("")
+    kv = spec.kv_cache_bytes_per_token(kv_dtype)
+    lines.append(f"KV cache ({kv_dtype})")
+    lines.append(f"  per token     {kv:,} B ({_human_bytes(kv)})   "
+                 f"{spec.kv_elements_per_token_per_layer()} elements/token/layer")
+    return "\n".join(lines)
+
+
+@click.group(name="model")
+def command() -> None:
+    """Inspect model architectures: parameters, KV-cache bytes, breakdown."""
+
+
+@command.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of the table.")
+@click.option("--kv-cache-dtype", type=click.Choice(KV_DTYPES), default="bf16", show_default=True,
+              help="dtype of KV-cache entries (auto = bf16).")
+@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True, help="Tensor-parallel degree for the per-GPU parameter count.")
+@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages for the per-GPU parameter count.")
+def info(name: str, as_json: bool, kv_cache_dtype: str, tp: int, pp: int) -> None:
+    """Show one model: catalog NAME, HF repo id from the catalog, or PATH to a config.json."""
+    from sim.models import load_model
+
+    spec = load_model(name)
+    if pp > spec.num_layers:
+        raise click.BadParameter(f"{spec.name} has {spec.num_layers} layers; --pp must not exceed that", param_hint="--pp")
+    kv = _kv_dtype(kv_cache_dtype)
+    if as_json:
+        click.echo(json.dumps(info_dict(spec, kv, tp, pp), indent=2))
+    else:
+        click.echo(render_info(spec, kv, tp, pp))
+
+
+@command.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of the table.")
+def list_cmd(as_json: bool) -> None:
+    """List the bundled models with total/active parameters and KV bytes per token (bf16)."""
+    from sim.models import catalog, load_model
+
+    rows = []
+    for name, entry in catalog().items():
+        s = load_model(name)
+        rows.append({"name": name, "hf_repo": entry.hf_repo, "family": s.family, "total_params": s.total_params(),
+                     "active_params": s.active_params(), "kv_cache_bytes_per_token": s.kv_cache_bytes_per_token("bf16")})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    w = max(len(r["name"]) for r in rows)
+    wr = max(len(r["hf_repo"]) for r in rows)
+    click.echo(f"{'name':<{w}}  {'hf repo':<{wr}}  {'family':<12}{'total':>10}{'active':>10}{'KV B/tok':>11}")
+    for r in rows:
+        click.echo(f"{r['name']:<{w}}  {r['hf_repo']:<{wr}}  {r['family']:<12}{_human(r['total_params']):>10}"
+                   f"{_human(r['active_params']):>10}{r['kv_cache_bytes_per_token']:>11,}")

@@ -1,0 +1,1 @@
+"""Bundled Hugging Face config.json files (package data; see index.json)."""

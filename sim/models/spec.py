@@ -1,0 +1,683 @@
+"""Architecture description of a decoder-only transformer, with exact parameter accounting.
+
+A :class:`ModelSpec` is a family-independent description built from a Hugging Face ``config.json``
+by :mod:`sim.models.hf_config`. Everything the simulator needs is derived from it:
+
+* :meth:`ModelSpec.layer_groups` — the linear layers (GEMMs) of each kind of decoder layer
+  (``dense`` or ``moe``), with their shapes, tensor-parallel split and MoE fan-out; the roofline
+  cost model prices these.
+* :meth:`ModelSpec.total_params` / :meth:`ModelSpec.active_params` /
+  :meth:`ModelSpec.param_breakdown` — counts equal to ``model.num_parameters()`` of the Hugging Face
+  ``transformers`` implementation, to the parameter (buffers such as DeepSeek-V3's
+  ``e_score_correction_bias`` are not parameters there; see :meth:`ModelSpec.buffer_params`).
+* :meth:`ModelSpec.kv_elements_per_token_per_layer` / :meth:`ModelSpec.kv_cache_bytes_per_token`.
+* :meth:`ModelSpec.attention_dims` — per-head attention dimensions for FLOP counting, in the
+  *expanded* form (prefill) and, for MLA, the *weight-absorbed latent* form vLLM uses for decode.
+
+Conventions
+-----------
+``LinearOp.params`` = ``num_instances · (in·out + out·bias)``. A token that passes through a linear
+costs ``2 · in · out · active_instances`` FLOPs (``active_instances`` = top-k for routed experts).
+Weights of all ``num_instances`` are resident in memory; a step reads the weights of the instances
+its tokens actually hit.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Literal
+
+Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
+TPKind = Literal["column", "row", "replicated"]
+LayerKind = Literal["dense", "moe"]
+
+#: bytes per element of the dtypes the simulator knows
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4, "float32": 4,
+    "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "auto": 2,
+    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1,
+    "int4": 0.5, "fp4": 0.5, "mxfp4": 0.5, "nvfp4": 0.5,
+}
+
+
+def dtype_bytes(dtype: str | float | int) -> float:
+    """Bytes per element of ``dtype`` (a name like ``'bf16'`` or a number of bytes)."""
+    if isinstance(dtype, (int, float)):
+        return float(dtype)
+    try:
+        return DTYPE_BYTES[dtype.lower()]
+    except KeyError:
+        from sim.errors import unknown_name
+        raise unknown_name("dtype", dtype, DTYPE_BYTES) from None
+
+
+def pp_partition(num_layers: int, pp: int) -> list[int]:
+    """Layers per pipeline stage as vLLM's ``get_pp_indices`` splits them: evenly, with the remainder
+    given one layer each to the stages before the last (which also holds the LM head)."""
+    if pp < 1 or pp > num_layers:
+        raise ValueError(f"pp must be in [1, {num_layers}], got {pp}")
+    sizes = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        sizes[-i] += 1
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinearOp:
+    """One linear layer (GEMM) of a decoder layer (or the LM head).
+
+    ``tp`` is how vLLM shards it under tensor parallelism: ``column`` splits ``out_features``,
+    ``row`` splits ``in_features`` (followed by an all-reduce), ``replicated`` is not split.
+    Routed experts are one op with ``num_instances`` = number of experts and
+    ``active_instances`` = experts each token is routed to (top-k).
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    group: Group
+    tp: TPKind
+    num_instances: int = 1
+    active_instances: int = 1
+    bias: bool = False
+
+    @property
+    def params_per_instance(self) -> int:
+        """Weights (+ bias) of one instance."""
+        return self.in_features * self.out_features + (self.out_features if self.bias else 0)
+
+    @property
+    def params(self) -> int:
+        """Weights (+ biases) of all instances."""
+        return self.num_instances * self.params_per_instance
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token touches."""
+        return self.active_instances * self.params_per_instance
+
+    @property
+    def flops_per_token(self) -> int:
+        """Multiply-add FLOPs (2 per MAC) one token spends in this op (bias adds ignored)."""
+        return 2 * self.in_features * self.out_features * self.active_instances
+
+
+@dataclass(frozen=True, slots=True)
+class LayerGroup:
+    """``num_layers`` identical decoder layers of one ``kind``.
+
+    ``linears`` are the GEMMs of one layer; ``extra_params`` are the non-GEMM parameters of one layer
+    by breakdown category (``norms``: RMSNorm/LayerNorm weights incl. QK-norms and MLA's latent norms;
+    ``attention``: e.g. GPT-OSS attention sinks).
+    """
+
+    num_layers: int
+    kind: LayerKind
+    linears: tuple[LinearOp, ...]
+    extra_params: tuple[tuple[str, int], ...] = ()
+    layer_indices: tuple[int, ...] = ()
+
+    @property
+    def params_per_layer(self) -> int:
+        """All parameters of one layer."""
+        return sum(op.params for op in self.linears) + sum(n for _, n in self.extra_params)
+
+    @property
+    def active_params_per_layer(self) -> int:
+        """Parameters one token touches in one layer."""
+        return sum(op.active_params for op in self.linears) + sum(n for _, n in self.extra_params)
+
+    @property
+    def params(self) -> int:
+        """All parameters of the group."""
+        return self.num_layers * self.params_per_layer
+
+    @property
+    def flops_per_token_per_layer(self) -> int:
+        """GEMM FLOPs per token per layer (attention score/value products excluded)."""
+        return sum(op.flops_per_token for op in self.linears)
+
+    def op(self, name: str) -> LinearOp:
+        """The linear named ``name`` (KeyError if absent)."""
+        for o in self.linears:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2/V3) dimensions."""
+
+    q_lora_rank: int | None  # None: q_proj is a plain H → heads·qk_head_dim projection (V2-Lite)
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Per-head query/key dimension in the expanded form (nope + rope)."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+@dataclass(frozen=True, slots=True)
+class MoESpec:
+    """Mixture-of-experts block of the MoE layers."""
+
+    num_experts: int  # routed experts
+    top_k: int  # routed experts per token
+    expert_intermediate_size: int
+    num_shared_experts: int = 0  # DeepSeek: n_shared_experts; Qwen2-MoE: 1 (one wide shared expert)
+    shared_intermediate_size: int = 0  # total intermediate width of the shared-expert MLP
+    shared_expert_gate: bool = False  # Qwen2-MoE: sigmoid gate Linear(H, 1) on the shared expert
+    router_bias: bool = False  # GPT-OSS
+    expert_bias: bool = False  # GPT-OSS: biases on expert projections
+    score_correction_bias: bool = False  # DeepSeek-V3 e_score_correction_bias (a buffer in HF)
+    fused_gate_up: bool = False  # GPT-OSS stores experts' gate/up as one tensor
+    norm_topk_prob: bool = True
+    scoring_func: str = "softmax"
+    n_group: int | None = None
+    topk_group: int | None = None
+    routed_scaling_factor: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionDims:
+    """Per-head dimensions attention computes with, for FLOP and traffic counting.
+
+    FLOPs of one (query, key) pair in one layer = ``2 · num_q_heads · (qk_head_dim + v_head_dim)``
+    (QKᵀ then PV). KV-cache elements per token per layer = ``num_kv_heads · (qk_head_dim + v_head_dim)``
+    for MHA/GQA; for the MLA absorbed form key and value share one latent (see
+    :attr:`kv_elements_per_token`).
+    """
+
+    form: Literal["mha", "expanded", "absorbed"]
+    num_q_heads: int
+    num_kv_heads: int
+    qk_head_dim: int
+    v_head_dim: int
+    kv_elements_per_token: int  # elements one token's K/V occupy in this form (per layer)
+
+    @property
+    def flops_per_pair(self) -> int:
+        """FLOPs of one (query, key) pair in one layer: 2·heads·(qk + v)."""
+        return 2 * self.num_q_heads * (self.qk_head_dim + self.v_head_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Family-independent description of a decoder-only transformer.
+
+    Build it with :func:`sim.models.load_model`; the field layout is explained in
+    ``docs/models.md``. All counts are per model (no tensor parallelism) unless stated.
+    """
+
+    name: str
+    model_type: str  # HF config ``model_type`` (llama, mixtral, deepseek_v3, ...)
+    family: str  # human family name (Llama, Mixtral, DeepSeek-V3, ...)
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int  # per-head q/k/v dim for MHA/GQA (may differ from hidden/heads, e.g. Gemma)
+    intermediate_size: int  # dense MLP width (0 when no layer is dense)
+    max_position_embeddings: int
+    tie_word_embeddings: bool = False
+    attention: Literal["mha", "mla"] = "mha"  # 'mha' covers MHA, GQA and MQA
+    mla: MLASpec | None = None
+    moe: MoESpec | None = None
+    layer_kinds: tuple[LayerKind, ...] = ()  # per layer; empty = all dense
+    # attention details
+    qkv_bias: bool = False
+    o_bias: bool = False
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3, Gemma-3)
+    attention_sinks: bool = False  # GPT-OSS: one learned logit per head per layer
+    fused_qkv: bool = False  # one qkv_proj GEMM (Phi-3, GPT-2)
+    sliding_window: int | None = None
+    layer_windows: tuple[int | None, ...] = ()  # per layer attention window (None = full); empty = all full
+    # MLP details
+    mlp_kind: Literal["gated", "plain"] = "gated"  # gated: act(gate)·up → down ; plain: act(fc1) → fc2
+    mlp_bias: bool = False
+    fused_gate_up: bool = False  # one gate_up_proj GEMM (Phi-3)
+    hidden_act: str = "silu"
+    # norms and embeddings
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    norm_bias: bool = False  # LayerNorm with bias (OPT, GPT-2)
+    norms_per_layer: int = 2  # Gemma-2/3: 4 (pre/post attention and MLP)
+    final_norm: bool = True
+    position_embedding: Literal["rope", "learned", "none"] = "rope"
+    learned_position_rows: int = 0  # rows of the learned position table (OPT: max_pos + 2)
+    word_embed_proj_dim: int | None = None  # OPT-350m: embeddings in a smaller dim, projected in/out
+    # rope
+    rope_theta: float | None = None
+    rope_scaling: dict | None = field(default=None, compare=False, hash=False)
+    partial_rotary_factor: float = 1.0
+    # provenance
+    torch_dtype: str | None = None
+    hf_repo: str | None = None
+    source: str | None = None  # file the spec was read from
+    num_mtp_layers: int = 0  # DeepSeek-V3 multi-token-prediction layers (not part of the main model)
+
+    # ---------------------------------------------------------------- shapes
+
+    @property
+    def q_size(self) -> int:
+        """Output width of the query projection (heads · qk head dim)."""
+        if self.mla is not None:
+            return self.num_attention_heads * self.mla.qk_head_dim
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        """Output width of each of the key and value projections (MHA/GQA)."""
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        """True when at least one layer is a mixture-of-experts layer."""
+        return self.moe is not None and "moe" in self.kinds
+
+    @property
+    def kinds(self) -> tuple[LayerKind, ...]:
+        """Kind of every layer (``dense`` when not MoE)."""
+        return self.layer_kinds or ("dense",) * self.num_layers
+
+    @property
+    def num_moe_layers(self) -> int:
+        """Number of MoE layers."""
+        return sum(1 for k in self.kinds if k == "moe")
+
+    @property
+    def num_dense_layers(self) -> int:
+        """Number of dense (non-MoE) layers."""
+        return self.num_layers - self.num_moe_layers
+
+    @property
+    def windows(self) -> tuple[int | None, ...]:
+        """Attention window of every layer (None = full attention)."""
+        return self.layer_windows or (None,) * self.num_layers
+
+    @property
+    def num_sliding_layers(self) -> int:
+        """Layers with sliding-window attention."""
+        return sum(1 for w in self.windows if w is not None)
+
+    # ---------------------------------------------------------------- linears
+
+    def _attention_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+        H, nh = self.hidden_size, self.num_attention_heads
+        ops: list[LinearOp] = []
+        extra: list[tuple[str, int]] = []
+        if self.attention == "mla":
+            m = self.mla
+            assert m is not None
+            if m.q_lora_rank is None:
+                ops.append(LinearOp("q_proj", H, nh * m.qk_head_dim, "attention", "column"))
+            else:
+                ops.append(LinearOp("q_a_proj", H, m.q_lora_rank, "attention", "replicated"))
+                ops.append(LinearOp("q_b_proj", m.q_lora_rank, nh * m.qk_head_dim, "attention", "column"))
+                extra.append(("norms", m.q_lora_rank))  # q_a_layernorm
+            ops.append(LinearOp("kv_a_proj_with_mqa", H, m.kv_lora_rank + m.qk_rope_head_dim, "attention", "replicated"))
+            extra.append(("norms", m.kv_lora_rank))  # kv_a_layernorm
+            ops.append(LinearOp("kv_b_proj", m.kv_lora_rank, nh * (m.qk_nope_head_dim + m.v_head_dim), "attention", "column"))
+            ops.append(LinearOp("o_proj", nh * m.v_head_dim, H, "attention", "row", bias=self.o_bias))
+        else:
+            q, kv = self.q_size, self.kv_size
+            if self.fused_qkv:
+                ops.append(LinearOp("qkv_proj", H, q + 2 * kv, "attention", "column", bias=self.qkv_bias))
+            else:
+                ops.append(LinearOp("q_proj", H, q, "attention", "column", bias=self.qkv_bias))
+                ops.append(LinearOp("k_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+                ops.append(LinearOp("v_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            ops.append(LinearOp("o_proj", q, H, "attention", "row", bias=self.o_bias))
+            if self.qk_norm:
+                extra.append(("norms", 2 * self.head_dim))  # q_norm, k_norm (per-head RMSNorm)
+        if self.attention_sinks:
+            extra.append(("attention", nh))
+        return ops, extra
+
+    def _mlp_ops(self, width: int, group: Group, prefix: str = "", *, bias: bool | None = None,
+                 num_instances: int = 1, active_instances: int = 1, fused: bool | None = None) -> list[LinearOp]:
+        H = self.hidden_size
+        b = self.mlp_bias if bias is None else bias
+        fused = self.fused_gate_up if fused is None else fused
+        kw = dict(num_instances=num_instances, active_instances=active_instances, bias=b)
+        if self.mlp_kind == "plain":
+            return [LinearOp(prefix + "fc1", H, width, group, "column", **kw),
+                    LinearOp(prefix + "fc2", width, H, group, "row", **kw)]
+        if fused:
+            up = [LinearOp(prefix + "gate_up_proj", H, 2 * width, group, "column", **kw)]
+        else:
+            up = [LinearOp(prefix + "gate_proj", H, width, group, "column", **kw),
+                  LinearOp(prefix + "up_proj", H, width, group, "column", **kw)]
+        return up + [LinearOp(prefix + "down_proj", width, H, group, "row", **kw)]
+
+    def _layer(self, kind: LayerKind) -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
+        H = self.hidden_size
+        ops, extra = self._attention_ops()
+        if kind == "dense":
+            ops += self._mlp_ops(self.intermediate_size, "mlp")
+        else:
+            m = self.moe
+            assert m is not None
+            ops.append(LinearOp("router", H, m.num_experts, "router", "replicated", bias=m.router_bias))
+            ops += self._mlp_ops(m.expert_intermediate_size, "experts", "experts.", bias=m.expert_bias,
+                                 num_instances=m.num_experts, active_instances=m.top_k,
+                                 fused=m.fused_gate_up)
+            if m.shared_intermediate_size:
+                ops += self._mlp_ops(m.shared_intermediate_size, "shared_experts", "shared_experts.", bias=False,
+                                     fused=False)
+                if m.shared_expert_gate:
+                    ops.append(LinearOp("shared_expert_gate", H, 1, "shared_experts", "replicated"))
+        norm = H * (2 if self.norm_bias else 1)
+        extra.append(("norms", self.norms_per_layer * norm))
+        return tuple(ops), tuple(extra)
+
+    def layer_groups(self) -> tuple[LayerGroup, ...]:
+        """The decoder layers grouped by kind, dense first (e.g. DeepSeek-V3: 3 dense, 58 MoE)."""
+        return self._layer_groups
+
+    @cached_property
+    def _layer_groups(self) -> tuple[LayerGroup, ...]:
+        out = []
+        for kind in ("dense", "moe"):
+            idx = tuple(i for i, k in enumerate(self.kinds) if k == kind)
+            if not idx:
+                continue
+            ops, extra = self._layer(kind)  # type: ignore[arg-type]
+            merged: dict[str, int] = {}
+            for k, n in extra:
+                merged[k] = merged.get(k, 0) + n
+            out.append(LayerGroup(len(idx), kind, ops, tuple(merged.items()), idx))  # type: ignore[arg-type]
+        return tuple(out)
+
+    def lm_head_op(self) -> LinearOp:
+        """The output projection (vocab-parallel, i.e. column-sharded, in vLLM)."""
+        return LinearOp("lm_head", self.word_embed_proj_dim or self.hidden_size, self.vocab_size, "lm_head", "column")
+
+    def all_linears(self) -> Iterator[tuple[LayerGroup, LinearOp]]:
+        """Every (layer group, linear) pair; the LM head is not included."""
+        for g in self.layer_groups():
+            for op in g.linears:
+                yield g, op
+
+    # ---------------------------------------------------------------- parameter counts
+
+    def _embedding_params(self) -> dict[str, int]:
+        H = self.hidden_size
+        d = self.word_embed_proj_dim or H
+        out = {"embed_tokens": self.vocab_size * d}
+        if self.position_embedding == "learned":
+            out["embed_positions"] = self.learned_position_rows * H
+        if self.word_embed_proj_dim and self.word_embed_proj_dim != H:
+            out["project_in"] = d * H  # OPT: Linear(proj_dim, H, bias=False)
+            out["project_out"] = H * d
+        return out
+
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameters by category; the categories sum to :meth:`total_params`.
+
+        Keys: ``embeddings`` (token + learned position tables + OPT's project_in/out), ``attention``,
+        ``mlp`` (dense MLPs), ``experts`` (routed), ``shared_experts``, ``router``, ``norms`` (every
+        RMSNorm/LayerNorm incl. the final one, QK-norms and MLA latent norms) and ``lm_head`` (0 when
+        tied to the embeddings).
+        A fresh dict each call.
+        """
+        return dict(self._breakdown)
+
+    @cached_property
+    def _breakdown(self) -> dict[str, int]:
+        out = {k: 0 for k in ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head")}
+        out["embeddings"] = sum(self._embedding_params().values())
+        for g in self.layer_groups():
+            for op in g.linears:
+                out[op.group] += g.num_layers * op.params
+            for k, n in g.extra_params:
+                out[k] += g.num_layers * n
+        if self.final_norm:
+            out["norms"] += self.hidden_size * (2 if self.norm_bias else 1)
+        if not self.tie_word_embeddings:
+            out["lm_head"] = self.lm_head_op().params
+        return out
+
+    def layer_split(self) -> dict[str, int]:
+        """Parameters in dense layers, in MoE layers, and outside the decoder layers."""
+        groups = {g.kind: g.params for g in self.layer_groups()}
+        dense, moe = groups.get("dense", 0), groups.get("moe", 0)
+        return {"dense_layers": dense, "moe_layers": moe, "other": self.total_params() - dense - moe}
+
+    def total_params(self) -> int:
+        """All parameters, as ``model.num_parameters()`` of the HF implementation (tied weights once)."""
+        return sum(self.param_breakdown().values())
+
+    def buffer_params(self) -> int:
+        """Persistent non-parameter tensors stored in the checkpoint (DeepSeek-V3 ``e_score_correction_bias``)."""
+        if self.moe is not None and self.moe.score_correction_bias:
+            return self.num_moe_layers * self.moe.num_experts
+        return 0
+
+    def checkpoint_params(self) -> int:
+        """Elements in the checkpoint: parameters + persistent buffers (without MTP layers)."""
+        return self.total_params() + self.buffer_params()
+
+    def non_embedding_params(self) -> int:
+        """Parameters outside the embedding tables and the LM head."""
+        b = self.param_breakdown()
+        return self.total_params() - b["embeddings"] - b["lm_head"]
+
+    def active_params(self, include_embeddings: bool = True) -> int:
+        """Parameters one token uses: everything except the routed experts it is not sent to.
+
+        By default the embedding tables and the LM head are counted (tied weights once), as in
+        DeepSeek-V3's "37B activated". ``include_embeddings=False`` drops the input-side tables (token
+        lookup, learned positions, OPT's project_in/out) but keeps the LM head GEMM, which is OpenAI's
+        convention for gpt-oss ("3.6B / 5.1B active"); a tied table is kept, as the LM head uses it.
+        """
+        inactive = 0
+        for g in self.layer_groups():
+            for op in g.linears:
+                inactive += g.num_layers * (op.params - op.active_params)
+        if not include_embeddings:
+            emb = self._embedding_params()
+            inactive += sum(emb.values())
+            if self.tie_word_embeddings:
+                inactive -= emb["embed_tokens"]
+        return self.total_params() - inactive
+
+    def expert_params(self) -> int:
+        """Parameters of all routed experts."""
+        return self.param_breakdown()["experts"]
+
+    # ---------------------------------------------------------------- FLOPs
+
+    def linear_flops_per_token(self, include_lm_head: bool = True) -> int:
+        """GEMM FLOPs of one token's forward pass (2 × active linear weights; no attention scores)."""
+        f = sum(g.num_layers * g.flops_per_token_per_layer for g in self.layer_groups())
+        return f + (self.lm_head_op().flops_per_token if include_lm_head else 0)
+
+    # ---------------------------------------------------------------- attention / KV cache
+
+    def attention_dims(self, form: Literal["prefill", "decode", "expanded", "absorbed"] = "prefill") -> AttentionDims:
+        """Per-head attention dimensions.
+
+        MHA/GQA: the same in both forms (``num_kv_heads`` KV heads of ``head_dim``).
+
+        MLA (DeepSeek) has two computationally different but equivalent forms:
+
+        * ``expanded`` (``prefill``): the latent ``c_kv`` (kv_lora_rank) of every key is up-projected by
+          ``kv_b_proj`` into per-head ``k_nope`` (qk_nope_head_dim) and ``v`` (v_head_dim); attention
+          is ordinary MHA with ``num_q_heads = num_kv_heads = heads``, ``qk_head_dim = nope + rope``,
+          ``v_head_dim = v_head_dim``. Keys of cached context must be up-projected too:
+          :meth:`mla_kv_up_proj_flops_per_ctx_token`.
+        * ``absorbed`` (``decode``, vLLM's MLA decode kernels): ``W_UK`` is folded into the query and
+          ``W_UV`` into the output, so all heads attend directly over the shared latent cache, MQA-like
+          with 1 KV head: ``qk_head_dim = kv_lora_rank + qk_rope_head_dim`` (576 for V3) and
+          ``v_head_dim = kv_lora_rank`` (512). The per-token absorption GEMMs cost the same as
+          ``kv_b_proj`` on one token, which :meth:`layer_groups` already lists once per new token.
+        """
+        if self.attention != "mla":
+            return AttentionDims("mha", self.num_attention_heads, self.num_kv_heads, self.head_dim,
+                                 self.head_dim, 2 * self.num_kv_heads * self.head_dim)
+        m = self.mla
+        assert m is not None
+        nh = self.num_attention_heads
+        if form in ("prefill", "expanded"):
+            return AttentionDims("expanded", nh, nh, m.qk_head_dim, m.v_head_dim,
+                                 nh * (m.qk_head_dim + m.v_head_dim))
+        return AttentionDims("absorbed", nh, 1, m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank,
+                             m.kv_lora_rank + m.qk_rope_head_dim)
+
+    @property
+    def attn_qk_dim(self) -> int:
+        """Per-head q·k dimension, expanded (prefill) form."""
+        return self.attention_dims("prefill").qk_head_dim
+
+    @property
+    def attn_v_dim(self) -> int:
+        """Per-head value dimension, expanded (prefill) form."""
+        return self.attention_dims("prefill").v_head_dim
+
+    @property
+    def attn_qk_dim_decode(self) -> int:
+        """Per-head q·k dimension in the decode form (MLA: absorbed latent, kv_lora_rank + rope)."""
+        return self.attention_dims("decode").qk_head_dim
+
+    @property
+    def attn_v_dim_decode(self) -> int:
+        """Per-head value dimension in the decode form (MLA: kv_lora_rank)."""
+        return self.attention_dims("decode").v_head_dim
+
+    def mla_kv_up_proj_flops_per_ctx_token(self) -> int:
+        """Expanded-form MLA only: FLOPs per layer to up-project one *cached* token's latent with
+        ``kv_b_proj`` (needed when a chunked prefill attends to cached context). 0 for MHA."""
+        if self.attention != "mla":
+            return 0
+        m = self.mla
+        assert m is not None
+        return 2 * m.kv_lora_rank * self.num_attention_heads * (m.qk_nope_head_dim + m.v_head_dim)
+
+    def kv_elements_per_token_per_layer(self) -> int:
+        """KV-cache elements one token stores in one layer.
+
+        MHA/GQA: ``2 · num_kv_heads · head_dim``. MLA: ``kv_lora_rank + qk_rope_head_dim`` (the latent
+        and the shared rope key, as vLLM caches it).
+        """
+        if self.attention == "mla":
+            m = self.mla
+            assert m is not None
+            return m.kv_lora_rank + m.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    def kv_cache_bytes_per_token(self, dtype: str | float = "bf16") -> int:
+        """KV-cache bytes one token occupies across all layers (``dtype`` name or bytes/element).
+
+        Sliding-window layers are counted in full (an upper bound; see :meth:`kv_cache_bytes_for_tokens`).
+        """
+        return int(self.kv_elements_per_token_per_layer() * self.num_layers * dtype_bytes(dtype))
+
+    def kv_cache_bytes_for_tokens(self, num_tokens: int, dtype: str | float = "bf16") -> int:
+        """KV bytes a sequence of ``num_tokens`` needs when sliding-window layers keep only their window."""
+        per_layer = self.kv_elements_per_token_per_layer() * dtype_bytes(dtype)
+        return int(sum(per_layer * (num_tokens if w is None else min(num_tokens, w)) for w in self.windows))
+
+    # ---------------------------------------------------------------- memory under parallelism
+
+    def params_per_gpu(self, tp: int = 1, pp: int = 1, ep: int = 1) -> int:
+        """Parameters resident on the most loaded GPU of a TP×PP replica (vLLM sharding).
+
+        Column/row-parallel linears are split across ``tp``; replicated ones (routers, MLA down
+        projections) and norms are not; embeddings and the LM head are vocab-parallel. Routed experts
+        are split ``tp``-ways, or ``ep``-ways by expert when ``ep > 1`` (vLLM's expert parallelism then
+        spans the TP group: pass ``ep = tp``). Layers are split over ``pp`` stages as vLLM does
+        (:func:`pp_partition`); the first stage holds the embeddings and the last the LM head and final norm.
+        """
+        def shard(op: LinearOp) -> float:
+            if op.group == "experts" and ep > 1:
+                return op.params / ep
+            if op.tp == "replicated":
+                return op.params
+            return op.params / tp
+
+        per_layer: list[float] = []
+        groups = {g.kind: g for g in self.layer_groups()}
+        for kind in self.kinds:
+            g = groups[kind]
+            per_layer.append(sum(shard(op) for op in g.linears) + sum(n for _, n in g.extra_params))
+        emb = self._embedding_params()
+        first = emb["embed_tokens"] / tp + sum(v for k, v in emb.items() if k != "embed_tokens")
+        # a tied head shares the embedding table on a single stage; with pp > 1 the last stage holds a copy
+        head = 0.0 if (self.tie_word_embeddings and pp == 1) else self.lm_head_op().params / tp
+        final = self.hidden_size * (2 if self.norm_bias else 1) if self.final_norm else 0
+        sizes = pp_partition(self.num_layers, pp)
+        best = 0.0
+        start = 0
+        for s, n in enumerate(sizes):
+            tot = sum(per_layer[start:start + n])
+            start += n
+            if s == 0:
+                tot += first
+            if s == pp - 1:
+                tot += head + final
+            best = max(best, tot)
+        return int(round(best))
+
+    # ---------------------------------------------------------------- misc
+
+    def with_name(self, name: str) -> ModelSpec:
+        """A copy under another name."""
+        return replace(self, name=name)
+
+    def summary(self) -> dict:
+        """JSON-ready description: architecture, counts, breakdown, KV bytes (bf16)."""
+        d = {
+            "name": self.name,
+            "hf_repo": self.hf_repo,
+            "model_type": self.model_type,
+            "family": self.family,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_dense_layers": self.num_dense_layers,
+            "num_moe_layers": self.num_moe_layers,
+            "vocab_size": self.vocab_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention": self.attention,
+            "sliding_window": self.sliding_window,
+            "num_sliding_layers": self.num_sliding_layers,
+            "total_params": self.total_params(),
+            "active_params": self.active_params(),
+            "buffer_params": self.buffer_params(),
+            "breakdown": self.param_breakdown(),
+            "layer_split": self.layer_split(),
+            "kv_elements_per_token_per_layer": self.kv_elements_per_token_per_layer(),
+            "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token("bf16"),
+            "linear_flops_per_token": self.linear_flops_per_token(),
+        }
+        if self.mla is not None:
+            d["mla"] = {"q_lora_rank": self.mla.q_lora_rank, "kv_lora_rank": self.mla.kv_lora_rank,
+                        "qk_nope_head_dim": self.mla.qk_nope_head_dim, "qk_rope_head_dim": self.mla.qk_rope_head_dim,
+                        "v_head_dim": self.mla.v_head_dim}
+        if self.moe is not None:
+            m = self.moe
+            d["moe"] = {"num_experts": m.num_experts, "top_k": m.top_k,
+                        "expert_intermediate_size": m.expert_intermediate_size,
+                        "num_shared_experts": m.num_shared_experts,
+                        "shared_intermediate_size": m.shared_intermediate_size}
+        return d
