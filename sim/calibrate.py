@@ -206,17 +206,12 @@ def aligned_requests(records: pd.DataFrame, n: int) -> pd.DataFrame:
     Requests are numbered in submission (= arrival) order by the engine; ones that did not complete
     have NaN latencies.
     """
+    from sim.compare import simulated_requests
+
     rec = records.sort_values("request_id", kind="stable")
     if len(rec) != n:
         raise RuntimeError(f"the simulation returned {len(rec)} request records for {n} requests")
-    done = (rec["status"] == "completed").to_numpy() if "status" in rec.columns else np.ones(n, bool)
-    return pd.DataFrame({
-        "arrival_s": rec["arrival_s"].to_numpy(dtype=float),
-        "input_tokens": rec["num_prompt_tokens"].to_numpy(),
-        "output_tokens": rec["num_output_tokens"].to_numpy(),
-        "ttft_s": np.where(done, rec["ttft_s"].to_numpy(dtype=float), np.nan),
-        "e2el_s": np.where(done, rec["e2el_s"].to_numpy(dtype=float), np.nan),
-    })
+    return simulated_requests(rec, keep_all=True)
 
 
 # ----------------------------------------------------------------------------------------------

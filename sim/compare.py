@@ -300,19 +300,21 @@ def _warmup_s(sim_dir: Path) -> float:
     return float(data.get("warmup_s") or 0.0)
 
 
-def simulated_requests(records: pd.DataFrame, warmup_s: float = 0.0) -> pd.DataFrame:
-    """Map simctl's per-request records onto :data:`REQUEST_COLUMNS` (completed, after warm-up)."""
+def simulated_requests(records: pd.DataFrame, warmup_s: float = 0.0, *, keep_all: bool = False) -> pd.DataFrame:
+    """Map simctl's per-request records onto :data:`REQUEST_COLUMNS`: the completed requests that arrived
+    after warm-up, or with ``keep_all`` every row, latencies NaN where the request did not complete."""
     df = records
-    if "status" in df.columns:
-        df = df[df["status"] == "completed"]
-    if warmup_s > 0:
-        df = df[df["arrival_s"] >= warmup_s]
+    done = (df["status"] == "completed").to_numpy() if "status" in df.columns else np.ones(len(df), bool)
+    if not keep_all:
+        df = df[done & (df["arrival_s"] >= warmup_s).to_numpy()]
+        done = np.ones(len(df), bool)
+    nan = np.nan
     return pd.DataFrame({
         "arrival_s": df["arrival_s"].to_numpy(dtype=float),
         "input_tokens": df["num_prompt_tokens"].to_numpy(),
         "output_tokens": df["num_output_tokens"].to_numpy(),
-        "ttft_s": df["ttft_s"].to_numpy(dtype=float),
-        "e2el_s": df["e2el_s"].to_numpy(dtype=float),
+        "ttft_s": np.where(done, df["ttft_s"].to_numpy(dtype=float), nan),
+        "e2el_s": np.where(done, df["e2el_s"].to_numpy(dtype=float), nan),
     })
 
 
