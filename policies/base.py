@@ -87,6 +87,7 @@ class StepBuilder:
         sh.sum_ctx_x_new += sum_context_tokens
         sh.sum_new_sq += num_seqs
         sh.sum_kv_tokens += sum_context_tokens + num_seqs
+        sh.sum_decode_kv_tokens += sum_context_tokens + num_seqs
         self.token_budget -= num_seqs
         self.num_grouped += num_seqs
 

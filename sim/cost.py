@@ -26,6 +26,7 @@ class BatchShape:
     sum_kv_tokens: int = 0  # Σ (ctx_i + new_i): KV entries attention reads/writes this step
     num_prefill_tokens: int = 0  # Σ new_i over requests that are not plain decodes
     swap_bytes: int = 0  # bytes moved host<->device for swap preemption in this step
+    sum_decode_kv_tokens: int = 0  # Σ (ctx_i + 1) over plain decodes: keys their queries attend to
 
     @property
     def num_prefill_seqs(self) -> int:
@@ -42,12 +43,12 @@ class BatchShapeBuilder:
     """Accumulates a :class:`BatchShape` while a scheduler walks its requests (O(1) per request)."""
 
     __slots__ = ("num_seqs", "num_tokens", "num_decode_seqs", "sum_ctx_x_new", "sum_new_sq",
-                 "sum_kv_tokens", "num_prefill_tokens", "swap_bytes")
+                 "sum_kv_tokens", "num_prefill_tokens", "swap_bytes", "sum_decode_kv_tokens")
 
     def __init__(self) -> None:
         self.num_seqs = self.num_tokens = self.num_decode_seqs = 0
         self.sum_ctx_x_new = self.sum_new_sq = self.sum_kv_tokens = 0
-        self.num_prefill_tokens = self.swap_bytes = 0
+        self.num_prefill_tokens = self.swap_bytes = self.sum_decode_kv_tokens = 0
 
     def add(self, num_new_tokens: int, num_context_tokens: int) -> None:
         """Add one request scheduled for ``num_new_tokens`` on top of ``num_context_tokens`` cached."""
@@ -56,6 +57,7 @@ class BatchShapeBuilder:
         self.num_tokens += n
         if n == 1 and c > 0:
             self.num_decode_seqs += 1
+            self.sum_decode_kv_tokens += c + 1
         else:
             self.num_prefill_tokens += n
         self.sum_ctx_x_new += c * n
@@ -64,8 +66,11 @@ class BatchShapeBuilder:
 
     def build(self) -> BatchShape:
         """Freeze the sums into a :class:`BatchShape`."""
-        return BatchShape(self.num_seqs, self.num_tokens, self.num_decode_seqs, self.sum_ctx_x_new,
-                          self.sum_new_sq, self.sum_kv_tokens, self.num_prefill_tokens, self.swap_bytes)
+        return BatchShape(num_seqs=self.num_seqs, num_tokens=self.num_tokens,
+                          num_decode_seqs=self.num_decode_seqs, sum_ctx_x_new=self.sum_ctx_x_new,
+                          sum_new_sq=self.sum_new_sq, sum_kv_tokens=self.sum_kv_tokens,
+                          num_prefill_tokens=self.num_prefill_tokens, swap_bytes=self.swap_bytes,
+                          sum_decode_kv_tokens=self.sum_decode_kv_tokens)
 
 
 @dataclass(frozen=True, slots=True)

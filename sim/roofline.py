@@ -369,10 +369,9 @@ class RooflineCostModel:
         kv_tokens = float(shape.sum_kv_tokens)
         nf = float(shape.num_tokens)
         if self.is_mla:
-            # decode requests (1 new token) use the absorbed latent form; estimate their share of the
-            # pairs from their share of the requests (BatchShape does not split contexts by kind)
-            dec_pairs = kv_tokens * shape.num_decode_seqs / shape.num_seqs if shape.num_seqs else 0.0
-            dec_pairs = min(dec_pairs, pairs)
+            # decode requests (1 new token) use the absorbed latent form: each decode query attends
+            # to its ctx + 1 keys, summed exactly by the scheduler in sum_decode_kv_tokens
+            dec_pairs = float(shape.sum_decode_kv_tokens)
             pre_pairs = pairs - dec_pairs
             pre_ctx = max(0.0, kv_tokens - dec_pairs - shape.num_prefill_tokens)
             flops_layer = (dec_pairs * self.attn_flops_per_pair_decode + pre_pairs * self.attn_flops_per_pair
@@ -463,4 +462,5 @@ def uniform_batch_shape(num_seqs: int, num_new_tokens: int, num_context_tokens: 
     decode = q == 1 and c > 0
     return BatchShape(num_seqs=b, num_tokens=b * q, num_decode_seqs=b if decode else 0,
                       sum_ctx_x_new=b * c * q, sum_new_sq=b * q * q, sum_kv_tokens=b * (c + q),
-                      num_prefill_tokens=0 if decode else b * q)
+                      num_prefill_tokens=0 if decode else b * q,
+                      sum_decode_kv_tokens=b * (c + 1) if decode else 0)

@@ -233,3 +233,32 @@ def test_empty_and_swap_only_steps():
     pcie = H100.pcie_bandwidth_bytes_per_s * H100.efficiency.communication_efficiency.value
     assert swap.breakdown["swap"] == pytest.approx(1e9 / pcie)
     assert swap.time_s == pytest.approx(1e9 / pcie + H100.overheads.per_iteration_s.value)
+
+
+
+def test_mla_decode_attention_uses_each_requests_own_context():
+    """MLA decodes run in the absorbed latent form over exactly their own ctx + 1 keys, even when a
+    prefill shares the batch: growing one decode's context by Δ adds L·Δ·2·H·(d_qk + d_v) FLOPs."""
+    from hwprofiles import load_profile
+    from sim.config import ParallelConfig, PrecisionConfig
+    from sim.cost import BatchShapeBuilder
+    from sim.models import load_model
+    from sim.roofline import RooflineCostModel
+
+    model = load_model("deepseek-v2-lite")
+    cm = RooflineCostModel(model, load_profile("h100-sxm"), ParallelConfig(), PrecisionConfig())
+
+    def flops(decode_contexts, prefill=(512, 0)):
+        b = BatchShapeBuilder()
+        for c in decode_contexts:
+            b.add(1, c)
+        b.add(*prefill)  # a (chunked) prefill in the same batch
+        return cm.step(b.build()).flops
+
+    dec = model.attention_dims("decode")  # absorbed form: 16 heads, d_qk 576, d_v 512
+    per_pair = 2 * dec.num_q_heads * (dec.qk_head_dim + dec.v_head_dim)
+    delta = 700
+    assert flops([100 + delta, 3900]) - flops([100, 3900]) == pytest.approx(
+        model.num_layers * delta * per_pair, rel=1e-9)
+    # only the total decode context matters, not how it is split between requests
+    assert flops([100, 3900]) == pytest.approx(flops([2000, 2000]), rel=1e-12)
