@@ -256,6 +256,9 @@ class Scheduler(abc.ABC):
     """
 
     policy_name: str = "base"
+    #: whether the real engine plans step k+1 while step k runs (vLLM V1's async scheduling); the
+    #: replica honours it unless ``engine.async_scheduling`` says otherwise
+    async_scheduling_default: bool = False
     # Policies whose decodes are "every running request in steady decode gets one token" set this to
     # keep such requests in a DecodeGroup (O(1) per step instead of O(running)); see DecodeGroup.
     uses_decode_group: bool = False

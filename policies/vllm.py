@@ -39,6 +39,9 @@ class VLLMV1Scheduler(Scheduler):
     """
 
     uses_decode_group = True
+    # vLLM turned async scheduling on by default in late 2025 (vllm-project/vllm PR #27614); the
+    # bundled v0.15.1 calibration runs use it
+    async_scheduling_default = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

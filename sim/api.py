@@ -110,7 +110,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     setup = ReplicaSetup(
         engine=dep.engine, num_kv_blocks=num_kv_blocks, max_model_len=dep.max_model_len,
         cost_model=dep.cost_model, kv_block_bytes=int(dep.memory_plan.block_bytes),
-        swap_bandwidth_bytes_per_s=float(dep.hardware.pcie_bandwidth_bytes_per_s))
+        swap_bandwidth_bytes_per_s=float(dep.hardware.pcie_bandwidth_bytes_per_s),
+        frontend_s=float(dep.hardware.tunable_parameters()["frontend_s"]))
     out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
                    max_duration_s=cfg.max_duration_s)
     meta = _meta(cfg, dep, out, workload, num_kv_blocks)

@@ -37,6 +37,7 @@ import dataclasses
 import gc
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,7 @@ class ReplicaSetup:
     cost_model: CostModel
     kv_block_bytes: int = 0  # bytes of one KV block on one GPU (sizes the swap pool, prices swaps)
     swap_bandwidth_bytes_per_s: float = 0.0  # host<->device bandwidth; 0 = DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S
+    frontend_s: float = 0.0  # API-server latency between a request's arrival and the engine seeing it
 
 
 @dataclass
@@ -173,10 +175,24 @@ class _Replica:
         self.log = _IterationLog()
         self.outstanding = 0  # requests routed here and not ended (what a load balancer sees)
         self.num_preempted = 0
+        # Async scheduling (vLLM V1 default): step k+1 is planned when step k starts, so it sees only
+        # requests delivered by then. Delivered requests wait in the inbox until a plan can see them.
+        self.async_scheduling = (policy_cls.async_scheduling_default if eng.async_scheduling is None
+                                 else eng.async_scheduling)
+        self.inbox: deque[tuple[float, Request]] = deque()  # (delivered_s, request), in delivery order
+        self.plan_cutoff_s = 0.0  # requests delivered at or before this time are visible to the next plan
 
     def submit(self, req: Request) -> bool:
-        """Hand ``req`` to the scheduler; wake the loop if it is waiting. False if rejected."""
-        if not self.scheduler.add_request(req):
+        """Hand ``req`` to the scheduler (through the inbox under async scheduling); wake the loop if it
+        is waiting. False if rejected."""
+        if self.async_scheduling:
+            reason = self.scheduler.rejection_reason(req)
+            if reason is not None:
+                req.status = RequestStatus.REJECTED
+                req.reject_reason = reason
+                return False
+            self.inbox.append((self.cluster.env.now, req))
+        elif not self.scheduler.add_request(req):
             return False
         self.outstanding += 1
         wake = self.wake
@@ -201,7 +217,10 @@ class _Replica:
          a_usage, a_flops, a_bytes, a_mfu, a_mbu, a_prefill_time, a_preempted) = log.appenders()
         kind_code = log.kind_code
         ends = log.end_s
+        inbox = self.inbox
         while True:
+            if inbox:
+                self._admit_visible(sched.has_unfinished())
             if not sched.has_unfinished():
                 yield from self._wait_for_work(env, stalled=False)
                 continue
@@ -222,13 +241,17 @@ class _Replica:
             else:
                 if out.preempted_ids:
                     continue  # preemption freed memory: schedule again at the same instant
+                if inbox:
+                    self._admit_visible(busy=False)  # nothing runs: the engine core sees them now
+                    continue
                 yield from self._wait_for_work(env, stalled=True)
                 continue
             if swap_bytes:
                 dt += swap_bytes * swap_s_per_byte  # 0 when the cost model priced them
             if not dt >= 0.0:
                 raise SimulationInvariantError(f"cost model returned step time {dt!r} for {shape}")
-            num_waiting, num_running, usage = sched.num_waiting, len(sched.running), kv.usage
+            num_waiting, num_running, usage = sched.num_waiting + len(inbox), len(sched.running), kv.usage
+            self.plan_cutoff_s = now  # the next step is planned while this one runs
             yield timeout(dt)
             end = env.now
             iteration = len(ends)
@@ -262,6 +285,15 @@ class _Replica:
                 self.outstanding -= len(finished)
                 cluster.on_finished(finished)
 
+    def _admit_visible(self, busy: bool) -> None:
+        """Move inbox requests the next plan can see into the scheduler. While the engine is busy that
+        is those delivered by the start of the step now ending (``plan_cutoff_s``); an idle engine core
+        picks up everything delivered so far at once."""
+        inbox, add = self.inbox, self.scheduler.add_request
+        cutoff = self.plan_cutoff_s if busy else self.cluster.env.now
+        while inbox and inbox[0][0] <= cutoff:
+            add(inbox.popleft()[1])  # already checked by rejection_reason() on delivery
+
     def _wait_for_work(self, env: simpy.Environment, stalled: bool):
         """Sleep until the next submit to this replica (``stalled``: it has work it cannot run)."""
         wake = self.wake = env.event()
@@ -288,6 +320,8 @@ class _Cluster:
         self.num_rejected = 0
         self.arrivals_done = False
         self.arrivals_end_s = 0.0
+        self.frontend_s = float(setup.frontend_s)
+        self.num_in_frontend = 0  # requests sent but not yet handed to an engine
         self.num_stalled = 0  # replicas waiting with work they cannot run
         self.num_idle = 0  # replicas waiting with no work
         self.stop = env.event()
@@ -306,10 +340,27 @@ class _Cluster:
         replicas = self.replicas
         idx = self.router.route(spec, [r.outstanding for r in replicas], [r.kv.usage for r in replicas])
         req.replica = idx
-        if not replicas[idx].submit(req):
+        if self.frontend_s > 0.0:
+            # the API server works on it first; the load balancer already counts it as outstanding
+            self.num_in_frontend += 1
+            replicas[idx].outstanding += 1
+            env.timeout(self.frontend_s).callbacks.append(lambda _ev, r=req: self._deliver(r))
+        else:
+            self._hand_over(req)
+        return done
+
+    def _deliver(self, req: Request) -> None:
+        """The API server hands ``req`` to its replica's engine (after ``frontend_s``)."""
+        self.num_in_frontend -= 1
+        self.replicas[req.replica].outstanding -= 1
+        if not self.stop.triggered:
+            self._hand_over(req)
+
+    def _hand_over(self, req: Request) -> None:
+        if not self.replicas[req.replica].submit(req):
             self.num_rejected += 1
             self._end(req)
-        return done
+            self._check_stop()
 
     def arrivals(self):
         """Run the workload's process, then note that no more requests will come."""
@@ -373,7 +424,7 @@ class _Cluster:
             return
         if self.num_ended == len(self.requests):
             self._trigger_stop("drained")
-        elif self.num_stalled + self.num_idle == len(self.replicas):
+        elif self.num_stalled + self.num_idle == len(self.replicas) and not self.num_in_frontend:
             self._trigger_stop("stalled")  # nobody can progress and nothing will arrive
 
     def _trigger_stop(self, reason: str) -> None:
@@ -442,6 +493,12 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
                 backlog["swapped"] += 1
             else:
                 backlog["waiting"] += 1
+        for _, req in rep.inbox:  # delivered, not yet visible to the scheduler
+            num_unfinished += 1
+            backlog["waiting"] += 1
+        rep.inbox.clear()
+    num_unfinished += cluster.num_in_frontend  # still in the API server when the run stopped
+    backlog["waiting"] += cluster.num_in_frontend
     backlog["unfinished"] = num_unfinished
     num_total = _workload_size(workload)
     if num_total is not None:

@@ -105,6 +105,12 @@ class OverheadSpec(Frozen):
     per_request_s: Tunable  # per scheduled request per iteration (block tables, detokenize, stream)
     allreduce_latency_s: Tunable  # fixed latency of one all-reduce (algorithm + synchronisation)
     p2p_latency_s: Tunable  # fixed latency of one pipeline send/recv
+    # per request, before the engine sees it: the OpenAI-compatible API server's HTTP handling,
+    # tokenization and hand-off to the engine core (host CPU work, the same serving stack on every GPU)
+    frontend_s: Tunable = Tunable(
+        value=3.0e-3, status="assumed",
+        basis="vLLM API-server latency per request (HTTP + tokenization + IPC to the engine core); "
+              "the H100 profile's value is fitted on the bundled vLLM v0.15.1 runs (docs/validation.md)")
 
 
 class MemoryReserveSpec(Frozen):
@@ -124,7 +130,7 @@ TIMING_PARAMETERS: tuple[str, ...] = tuple(n for n, s in PARAMETER_SECTIONS.item
 MEMORY_PARAMETERS: tuple[str, ...] = tuple(n for n, s in PARAMETER_SECTIONS.items() if s == "memory_reserve")
 #: what a replay of whole serving runs can identify (end-to-end latencies constrain these; kernel floors and
 #: GEMM-shape parameters need per-operator timings, e.g. ``simctl calibrate --microbench``)
-REPLAY_PARAMETERS: tuple[str, ...] = ("memory_efficiency", "attention_memory_efficiency", "gemm_compute_efficiency",
+REPLAY_PARAMETERS: tuple[str, ...] = ("frontend_s", "memory_efficiency", "attention_memory_efficiency", "gemm_compute_efficiency",
                                       "attention_compute_efficiency", "per_iteration_s", "per_request_s",
                                       "allreduce_latency_s")
 

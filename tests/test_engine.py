@@ -14,8 +14,14 @@ from workloads.base import OpenLoopWorkload
 D = 0.1  # seconds per step
 
 
-def setup(num_blocks=1000, step_s=D, max_model_len=4096, cost=None, **engine):
+def setup(num_blocks=1000, step_s=D, max_model_len=4096, cost=None, frontend_s=0.0, **engine):
+    """A replica with a constant step time. Timelines here are written for synchronous scheduling
+    (plan step k+1 after step k ends); tests of vLLM's async scheduling turn it on explicitly."""
     engine.setdefault("max_num_batched_tokens", 2048)
+    engine.setdefault("async_scheduling", False)
+    if frontend_s:
+        return ReplicaSetup(EngineConfig(**engine), num_blocks, max_model_len, cost or ConstantCostModel(step_s),
+                            frontend_s=frontend_s)
     return ReplicaSetup(EngineConfig(**engine), num_blocks, max_model_len, cost or ConstantCostModel(step_s))
 
 
@@ -68,6 +74,47 @@ def test_request_joining_mid_decode_shares_steps():
     assert b.finish_s == pytest.approx(0.3) and a.finish_s == pytest.approx(0.4)
     assert out.iterations.num_seqs.tolist() == [1, 2, 2, 1]
     assert out.iterations.kind.tolist() == ["prefill", "mixed", "decode", "decode"]
+
+
+def test_async_scheduling_admits_a_request_one_step_later():
+    """vLLM V1 plans step k+1 when step k starts: b, arriving during a's first step (0, 0.1), is not in
+    the plan of step 2 (made at t = 0) and first runs in step 3, at t = 0.2."""
+    out = run([RequestSpec(0.0, 10, 4), RequestSpec(0.05, 10, 2)], setup(async_scheduling=True))
+    a, b = out.requests.iloc[0], out.requests.iloc[1]
+    assert a.first_scheduled_s == pytest.approx(0.0)  # an idle engine core picks a request up at once
+    assert b.first_scheduled_s == pytest.approx(0.2)
+    assert b.ttft_s == pytest.approx(0.3 - 0.05) and b.finish_s == pytest.approx(0.4)
+    assert out.iterations.num_seqs.tolist() == [1, 1, 2, 2]
+
+
+def test_async_scheduling_is_vllm_default_only():
+    from policies.registry import get_policy, policy_names
+    assert {p for p in policy_names() if get_policy(p).async_scheduling_default} >= {"vllm"}
+    assert not any(get_policy(p).async_scheduling_default
+                   for p in ("vllm-v0", "sarathi", "orca", "static", "sglang"))
+    # the default follows the policy; engine.async_scheduling overrides it either way
+    specs = [RequestSpec(0.0, 10, 4), RequestSpec(0.05, 10, 2)]
+    by_default = run(specs, ReplicaSetup(EngineConfig(max_num_batched_tokens=2048), 1000, 4096, ConstantCostModel(D)))
+    assert by_default.requests.first_scheduled_s.iloc[1] == pytest.approx(0.2)
+    assert run(specs, setup(async_scheduling=False)).requests.first_scheduled_s.iloc[1] == pytest.approx(0.1)
+
+
+def test_frontend_delay_shifts_every_request_by_a_constant():
+    specs = poisson_specs(300, 4.0)
+    base = run(specs)
+    late = run(specs, setup(frontend_s=0.003))
+    # light load, one-step service: the engine sees each request 3 ms later, nothing else changes
+    np.testing.assert_allclose(late.requests.first_scheduled_s - base.requests.first_scheduled_s, 0.003,
+                               atol=D + 1e-9)
+    assert (late.requests.ttft_s >= base.requests.ttft_s - 1e-12).all()
+    assert late.requests.ttft_s.mean() > base.requests.ttft_s.mean()
+    assert (late.requests.status == "completed").all()
+
+
+def test_frontend_requests_in_flight_at_the_horizon_are_backlog():
+    out = run([RequestSpec(0.0, 10, 2), RequestSpec(0.999, 10, 2)], setup(frontend_s=0.01), max_duration_s=1.0)
+    assert out.backlog["unfinished"] == 1 and out.backlog["waiting"] == 1
+    assert out.requests.status.tolist() == ["completed", "unfinished"]
 
 
 def test_chunked_prefill_takes_several_steps():

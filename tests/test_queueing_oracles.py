@@ -30,7 +30,7 @@ def poisson(n, rate, prompt, out, seed):
 
 def simulate_md1(n, rate, step_s, seed):
     specs = poisson(n, rate, 1, 1, seed)
-    su = ReplicaSetup(EngineConfig(max_num_seqs=1, max_num_batched_tokens=16), 16, 64, ConstantCostModel(step_s))
+    su = ReplicaSetup(EngineConfig(max_num_seqs=1, max_num_batched_tokens=16, async_scheduling=False), 16, 64, ConstantCostModel(step_s))
     return simulate(OpenLoopWorkload(specs), su, seed_seq=np.random.SeedSequence(seed))
 
 
@@ -56,7 +56,7 @@ def test_unbounded_batch_with_constant_step_has_no_queueing(rate, step_ms, out_t
     every request takes exactly ``out_tokens`` steps once scheduled."""
     step_s = step_ms / 1e3
     specs = poisson(400, rate, 1, out_tokens, seed=int(rate * 1000))
-    su = ReplicaSetup(EngineConfig(max_num_seqs=100_000, max_num_batched_tokens=1_000_000), 100_000, 4096,
+    su = ReplicaSetup(EngineConfig(max_num_seqs=100_000, max_num_batched_tokens=1_000_000, async_scheduling=False), 100_000, 4096,
                       ConstantCostModel(step_s))
     req = simulate(OpenLoopWorkload(specs), su, seed_seq=np.random.SeedSequence(0)).requests
     assert (req.status == "completed").all()
@@ -68,7 +68,7 @@ def test_unbounded_batch_occupancy_is_poisson_mean():
     """M/G/∞: the mean number of requests in service equals λ·E[S]."""
     rate, step_s, out_tokens = 20.0, 0.01, 50
     specs = poisson(20_000, rate, 1, out_tokens, seed=4)
-    su = ReplicaSetup(EngineConfig(max_num_seqs=100_000, max_num_batched_tokens=1_000_000), 100_000, 4096,
+    su = ReplicaSetup(EngineConfig(max_num_seqs=100_000, max_num_batched_tokens=1_000_000, async_scheduling=False), 100_000, 4096,
                       ConstantCostModel(step_s))
     out = simulate(OpenLoopWorkload(specs), su, seed_seq=np.random.SeedSequence(0))
     it = out.iterations
@@ -76,3 +76,23 @@ def test_unbounded_batch_occupancy_is_poisson_mean():
     idle_s = out.end_s - specs[0].arrival_s - float(it.time_s.sum())
     mean_in_service = busy_mean * it.time_s.sum() / (it.time_s.sum() + idle_s)
     assert mean_in_service == pytest.approx(rate * out_tokens * step_s, rel=0.03)
+
+
+def test_async_scheduling_adds_exactly_one_step_of_waiting():
+    """Async scheduling (vLLM V1): when the engine never idles, a Poisson arrival waits for the residual
+    of the step in progress (mean D/2, arrivals see time averages) plus the whole next step, already
+    planned without it: mean wait 1.5·D, every wait in (D, 2D]. Synchronous: mean D/2, waits in [0, D)."""
+    rate, step_s, out_tokens = 200.0, 0.01, 40  # ~80 requests in flight: the engine is never idle
+    specs = poisson(20_000, rate, 1, out_tokens, seed=5)
+
+    def waits(async_scheduling):
+        su = ReplicaSetup(EngineConfig(max_num_seqs=100_000, max_num_batched_tokens=1_000_000,
+                                       async_scheduling=async_scheduling), 100_000, 4096, ConstantCostModel(step_s))
+        req = simulate(OpenLoopWorkload(specs), su, seed_seq=np.random.SeedSequence(0)).requests
+        return req.queue_s.to_numpy()[100:]  # skip the ramp-up, when the engine still idles
+
+    sync, asyn = waits(False), waits(True)
+    assert sync.mean() == pytest.approx(0.5 * step_s, rel=0.03)
+    assert asyn.mean() == pytest.approx(1.5 * step_s, rel=0.03)
+    assert sync.max() < step_s + 1e-9
+    assert asyn.min() > step_s - 1e-9 and asyn.max() < 2 * step_s + 1e-9

@@ -177,6 +177,15 @@ def test_zipf_moments_clipped(a, lo, hi, seed):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(a=st.floats(5.5, 8.0), seed=st.integers(0, 2**31))
 def test_zipf_moments_unbounded(a, seed):
+    # The sample variance is only asymptotically normal when E[X⁸] is finite (a > 9); for smaller a
+    # a 6-standard-error bound on it fails at random (heavy tail), so only the mean is checked here.
+    # The variance formula is checked on bounded zipf above and for a > 9 below.
+    _check_moments(parse_length({"dist": "zipf", "a": a}), seed, check_var=False)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=st.floats(9.5, 14.0), seed=st.integers(0, 2**31))
+def test_zipf_variance_unbounded_light_tail(a, seed):
     _check_moments(parse_length({"dist": "zipf", "a": a}), seed)
 
 
