@@ -47,6 +47,18 @@ class Deployment:
     max_model_len: int
     num_gpus_per_replica: int
 
+    def replica_setup(self, num_kv_blocks: int | None = None) -> Any:
+        """The engine's :class:`sim.engine.ReplicaSetup` for this deployment (``num_kv_blocks``
+        overrides the memory plan's, as ``engine.num_kv_blocks`` does)."""
+        from sim.engine import ReplicaSetup
+        hw = self.hardware
+        return ReplicaSetup(
+            engine=self.engine, num_kv_blocks=num_kv_blocks or self.memory_plan.num_kv_blocks,
+            max_model_len=self.max_model_len, cost_model=self.cost_model,
+            kv_block_bytes=int(self.memory_plan.block_bytes),
+            swap_bandwidth_bytes_per_s=float(hw.pcie_bandwidth_bytes_per_s),
+            frontend_s=float(hw.tunable_parameters()["frontend_s"]))
+
 
 def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[Any, int]:
     """Fill vLLM-style defaults that depend on the model and the GPU."""
@@ -94,7 +106,7 @@ def _maybe_path(cfg: ExperimentConfig, name: str) -> str | Path:
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
         progress: bool = False, report: bool = False) -> RunResult:
     """Simulate one experiment and return its :class:`RunResult` (optionally also written to ``out_dir``)."""
-    from sim.engine import ReplicaSetup, simulate
+    from sim.engine import simulate
     from sim.metrics import summarize
     from workloads import build_workload
 
@@ -106,12 +118,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     seq = np.random.SeedSequence(cfg.seed)
     workload_seq, engine_seq = seq.spawn(2)
     workload = build_workload(cfg.workload, workload_seq, Path(cfg.base_dir), model_name=dep.model.name)
-    num_kv_blocks = cfg.engine.num_kv_blocks or dep.memory_plan.num_kv_blocks
-    setup = ReplicaSetup(
-        engine=dep.engine, num_kv_blocks=num_kv_blocks, max_model_len=dep.max_model_len,
-        cost_model=dep.cost_model, kv_block_bytes=int(dep.memory_plan.block_bytes),
-        swap_bandwidth_bytes_per_s=float(dep.hardware.pcie_bandwidth_bytes_per_s),
-        frontend_s=float(dep.hardware.tunable_parameters()["frontend_s"]))
+    setup = dep.replica_setup(cfg.engine.num_kv_blocks)
+    num_kv_blocks = setup.num_kv_blocks
     out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
                    max_duration_s=cfg.max_duration_s)
     meta = _meta(cfg, dep, out, workload, num_kv_blocks)

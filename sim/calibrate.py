@@ -172,15 +172,11 @@ def replay_with_api(profile: Any, case: ReplayCase) -> pd.DataFrame:
     The deployment (memory plan, cost model) is resolved by :func:`sim.api.build_deployment` exactly
     as ``simctl run`` does; the requests are driven open-loop at their measured arrival times.
     """
-    from sim.engine import ReplicaSetup, simulate
+    from sim.engine import simulate
     from workloads.base import OpenLoopWorkload
 
     cfg, dep = deployment_for(profile, case.cfg)
-    setup = ReplicaSetup(
-        engine=dep.engine, num_kv_blocks=cfg.engine.num_kv_blocks or dep.memory_plan.num_kv_blocks,
-        max_model_len=dep.max_model_len, cost_model=dep.cost_model,
-        kv_block_bytes=int(dep.memory_plan.block_bytes),
-        swap_bandwidth_bytes_per_s=float(dep.hardware.pcie_bandwidth_bytes_per_s))
+    setup = dep.replica_setup(cfg.engine.num_kv_blocks)
     workload = OpenLoopWorkload(request_specs(case.measured, case.name))
     out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router,
                    seed_seq=np.random.SeedSequence(cfg.seed), max_duration_s=cfg.max_duration_s)

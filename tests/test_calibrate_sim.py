@@ -15,36 +15,44 @@ SMOOTH_METRICS = ["mean_ttft_ms", "mean_e2el_ms", "mean_itl_derived_ms"]
 @pytest.fixture(scope="module")
 def setting():
     from hwprofiles import load_profile
+    from sim.config import with_overrides
     from sim.validation import load_runs
-    run = load_runs(select=["roleplay"])[0]
     requests = cal.load_measurements(DATA / "roleplay_first300.csv").iloc[:200].copy()
     requests["output_tokens"] = requests["output_tokens"].clip(lower=2, upper=48)  # short: fast replays
     # Synchronous scheduling keeps mean TTFT a smooth function of the parameters; under vLLM's async
     # scheduling it moves in whole-step jumps over 200 requests, too rough for a 2% recovery test of
-    # the fitter itself (the real-run fits use whole runs, where the jumps average out).
-    from sim.config import with_overrides
-    cfg = with_overrides(run.experiment(), {"engine.async_scheduling": False})
-    return load_profile("h100-sxm"), cfg, requests
+    # the fitter itself (the real-run fits use whole runs, where the jumps average out). Two model sizes
+    # (Llama-2-7B TP1, CodeLlama-34B TP2), as in the real fit: per-step host time and weight-streaming
+    # efficiency are only separable when the bytes per step differ.
+    cfgs = [with_overrides(run.experiment(), {"engine.async_scheduling": False})
+            for run in (load_runs(select=["roleplay"])[0], load_runs(select=["codellama"])[0])]
+    # No API-server delay either: a constant 10 ms on every TTFT only dilutes its relative sensitivity
+    return load_profile("h100-sxm").with_parameters(frontend_s=0.0), cfgs, requests
 
 
 def test_fit_recovers_known_parameters_from_simulated_data(setting):
-    base, cfg, requests = setting
+    base, cfgs, requests = setting
     truth = {"per_iteration_s": 0.0012, "memory_efficiency": 0.9}
-    synthetic = cal.replay_with_api(base.with_parameters(**truth), cal.ReplayCase("truth", cfg, requests))
-    measured = requests.copy()
-    measured[["ttft_s", "e2el_s"]] = synthetic[["ttft_s", "e2el_s"]].to_numpy()
-    case = cal.ReplayCase("synthetic", cfg, measured)
+    cases = []
+    for i, cfg in enumerate(cfgs):
+        synthetic = cal.replay_with_api(base.with_parameters(**truth), cal.ReplayCase("truth", cfg, requests))
+        measured = requests.copy()
+        measured[["ttft_s", "e2el_s"]] = synthetic[["ttft_s", "e2el_s"]].to_numpy()
+        cases.append(cal.ReplayCase(f"synthetic-{i}", cfg, measured))
     # means only: medians/p90s of 200 requests jump by whole steps as parameters move
-    fit = cal.fit_profile(base, [case], parameters=list(truth), metric_names=SMOOTH_METRICS,
+    fit = cal.fit_profile(base, cases, parameters=list(truth), metric_names=SMOOTH_METRICS,
                           start={"per_iteration_s": 0.0018, "memory_efficiency": 0.75})
     for k, v in truth.items():
         assert fit.parameters[k] == pytest.approx(v, rel=0.02), (k, fit.parameters)
-    assert fit.rms_rel_error < 0.005 < fit.initial_rms_rel_error
+    # batch compositions change in whole steps, so the objective is flat in small pieces near the truth
+    # and the fit stops within ~1% (rms) of it; it starts 15% away
+    assert fit.rms_rel_error < 0.01 < 0.1 < fit.initial_rms_rel_error
     assert fit.stderr["per_iteration_s"] < 0.1 * truth["per_iteration_s"]
 
 
 def test_replay_is_aligned_and_uses_the_profile(setting):
-    base, cfg, requests = setting
+    base, cfgs, requests = setting
+    cfg = cfgs[0]
     fast = cal.replay_with_api(base.with_parameters(per_iteration_s=0.0), cal.ReplayCase("a", cfg, requests))
     slow = cal.replay_with_api(base.with_parameters(per_iteration_s=0.005), cal.ReplayCase("b", cfg, requests))
     assert len(fast) == len(requests)

@@ -17,9 +17,18 @@ MODELS = {"Llama-2-7b-hf": "llama-2-7b", "CodeLlama-34b-Instruct-hf": str(DATA /
 OPS = {"qkv_proj": "attn_pre_proj", "o_proj": "attn_post_proj", "gate_up_proj": "mlp_up_proj", "down_proj": "mlp_down_proj"}
 
 
+# Per-kernel GEMM parameters of the H100 fitted on these Vidur timings (benchmarks/fit_vidur_profiles.py):
+# isolated eager-mode PyTorch kernels, each with its launch floor. The shipped h100-sxm profile carries
+# the end-to-end values fitted on real vLLM v0.15.1 runs instead (CUDA graphs hide the per-kernel floor,
+# decode GEMVs stream at ~97% of peak; docs/validation.md), so this test pins the per-kernel set: it checks
+# the roofline's functional form against per-operator measurements. The A100 profile still is per-kernel.
+PER_KERNEL = {"h100": {"gemm_compute_efficiency": 0.754, "gemm_half_tokens": 226.0,
+                       "memory_efficiency": 0.858, "gemm_kernel_s": 3.56e-6}, "a100": {}}
+
+
 @pytest.mark.parametrize("gpu,profile", [("h100", "h100-sxm"), ("a100", "a100-sxm-80gb")])
 def test_gemm_times_match_measured(gpu, profile):
-    hw = load_profile(profile)
+    hw = load_profile(profile).with_parameters(**PER_KERNEL[gpu]) if PER_KERNEL[gpu] else load_profile(profile)
     d = pd.read_csv(DATA / "vidur" / f"{gpu}_mlp_subset.csv")
     errors = []
     for (model, tp), rows in d.groupby(["model", "num_tensor_parallel_workers"]):
