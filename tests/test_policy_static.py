@@ -3,8 +3,6 @@ without the event loop: batch boundaries (finished requests leave, nobody joins 
 empty), one-iteration batch prefill, KV reservation, and one end-to-end run (TTFT ≥ batch completion)."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from policies.registry import get_policy, register_policy
@@ -13,7 +11,8 @@ from sim.config import EngineConfig
 from sim.cost import ConstantCostModel
 from sim.engine import ReplicaSetup, simulate
 from sim.kv_cache import KVCacheManager
-from sim.request import Request, RequestSpec, RequestStatus
+from sim.request import RequestSpec, RequestStatus
+from tests.policy_helpers import Driver, add, assert_fast_path_matches_exact_loop
 from workloads.base import OpenLoopWorkload
 
 
@@ -32,40 +31,6 @@ def make_sched(num_blocks=100, block_size=4, max_model_len=1000, **engine):
     cfg = EngineConfig(policy="static", block_size=block_size, **engine)
     kv = KVCacheManager(num_blocks, block_size)
     return get_policy("static")(cfg, kv, max_model_len)
-
-
-def add(sched, rid, prompt, out=5):
-    req = Request(rid, RequestSpec(0.0, prompt, out), 0.0)
-    sched.add_request(req)
-    return req
-
-
-class Step:
-    """One step's output; ``num_scheduled_tokens`` also lists the decode-group members (1 token each)."""
-
-    def __init__(self, out, tokens):
-        self.out, self.num_scheduled_tokens = out, tokens
-
-    def __getattr__(self, name):
-        return getattr(self.out, name)
-
-
-class Driver:
-    """Steps a scheduler by hand: one call = schedule + update (+ KV invariant check)."""
-
-    def __init__(self, sched):
-        self.sched, self.iteration, self.now = sched, 0, 0.0
-
-    def step(self):
-        sched = self.sched
-        out = sched.schedule(self.now)
-        grouped = list(sched.decode_group.members) if out.num_grouped else []
-        assert len(grouped) == out.num_grouped  # the fast path decodes every member
-        self.now += 1.0
-        sched.update_from_output(out, self.iteration, self.now)
-        self.iteration += 1
-        sched.kv.check_invariants()
-        return Step(out, {**out.num_scheduled_tokens, **dict.fromkeys(grouped, 1)})
 
 
 def test_registered_by_name():
@@ -134,30 +99,7 @@ def test_end_to_end_ttft_not_before_previous_batch_completes():
         assert (nxt.first_token_s >= prev.finish_s.max()).all()
 
 
-def _random_specs(seed: int, n: int = 160, prefix: bool = False) -> list[RequestSpec]:
-    rng = np.random.default_rng(seed)
-    t = np.cumsum(rng.exponential(0.01, n))
-    prompts, outs = rng.integers(5, 300, n), rng.integers(1, 120, n)
-    return [RequestSpec(float(a), int(p), int(o),
-                        prompt_segments=((("sys", int(i % 3)), 32), (("u", i), int(p))) if prefix else ())
-            for i, (a, p, o) in enumerate(zip(t, prompts, outs))]
-
-
-def _run(policy: str, specs, num_kv_blocks: int = 120, **engine):
-    engine.setdefault("max_num_batched_tokens", 512)
-    cfg = EngineConfig(policy=policy, max_num_seqs=48, **engine)
-    setup = ReplicaSetup(engine=cfg, num_kv_blocks=num_kv_blocks, max_model_len=4096,
-                         cost_model=ConstantCostModel(0.01, 1e-5), kv_block_bytes=1 << 20)
-    return simulate(OpenLoopWorkload(specs), setup)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_decode_group_fast_path_matches_exact_loop(case):
     """Same records and iteration log with and without the decode group (under KV pressure)."""
-    engine, prefix = dict(case), case.get("enable_prefix_caching", False)
-    specs = _random_specs(7, prefix=prefix)
-    fast, exact = _run(POLICY, specs, **engine), _run(POLICY + "-exact-loop", specs, **engine)
-    assert fast.stop_reason == exact.stop_reason == "drained"
-    pd.testing.assert_frame_equal(fast.requests, exact.requests)
-    pd.testing.assert_frame_equal(fast.iterations, exact.iterations)
-    assert fast.stats["num_preemptions"] == exact.stats["num_preemptions"]
+    assert_fast_path_matches_exact_loop(POLICY, case)

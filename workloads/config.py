@@ -73,19 +73,13 @@ class ConversationConfig(_Frozen):
         return parse_duration_dist(v)
 
 
-class ClassConfig(_Frozen):
-    """One request class of a mixture. With its own ``arrival`` it is an independent stream; without,
-    it shares the top-level arrival process and is picked per request with probability ∝ ``weight``.
-    Unset ``input_tokens``/``output_tokens``/``prefix``/``conversation`` inherit the top level."""
+class _RequestStream(_Frozen):
+    """Fields a request stream shares (the whole workload and each class of a mixture): the arrival
+    process and the two length distributions, parsed from their YAML forms by their registries."""
 
-    name: str = Field(..., min_length=1)
-    weight: float = Field(1.0, gt=0)
     arrival: Any = None
-    num_requests: int | None = Field(None, ge=1, description="cap on this class's own stream")
     input_tokens: Any = None
     output_tokens: Any = None
-    prefix: PrefixConfig | None = None
-    conversation: ConversationConfig | None = None
 
     @field_validator("arrival", mode="before")
     @classmethod
@@ -103,16 +97,25 @@ class ClassConfig(_Frozen):
         return None if v is None else parse_length(v, "output")
 
 
-class WorkloadConfig(_Frozen):
+class ClassConfig(_RequestStream):
+    """One request class of a mixture. With its own ``arrival`` it is an independent stream; without,
+    it shares the top-level arrival process and is picked per request with probability ∝ ``weight``.
+    Unset ``input_tokens``/``output_tokens``/``prefix``/``conversation`` inherit the top level."""
+
+    name: str = Field(..., min_length=1)
+    weight: float = Field(1.0, gt=0)
+    num_requests: int | None = Field(None, ge=1, description="cap on this class's own stream")
+    prefix: PrefixConfig | None = None
+    conversation: ConversationConfig | None = None
+
+
+class WorkloadConfig(_RequestStream):
     """The ``workload:`` section. See docs/workloads.md for every key."""
 
     scenario: str | None = Field(None, description="preset: mlperf-server, mlperf-server-interactive, mlperf-offline, mlperf-singlestream")
     num_requests: int | None = Field(None, ge=1, description="stop after this many requests")
     duration_s: float | None = Field(None, gt=0, description="no request is sent after this time")
     max_concurrency: int | None = Field(None, ge=1, description="open loop: at most this many requests in flight (vllm bench --max-concurrency)")
-    arrival: Any = None
-    input_tokens: Any = None
-    output_tokens: Any = None
     classes: tuple[ClassConfig, ...] = ()
     trace: TraceConfig | None = None
     prefix: PrefixConfig | None = None
@@ -146,21 +149,6 @@ class WorkloadConfig(_Frozen):
         if preset.get("default_duration_s") and data.get("num_requests") is None and data.get("duration_s") is None:
             data["duration_s"] = preset["default_duration_s"]
         return data
-
-    @field_validator("arrival", mode="before")
-    @classmethod
-    def _parse_arrival(cls, v: Any) -> ArrivalProcess | None:
-        return None if v is None else parse_arrival(v)
-
-    @field_validator("input_tokens", mode="before")
-    @classmethod
-    def _parse_in(cls, v: Any) -> LengthDistribution | None:
-        return None if v is None else parse_length(v, "input")
-
-    @field_validator("output_tokens", mode="before")
-    @classmethod
-    def _parse_out(cls, v: Any) -> LengthDistribution | None:
-        return None if v is None else parse_length(v, "output")
 
     @model_validator(mode="after")
     def _check(self) -> "WorkloadConfig":
