@@ -44,5 +44,6 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
     """Build an :class:`UnknownNameError` for ``kind`` ``name`` with suggestions and the full list."""
     choices = sorted(set(choices))
-    msg = f"unknown {kind} '{name}'{suggest(name, choices)}. Known {kind}s: {', '.join(choices)}"
+    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+    msg = f"unknown {kind} '{name}'{suggest(name, choices)}. Known {plural}: {', '.join(choices)}"
     return UnknownNameError(msg)

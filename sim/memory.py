@@ -202,6 +202,7 @@ def plan_memory(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig,
     KV cache cannot hold one ``max_model_len`` sequence (vLLM refuses to start then too); the message
     gives needed vs available GiB and the smallest tensor-parallel degree that fits.
     """
+    check_parallelism(model, parallel)
     plan = _plan(model, hw, parallel, precision, engine, max_model_len)
     need_blocks = plan.blocks_per_sequence(max_model_len)
     if plan.num_kv_blocks < need_blocks:
@@ -236,6 +237,27 @@ def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, preci
         kv_cache_bytes=kv, block_size=engine.block_size, block_bytes=block_bytes, num_kv_blocks=blocks,
         max_model_len=max_model_len, max_num_batched_tokens=mnbt, max_num_seqs=engine.max_num_seqs,
         tp=parallel.tp, pp=parallel.pp, kv_dtype=precision.kv_dtype, weights_dtype=precision.weights)
+
+
+def check_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:
+    """Reject splits vLLM refuses at start-up (``ModelConfig.verify_with_parallel_config``): attention
+    heads must divide evenly over the TP ranks, KV heads must either divide evenly or be replicated a
+    whole number of times (tp a multiple of them), and each pipeline stage needs at least one layer."""
+    tp, pp = parallel.tp, parallel.pp
+    heads = model.num_attention_heads
+    if heads % tp:
+        ok = [d for d in (1, 2, 4, 8, 16, 32, 64) if heads % d == 0]
+        raise InfeasibleConfigError(
+            f"parallel.tp = {tp}: {model.name}'s {heads} attention heads do not divide over {tp} GPUs "
+            f"(vLLM refuses this split); valid tensor-parallel degrees: {', '.join(map(str, ok))}")
+    kv = model.num_kv_heads
+    if model.attention != "mla" and kv and (kv % tp if tp <= kv else tp % kv):
+        raise InfeasibleConfigError(
+            f"parallel.tp = {tp}: {model.name}'s {kv} KV heads can neither be split evenly over {tp} GPUs "
+            f"nor replicated a whole number of times")
+    if pp > model.num_layers:
+        raise InfeasibleConfigError(
+            f"parallel.pp = {pp} exceeds {model.name}'s {model.num_layers} layers (one layer per stage at least)")
 
 
 def smallest_fitting_tp(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, precision: PrecisionConfig,

@@ -80,3 +80,22 @@ def test_infeasible_names_needed_available_and_smallest_tp():
     # and tp=2 does fit
     plan = plan_memory(m, H100, ParallelConfig(tp=2), PrecisionConfig(), CALIB_ENGINE, 4096)
     assert plan.num_kv_blocks > 0
+
+
+def test_splits_vllm_refuses_are_rejected_with_the_valid_degrees():
+    """vLLM's verify_with_parallel_config: heads must divide over TP, KV heads split or replicate evenly,
+    at least one layer per pipeline stage."""
+    from sim.memory import check_parallelism
+
+    llama = load_model("llama-3.1-8b")  # 32 heads, 8 KV heads, 32 layers
+    for tp in (1, 2, 4, 8, 16, 32):  # 16 and 32 replicate the 8 KV heads 2× and 4×
+        check_parallelism(llama, ParallelConfig(tp=tp))
+    with pytest.raises(InfeasibleConfigError, match=r"32 attention heads .* 3 GPUs.*1, 2, 4, 8, 16, 32"):
+        plan_memory(llama, load_profile("h100-sxm"), ParallelConfig(tp=3), PrecisionConfig(),
+                    EngineConfig(max_num_batched_tokens=2048), 4096)
+    with pytest.raises(InfeasibleConfigError, match="33 exceeds .* 32 layers"):
+        check_parallelism(llama, ParallelConfig(pp=33))
+    gpt2 = load_model("gpt2")  # 12 heads = 12 KV heads: tp=6 splits them evenly, tp=12 too
+    check_parallelism(gpt2, ParallelConfig(tp=6))
+    with pytest.raises(InfeasibleConfigError):
+        check_parallelism(gpt2, ParallelConfig(tp=8))
