@@ -138,15 +138,19 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     return result
 
 
-def _jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON types: dataclasses and ``to_dict()`` objects as dicts, numpy scalars and
+    arrays as Python numbers and lists, non-finite floats as None."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(asdict(obj))
+        return to_jsonable(asdict(obj))
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return _jsonable(obj.to_dict())
+        return to_jsonable(obj.to_dict())
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -154,7 +158,7 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     if isinstance(obj, (np.ndarray,)):
-        return _jsonable(obj.tolist())
+        return to_jsonable(obj.tolist())
     return obj
 
 
@@ -168,7 +172,7 @@ def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_k
                         "efficiencies and overheads are assumed; treat absolute latencies as ±30% estimates")
     if out.horizon_reached:
         warnings.append("the run reached its horizon with requests unfinished (overload): see backlog")
-    return _jsonable({
+    return to_jsonable({
         "simctl_version": _sim.__version__,
         "model": {"name": dep.model.name, "total_params": dep.model.total_params(),
                   "active_params": dep.model.active_params(),
@@ -211,10 +215,10 @@ def save_result(result: RunResult, out_dir: str | Path, *, csv: bool = False) ->
     np.savez_compressed(out / "timeline.npz", runs=tl.runs, run_offsets=tl.run_offsets,
                         replica_of=tl.replica_of,
                         **{f"iteration_end_s_{r}": v for r, v in tl.iteration_end_s.items()})
-    _atomic_write_text(out / "config.yaml", yaml.safe_dump(_jsonable(result.config), sort_keys=False))
-    _atomic_write_text(out / "meta.json", json.dumps(_jsonable(result.meta), indent=2))
+    _atomic_write_text(out / "config.yaml", yaml.safe_dump(to_jsonable(result.config), sort_keys=False))
+    _atomic_write_text(out / "meta.json", json.dumps(to_jsonable(result.meta), indent=2))
     # summary.json last: its presence marks a complete result directory
-    _atomic_write_text(out / "summary.json", json.dumps(_jsonable(result.summary), indent=2))
+    _atomic_write_text(out / "summary.json", json.dumps(to_jsonable(result.summary), indent=2))
     return out
 
 

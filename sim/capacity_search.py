@@ -113,19 +113,8 @@ class CapacityResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (probes in the order they were run)."""
-        return _jsonable(asdict(self))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _jsonable(obj.item())
-    return obj
+        from sim.api import to_jsonable
+        return to_jsonable(asdict(self))
 
 
 def _default_run_fn() -> Callable[[Any], Any]:

@@ -78,9 +78,9 @@ FINAL_STATUSES = (STATUS_OK, STATUS_INFEASIBLE)  # points with these are never r
 
 def jsonable(value: Any) -> Any:
     """Plain JSON value of ``value`` (numpy scalars, dataclasses, NaN → None), as results are saved."""
-    from sim.api import _jsonable
+    from sim.api import to_jsonable
 
-    return _jsonable(value)
+    return to_jsonable(value)
 
 
 def dumps_json(value: Any) -> bytes:
