@@ -95,7 +95,7 @@ def test_max_num_seqs_caps_admission():
 def test_preemption_takes_the_last_running_and_blocks_admission_in_that_step():
     # 3 blocks of 4 tokens: a (4-token prompt) and b (4-token prompt) each need a new block to decode.
     s = make_sched(num_blocks=3, block_size=4, max_num_batched_tokens=64, max_model_len=12)
-    a, b = add(s, 0, 4, out=5), add(s, 1, 4, out=5)
+    _, b = add(s, 0, 4, out=5), add(s, 1, 4, out=5)
     c = add(s, 2, 8, out=1)
     d = Driver(s)
     out = d.step()
