@@ -258,16 +258,20 @@ def min_decode_deadline_s(token_times_s: Sequence[float] | np.ndarray, target: f
 
 
 def min_decode_deadlines_rows(t_ns: np.ndarray, num_tokens: np.ndarray, target: float,
-                              max_steps: int = 400) -> np.ndarray:
+                              max_steps: int = 400, bounds: bool = False
+                              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Vectorised :func:`min_decode_deadline_s` over the rows of ``t_ns`` (B × W int64 token times,
-    each row relative to its first token). Returns seconds (float64, length B)."""
+    each row relative to its first token). Returns seconds (float64, length B).
+
+    With ``bounds=True`` it returns ``(lo, hi)`` after at most ``max_steps`` passes: every row's exact
+    minimum lies in ``[lo, hi]``, and ``lo == hi`` (the exact value) for rows that converged."""
     num_rows, width = t_ns.shape
     max_miss_rate = 1.0 - target
     out = np.zeros(num_rows)
     m = np.maximum(num_tokens - 1, 0)  # decode tokens per row
     rows = np.flatnonzero((m > 0) & (max_miss_rate < 1.0))
     if rows.size == 0 or width < 2:
-        return out
+        return (out, out.copy()) if bounds else out
     t = t_ns[rows].astype(np.float64)
     num_tok = num_tokens[rows]
     idx = np.arange(width)
@@ -276,18 +280,49 @@ def min_decode_deadlines_rows(t_ns: np.ndarray, num_tokens: np.ndarray, target: 
     lo = np.zeros(rows.size)
     hi = gaps.max(axis=1)  # every token meets its deadline at D = max gap: feasible
     tv = np.where(valid, t, 0.0)
-    for _ in range(max_steps):
-        active = hi > lo
+    def still_open() -> np.ndarray:
         mid = 0.5 * (lo + hi)
-        active &= (mid > lo) & (mid < hi)
+        return (hi > lo) & (mid > lo) & (mid < hi)
+
+    for _ in range(max_steps):
+        active = still_open()
         if not active.any():
             break
+        mid = 0.5 * (lo + hi)
         a_rows = np.flatnonzero(active)
         feasible, lower, upper = _trace_at(tv[a_rows], valid[a_rows], mid[a_rows], max_miss_rate)
         hi[a_rows] = np.where(feasible, np.minimum(hi[a_rows], lower), hi[a_rows])
         lo[a_rows] = np.where(feasible, lo[a_rows], np.maximum(lo[a_rows], upper))
     out[rows] = hi / NS_PER_S
-    return out
+    if not bounds:
+        return out
+    low = out.copy()
+    low[rows] = np.where(still_open(), lo, hi) / NS_PER_S  # converged rows: the exact value
+    return low, out
+
+
+def percentile_from_bounds(lo: np.ndarray, hi: np.ndarray, percentile: float,
+                           exact: Callable[[np.ndarray], np.ndarray]) -> float:
+    """``np.percentile(x, percentile)`` (linear interpolation) of values known only as ``lo ≤ x ≤ hi``,
+    computing exact values (``exact(indices) -> x[indices]``) only where the bounds cannot decide.
+
+    The value at sorted rank r lies in [r-th smallest lo, r-th smallest hi]. Rows whose ``hi`` is below
+    the first bound are certainly ranked before it, rows whose ``lo`` is above the second certainly after;
+    the ranks needed are then found among the exactly-computed remaining rows.
+    """
+    n = lo.size
+    k = (n - 1) * (percentile / 100.0)  # numpy's virtual index, rounded as numpy rounds it
+    r0, r1 = int(np.floor(k)), int(np.ceil(k))
+    low_bound = np.partition(lo, r0)[r0]
+    high_bound = np.partition(hi, r1)[r1]
+    below = hi < low_bound
+    candidates = np.flatnonzero(~below & (lo <= high_bound))
+    values = np.sort(np.asarray(exact(candidates), dtype=np.float64))
+    n_below = int(below.sum())
+    v0, v1 = values[r0 - n_below], values[r1 - n_below]
+    t, diff = k - r0, v1 - v0
+    # numpy's lerp: from the nearer end, so the result is bit-identical to np.percentile
+    return float(v1 - diff * (1.0 - t)) if t >= 0.5 else float(v0 + diff * t)
 
 
 def _trace_at(t: np.ndarray, valid: np.ndarray, d: np.ndarray, max_miss_rate: float
@@ -431,13 +466,18 @@ def _token_matrix(timeline: TokenTimeline, rows: np.ndarray, origin_s: np.ndarra
 def request_fluidity(requests: pd.DataFrame, timeline: TokenTimeline, rows: np.ndarray | None = None, *,
                      prefill_deadline_s: float | np.ndarray = DEFAULT_PREFILL_DEADLINE_S,
                      decode_deadline_s: float = DEFAULT_DECODE_DEADLINE_S,
-                     target: float = DEFAULT_FLUIDITY_TARGET) -> pd.DataFrame:
+                     target: float = DEFAULT_FLUIDITY_TARGET,
+                     min_deadline_passes: int | None = None) -> pd.DataFrame:
     """Per-request fluidity for ``rows`` (default: every request with a token).
 
     Columns: ``fluidity_missed``, ``fluidity_total`` (deadlines), ``fluidity_index``, and
     ``min_decode_deadline_s`` (exact smallest decode deadline keeping fluidity ≥ ``target``, TTFT
     ignored; 0 with fewer than two tokens). ``prefill_deadline_s`` may be one value per row.
     Work is done in chunks of about two million tokens, each vectorised over its requests.
+
+    With ``min_deadline_passes`` the minimum is only bracketed, in that many passes: the columns are
+    then ``min_decode_deadline_lo_s`` / ``min_decode_deadline_hi_s`` (equal where already exact), for
+    :func:`percentile_from_bounds`.
     """
     if rows is None:
         rows = np.flatnonzero(np.isfinite(requests["first_token_s"].to_numpy(dtype=np.float64)))
@@ -449,6 +489,7 @@ def request_fluidity(requests: pd.DataFrame, timeline: TokenTimeline, rows: np.n
     missed = np.zeros(rows.size, dtype=np.int64)
     total = np.zeros(rows.size, dtype=np.int64)
     min_dl = np.zeros(rows.size)
+    min_lo = np.zeros(rows.size)
     # sort by length so each chunk pads little
     order = np.argsort(n_out[rows], kind="stable")
     start = 0
@@ -464,12 +505,20 @@ def request_fluidity(requests: pd.DataFrame, timeline: TokenTimeline, rows: np.n
         mi, to = _fixed_deadline_rows(mat, ntok, pre_ns, decode_ns)
         missed[sel], total[sel] = mi, to
         rel = mat - mat[:, :1]  # relative to the first token (TTFT ignored)
-        min_dl[sel] = min_decode_deadlines_rows(rel, ntok, target)
+        if min_deadline_passes is None:
+            min_dl[sel] = min_decode_deadlines_rows(rel, ntok, target)
+        else:
+            min_lo[sel], min_dl[sel] = min_decode_deadlines_rows(rel, ntok, target, max_steps=min_deadline_passes,
+                                                                 bounds=True)
         start = stop
     with np.errstate(divide="ignore", invalid="ignore"):
         index = np.where(total > 0, 1.0 - missed / np.maximum(total, 1), 1.0)
-    return pd.DataFrame({"row": rows, "fluidity_missed": missed, "fluidity_total": total,
-                         "fluidity_index": index, "min_decode_deadline_s": min_dl})
+    cols = {"row": rows, "fluidity_missed": missed, "fluidity_total": total, "fluidity_index": index}
+    if min_deadline_passes is None:
+        cols["min_decode_deadline_s"] = min_dl
+    else:
+        cols["min_decode_deadline_lo_s"], cols["min_decode_deadline_hi_s"] = min_lo, min_dl
+    return pd.DataFrame(cols)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -601,6 +650,11 @@ def _deadlines(slo: Any, prefill_time_fn: Callable[[int], float] | None, prompt_
     return pre, decode, target, pct, info
 
 
+# Bisection passes that bracket every request's minimum decode deadline before the percentile's few
+# undecided requests are solved exactly (more passes: fewer exact solves, each pass over every token)
+_BOUND_PASSES = 2
+
+
 def _fluidity_block(req: pd.DataFrame, timeline: TokenTimeline | None, rows: np.ndarray, slo: Any,
                     prefill_time_fn: Callable[[int], float] | None) -> tuple[dict[str, Any], pd.DataFrame | None]:
     prompt = req["num_prompt_tokens"].to_numpy(dtype=np.int64)[rows] if rows.size else np.zeros(0, np.int64)
@@ -614,7 +668,8 @@ def _fluidity_block(req: pd.DataFrame, timeline: TokenTimeline | None, rows: np.
                     "fluid_token_generation_rate": None, f"{pk}_min_decode_deadline_ms": None})
         out.update({f"{percentile_key(p)}_fluidity_miss_rate": None for p in keys_pct})
         return out, None
-    fl = request_fluidity(req, timeline, rows, prefill_deadline_s=pre, decode_deadline_s=decode, target=target)
+    fl = request_fluidity(req, timeline, rows, prefill_deadline_s=pre, decode_deadline_s=decode, target=target,
+                          min_deadline_passes=_BOUND_PASSES)
     idx = fl["fluidity_index"].to_numpy()
     miss = 1.0 - idx
     out["mean_fluidity_index"] = float(idx.mean())
@@ -624,10 +679,20 @@ def _fluidity_block(req: pd.DataFrame, timeline: TokenTimeline | None, rows: np.
     ok = fl["fluidity_missed"].to_numpy() <= (1.0 - target) * fl["fluidity_total"].to_numpy() + 1e-9
     out["fluidity_attainment"] = float(ok.mean())
     has_decode = req["num_output_tokens"].to_numpy(dtype=np.int64)[rows] > 1
-    mins = fl["min_decode_deadline_s"].to_numpy()[has_decode]
-    p_min = float(np.percentile(mins, pct)) if mins.size else None
+    decode_rows = rows[has_decode]
+    lo = fl["min_decode_deadline_lo_s"].to_numpy()[has_decode]
+    hi = fl["min_decode_deadline_hi_s"].to_numpy()[has_decode]
+
+    def exact(idx: np.ndarray) -> np.ndarray:  # exact minima of the rows the bounds leave undecided
+        if idx.size == 0:
+            return np.zeros(0)
+        return request_fluidity(req, timeline, decode_rows[idx], decode_deadline_s=decode,
+                                target=target)["min_decode_deadline_s"].to_numpy()
+
+    # exactly np.percentile of the per-request minima, computing few of them exactly
+    p_min = percentile_from_bounds(lo, hi, pct, exact) if lo.size else None
     out[f"{pk}_min_decode_deadline_ms"] = None if p_min is None else p_min * 1000.0
-    out["fluid_token_generation_rate"] = fluid_token_generation_rate(mins, pct) if mins.size else None
+    out["fluid_token_generation_rate"] = None if not p_min or p_min <= 0 else 1.0 / p_min
     return out, fl
 
 

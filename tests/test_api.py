@@ -30,8 +30,8 @@ def test_run_result_round_trips_through_disk(tmp_path):
     out = save_result(res, tmp_path / "r")
     back = load_result(out)
     import json
-    from sim.api import _jsonable
-    assert back.summary == json.loads(json.dumps(_jsonable(res.summary)))
+    from sim.api import to_jsonable
+    assert back.summary == json.loads(json.dumps(to_jsonable(res.summary)))
     pd.testing.assert_frame_equal(back.requests, res.requests)
     pd.testing.assert_frame_equal(back.iterations, res.iterations)
     for r, arr in res.timeline.iteration_end_s.items():

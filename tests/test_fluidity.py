@@ -165,3 +165,55 @@ def test_fluid_token_generation_rate():
     assert fluid_token_generation_rate(minima, 99) == pytest.approx(1 / np.percentile(minima, 99))
     assert fluid_token_generation_rate(np.array([]), 99) is None
     assert fluid_token_generation_rate(np.zeros(3), 99) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=200),
+       widths=st.lists(st.floats(0.0, 0.3), min_size=200, max_size=200),
+       shifts=st.lists(st.floats(0.0, 1.0), min_size=200, max_size=200),
+       pct=st.floats(0.0, 100.0))
+def test_percentile_from_bounds_equals_numpy_percentile(values, widths, shifts, pct):
+    """Exact np.percentile from [lo, hi] brackets, asking for exact values only where needed."""
+    from sim.metrics import percentile_from_bounds
+
+    x = np.array(values)
+    w = np.array(widths[:x.size])
+    lo = x - w * np.array(shifts[:x.size])
+    hi = lo + w
+    asked = []
+
+    def exact(idx):
+        asked.append(len(idx))
+        return x[idx]
+
+    assert percentile_from_bounds(lo, hi, pct, exact) == float(np.percentile(x, pct))  # bit-identical
+    # exact bounds need no exact solves beyond the ranks themselves
+    asked.clear()
+    percentile_from_bounds(x, x, pct, exact)
+    assert asked[0] <= 2 + int(np.sum(x == np.percentile(x, pct)))
+
+
+def test_summary_fluid_rate_is_the_exact_percentile_of_per_request_minima():
+    """The summary brackets most requests and solves only undecided ones, yet equals the full
+    computation bit for bit (a bursty run with preemptions, so minima spread widely)."""
+    from sim.config import EngineConfig
+    from sim.cost import ConstantCostModel
+    from sim.engine import ReplicaSetup, simulate
+    from sim.metrics import request_fluidity, summarize
+    from sim.request import RequestSpec
+    from workloads.base import OpenLoopWorkload
+
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.exponential(0.02, 3000))
+    specs = [RequestSpec(float(a), int(p), int(o)) for a, p, o in
+             zip(t, rng.integers(10, 800, t.size), rng.integers(2, 200, t.size))]
+    setup = ReplicaSetup(EngineConfig(max_num_seqs=64, max_num_batched_tokens=1024), 400, 4096,
+                         ConstantCostModel(0.004, 2e-5))
+    out = simulate(OpenLoopWorkload(specs), setup, seed_seq=np.random.SeedSequence(0))
+    s = summarize(out.requests, out.iterations, out.timeline)
+    rows = np.flatnonzero(out.requests.status.to_numpy() == "completed")
+    fl = request_fluidity(out.requests, out.timeline, rows)
+    mins = fl.min_decode_deadline_s.to_numpy()[out.requests.num_output_tokens.to_numpy()[rows] > 1]
+    assert mins.std() > 0.1 * mins.mean()  # a spread, not one value
+    assert s["p99_min_decode_deadline_ms"] == float(np.percentile(mins, 99)) * 1000.0
+    assert s["fluid_token_generation_rate"] == pytest.approx(1.0 / np.percentile(mins, 99), rel=1e-12)
