@@ -40,14 +40,18 @@ def _mlp_frames(data: Path, gpu: str) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
+def _layer_shape(r: pd.Series) -> tuple[int, int, int, int, int, int, int]:
+    """(tp, hidden, intermediate, heads, kv heads, head dim, gate factor) of one Vidur profiling row."""
+    h, nh = int(r.n_embd), int(r.n_head)
+    return (int(r.num_tensor_parallel_workers), h, int(r.n_expanded_embd), nh, int(r.n_kv_head), h // nh,
+            2 if r.use_gated_mlp else 1)
+
+
 def gemm_rows(d: pd.DataFrame) -> pd.DataFrame:
     """One row per measured GEMM: M, K, N (per rank) and seconds."""
     rows = []
     for _, r in d.iterrows():
-        tp = int(r.num_tensor_parallel_workers)
-        h, inter, nh, nkv = int(r.n_embd), int(r.n_expanded_embd), int(r.n_head), int(r.n_kv_head)
-        hd = h // nh
-        g = 2 if r.use_gated_mlp else 1
+        tp, h, inter, nh, nkv, hd, g = _layer_shape(r)
         shapes = {"attn_pre_proj": (h, (nh + 2 * nkv) * hd // tp), "attn_post_proj": (nh * hd // tp, h),
                   "mlp_up_proj": (h, g * inter // tp), "mlp_down_proj": (inter // tp, h)}
         for op, (k, n) in shapes.items():
@@ -61,10 +65,7 @@ def elementwise_rows(d: pd.DataFrame) -> pd.DataFrame:
     """One row per measured norm / rotary / activation kernel: bytes moved and seconds."""
     rows = []
     for _, r in d.iterrows():
-        tp = int(r.num_tensor_parallel_workers)
-        h, inter, nh, nkv = int(r.n_embd), int(r.n_expanded_embd), int(r.n_head), int(r.n_kv_head)
-        hd = h // nh
-        g = 2 if r.use_gated_mlp else 1
+        tp, h, inter, nh, nkv, hd, g = _layer_shape(r)
         m = int(r.num_tokens)
         per_tok = {"input_layernorm": 2 * h * 2, "post_attention_layernorm": 2 * h * 2,
                    "attn_rope": 2 * 2 * (nh + nkv) * hd / tp, "mlp_act": (g * inter / tp + inter / tp) * 2}
