@@ -50,11 +50,6 @@ class SchedulerOutput:
     # num_scheduled_tokens/scheduled (see DecodeGroup); they are counted in ``shape``
     num_grouped: int = 0
 
-    @property
-    def is_empty(self) -> bool:
-        """True when the step computes nothing and moves nothing (the replica waits for an arrival)."""
-        return self.shape.num_tokens == 0 and self.shape.swap_bytes == 0
-
 
 class StepBuilder:
     """Collects one step's batch while a policy walks its queues; :meth:`build` freezes it.
@@ -293,6 +288,17 @@ class Scheduler(abc.ABC):
         self.last_step_end_s = 0.0  # end time of the last completed step
 
     # ------------------------------------------------------------------ options
+    def budget_bounded_option(self, key: str, value: int | None) -> int:
+        """A per-step token count from ``engine.policy_options`` (a chunk size): the token budget when
+        unset, and never above it (clear error naming both keys)."""
+        if value is None:
+            return self.max_num_batched_tokens
+        if value > self.max_num_batched_tokens:
+            raise ConfigError(
+                f"engine.policy_options.{key} = {value} exceeds engine.max_num_batched_tokens = "
+                f"{self.max_num_batched_tokens}; raise engine.max_num_batched_tokens to at least {value}")
+        return value
+
     def parse_options(self, options: dict[str, Any]) -> Any:
         """Validate ``engine.policy_options``; the base accepts none (unknown keys are errors)."""
         if options:

@@ -55,14 +55,7 @@ class SarathiScheduler(Scheduler):
 
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
-        chunk = self.options.chunk_size
-        if chunk is None:
-            chunk = self.max_num_batched_tokens
-        elif chunk > self.max_num_batched_tokens:
-            raise ConfigError(
-                f"engine.policy_options.chunk_size = {chunk} exceeds engine.max_num_batched_tokens = "
-                f"{self.max_num_batched_tokens}; raise engine.max_num_batched_tokens to at least {chunk}")
-        self.chunk_size: int = chunk
+        self.chunk_size: int = self.budget_bounded_option("chunk_size", self.options.chunk_size)
         self.watermark_blocks = int(WATERMARK * kv.num_blocks)
 
     def parse_options(self, options: dict[str, Any]) -> SarathiOptions:

@@ -76,13 +76,7 @@ class SGLangScheduler(Scheduler):
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
         opts = self.options
-        size = opts.chunked_prefill_size
-        if size is None:
-            size = self.max_num_batched_tokens
-        elif size > self.max_num_batched_tokens:
-            raise ConfigError(
-                f"engine.policy_options.chunked_prefill_size = {size} exceeds engine.max_num_batched_tokens"
-                f" = {self.max_num_batched_tokens}; raise engine.max_num_batched_tokens to at least {size}")
+        size = self.budget_bounded_option("chunked_prefill_size", opts.chunked_prefill_size)  # -1: no chunking
         self.chunking = size != -1
         # Tokens one prefill batch may compute (rem_chunk_tokens; max_prefill_tokens without chunking).
         self.prefill_budget: int = size if self.chunking else self.max_num_batched_tokens

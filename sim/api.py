@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.config import ExperimentConfig, load_experiment, parse_experiment
+from sim.config import ExperimentConfig, load_experiment
 from sim.errors import ConfigError
 from sim.result import RunResult
 
@@ -254,8 +254,3 @@ def capacity(cfg: ExperimentConfig | str | Path, out_dir: str | Path | None = No
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_experiment(cfg)
     return capacity_search(cfg, out_dir=out_dir, **kwargs)
-
-
-def parse(data: dict, source: str = "<dict>", base_dir: str | Path = ".") -> ExperimentConfig:
-    """Validate an experiment given as a dict (notebooks)."""
-    return parse_experiment(data, source, base_dir)

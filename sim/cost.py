@@ -29,11 +29,6 @@ class BatchShape:
     sum_decode_kv_tokens: int = 0  # Σ (ctx_i + 1) over plain decodes: keys their queries attend to
 
     @property
-    def num_prefill_seqs(self) -> int:
-        """Requests in this step that are (chunked) prefills rather than plain decodes."""
-        return self.num_seqs - self.num_decode_seqs
-
-    @property
     def causal_pairs(self) -> int:
         """Number of (query, key) pairs attention computes: Σ new_i·ctx_i + new_i(new_i+1)/2."""
         return self.sum_ctx_x_new + (self.sum_new_sq + self.num_tokens) // 2
