@@ -27,9 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sim.config import EngineConfig  # noqa: E402
-from sim.cost import BatchShape, ConstantCostModel, StepCost  # noqa: E402
-from sim.engine import ReplicaSetup, simulate  # noqa: E402
-from sim.request import RequestSpec  # noqa: E402
+from sim.deploy.step_cost import BatchShape, ConstantCostModel, StepCost  # noqa: E402
+from sim.engine.request import RequestSpec  # noqa: E402
+from sim.engine.simulator import ReplicaSetup, simulate  # noqa: E402
 from workloads.base import OpenLoopWorkload  # noqa: E402
 
 # Llama-3.1-8B bf16 on one H100-80GB at gpu_memory_utilization 0.9: ~ 55 GiB of KV at 128 KiB/token

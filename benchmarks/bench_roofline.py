@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from hwprofiles import load_profile
 from sim.config import ParallelConfig
-from sim.cost import BatchShapeBuilder
-from sim.models import load_model
-from sim.roofline import RooflineCostModel, uniform_batch_shape
+from sim.deploy.models import load_model
+from sim.deploy.roofline import RooflineCostModel, uniform_batch_shape
+from sim.deploy.step_cost import BatchShapeBuilder
 
 CALIBRATION_DIR = ROOT / "sim" / "data" / "calibration"  # the bundled runs (sim/data/calibration/README.md)
 CODELLAMA = ROOT / "tests" / "data" / "models" / "codellama-34b-instruct.json"

@@ -8,7 +8,7 @@ bytes and GPU count). The bundled profiles were fitted on the full files (a chec
 ``data/profiling/``; the numbers in docs/cost-model.md); the default, ``tests/data/vidur``, holds the subsets
 the tests use, whose fits land close to, not exactly on, the full-data values.
 
-The model fitted is the one ``sim/roofline.py`` evaluates (docs/cost-model.md):
+The model fitted is the one ``sim/deploy/roofline.py`` evaluates (docs/cost-model.md):
 
 * GEMM (M tokens, K×N weights per rank, bf16):
   ``t = max(2MKN·(M + n_half)/(M·peak·e), bytes/(bw·e_mem)) + t_kernel``.

@@ -7,7 +7,7 @@
     python benchmarks/validate.py --fit --fit-runs llama-2-7b --window-s 120   # refit h100_fit.yaml (~5 min)
 
 ``--fit`` fits the chosen parameters on the ``--fit-runs`` (default: the three Llama-2-7B runs, every load
-stage as its own case) with :func:`sim.calibrate.fit_profile`, writes the fitted profile to
+stage as its own case) with :func:`sim.fidelity.calibrate.fit_profile`, writes the fitted profile to
 ``--fit-out`` (default ``sim/data/calibration/h100_fit.yaml``) and then validates it on every run — the
 CodeLlama-34B TP2 run is held out of the fit. Results (JSON + Markdown) go to ``--out``
 (default ``results/validation/``). The method and the latest table are in docs/validation.md.
@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hwprofiles import load_profile  # noqa: E402
-
-from sim import calibrate as cal  # noqa: E402
-from sim import validation as val  # noqa: E402
+from sim.fidelity import calibrate as cal  # noqa: E402
+from sim.fidelity import validate as val  # noqa: E402
 
 DEFAULT_FIT_PARAMETERS = ("memory_efficiency", "attention_memory_efficiency", "per_iteration_s", "per_request_s",
                           "gemm_kernel_s")

@@ -12,8 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from sim.deploy.hardware import HardwareProfile
 from sim.errors import ConfigError, unknown_name
-from sim.hardware import HardwareProfile
 
 PROFILE_DIR = Path(__file__).resolve().parent
 

@@ -7,7 +7,7 @@ The engine loop is::
     yield env.timeout(cost.time_s)
     finished = scheduler.update_from_output(out, iteration, now_s)
 
-Policies decide *who* runs and *how many tokens*; the KV-cache manager (``sim.kv_cache``) decides
+Policies decide *who* runs and *how many tokens*; the KV-cache manager (``sim.engine.kv_cache``) decides
 whether memory allows it and says no by return value. Policies never touch block lists directly.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.cost import BatchShape, BatchShapeBuilder
+from sim.deploy.step_cost import BatchShape, BatchShapeBuilder
+from sim.engine.kv_cache import KVCacheManager
+from sim.engine.request import Request, RequestStatus
 from sim.errors import ConfigError
-from sim.kv_cache import KVCacheManager
-from sim.request import Request, RequestStatus
 
 # Reasons a request is rejected at admission (the ``reject_reason`` column).
 REJECT_TOO_LONG = "prompt longer than max_model_len"
@@ -55,7 +55,7 @@ class StepBuilder:
     """Collects one step's batch while a policy walks its queues; :meth:`build` freezes it.
 
     Scheduling a request is O(1): it appends to the batch and adds to the running sums priced by the
-    cost model (``sim.cost.BatchShapeBuilder``).
+    cost model (``sim.deploy.step_cost.BatchShapeBuilder``).
     """
 
     __slots__ = ("token_budget", "scheduled", "num_scheduled_tokens", "shape", "preempted_ids",

@@ -29,7 +29,7 @@ from typing import Any
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
-from sim.request import Request
+from sim.engine.request import Request
 
 REJECT_OVER_BUDGET = "prompt longer than max_num_batched_tokens (prompts are never split)"
 

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from policies.registry import register_router
-from sim.request import RequestSpec
+from sim.engine.request import RequestSpec
 
 
 class Router:

@@ -33,8 +33,8 @@ from typing import Any
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
+from sim.engine.request import Request
 from sim.errors import ConfigError
-from sim.request import Request
 
 # Sarathi-Serve's block manager is vLLM V0's: 1 % of the blocks stay free at admission.
 WATERMARK = 0.01

@@ -31,7 +31,7 @@ Speed: decoding requests live in the base class's :class:`~policies.base.DecodeG
 that needs no retraction costs O(1) plus the requests crossing a KV block boundary. A prefill batch
 (in which they do not decode) dissolves the group first.
 
-Prefix cache: simctl uses the engine's block-level cache (``sim.kv_cache``) in place of SGLang's
+Prefix cache: simctl uses the engine's block-level cache (``sim.engine.kv_cache``) in place of SGLang's
 token-level radix tree: hits count in whole blocks of ``engine.block_size`` (SGLang's page size is
 1 token), and eviction is LRU over freed blocks rather than over unlocked radix leaves. With
 ``block_size: 1`` the two agree on hit lengths. See docs/policies.md for the other simplifications.
@@ -44,8 +44,8 @@ from typing import Any
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
+from sim.engine.request import Request, RequestStatus
 from sim.errors import ConfigError
-from sim.request import Request, RequestStatus
 
 # SGLang constants (global_config.py / schedule_policy.py / scheduler.py defaults).
 CLIP_MAX_NEW_TOKENS = 4096  # future output counted per request in the admission estimate

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
+from sim.engine.request import RequestStatus
 from sim.errors import ConfigError
-from sim.request import RequestStatus
 
 _UNCAPPED = 1 << 62  # a token budget that never binds: what a request would take without the budget
 

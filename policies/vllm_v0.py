@@ -39,8 +39,8 @@ from typing import Any
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
+from sim.engine.request import Request, RequestStatus
 from sim.errors import ConfigError
-from sim.request import Request, RequestStatus
 
 # V0's BlockSpaceManager keeps this fraction of the GPU blocks free when admitting a prompt
 # (``CacheConfig``/``BlockSpaceManager(watermark=0.01)``).

@@ -1,15 +1,17 @@
 """simctl: discrete-event simulator of LLM serving.
 
 The Python API mirrors the CLI: :func:`sim.run`, :func:`sim.sweep`, :func:`sim.capacity`
-(see ``sim/api.py``).
+(see ``sim/api.py``); docs/architecture.md maps the subpackages.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from sim.version import __version__
+
+__all__ = ["__version__", "run", "sweep", "capacity", "load_experiment", "RunResult"]
 
 
 def __getattr__(name: str):
-    # Lazy re-exports so `import sim` stays cheap and free of import cycles.
+    # Lazy re-exports: `import sim` (and every `import sim.<stage>`) stays cheap.
     if name in {"run", "sweep", "capacity", "load_experiment", "RunResult"}:
         from sim import api
         return getattr(api, name)

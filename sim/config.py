@@ -84,10 +84,10 @@ class EngineConfig(Frozen):
 # Sections validated by models that live with the code that uses them: key -> "module:Class".
 SECTION_MODELS: dict[str, str] = {
     "workload": "workloads.config:WorkloadConfig",
-    "slo": "sim.slo:SLOConfig",
-    "search": "sim.capacity_search:SearchConfig",
-    "sweep": "sim.sweep_runner:SweepConfig",
-    "cost": "sim.costs:CostConfig",
+    "slo": "sim.measure.slo:SLOConfig",
+    "search": "sim.plan.capacity:SearchConfig",
+    "sweep": "sim.plan.sweep:SweepConfig",
+    "cost": "sim.measure.pricing:CostConfig",
 }
 
 

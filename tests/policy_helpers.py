@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
-from sim.request import Request, RequestSpec
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.request import Request, RequestSpec
+from sim.engine.simulator import ReplicaSetup, simulate
 from workloads.base import OpenLoopWorkload
 
 

@@ -18,8 +18,8 @@ BASE = {
 
 
 def test_api_functions_stay_callable_after_submodule_imports():
-    import sim.capacity_search  # noqa: F401  (importing submodules must not shadow the API)
-    import sim.sweep_runner  # noqa: F401
+    import sim.plan.capacity  # noqa: F401  (importing submodules must not shadow the API)
+    import sim.plan.sweep  # noqa: F401
     assert callable(sim.run) and callable(sim.sweep) and callable(sim.capacity)
 
 
@@ -30,6 +30,7 @@ def test_run_result_round_trips_through_disk(tmp_path):
     out = save_result(res, tmp_path / "r")
     back = load_result(out)
     import json
+
     from sim.api import to_jsonable
     assert back.summary == json.loads(json.dumps(to_jsonable(res.summary)))
     pd.testing.assert_frame_equal(back.requests, res.requests)

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim import calibrate as cal
 from sim.errors import ConfigError
+from sim.fidelity import calibrate as cal
 
 DATA = Path(__file__).parent / "data" / "calibration"
 
@@ -152,7 +152,7 @@ def test_calibration_note_and_yaml():
 
 def test_calibrated_hardware_profile_round_trips_through_yaml(tmp_path):
     from hwprofiles import load_profile
-    from sim.hardware import HardwareProfile
+    from sim.deploy.hardware import HardwareProfile
     base = load_profile("h100-sxm")
     fitted = {"per_iteration_s": 0.0031, "memory_efficiency": 0.83}
     prof, note = cal.calibrated_profile(base, fitted, on="2 runs", stderr={"per_iteration_s": 2e-4},

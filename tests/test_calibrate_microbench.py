@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim import calibrate as cal
 from sim.errors import ConfigError
+from sim.fidelity import calibrate as cal
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT / "tests" / "data" / "calibration" / "microbench_small.csv"

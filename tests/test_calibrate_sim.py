@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sim import calibrate as cal
+from sim.fidelity import calibrate as cal
 
 DATA = Path(__file__).parent / "data" / "calibration"
 SMOOTH_METRICS = ["mean_ttft_ms", "mean_e2el_ms", "mean_itl_derived_ms"]
@@ -16,7 +16,7 @@ SMOOTH_METRICS = ["mean_ttft_ms", "mean_e2el_ms", "mean_itl_derived_ms"]
 def setting():
     from hwprofiles import load_profile
     from sim.config import with_overrides
-    from sim.validation import load_runs
+    from sim.fidelity.validate import load_runs
     requests = cal.load_measurements(DATA / "roleplay_first300.csv").iloc[:200].copy()
     requests["output_tokens"] = requests["output_tokens"].clip(lower=2, upper=48)  # short: fast replays
     # Synchronous scheduling keeps mean TTFT a smooth function of the parameters; under vLLM's async

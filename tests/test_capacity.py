@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sim.capacity_search import SearchConfig, capacity_search
 from sim.config import EngineConfig, parse_experiment
 from sim.errors import ConfigError
-from sim.slo import evaluate_slo
+from sim.measure.slo import evaluate_slo
+from sim.plan.capacity import SearchConfig, capacity_search
 
 WORKLOAD = {"num_requests": 500, "arrival": {"process": "poisson", "rate": 3.0},
             "input_tokens": {"dist": "fixed", "value": 16}, "output_tokens": {"dist": "fixed", "value": 1}}
@@ -101,9 +101,9 @@ def test_md1_capacity_matches_pollaczek_khinchine():
     """Batch cap 1 + constant step time D = M/D/1. An SLO on mean TTFT = D + W_q bounds the mean
     queueing delay by W, so the capacity is the λ solving λD²/(2(1 − λD)) = W (SEMANTICS.md §6):
     λ* = 2W / (D(D + 2W))."""
-    from sim.cost import ConstantCostModel
-    from sim.engine import ReplicaSetup, simulate
-    from sim.metrics import summarize
+    from sim.deploy.step_cost import ConstantCostModel
+    from sim.engine.simulator import ReplicaSetup, simulate
+    from sim.measure.metrics import summarize
     from workloads import build_workload
 
     step_s, wait_s = 0.1, 0.05

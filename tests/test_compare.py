@@ -8,9 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.compare import (compare, compare_paths, derived_itl_ms, load_benchmark, load_simulated,
-                         summarize_requests, write_comparison)
 from sim.errors import ConfigError, TraceError
+from sim.fidelity.compare import (
+    compare,
+    compare_paths,
+    derived_itl_ms,
+    load_benchmark,
+    load_simulated,
+    summarize_requests,
+    write_comparison,
+)
 
 DATA = Path(__file__).parent / "data" / "calibration"
 TRACE = DATA / "roleplay_first300.csv"
@@ -33,7 +40,7 @@ def _sim_dir(tmp_path: Path, measured: pd.DataFrame, scale: float = 1.1) -> Path
 
 
 def load_simulated_frame(records: pd.DataFrame) -> pd.DataFrame:
-    from sim.compare import simulated_requests
+    from sim.fidelity.compare import simulated_requests
     return simulated_requests(records)
 
 

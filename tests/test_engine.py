@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import engine as engine_mod
 from sim.config import EngineConfig
-from sim.cost import BatchShape, ConstantCostModel, StepCost
-from sim.engine import ITERATION_COLUMNS, ReplicaSetup, simulate
-from sim.request import RECORD_COLUMNS, RequestSpec
+from sim.deploy.step_cost import BatchShape, ConstantCostModel, StepCost
+from sim.engine.request import RECORD_COLUMNS, RequestSpec
+from sim.engine.simulator import ITERATION_COLUMNS, ReplicaSetup, simulate
+from sim.engine import simulator as engine_mod
 from workloads.base import OpenLoopWorkload
 
 D = 0.1  # seconds per step

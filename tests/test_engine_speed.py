@@ -14,8 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_engine  # noqa: E402
+
 from sim.config import EngineConfig  # noqa: E402
-from sim.engine import ReplicaSetup, simulate  # noqa: E402
+from sim.engine.simulator import ReplicaSetup, simulate  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.metrics import (fluid_token_generation_rate, fluidity_counts, fluidity_index,
-                          min_decode_deadline_s, min_decode_deadlines_rows)
+from sim.measure.metrics import (
+    fluid_token_generation_rate,
+    fluidity_counts,
+    fluidity_index,
+    min_decode_deadline_s,
+    min_decode_deadlines_rows,
+)
 
 
 def reference_counts(gaps, prefill_deadline, decode_deadline, ignore_first=False):
@@ -174,7 +179,7 @@ def test_fluid_token_generation_rate():
        pct=st.floats(0.0, 100.0))
 def test_percentile_from_bounds_equals_numpy_percentile(values, widths, shifts, pct):
     """Exact np.percentile from [lo, hi] brackets, asking for exact values only where needed."""
-    from sim.metrics import percentile_from_bounds
+    from sim.measure.metrics import percentile_from_bounds
 
     x = np.array(values)
     w = np.array(widths[:x.size])
@@ -197,10 +202,10 @@ def test_summary_fluid_rate_is_the_exact_percentile_of_per_request_minima():
     """The summary brackets most requests and solves only undecided ones, yet equals the full
     computation bit for bit (a bursty run with preemptions, so minima spread widely)."""
     from sim.config import EngineConfig
-    from sim.cost import ConstantCostModel
-    from sim.engine import ReplicaSetup, simulate
-    from sim.metrics import request_fluidity, summarize
-    from sim.request import RequestSpec
+    from sim.deploy.step_cost import ConstantCostModel
+    from sim.engine.request import RequestSpec
+    from sim.engine.simulator import ReplicaSetup, simulate
+    from sim.measure.metrics import request_fluidity, summarize
     from workloads.base import OpenLoopWorkload
 
     rng = np.random.default_rng(3)

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.kv_cache import KVCacheManager, KVInvariantError
-from sim.request import Request, RequestSpec
+from sim.engine.kv_cache import KVCacheManager, KVInvariantError
+from sim.engine.request import Request, RequestSpec
 
 
 def make_req(rid: int, prompt: int, out: int = 4, segments=(), output_key=None) -> Request:

@@ -7,9 +7,9 @@ import pytest
 
 from hwprofiles import load_profile
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
+from sim.deploy.memory_plan import kv_block_bytes, plan_memory, weights_bytes_per_gpu
+from sim.deploy.models import load_model
 from sim.errors import InfeasibleConfigError
-from sim.memory import kv_block_bytes, plan_memory, weights_bytes_per_gpu
-from sim.models import load_model
 
 DATA = Path(__file__).parent / "data"
 H100 = load_profile("h100-sxm")
@@ -85,7 +85,7 @@ def test_infeasible_names_needed_available_and_smallest_tp():
 def test_splits_vllm_refuses_are_rejected_with_the_valid_degrees():
     """vLLM's verify_with_parallel_config: heads must divide over TP, KV heads split or replicate evenly,
     at least one layer per pipeline stage."""
-    from sim.memory import check_parallelism
+    from sim.deploy.memory_plan import check_parallelism
 
     llama = load_model("llama-3.1-8b")  # 32 heads, 8 KV heads, 32 layers
     for tp in (1, 2, 4, 8, 16, 32):  # 16 and 32 replicate the 8 KV heads 2× and 4×

@@ -8,11 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
-from sim.metrics import (itl_sample, latency_stats, percentile_key, request_fluidity, request_token_times,
-                         summarize, weighted_stats)
-from sim.request import RECORD_COLUMNS, RequestSpec, TokenTimeline
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.request import RECORD_COLUMNS, RequestSpec, TokenTimeline
+from sim.engine.simulator import ReplicaSetup, simulate
+from sim.measure.metrics import (
+    itl_sample,
+    latency_stats,
+    percentile_key,
+    request_fluidity,
+    request_token_times,
+    summarize,
+    weighted_stats,
+)
 from workloads.base import OpenLoopWorkload
 
 VLLM_KEYS = ["completed", "duration", "request_throughput", "output_throughput", "total_token_throughput",
@@ -201,7 +208,7 @@ def test_rejected_and_unfinished_are_counted():
 
 
 def test_summary_fluidity_matches_per_request_definition(run):
-    from sim.metrics import fluidity_counts
+    from sim.measure.metrics import fluidity_counts
 
     req = run.requests
     s = summarize(req, run.iterations, run.timeline,

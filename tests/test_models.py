@@ -6,13 +6,20 @@ import json
 
 import pytest
 
-from sim.errors import ConfigError, SimctlError, UnknownNameError
-from sim.models import (
-    CATALOG_DIR, LinearOp, UnsupportedModelError, catalog, dtype_bytes, list_models, load_model,
-    resolve_name, spec_from_config,
+from sim.deploy.models import (
+    CATALOG_DIR,
+    LinearOp,
+    UnsupportedModelError,
+    catalog,
+    dtype_bytes,
+    list_models,
+    load_model,
+    resolve_name,
+    spec_from_config,
 )
-from sim.models.hf_config import SUPPORTED_MODEL_TYPES, read_config_file
-from sim.models.spec import pp_partition
+from sim.deploy.models.hf_config import SUPPORTED_MODEL_TYPES, read_config_file
+from sim.deploy.models.spec import pp_partition
+from sim.errors import ConfigError, SimctlError, UnknownNameError
 
 
 def cfg(name: str) -> dict:

@@ -47,7 +47,7 @@ def test_info_table():
 
 
 def test_info_from_path(tmp_path):
-    from sim.models import catalog
+    from sim.deploy.models import catalog
     p = tmp_path / "config.json"
     p.write_text(catalog()["gpt2"].path.read_text())
     d = json.loads(run("info", str(p), "--json").output)

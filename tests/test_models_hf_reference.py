@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from sim.models import list_models, load_model
+from sim.deploy.models import list_models, load_model
 
 # Reference counts from Hugging Face transformers 5.23: AutoModelForCausalLM.from_config(<catalog config>)
 # on the meta device; total = model.num_parameters(), split of named_parameters() by category.
-# Regenerate with: python -m sim.models.verify_hf --json out.json  (needs torch + transformers).
+# Regenerate with: python -m sim.deploy.models.verify_hf --json out.json  (needs torch + transformers).
 HF_REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
     "llama-7b": (6738415616, {"embeddings": 131072000, "attention": 2147483648, "mlp": 4328521728, "norms": 266240, "lm_head": 131072000}),
     "llama-2-7b": (6738415616, {"embeddings": 131072000, "attention": 2147483648, "mlp": 4328521728, "norms": 266240, "lm_head": 131072000}),

@@ -8,11 +8,11 @@ import pytest
 from policies.registry import get_policy, register_policy
 from policies.sarathi import SarathiScheduler
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.kv_cache import KVCacheManager
+from sim.engine.request import RequestSpec, RequestStatus
+from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
-from sim.kv_cache import KVCacheManager
-from sim.request import RequestSpec, RequestStatus
 from tests.policy_helpers import Driver, add, assert_fast_path_matches_exact_loop
 from workloads.base import OpenLoopWorkload
 

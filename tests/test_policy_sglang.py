@@ -9,11 +9,11 @@ import pytest
 from policies.registry import get_policy, register_policy
 from policies.sglang import REJECT_OVER_BUDGET, RETRACT_DECODE_STEPS, SGLangScheduler
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.kv_cache import KVCacheManager
+from sim.engine.request import Request, RequestSpec, RequestStatus
+from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
-from sim.kv_cache import KVCacheManager
-from sim.request import Request, RequestSpec, RequestStatus
 from tests.policy_helpers import Driver, add, assert_fast_path_matches_exact_loop
 from workloads.base import OpenLoopWorkload
 

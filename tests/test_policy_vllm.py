@@ -9,11 +9,11 @@ from policies.base import REJECT_KV_CAPACITY, REJECT_TOO_LONG
 from policies.registry import get_policy, register_policy
 from policies.vllm import VLLMV1Scheduler
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.kv_cache import KVCacheManager
+from sim.engine.request import Request, RequestSpec, RequestStatus
+from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
-from sim.kv_cache import KVCacheManager
-from sim.request import Request, RequestSpec, RequestStatus
 from workloads.base import OpenLoopWorkload
 
 

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
-from sim.request import RequestSpec
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.request import RequestSpec
+from sim.engine.simulator import ReplicaSetup, simulate
 from workloads.base import OpenLoopWorkload
 
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from sim.api import save_result
+from sim.plan.sweep import sweep
 from sim.report import write_report
 from sim.report.run_report import binned, memory_parts
 from sim.report.sweep_report import Configuration, _pareto_front, recommend
 from sim.report.thresholds import Criterion, mlperf_criteria, slo_criteria, slo_passed
-from sim.sweep_runner import sweep
 from tests.test_sweep import GRID, experiment, fake_capacity, fake_run, synthetic_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

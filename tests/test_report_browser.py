@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from sim.api import save_result
+from sim.plan.sweep import sweep
 from sim.report import write_report
-from sim.sweep_runner import sweep
 from tests.test_sweep import GRID, experiment, fake_run, synthetic_result
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 from hwprofiles import load_profile
 from sim.config import ParallelConfig, PrecisionConfig
-from sim.cost import BatchShape, BatchShapeBuilder
-from sim.hardware import HardwareProfile
-from sim.models import ModelSpec, load_model
-from sim.roofline import RooflineCostModel, single_request_shape, uniform_batch_shape
+from sim.deploy.hardware import HardwareProfile
+from sim.deploy.models import ModelSpec, load_model
+from sim.deploy.roofline import RooflineCostModel, single_request_shape, uniform_batch_shape
+from sim.deploy.step_cost import BatchShape, BatchShapeBuilder
 
 # --------------------------------------------------------------------------- a tiny model, by hand
 
@@ -248,9 +248,9 @@ def test_mla_decode_attention_uses_each_requests_own_context():
     prefill shares the batch: growing one decode's context by Δ adds L·Δ·2·H·(d_qk + d_v) FLOPs."""
     from hwprofiles import load_profile
     from sim.config import ParallelConfig, PrecisionConfig
-    from sim.cost import BatchShapeBuilder
-    from sim.models import load_model
-    from sim.roofline import RooflineCostModel
+    from sim.deploy.models import load_model
+    from sim.deploy.roofline import RooflineCostModel
+    from sim.deploy.step_cost import BatchShapeBuilder
 
     model = load_model("deepseek-v2-lite")
     cm = RooflineCostModel(model, load_profile("h100-sxm"), ParallelConfig(), PrecisionConfig())

@@ -9,8 +9,8 @@ import pytest
 
 from hwprofiles import load_profile
 from sim.config import ParallelConfig
-from sim.models import load_model
-from sim.roofline import RooflineCostModel, single_request_shape
+from sim.deploy.models import load_model
+from sim.deploy.roofline import RooflineCostModel, single_request_shape
 
 DATA = Path(__file__).parent / "data"
 MODELS = {"Llama-2-7b-hf": "llama-2-7b", "CodeLlama-34b-Instruct-hf": str(DATA / "models" / "codellama-34b-instruct.json")}

@@ -7,10 +7,10 @@ import pytest
 from policies.registry import get_router, router_names
 from policies.routers import stable_hash
 from sim.config import EngineConfig
-from sim.cost import ConstantCostModel
-from sim.engine import ReplicaSetup, simulate
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.request import RequestSpec
+from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import UnknownNameError
-from sim.request import RequestSpec
 from workloads.base import OpenLoopWorkload
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from sim.config import parse_experiment
 from sim.errors import ConfigError
-from sim.slo import SLOConfig, evaluate_slo, resolve_slo
+from sim.measure.slo import SLOConfig, evaluate_slo, resolve_slo
 from workloads.scenarios import MLPERF_LIMITS_MS
 
 

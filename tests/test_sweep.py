@@ -2,7 +2,7 @@
 
 The sweep never needs the real engine to be tested: a *point function* is injected. The fakes here
 (module level, so worker processes can import them) build synthetic but self-consistent
-:class:`sim.result.RunResult` objects whose latency grows with load and shrinks with TP; the report
+:class:`sim.runs.result.RunResult` objects whose latency grows with load and shrinks with TP; the report
 tests reuse them.
 """
 from __future__ import annotations
@@ -22,11 +22,21 @@ import pandas as pd
 import pytest
 
 from sim.config import parse_experiment
+from sim.engine.request import RECORD_COLUMNS, TokenTimeline
 from sim.errors import ConfigError, InfeasibleConfigError
-from sim.request import RECORD_COLUMNS, TokenTimeline
-from sim.result import RunResult
-from sim.sweep_runner import (POINT_FILE, POINTS_DIR, SWEEP_CSV, SWEEP_PLAN, SWEEP_TABLE, SweepConfig, capacity_row,
-                       plan_sweep, point_names, sweep)
+from sim.plan.sweep import (
+    POINT_FILE,
+    POINTS_DIR,
+    SWEEP_CSV,
+    SWEEP_PLAN,
+    SWEEP_TABLE,
+    SweepConfig,
+    capacity_row,
+    plan_sweep,
+    point_names,
+    sweep,
+)
+from sim.runs.result import RunResult
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic results (shared with the report tests)
@@ -373,7 +383,7 @@ def test_changed_base_config_invalidates_finished_points(tmp_path):
 SCRIPT = textwrap.dedent("""
     import sys
     from tests.test_sweep import experiment, GRID, failing_after_marker
-    from sim.sweep_runner import sweep
+    from sim.plan.sweep import sweep
     sweep(experiment(GRID), sys.argv[1], jobs=2, point_fn=failing_after_marker)
 """)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sim.config import load_experiment
+from sim.plan.sweep import sweep
 from sim.report import write_report
-from sim.sweep_runner import sweep
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "llama70b-sweep.yaml"
 

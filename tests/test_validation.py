@@ -10,8 +10,8 @@ import math
 import pandas as pd
 import pytest
 
-from sim import validation as val
 from sim.errors import ConfigError
+from sim.fidelity import validate as val
 
 
 def scaled_replay(factor: float):
@@ -114,7 +114,7 @@ def test_output_count_repair():
 def test_calibration_replay_example_runs_and_compares(tmp_path):
     """experiments/calibration-replay-llama2-7b.yaml: simulate, then compare with the measured requests."""
     from sim.api import run
-    from sim.compare import compare_paths
+    from sim.fidelity.compare import compare_paths
     root = val.DATA_DIR.parents[2]
     res = run(root / "experiments" / "calibration-replay-llama2-7b.yaml", out_dir=tmp_path / "sim")
     assert res.summary["completed"] == 509

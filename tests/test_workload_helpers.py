@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.request import RequestSpec, RequestStatus
+from sim.engine.request import RequestSpec, RequestStatus
 from workloads import WorkloadConfig, build_workload
 
 DATA = Path(__file__).parent / "data"

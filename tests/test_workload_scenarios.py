@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sim.request import RECORD_COLUMNS
+from sim.engine.request import RECORD_COLUMNS
 from tests.test_workload_helpers import make
 from workloads import WorkloadConfig
 from workloads.scenarios import (

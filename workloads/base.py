@@ -1,8 +1,8 @@
 """The contract between workloads and the engine.
 
 A workload is a SimPy process factory: ``workload.process(env, submit)``. ``submit(spec)`` hands a
-:class:`sim.request.RequestSpec` to the cluster at ``env.now`` and returns a SimPy event that succeeds
-(with the finished :class:`sim.request.Request`) when that request ends — completed or rejected.
+:class:`sim.engine.request.RequestSpec` to the cluster at ``env.now`` and returns a SimPy event that succeeds
+(with the finished :class:`sim.engine.request.Request`) when that request ends — completed or rejected.
 Open-loop workloads ignore the event; closed-loop clients and multi-turn sessions wait on it.
 One SimPy event per request, never per token.
 """
@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import simpy
 
-from sim.request import RequestSpec
+from sim.engine.request import RequestSpec
 
 Submit = Callable[[RequestSpec], simpy.Event]
 

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.engine.request import RequestSpec, RequestStatus
 from sim.errors import ConfigError, TraceError
-from sim.request import RequestSpec, RequestStatus
 from workloads.arrivals import ArrivalProcess, ClosedArrival
 from workloads.base import Submit
 from workloads.config import ConversationConfig, PrefixConfig, WorkloadConfig
+from workloads.datasets import canonical_dataset
 from workloads.lengths import DatasetLength, LengthDistribution
 from workloads.traces import Trace, load_trace, window_trace
 
@@ -91,7 +92,6 @@ class ClassSpec:
 
 
 def _canon(name: str) -> str:
-    from workloads.datasets import canonical_dataset
 
     return canonical_dataset(name)
 

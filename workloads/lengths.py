@@ -39,7 +39,9 @@ from pydantic import (
 )
 from scipy import special, stats
 
+from workloads.datasets import canonical_dataset, load_dataset
 from workloads.registry import Registry, invalid
+from workloads.traces import read_length_column
 
 LENGTH_DISTRIBUTIONS: Registry = Registry("length distribution", "dist")
 
@@ -470,7 +472,6 @@ class EmpiricalLength(_TabulatedLength):
     column: str
 
     def _load(self, base_dir: Path) -> None:
-        from workloads.traces import read_length_column
 
         p = Path(self.path).expanduser()
         p = p if p.is_absolute() else Path(base_dir) / p
@@ -489,7 +490,6 @@ class DatasetLength(_TabulatedLength):
 
     @model_validator(mode="after")
     def _check_name(self) -> "DatasetLength":
-        from workloads.datasets import canonical_dataset
 
         try:
             canonical_dataset(self.dataset)
@@ -498,14 +498,12 @@ class DatasetLength(_TabulatedLength):
         return self
 
     def _load(self, base_dir: Path) -> None:
-        from workloads.datasets import load_dataset
 
         inp, out = load_dataset(self.dataset)
         self._values = inp if self.column == "input" else out
 
     def pair_table(self) -> tuple[np.ndarray, np.ndarray]:
         """(input, output) columns of the dataset, row-aligned."""
-        from workloads.datasets import load_dataset
 
         return load_dataset(self.dataset)
 

@@ -182,7 +182,7 @@ def _run_duration(df: Any, duration_s: float | None, scheduled: bool) -> float:
 def mlperf_validity(scenario: str, model_name: str | None, requests_df: Any, duration_s: float | None = None) -> dict[str, Any]:
     """Check a finished run against MLPerf's rules for ``scenario``.
 
-    ``requests_df`` has the columns of ``sim.request.RECORD_COLUMNS``. ``duration_s`` is the run's
+    ``requests_df`` has the columns of ``sim.engine.request.RECORD_COLUMNS``. ``duration_s`` is the run's
     length; by default the time of the last scheduled arrival (Server, SingleStream: LoadGen's
     min-duration rule) or last finish − first arrival (Offline throughput).
     Returns a dict with ``valid``, ``failed_rules`` (list), ``reason`` (first failure or ""), the

@@ -61,8 +61,7 @@ def command(measurements, experiment, microbench, base_profile, out_path, params
     efficiencies directly. See docs/calibration.md.
     """
     from hwprofiles import load_profile
-
-    from sim import calibrate as cal
+    from sim.fidelity import calibrate as cal
 
     out = Path(out_path)
     if microbench:

@@ -57,9 +57,9 @@ def print_result(result, out: Path | None) -> None:
 def command(file: str, out_dir: str | None, sets: tuple[str, ...], quiet: bool) -> None:
     """Find the highest request rate meeting the SLO of the experiment FILE (or, with
     `search: {target: replicas, target_rate: R}`, the fewest replicas); write capacity.json."""
-    from sim.capacity_search import capacity_search
     from sim.commands.run import parse_sets
     from sim.config import load_experiment, with_overrides
+    from sim.plan.capacity import capacity_search
 
     cfg = load_experiment(file)
     overrides = parse_sets(sets)

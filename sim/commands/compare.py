@@ -11,7 +11,7 @@ def print_comparison(comp) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sim.compare import _fmt, _fmt_err
+    from sim.fidelity.compare import _fmt, _fmt_err
 
     console = Console()
     d = comp.to_dict()
@@ -42,7 +42,7 @@ def command(sim_dir: str, real: str, out_file: str | None) -> None:
     `vllm bench serve` result JSON (detailed or not), a GenAI-Perf profile_export JSON, or a
     per-request CSV (arrival_time_s,input_tokens,output_tokens,ttft_s,e2e_s). Prints the table and
     writes compare.json and compare.md."""
-    from sim.compare import compare_paths, write_comparison
+    from sim.fidelity.compare import compare_paths, write_comparison
 
     comp = compare_paths(sim_dir, real)
     print_comparison(comp)

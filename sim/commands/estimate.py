@@ -15,11 +15,11 @@ from typing import Any
 import click
 
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
-from sim.cost import BatchShapeBuilder
+from sim.deploy.hardware import GIB
+from sim.deploy.step_cost import BatchShapeBuilder
 from sim.errors import ConfigError, InfeasibleConfigError
-from sim.hardware import GIB
 
-# vLLM V1's default token budget (SEMANTICS.md §3; the same rule as sim/api.py): 8192 on GPUs with
+# vLLM V1's default token budget (SEMANTICS.md §3; the same rule as sim/deploy/deployment.py): 8192 on GPUs with
 # ≥ 70 GiB, else 2048.
 _LARGE_GPU_BYTES = 70 * GIB
 
@@ -30,9 +30,9 @@ def estimate(model: str, hardware: str, *, tp: int = 1, pp: int = 1, batch: int 
              max_model_len: int | None = None, kv_cache_dtype: str = "auto", weights_dtype: str = "bf16") -> dict[str, Any]:
     """The estimate as a JSON-ready dict (what ``--json`` prints)."""
     from hwprofiles import load_profile
-    from sim.memory import plan_memory
-    from sim.models import load_model
-    from sim.roofline import RooflineCostModel
+    from sim.deploy.memory_plan import plan_memory
+    from sim.deploy.models import load_model
+    from sim.deploy.roofline import RooflineCostModel
 
     if batch < 1 or prompt < 1 or output < 1:
         raise ConfigError("--batch, --prompt and --output must be ≥ 1")

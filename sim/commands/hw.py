@@ -9,7 +9,7 @@ import json
 
 import click
 
-from sim.hardware import GIB, PARAMETER_SECTIONS
+from sim.deploy.hardware import GIB, PARAMETER_SECTIONS
 
 
 @click.group("hw")

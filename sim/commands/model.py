@@ -132,7 +132,7 @@ def command() -> None:
 @click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages for the per-GPU parameter count.")
 def info(name: str, as_json: bool, kv_cache_dtype: str, tp: int, pp: int) -> None:
     """Show one model: catalog NAME, HF repo id from the catalog, or PATH to a config.json."""
-    from sim.models import load_model
+    from sim.deploy.models import load_model
 
     spec = load_model(name)
     if pp > spec.num_layers:
@@ -148,7 +148,7 @@ def info(name: str, as_json: bool, kv_cache_dtype: str, tp: int, pp: int) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of the table.")
 def list_cmd(as_json: bool) -> None:
     """List the bundled models with total/active parameters and KV bytes per token (bf16)."""
-    from sim.models import catalog, load_model
+    from sim.deploy.models import catalog, load_model
 
     rows = []
     for name, entry in catalog().items():

@@ -12,7 +12,7 @@ def print_table(table, keys: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sim.sweep_runner import short_keys
+    from sim.plan.sweep import short_keys
 
     short = short_keys(keys)
     t = Table(show_lines=False)
@@ -55,7 +55,7 @@ def command(file: str, out_dir: str | None, jobs: int | None, backend: str, addr
     point under points/, and a report. Interrupted sweeps resume where they stopped."""
     from sim.commands.run import parse_sets
     from sim.config import load_experiment, with_overrides
-    from sim.sweep_runner import sweep
+    from sim.plan.sweep import sweep
 
     cfg = load_experiment(file)
     if sets:

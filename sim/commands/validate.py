@@ -21,7 +21,7 @@ def print_report(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sim.validation import TARGETS
+    from sim.fidelity.validate import TARGETS
 
     console = Console(width=max(Console().width, 110))
     table = report.run_table()
@@ -69,8 +69,7 @@ def command(runs, window_s, hardware, prefix_model, output_model, out_file) -> N
     """Replay every bundled calibration run (real vLLM on H100) with its settings and print the error
     of mean/p90/p99 TTFT and E2E, the derived ITL and the KV block count, per run and per load stage."""
     from hwprofiles import load_profile
-
-    from sim.validation import load_runs, validate
+    from sim.fidelity.validate import load_runs, validate
 
     if hardware.endswith((".yaml", ".yml")):
         hardware = str(Path(hardware).resolve())

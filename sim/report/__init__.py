@@ -14,6 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.errors import SimctlError
+from sim.report.html import render_html
+from sim.report.markdown import render_markdown
+from sim.report.run_report import build_run_document
+from sim.report.sweep_report import build_sweep_document
+from sim.runs.storage import load_result
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -28,8 +33,6 @@ def _write_text_atomically(path: Path, text: str) -> None:
 
 def write_document(doc: object, out_dir: str | Path) -> dict[str, Path]:
     """Render a :class:`~sim.report.document.Document` into ``out_dir`` as HTML and Markdown."""
-    from sim.report.html import render_html
-    from sim.report.markdown import render_markdown
 
     out = Path(out_dir)
     html_path, md_path = out / HTML_FILE, out / MARKDOWN_FILE
@@ -50,12 +53,9 @@ def write_report(result_dir: str | Path) -> dict[str, Path]:
     """
     path = Path(result_dir)
     if (path / "sweep.parquet").is_file():
-        from sim.report.sweep_report import build_sweep_document
 
         doc = build_sweep_document(path)
     elif (path / "summary.json").is_file():
-        from sim.api import load_result
-        from sim.report.run_report import build_run_document
 
         doc = build_run_document(load_result(path))
     else:

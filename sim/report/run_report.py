@@ -1,6 +1,6 @@
 """The report of one run: what was simulated, latency, behaviour over time, where time and memory go.
 
-Built from a :class:`sim.result.RunResult` (usually read back from a result directory). Latency
+Built from a :class:`sim.runs.result.RunResult` (usually read back from a result directory). Latency
 statistics come from ``summary.json`` (the numbers ``simctl run`` printed); the plots are drawn from
 the per-request records, the iteration log and the token timeline.
 """
@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.plan.sweep import flatten
 from sim.report import fmt, plots
 from sim.report.document import Document, Figure, Note, Table, Text
 from sim.report.thresholds import Criterion, mlperf_criteria, slo_criteria, slo_passed
-from sim.sweep_runner import flatten
 
 LATENCY_ROWS = (("TTFT", "ttft", "ttft_s"), ("TPOT", "tpot", "tpot_s"), ("ITL", "itl", None),
                 ("E2E latency", "e2el", "e2el_s"), ("Queueing", "queue", "queue_s"))
@@ -122,7 +122,7 @@ MEMORY_PARTS = (("weights_bytes", "weights"), ("activation_bytes", "activations"
 
 
 def memory_parts(plan: Any) -> tuple[dict[str, float], float | None]:
-    """The per-GPU memory plan (``sim.memory.MemoryPlan`` as saved in meta.json) as ``{part: bytes}``
+    """The per-GPU memory plan (``sim.deploy.memory_plan.MemoryPlan`` as saved in meta.json) as ``{part: bytes}``
     and the GPU's capacity in bytes."""
     if not isinstance(plan, dict):
         return {}, None
@@ -233,7 +233,7 @@ def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> N
                         fmt.num(p.get("self_hosted_vs_api"))] for name, p in api.items() if isinstance(p, dict)],
                       caption="What this run's token traffic would cost on public APIs (docs/metrics.md#cost)"))
     own = s.get("slo", {}).get("criteria") if isinstance(s.get("slo"), dict) else None
-    if own:  # the run's own evaluation (sim.slo.evaluate_slo): every criterion, fluidity included
+    if own:  # the run's own evaluation (sim.measure.slo.evaluate_slo): every criterion, fluidity included
         sec.add(Table(["criterion", "source", "simulated", "limit", "verdict"],
                       [[str(c.get("name")), str(c.get("source", "")), fmt.scalar(c.get("value")),
                         f"{c.get('op', '<=')} {fmt.scalar(c.get('limit'))}", fmt.passfail(c.get("passed"))]

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sim.plan.sweep import SWEEP_PLAN, SWEEP_TABLE, short_keys
 from sim.report import fmt, plots
 from sim.report.document import Document, Figure, Note, Table, Text
 from sim.report.thresholds import Criterion, slo_criteria, slo_passed
-from sim.sweep_runner import SWEEP_PLAN, SWEEP_TABLE, short_keys
 
 
 def _get(row: pd.Series | dict[str, Any], key: str) -> Any:

@@ -1,6 +1,6 @@
 """Latency thresholds drawn on the report's plots: the experiment's SLO and MLPerf's limits.
 
-The SLO comes from the experiment's ``slo:`` section, presets expanded by :func:`sim.slo.resolve_slo`;
+The SLO comes from the experiment's ``slo:`` section, presets expanded by :func:`sim.measure.slo.resolve_slo`;
 MLPerf P99 TTFT/TPOT limits from :mod:`workloads.scenarios` (SEMANTICS.md §5). MLPerf has no Llama-3
 70B benchmark: other Llama 70B models are drawn against llama2-70b, its 70B-class benchmark, and
 labelled "closest benchmark".
@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from sim.errors import SimctlError
+from sim.measure.slo import resolve_slo
+from workloads.scenarios import MLPERF_LIMITS_MS, mlperf_model_key
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,6 @@ class Criterion:
 
 def mlperf_criteria(model_name: str, scenario: str) -> list[Criterion]:
     """MLPerf P99 TTFT/TPOT limits for ``model_name`` in ``scenario`` (server | interactive)."""
-    from workloads.scenarios import MLPERF_LIMITS_MS, mlperf_model_key
 
     bench, exact = mlperf_model_key(model_name), True
     compact = re.sub(r"[^a-z0-9]", "", model_name.lower())
@@ -58,7 +59,6 @@ def slo_criteria(slo: Any, model_name: str = "") -> list[Criterion]:
     the current schema rejects gives no lines rather than failing the report."""
     if not slo:
         return []
-    from sim.slo import resolve_slo
 
     try:
         resolved = resolve_slo(slo, model_name)

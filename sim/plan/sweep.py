@@ -61,6 +61,9 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.config import ExperimentConfig, Frozen, with_overrides
 from sim.errors import ConfigError, SimctlError
+from sim.plan.capacity import capacity_search
+from sim.runs.runner import run
+from sim.runs.storage import save_result, to_jsonable
 
 SWEEP_TABLE = "sweep.parquet"
 SWEEP_CSV = "sweep.csv"
@@ -78,7 +81,6 @@ FINAL_STATUSES = (STATUS_OK, STATUS_INFEASIBLE)  # points with these are never r
 
 def jsonable(value: Any) -> Any:
     """Plain JSON value of ``value`` (numpy scalars, dataclasses, NaN → None), as results are saved."""
-    from sim.api import to_jsonable
 
     return to_jsonable(value)
 
@@ -91,7 +93,6 @@ def dumps_json(value: Any) -> bytes:
 def run_files(result: Any) -> dict[str, bytes]:
     """A RunResult as ``{file name: bytes}`` of its result directory (exactly what
     :func:`sim.api.save_result` writes), so it can travel from a worker to the writing process."""
-    from sim.api import save_result
 
     with tempfile.TemporaryDirectory(prefix="simctl-point-") as tmp:
         save_result(result, tmp)
@@ -204,7 +205,7 @@ class PointTask:
     build_error: str | None  # why the config could not be built (the point is infeasible)
     fingerprint: str
     mode: str
-    point_fn: PointFn | None = None  # None: sim.api.run / sim.capacity_search.capacity_search
+    point_fn: PointFn | None = None  # None: sim.api.run / sim.plan.capacity.capacity_search
 
 
 @dataclass
@@ -382,10 +383,8 @@ def capacity_row(cap: dict[str, Any]) -> dict[str, Any]:
 
 def _default_point_fn(mode: str) -> PointFn:
     if mode == "capacity":
-        from sim.capacity_search import capacity_search
 
         return capacity_search
-    from sim.api import run
 
     return run
 
@@ -601,8 +600,14 @@ class _Progress:
         self.counts = {STATUS_OK: 0, STATUS_INFEASIBLE: 0, STATUS_ERROR: 0}
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
@@ -639,7 +644,7 @@ def sweep(cfg: ExperimentConfig, out_dir: str | Path, jobs: int | None = None,
     - ``jobs``: parallel workers (default: all local cores; for Ray, the local instance's CPUs).
     - ``backend``: ``local`` (process pool) or ``ray`` (``address`` of a cluster; none = local Ray).
     - ``point_fn``: evaluates one point's config (default :func:`sim.api.run`, or
-      :func:`sim.capacity_search.capacity_search` in capacity mode); must be a module-level function to
+      :func:`sim.plan.capacity.capacity_search` in capacity mode); must be a module-level function to
       run in worker processes.
     - ``progress``: show a progress bar on stderr (default: when stderr is a terminal).
 

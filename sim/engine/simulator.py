@@ -8,10 +8,10 @@ Each replica runs the thin loop (STYLE.md §1)::
     finished = scheduler.update_from_output(out, iteration, env.now, cost.time_s)
 
 No SimPy event per token: tokens are emitted at iteration ends and recorded as runs of iteration
-indices (``sim.request``). An idle replica (nothing to run) waits on an event that the next
+indices (``sim.engine.request``). An idle replica (nothing to run) waits on an event that the next
 ``submit`` to it triggers — no polling. The workload is its own process
 (``workload.process(env, submit)``); ``submit(spec)`` returns an event succeeded with the
-:class:`~sim.request.Request` when it ends (completed or rejected).
+:class:`~sim.engine.request.Request` when it ends (completed or rejected).
 
 Event order is SimPy's: time, then priority, then insertion order — deterministic, so the same
 workload and seed give identical output.
@@ -48,10 +48,10 @@ import simpy
 
 from policies.base import Scheduler
 from policies.registry import get_policy, get_router
-from sim.cost import CostModel, StepCost
+from sim.deploy.step_cost import CostModel, StepCost
+from sim.engine.kv_cache import KVCacheManager
+from sim.engine.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
 from sim.errors import ConfigError
-from sim.kv_cache import KVCacheManager
-from sim.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
 
 __all__ = ["ReplicaSetup", "EngineOutput", "simulate", "SimulationInvariantError", "ITERATION_COLUMNS",
            "DEFAULT_MAX_DURATION_S", "DRAIN_MIN_S", "DRAIN_FACTOR"]
@@ -92,10 +92,10 @@ class ReplicaSetup:
 class EngineOutput:
     """What :func:`simulate` returns.
 
-    - ``requests``: one row per submitted request (``sim.request.RECORD_COLUMNS``), ordered by
+    - ``requests``: one row per submitted request (``sim.engine.request.RECORD_COLUMNS``), ordered by
       ``request_id`` = submission order; unfinished requests have status ``"unfinished"``;
     - ``iterations``: one row per executed iteration per replica (:data:`ITERATION_COLUMNS`);
-    - ``timeline``: token timestamps, compactly (``sim.request.TokenTimeline``);
+    - ``timeline``: token timestamps, compactly (``sim.engine.request.TokenTimeline``);
     - ``end_s``: simulated time the run stopped; ``horizon_reached``: it stopped with requests unfinished;
     - ``backlog``: counts of requests not ended (waiting, running, swapped) and, when the workload
       tells its size, ``not_arrived``; ``stop_reason``: "drained", "horizon" or "stalled";

@@ -37,9 +37,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
+from sim.deploy.hardware import GIB, HardwareProfile
+from sim.deploy.models.spec import ModelSpec, dtype_bytes
 from sim.errors import InfeasibleConfigError
-from sim.hardware import GIB, HardwareProfile
-from sim.models.spec import ModelSpec, dtype_bytes
 
 #: fp32 copies of the (rows × vocab) logits alive at the sampler's peak in vLLM's profile run
 #: (logits, softmax/log-softmax, sort values + int64 indices = 2 copies, top-p cumsum, masks, probs,

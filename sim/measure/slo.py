@@ -25,7 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sim.errors import ConfigError
+from sim.config import format_validation_error
+from sim.errors import ConfigError, suggest
+from workloads.scenarios import MLPERF_LIMITS_MS, mlperf_model_key
 
 __all__ = ["FluiditySLO", "GoodputSLO", "SLOConfig", "PRESETS", "as_slo_config", "resolve_slo", "evaluate_slo"]
 
@@ -134,7 +136,6 @@ class SLOConfig(_Frozen):
         names = [v] if isinstance(v, str) else list(v)
         for name in names:
             if name not in PRESETS:
-                from sim.errors import suggest
                 raise ValueError(f"unknown preset '{name}'{suggest(str(name), PRESETS)}; known: {', '.join(PRESETS)}")
         return v
 
@@ -172,7 +173,6 @@ def as_slo_config(slo: SLOConfig | dict | None) -> SLOConfig | None:
         return slo
     from pydantic import ValidationError
 
-    from sim.config import format_validation_error
     try:
         return SLOConfig.model_validate(slo)
     except ValidationError as exc:
@@ -186,7 +186,6 @@ def _preset_bounds(name: str, model_name: str) -> dict[str, Any]:
         # P99 of the per-request deadline-miss rate ≤ 0.1 (SEMANTICS.md §2)
         return {"fluidity": {"decode_deadline_ms": 30.0, "prefill_slack_ms": 300.0, "target": 0.9,
                              "percentile": 99.0}}
-    from workloads.scenarios import MLPERF_LIMITS_MS, mlperf_model_key
 
     variant = name.removeprefix("mlperf-")
     key = mlperf_model_key(model_name)

@@ -1,12 +1,12 @@
 """Model architectures: exact parameter accounting and the bundled catalog.
 
->>> from sim.models import load_model
+>>> from sim.deploy.models import load_model
 >>> m = load_model("llama-3.1-8b")          # catalog short name
 >>> m = load_model("meta-llama/Llama-3.1-8B")  # or its HF repo id
 >>> m = load_model("path/to/config.json")    # or any HF config.json (or a directory holding one)
 >>> m.total_params(), m.active_params(), m.kv_cache_bytes_per_token("bf16")
 
-The catalog lives in ``sim/models/catalog/``: one shipped ``config.json`` per model (named
+The catalog lives in ``sim/deploy/models/catalog/``: one shipped ``config.json`` per model (named
 ``<short-name>.json``) and ``index.json`` mapping short names and HF ids to files, with sources.
 """
 from __future__ import annotations
@@ -16,11 +16,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from sim.errors import ConfigError, UnknownNameError, suggest, unknown_name
-from sim.models.hf_config import SUPPORTED_MODEL_TYPES, UnsupportedModelError, read_config_file, spec_from_config
-from sim.models.spec import (
-    DTYPE_BYTES, AttentionDims, LayerGroup, LinearOp, MLASpec, ModelSpec, MoESpec, dtype_bytes,
+from sim.deploy.models.hf_config import SUPPORTED_MODEL_TYPES, UnsupportedModelError, read_config_file, spec_from_config
+from sim.deploy.models.spec import (
+    DTYPE_BYTES,
+    AttentionDims,
+    LayerGroup,
+    LinearOp,
+    MLASpec,
+    ModelSpec,
+    MoESpec,
+    dtype_bytes,
 )
+from sim.errors import ConfigError, UnknownNameError, suggest, unknown_name
 
 __all__ = [
     "AttentionDims", "CatalogEntry", "DTYPE_BYTES", "LayerGroup", "LinearOp", "MLASpec", "ModelSpec", "MoESpec",

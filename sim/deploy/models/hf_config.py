@@ -1,4 +1,4 @@
-"""Build a :class:`~sim.models.spec.ModelSpec` from a Hugging Face ``config.json``.
+"""Build a :class:`~sim.deploy.models.spec.ModelSpec` from a Hugging Face ``config.json``.
 
 One parser per ``model_type``; each reads exactly the keys the ``transformers`` implementation of
 that family uses to size its tensors, with the same defaults. Errors name the file and the key.
@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sim.deploy.models.spec import MLASpec, ModelSpec, MoESpec
 from sim.errors import ConfigError, SimctlError, suggest
-from sim.models.spec import MLASpec, ModelSpec, MoESpec
 
 _MISSING = object()
 

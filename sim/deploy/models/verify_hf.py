@@ -6,9 +6,9 @@ no download) and compares ``model.num_parameters()`` and a per-category split of
 
 Needs ``torch`` and ``transformers``, which simctl itself does not depend on::
 
-    python -m sim.models.verify_hf                 # every catalog model
-    python -m sim.models.verify_hf llama-3.1-8b path/to/config.json
-    python -m sim.models.verify_hf --json out.json # also write the reference counts
+    python -m sim.deploy.models.verify_hf                 # every catalog model
+    python -m sim.deploy.models.verify_hf llama-3.1-8b path/to/config.json
+    python -m sim.deploy.models.verify_hf --json out.json # also write the reference counts
 
 Exit status 1 if any model differs.
 """
@@ -18,6 +18,9 @@ import argparse
 import json
 import re
 import sys
+
+from sim.deploy.models import list_models, load_model
+from sim.deploy.models.hf_config import read_config_file
 
 
 def hf_category(name: str) -> str:
@@ -64,9 +67,6 @@ def hf_counts(config: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sim.models import list_models, load_model
-    from sim.models.hf_config import read_config_file
-    import sim.models as models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", help="catalog names or config.json paths (default: the whole catalog)")

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sim.config import format_validation_error
+
 __all__ = ["APIPrice", "CostConfig", "API_PRICES", "API_PRICES_AS_OF", "gpu_hour_price", "cost_summary"]
 
 
@@ -96,7 +98,6 @@ def cost_summary(summary: dict[str, Any], *, num_gpus: int, hardware: Any = None
     if cost is not None and not isinstance(cost, CostConfig):
         from pydantic import ValidationError
 
-        from sim.config import format_validation_error
         try:
             cost = CostConfig.model_validate(cost)
         except ValidationError as exc:

@@ -47,11 +47,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.calibrate import ReplayCase, ReplayFn, deployment_for, replay_with_api
-from sim.compare import derived_itl_ms, read_request_csv
+from hwprofiles import load_profile
+from sim.config import parse_experiment
 from sim.errors import ConfigError
+from sim.fidelity.calibrate import ReplayCase, ReplayFn, deployment_for, replay_with_api
+from sim.fidelity.compare import derived_itl_ms, read_request_csv
 
-DATA_DIR = Path(__file__).parent / "data" / "calibration"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "calibration"  # sim/data/calibration
 DEFAULT_HARDWARE = "h100-sxm"
 
 # The issue's targets: median over runs of each metric's absolute percentage error.
@@ -124,7 +126,6 @@ class CalibrationRun:
 
     def experiment(self, hardware: str = DEFAULT_HARDWARE, **engine_overrides: Any):
         """The run's serving settings as an :class:`sim.config.ExperimentConfig` (no workload)."""
-        from sim.config import parse_experiment
         engine = {"policy": "vllm", "max_num_seqs": self.max_num_seqs,
                   "max_num_batched_tokens": self.max_num_batched_tokens, "enable_chunked_prefill": True,
                   "enable_prefix_caching": True, "block_size": self.block_size,
@@ -333,7 +334,6 @@ def validate(runs: Sequence[CalibrationRun] | None = None, *, hardware: str = DE
     ``profile`` (a HardwareProfile) overrides the one named by ``hardware`` (e.g. a fitted one).
     """
     if profile is None:
-        from hwprofiles import load_profile
         profile = load_profile(hardware)
     runs = list(runs) if runs is not None else load_runs()
     rows, kv = [], []

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.request import TokenTimeline
+from sim.engine.request import TokenTimeline
 
 
 @dataclass
@@ -14,7 +14,7 @@ class RunResult:
     """Outputs of one run.
 
     - ``summary``: flat dict of metrics (keys as in ``vllm bench serve`` plus simctl's; docs/metrics.md)
-    - ``requests``: one row per request (columns ``sim.request.RECORD_COLUMNS``)
+    - ``requests``: one row per request (columns ``sim.engine.request.RECORD_COLUMNS``)
     - ``iterations``: one row per engine iteration per replica (iteration log)
     - ``timeline``: compact token timestamps (rebuild any request's token times)
     - ``config``: the resolved experiment config (plain dict)

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.config import ParallelConfig, PrecisionConfig
-from sim.cost import BatchShape, StepCost
-from sim.hardware import HardwareProfile
-from sim.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
+from sim.deploy.hardware import HardwareProfile
+from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
+from sim.deploy.step_cost import BatchShape, StepCost
 
 ACT_BYTES = 2.0  # activations are bf16/fp16 whatever the weight format
 LOGIT_BYTES = 4.0  # the sampler works on fp32 logits
@@ -90,7 +90,7 @@ def _fuse(ops: tuple[LinearOp, ...]) -> list[tuple[str, list[LinearOp]]]:
 class RooflineCostModel:
     """Prices iterations of ``model`` on ``hw`` under ``parallel`` and ``precision`` (per GPU).
 
-    Implements :class:`sim.cost.CostModel`. ``step(shape)`` is the hot path; ``step(shape, breakdown=True)``
+    Implements :class:`sim.deploy.step_cost.CostModel`. ``step(shape)`` is the hot path; ``step(shape, breakdown=True)``
     or :meth:`breakdown` also return seconds per operator (they sum to ``time_s``).
     """
 

@@ -8,7 +8,7 @@ interpolation, on seconds, then × 1000.
 
 **ITL without materialising tokens.** vLLM's ITL pools every gap between consecutive tokens of every
 request. A token is emitted at the end of an iteration, and a request's tokens form a few runs of
-consecutive iterations (``sim.request``), so inside a run the gaps are exactly the replica's
+consecutive iterations (``sim.engine.request``), so inside a run the gaps are exactly the replica's
 iteration-end differences ``E[k] − E[k−1]``. The pooled multiset is therefore
 
     { E[k] − E[k−1]  with multiplicity  #(runs with start < k ≤ end) }  ∪  { the few between-run gaps }
@@ -68,7 +68,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.request import TokenTimeline
+from sim.engine.request import TokenTimeline
+from sim.measure.pricing import cost_summary
+from sim.measure.slo import evaluate_slo, resolve_slo
 
 __all__ = [
     "DEFAULT_PERCENTILES", "DEFAULT_PREFILL_DEADLINE_S", "DEFAULT_DECODE_DEADLINE_S",
@@ -718,17 +720,16 @@ def summarize(requests: pd.DataFrame, iterations: pd.DataFrame | None, timeline:
               by_class: bool = True, by_replica: bool = True) -> dict[str, Any]:
     """The run's summary dict (docs/metrics.md defines every key).
 
-    - ``requests``: the per-request table (``sim.request.RECORD_COLUMNS``); row i ↔ timeline row i;
-    - ``iterations``: the iteration log (``sim.engine.ITERATION_COLUMNS``);
+    - ``requests``: the per-request table (``sim.engine.request.RECORD_COLUMNS``); row i ↔ timeline row i;
+    - ``iterations``: the iteration log (``sim.engine.simulator.ITERATION_COLUMNS``);
     - ``timeline``: token timestamps (ITL and fluidity);
     - ``warmup_s``: requests arriving earlier are left out of every latency, throughput and SLO figure;
-    - ``slo``: a :class:`sim.slo.SLOConfig` (or its dict); adds goodput, fluidity deadlines and the
+    - ``slo``: a :class:`sim.measure.slo.SLOConfig` (or its dict); adds goodput, fluidity deadlines and the
       ``slo`` verdict; ``model_name`` resolves MLPerf presets;
-    - ``cost``/``hardware``/``num_gpus``: $/hour and $/token (``sim.costs``);
+    - ``cost``/``hardware``/``num_gpus``: $/hour and $/token (``sim.measure.pricing``);
     - ``prefill_time_fn(num_prompt_tokens) -> s``: the cost model's prefill prediction (Metron's
       per-request prefill deadline, ``slo.fluidity.prefill_slack_ms``).
     """
-    from sim.slo import evaluate_slo, resolve_slo
 
     slo_resolved = resolve_slo(slo, model_name)
     percentiles = sorted({float(p) for p in percentiles} |
@@ -808,7 +809,6 @@ def summarize(requests: pd.DataFrame, iterations: pd.DataFrame | None, timeline:
         summary["request_goodput"] = None
 
     # cost
-    from sim.costs import cost_summary
     summary.update(cost_summary(summary, num_gpus=num_gpus, hardware=hardware, cost=cost, model_name=model_name))
 
     # breakdowns

@@ -6,7 +6,7 @@ into a frozen :class:`HardwareProfile`. It has three kinds of numbers:
 * **datasheet facts** — usable memory, HBM bandwidth, dense peak TFLOPS per dtype, link bandwidths,
   price. Each has its source in a YAML comment next to it.
 * **tunable parameters** (:class:`Tunable`) — achievable efficiencies and fixed overheads the roofline
-  cost model (``sim/roofline.py``) and memory plan (``sim/memory.py``) use. Each records whether it was
+  cost model (``sim/deploy/roofline.py``) and memory plan (``sim/deploy/memory_plan.py``) use. Each records whether it was
   ``calibrated`` (and on what) or ``assumed``. They are exposed as one flat dict
   (:meth:`HardwareProfile.tunable_parameters`) so a calibrator can fit them and write a new profile
   with :meth:`HardwareProfile.with_parameters` + :meth:`HardwareProfile.to_yaml`.
@@ -114,7 +114,7 @@ class OverheadSpec(Frozen):
 
 
 class MemoryReserveSpec(Frozen):
-    """Memory the serving engine keeps outside weights and KV cache (see ``sim/memory.py``)."""
+    """Memory the serving engine keeps outside weights and KV cache (see ``sim/deploy/memory_plan.py``)."""
 
     non_torch_bytes: Tunable  # CUDA context pieces, cuBLAS handles... allocated outside PyTorch
     tp_communication_bytes: Tunable  # extra non-torch memory when TP/PP > 1 (NCCL + custom all-reduce buffers)

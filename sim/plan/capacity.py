@@ -15,7 +15,7 @@ search:
 
 **Algorithm (target: rate).** Each probe is a full simulation of the experiment at rate r (the
 workload keeps its request sequence and scales its arrival times by 1/r, so probes differ only in
-load — common random numbers), scored with :func:`sim.slo.evaluate_slo`.
+load — common random numbers), scored with :func:`sim.measure.slo.evaluate_slo`.
 
 1. Bracket: probe ``start_rate``; while it passes, double; while it fails, halve (down to
    ``min_rate``). This yields a passing ``lo`` and a failing ``hi``.
@@ -42,7 +42,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.config import format_validation_error, load_experiment, with_overrides
 from sim.errors import ConfigError
+from sim.measure.slo import evaluate_slo, resolve_slo
+from sim.runs.runner import run
+from sim.runs.storage import to_jsonable
 
 __all__ = ["SearchConfig", "Probe", "CapacityResult", "capacity_search", "PROBE_SUMMARY_KEYS"]
 
@@ -113,19 +117,16 @@ class CapacityResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (probes in the order they were run)."""
-        from sim.api import to_jsonable
         return to_jsonable(asdict(self))
 
 
 def _default_run_fn() -> Callable[[Any], Any]:
-    from sim.api import run  # lazy: sim.api imports the whole simulator
 
     return run
 
 
 def _slo_percentiles(slo: Any, model_name: str = "") -> list[str]:
     """Latency percentiles the SLO bounds (e.g. "99", "99.9"); ``model_name`` resolves MLPerf presets."""
-    from sim.slo import resolve_slo
 
     return [] if slo is None else [f"{p:g}" for p in resolve_slo(slo, model_name).required_percentiles()]
 
@@ -135,7 +136,6 @@ class _Searcher:
 
     def __init__(self, cfg: Any, search: SearchConfig, run_fn: Callable[[Any], Any],
                  progress: Callable[[Probe], None] | None) -> None:
-        from sim.config import with_overrides
 
         self.search = search
         self.run_fn = run_fn
@@ -149,7 +149,6 @@ class _Searcher:
 
     def config_at(self, rate: float, replicas: int | None = None) -> Any:
         """The experiment at ``rate`` req/s (and ``replicas``), warm-up set from warmup_requests."""
-        from sim.config import with_overrides
 
         cfg = self.base
         wl = cfg.workload
@@ -177,7 +176,6 @@ class _Searcher:
         summary = getattr(result, "summary", result)
         verdict = summary.get("slo") if isinstance(summary, dict) else None
         if not isinstance(verdict, dict) or "passed" not in verdict:
-            from sim.slo import evaluate_slo
 
             verdict = evaluate_slo(summary, cfg.slo, cfg.model)
         probe = Probe(request_rate=key[0], replicas=replicas, passed=bool(verdict["passed"]),
@@ -268,7 +266,6 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
     :func:`sim.api.run`. With ``out_dir``, ``capacity.json`` is written there.
     """
     if isinstance(cfg, (str, Path)):
-        from sim.config import load_experiment
 
         cfg = load_experiment(cfg)
     if cfg.slo is None:
@@ -277,7 +274,6 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
     if not isinstance(search, SearchConfig):
         from pydantic import ValidationError
 
-        from sim.config import format_validation_error
         try:
             search = SearchConfig.model_validate(search or {})
         except ValidationError as exc:

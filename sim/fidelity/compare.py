@@ -41,7 +41,7 @@ STATS = ("mean", "median", "p90", "p99")
 THROUGHPUT_KEYS = ("request_throughput", "output_throughput")
 # Per-request columns of a measurement table (times in seconds).
 REQUEST_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "ttft_s", "e2el_s")
-# Optional columns describing shared prompts, kept when a measurement CSV has them (sim.calibrate.ReplayCase).
+# Optional columns describing shared prompts, kept when a measurement CSV has them (sim.fidelity.calibrate.ReplayCase).
 PROMPT_COLUMNS = ("prompt_id", "prefix_group", "prefix_tokens")
 _UNIT_TO_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3}
 

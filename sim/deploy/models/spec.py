@@ -1,7 +1,7 @@
 """Architecture description of a decoder-only transformer, with exact parameter accounting.
 
 A :class:`ModelSpec` is a family-independent description built from a Hugging Face ``config.json``
-by :mod:`sim.models.hf_config`. Everything the simulator needs is derived from it:
+by :mod:`sim.deploy.models.hf_config`. Everything the simulator needs is derived from it:
 
 * :meth:`ModelSpec.layer_groups` — the linear layers (GEMMs) of each kind of decoder layer
   (``dense`` or ``moe``), with their shapes, tensor-parallel split and MoE fan-out; the roofline
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
+from sim.errors import unknown_name
+
 Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
 LayerKind = Literal["dense", "moe"]
@@ -48,7 +50,6 @@ def dtype_bytes(dtype: str | float | int) -> float:
     try:
         return DTYPE_BYTES[dtype.lower()]
     except KeyError:
-        from sim.errors import unknown_name
         raise unknown_name("dtype", dtype, DTYPE_BYTES) from None
 
 
@@ -220,7 +221,7 @@ class AttentionDims:
 class ModelSpec:
     """Family-independent description of a decoder-only transformer.
 
-    Build it with :func:`sim.models.load_model`; the field layout is explained in
+    Build it with :func:`sim.deploy.models.load_model`; the field layout is explained in
     ``docs/models.md``. All counts are per model (no tensor parallelism) unless stated.
     """
 

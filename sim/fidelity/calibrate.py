@@ -31,8 +31,8 @@ all-reduce and decoder-layer timings measured with PyTorch) is reduced to effici
 directly (:func:`fit_microbench`), no simulation needed.
 
 The simulator is reached through one injection point, :data:`ReplayFn` (default
-:func:`replay_with_api`: the deployment resolved by :func:`sim.api.build_deployment`, the requests driven
-through :func:`sim.engine.simulate`), so the fitter can be tested with a stand-in.
+:func:`replay_with_api`: the deployment resolved by :func:`sim.deploy.deployment.build_deployment`, the requests driven
+through :func:`sim.engine.simulator.simulate`), so the fitter can be tested with a stand-in.
 """
 from __future__ import annotations
 
@@ -47,8 +47,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.compare import derived_itl_ms, load_benchmark, read_request_csv
-from sim.errors import ConfigError
+from sim.config import with_overrides
+from sim.deploy.deployment import build_deployment
+from sim.engine.request import RequestSpec
+from sim.engine.simulator import simulate
+from sim.errors import ConfigError, suggest
+from sim.fidelity.compare import derived_itl_ms, load_benchmark, read_request_csv, simulated_requests
+from sim.runs.runner import replica_setup
+from workloads.base import OpenLoopWorkload
 
 # Metric name -> function of a per-request table (REQUEST_COLUMNS), in ms.
 OBJECTIVE_METRICS: dict[str, Callable[[pd.DataFrame], float]] = {
@@ -73,7 +79,7 @@ def objective_metrics(requests: pd.DataFrame, names: Sequence[str] | None = None
 # measurements
 
 def load_measurements(path: str | Path) -> pd.DataFrame:
-    """Per-request measurements (:data:`sim.compare.REQUEST_COLUMNS`) from a CSV or a detailed vLLM JSON.
+    """Per-request measurements (:data:`sim.fidelity.compare.REQUEST_COLUMNS`) from a CSV or a detailed vLLM JSON.
 
     Arrival times are shifted so the first request arrives at 0. Replaying needs them: a vLLM result
     without ``start_times`` (older vLLM) is refused with a hint.
@@ -134,13 +140,12 @@ ReplayFn = Callable[[Any, ReplayCase], pd.DataFrame]
 
 
 def request_specs(measured: pd.DataFrame, namespace: str = "replay") -> list:
-    """:class:`sim.request.RequestSpec` for each row (arrival order kept), with shared-prompt segments.
+    """:class:`sim.engine.request.RequestSpec` for each row (arrival order kept), with shared-prompt segments.
 
     A request with ``prompt_id`` p in ``prefix_group`` g is the segments
     ``[(("sys", g), prefix_tokens), (("prompt", p), rest)]``; without a group it is ``[(("prompt", p), n)]``;
     without a ``prompt_id`` it is unique (the engine's default).
     """
-    from sim.request import RequestSpec
 
     cols = measured.columns
     arrival = measured["arrival_s"].to_numpy(dtype=float)
@@ -169,14 +174,12 @@ def request_specs(measured: pd.DataFrame, namespace: str = "replay") -> list:
 def replay_with_api(profile: Any, case: ReplayCase) -> pd.DataFrame:
     """Default :data:`ReplayFn`: price ``case.cfg`` with ``profile`` and simulate ``case.measured``'s requests.
 
-    The deployment (memory plan, cost model) is resolved by :func:`sim.api.build_deployment` exactly
+    The deployment (memory plan, cost model) is resolved by :func:`sim.deploy.deployment.build_deployment` exactly
     as ``simctl run`` does; the requests are driven open-loop at their measured arrival times.
     """
-    from sim.engine import simulate
-    from workloads.base import OpenLoopWorkload
 
     cfg, dep = deployment_for(profile, case.cfg)
-    setup = dep.replica_setup(cfg.engine.num_kv_blocks)
+    setup = replica_setup(dep, cfg.engine.num_kv_blocks)
     workload = OpenLoopWorkload(request_specs(case.measured, case.name))
     out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router,
                    seed_seq=np.random.SeedSequence(cfg.seed), max_duration_s=cfg.max_duration_s)
@@ -185,9 +188,7 @@ def replay_with_api(profile: Any, case: ReplayCase) -> pd.DataFrame:
 
 def deployment_for(profile: Any, cfg: Any) -> tuple[Any, Any]:
     """``cfg`` with its hardware replaced by ``profile`` (an in-memory profile, e.g. one being fitted), and
-    the :class:`sim.api.Deployment` (memory plan, cost model) resolved from it as ``simctl run`` would."""
-    from sim.api import build_deployment
-    from sim.config import with_overrides
+    the :class:`sim.deploy.deployment.Deployment` (memory plan, cost model) resolved from it as ``simctl run`` would."""
 
     with tempfile.TemporaryDirectory(prefix="simctl-cal-") as tmp:
         prof_path = Path(tmp) / "profile.yaml"
@@ -202,7 +203,6 @@ def aligned_requests(records: pd.DataFrame, n: int) -> pd.DataFrame:
     Requests are numbered in submission (= arrival) order by the engine; ones that did not complete
     have NaN latencies.
     """
-    from sim.compare import simulated_requests
 
     rec = records.sort_values("request_id", kind="stable")
     if len(rec) != n:
@@ -329,7 +329,6 @@ def fit_profile(base_profile: Any, cases: Sequence[ReplayCase], *, parameters: S
     names = list(parameters or tunables)
     unknown = [n for n in names if n not in tunables]
     if unknown:
-        from sim.errors import suggest
         raise ConfigError(f"unknown tunable parameter(s) {', '.join(unknown)}{suggest(unknown[0], tunables)}; "
                           f"tunable: {', '.join(sorted(tunables))}")
     metric_names = list(metric_names or OBJECTIVE_METRICS)

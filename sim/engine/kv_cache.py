@@ -42,8 +42,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import OrderedDict
 
+from sim.engine.request import Request
 from sim.errors import ConfigError, InfeasibleConfigError
-from sim.request import Request
 
 __all__ = ["KVCacheManager", "KVInvariantError"]
 

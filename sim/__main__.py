@@ -1,0 +1,4 @@
+"""``python -m sim ARGS`` runs the ``simctl`` command line."""
+from sim.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""A deployment: one replica's model, hardware, memory plan and cost model, resolved from the config.
+
+This is the deployment/cost-model stage: it reads the experiment's model, hardware, parallelism,
+precision and engine sections, fills the vLLM-style defaults that depend on the model and the GPU,
+and yields everything the engine needs to size and price a replica.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwprofiles import load_profile
+from sim.config import ExperimentConfig
+from sim.deploy.hardware import GIB
+from sim.deploy.memory_plan import plan_memory
+from sim.deploy.models import load_model
+from sim.deploy.roofline import RooflineCostModel
+from sim.errors import ConfigError
+
+# vLLM V1 chooses its default token budget by GPU memory (SEMANTICS.md §3, vllm/engine/arg_utils.py):
+# 8192 for the API server on GPUs with ≥ 70 GiB (not A100), else 2048.
+_V1_LARGE_GPU_BYTES = 70 * GIB
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One replica's resolved hardware/model side: what the engine needs to price and size it."""
+
+    model: Any  # sim.deploy.models.spec.ModelSpec
+    hardware: Any  # sim.deploy.hardware.HardwareProfile
+    memory_plan: Any  # sim.deploy.memory_plan.MemoryPlan
+    cost_model: Any  # sim.deploy.roofline.RooflineCostModel
+    engine: Any  # sim.config.EngineConfig with defaults resolved
+    max_model_len: int
+    num_gpus_per_replica: int
+
+
+def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[Any, int]:
+    """Fill vLLM-style defaults that depend on the model and the GPU."""
+    engine = cfg.engine
+    max_model_len = engine.max_model_len or int(model.max_position_embeddings)
+    if engine.max_model_len and engine.max_model_len > model.max_position_embeddings:
+        raise ConfigError(
+            f"{cfg.name}: engine.max_model_len = {engine.max_model_len} exceeds the model's "
+            f"max_position_embeddings = {model.max_position_embeddings}")
+    updates: dict[str, Any] = {"max_model_len": max_model_len}
+    if engine.max_num_batched_tokens is None:
+        if engine.policy == "vllm-v0" and engine.policy_options.get("enable_chunked_prefill"):
+            updates["max_num_batched_tokens"] = 2048  # V0 with chunked prefill (vllm/config.py)
+        elif engine.policy in ("vllm-v0", "orca", "static") or not engine.enable_chunked_prefill:
+            updates["max_num_batched_tokens"] = max(max_model_len, 2048)
+        else:
+            large = hardware.memory_bytes >= _V1_LARGE_GPU_BYTES
+            updates["max_num_batched_tokens"] = 8192 if large else 2048
+    return engine.model_copy(update=updates), max_model_len
+
+
+def build_deployment(cfg: ExperimentConfig) -> Deployment:
+    """Resolve model, hardware, memory plan and cost model for ``cfg`` (raises clear errors)."""
+
+    model = load_model(str(_maybe_path(cfg, cfg.model)))
+    hardware = load_profile(str(_maybe_path(cfg, cfg.hardware)))
+    engine, max_model_len = _resolve_engine(cfg, model, hardware)
+    plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
+    cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
+    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus)
+
+
+def _maybe_path(cfg: ExperimentConfig, name: str) -> str | Path:
+    """Names that look like files are resolved relative to the experiment file."""
+    if name.endswith((".json", ".yaml", ".yml")) or "/" in name and cfg.resolve_path(name).exists():
+        p = cfg.resolve_path(name)
+        return p if p.exists() else name
+    return name
