@@ -31,6 +31,10 @@ class Router:
         """Return the replica index for ``spec``."""
         raise NotImplementedError
 
+    def resize(self, num_replicas: int) -> None:
+        """The pool now has ``num_replicas`` replicas taking traffic (an autoscaler changed it)."""
+        self.num_replicas = num_replicas
+
 
 def _argmin(values: Sequence[float]) -> int:
     """Index of the smallest value, lowest index on ties."""
@@ -59,6 +63,11 @@ class RoundRobinRouter(Router):
         i = self._next
         self._next = (i + 1) % self.num_replicas
         return i
+
+    def resize(self, num_replicas: int) -> None:
+        """Keep the turn within the new pool."""
+        super().resize(num_replicas)
+        self._next %= num_replicas
 
 
 @register_router("random")

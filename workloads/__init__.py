@@ -12,8 +12,9 @@ from workloads.base import OpenLoopWorkload, Submit, Workload
 from workloads.builder import GeneratedWorkload, build_workload
 from workloads.config import WorkloadConfig
 from workloads.lengths import LENGTH_DISTRIBUTIONS, LengthDistribution, parse_length
+from workloads.rate_curves import DiurnalArrival, RateCurveArrival, TimeVaryingArrival
 
 __all__ = [
-    "ARRIVAL_PROCESSES", "ArrivalProcess", "GeneratedWorkload", "LENGTH_DISTRIBUTIONS", "LengthDistribution",
+    "ARRIVAL_PROCESSES", "ArrivalProcess", "DiurnalArrival", "RateCurveArrival", "TimeVaryingArrival", "GeneratedWorkload", "LENGTH_DISTRIBUTIONS", "LengthDistribution",
     "OpenLoopWorkload", "Submit", "Workload", "WorkloadConfig", "build_workload", "parse_length",
 ]

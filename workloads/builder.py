@@ -31,6 +31,7 @@ from workloads.base import Submit
 from workloads.config import ConversationConfig, PrefixConfig, WorkloadConfig
 from workloads.datasets import canonical_dataset
 from workloads.lengths import DatasetLength, LengthDistribution
+from workloads.rate_curves import PiecewiseFunction
 from workloads.traces import Trace, load_trace, window_trace
 
 _CHUNK = 8192
@@ -82,6 +83,7 @@ class ClassSpec:
     output_tokens: LengthDistribution | None
     prefix_scope: str | None  # which prefix sampler it uses ("" = workload level), None = no prefix
     conversation: ConversationConfig | None
+    weight_curve: PiecewiseFunction | None = None  # time-varying weight (replaces ``weight``)
 
     @property
     def joint_dataset(self) -> bool:
@@ -175,6 +177,20 @@ class _Source:
         w = np.array([c.weight for c in self.classes], dtype=float)
         return np.cumsum(w / w.sum())
 
+    @property
+    def time_varying(self) -> bool:
+        """True when some class's weight changes over time."""
+        return any(c.weight_curve is not None for c in self.classes)
+
+    def weights_cdf_at(self, times: np.ndarray) -> np.ndarray:
+        """Row i: the cumulative class probabilities at ``times[i]`` (shape n × classes)."""
+        w = np.stack([c.weight_curve(times) if c.weight_curve is not None else np.full(len(times), c.weight)
+                      for c in self.classes], axis=1)
+        total = w.sum(axis=1, keepdims=True)
+        # a moment where every weight is 0: fall back to the constant weights
+        w = np.where(total > 0, w, np.array([c.weight for c in self.classes])[None, :])
+        return np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
+
 
 @dataclass
 class _RunState:
@@ -228,7 +244,7 @@ class GeneratedWorkload:
         if not class_cfgs:
             self.classes[DEFAULT_CLASS] = ClassSpec(DEFAULT_CLASS, 1.0, self._resolve(cfg.input_tokens), self._resolve(cfg.output_tokens),
                                                      "" if cfg.prefix is not None else None, cfg.conversation)
-            self.sources.append(_Source("", cfg.arrival, [self.classes[DEFAULT_CLASS]], None))
+            self.sources.append(_Source("", self._resolve_arrival(cfg.arrival), [self.classes[DEFAULT_CLASS]], None))
             return
         shared: list[ClassSpec] = []
         for c in class_cfgs:
@@ -237,18 +253,28 @@ class GeneratedWorkload:
                 scope = c.name
                 self._prefix_cfgs[c.name] = (c.prefix, offset)
                 offset += c.prefix.num_groups
+            curve = None
+            if c.weight_over_time is not None:
+                wc = c.weight_over_time
+                curve = PiecewiseFunction([p[0] for p in wc.points], [p[1] for p in wc.points], wc.interpolation, wc.period_s)
             spec = ClassSpec(c.name, c.weight, self._resolve(c.input_tokens or cfg.input_tokens),
-                             self._resolve(c.output_tokens or cfg.output_tokens), scope, c.conversation or cfg.conversation)
+                             self._resolve(c.output_tokens or cfg.output_tokens), scope, c.conversation or cfg.conversation,
+                             curve)
             self.classes[c.name] = spec
             if c.arrival is None:
                 shared.append(spec)
             else:
-                self.sources.append(_Source(c.name, c.arrival, [spec], c.num_requests))
+                self.sources.append(_Source(c.name, self._resolve_arrival(c.arrival), [spec], c.num_requests))
         if shared:
-            self.sources.insert(0, _Source("", cfg.arrival, shared, None))
+            self.sources.insert(0, _Source("", self._resolve_arrival(cfg.arrival), shared, None))
 
     def _resolve(self, dist: LengthDistribution | None) -> LengthDistribution | None:
         return None if dist is None else dist.resolve(self.base_dir)
+
+    def _resolve_arrival(self, arrival: ArrivalProcess) -> ArrivalProcess:
+        """Read any file the arrival process names (a rate curve's CSV) relative to the experiment."""
+        resolve = getattr(arrival, "resolve", None)
+        return resolve(self.base_dir) if resolve is not None else arrival
 
     def _setup_trace(self) -> None:
         cfg = self.config
@@ -269,7 +295,7 @@ class GeneratedWorkload:
             if tcfg.max_requests is not None:
                 inp, out = inp[:tcfg.max_requests], out[:tcfg.max_requests]
             self._trace_rows = (inp, out)
-            self.sources.append(_Source("", cfg.arrival, [self.classes[DEFAULT_CLASS]], None))
+            self.sources.append(_Source("", self._resolve_arrival(cfg.arrival), [self.classes[DEFAULT_CLASS]], None))
 
     def _new_state(self) -> _RunState:
         s = self._streams
@@ -298,11 +324,15 @@ class GeneratedWorkload:
         caps = [c for c in (own, self.config.num_requests) if c is not None]
         return min(caps) if caps else None
 
-    def _choose(self, state: _RunState, src: _Source, n: int) -> np.ndarray:
-        """Class index (into ``src.classes``) of the next ``n`` requests of a source."""
+    def _choose(self, state: _RunState, src: _Source, n: int, times: np.ndarray | None = None) -> np.ndarray:
+        """Class index (into ``src.classes``) of the next ``n`` requests of a source, sent at ``times``
+        (needed when a class weight varies over time; the uniform draws are the same either way)."""
         if len(src.classes) == 1:
             return np.zeros(n, dtype=np.int64)
         u = state.class_choice[src.name].take(n)
+        if src.time_varying and times is not None:
+            cdf = src.weights_cdf_at(np.asarray(times, dtype=np.float64))
+            return np.minimum((cdf <= u[:, None]).sum(axis=1), len(src.classes) - 1).astype(np.int64)
         return np.minimum(np.searchsorted(src.weights_cdf, u, side="right"), len(src.classes) - 1)
 
     def _open_loop_specs(self, state: _RunState) -> list[RequestSpec]:
@@ -324,7 +354,7 @@ class GeneratedWorkload:
         for src in self._open_sources():
             times = src.arrival.arrival_times(self._streams.rng("arrivals", src.name), self._cap(src.cap), cfg.duration_s)
             n = len(times)
-            which = self._choose(state, src, n)
+            which = self._choose(state, src, n, times)
             inp = np.empty(n, dtype=np.int64)
             out = np.empty(n, dtype=np.int64)
             for k, c in enumerate(src.classes):
@@ -440,7 +470,7 @@ class GeneratedWorkload:
         while self._budget_left(state) and (src.cap is None or state.sent_by_source.get(src.name, 0) < src.cap):
             if duration is not None and env.now > duration:
                 return
-            cls = src.classes[int(self._choose(state, src, 1)[0])]
+            cls = src.classes[int(self._choose(state, src, 1, np.array([env.now]))[0])]
             if cls.conversation is not None:
                 yield from self._run_session(env, submit, state, cls, src)
             else:
@@ -452,7 +482,7 @@ class GeneratedWorkload:
 
     def _run_session_arrivals(self, env: simpy.Environment, submit: Submit, state: _RunState, src: _Source) -> Generator[Any, Any, None]:
         times = src.arrival.arrival_times(self._streams.rng("arrivals", src.name), self._cap(src.cap), self.config.duration_s)
-        which = self._choose(state, src, len(times))
+        which = self._choose(state, src, len(times), times)
         sessions = []
         for t, k in zip(times.tolist(), which.tolist()):
             if t > env.now:

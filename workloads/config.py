@@ -97,6 +97,25 @@ class _RequestStream(_Frozen):
         return None if v is None else parse_length(v, "output")
 
 
+class WeightCurveConfig(_Frozen):
+    """A class weight that changes over the day: knots ``[[time_s, weight], ...]`` (linear or step in
+    between, constant outside), repeating every ``period_s`` when given."""
+
+    points: tuple[tuple[float, float], ...] = Field(..., min_length=1, description="[[time_s, weight], ...], times ascending")
+    interpolation: Literal["linear", "step"] = "linear"
+    period_s: float | None = Field(None, gt=0, description="repeat the curve with this period (e.g. 86400)")
+
+    @field_validator("points")
+    @classmethod
+    def _check(cls, v: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        times = [p[0] for p in v]
+        if any(b <= a for a, b in zip(times, times[1:])):
+            raise invalid("weight_over_time.points: times must be strictly increasing")
+        if any(p[1] < 0 for p in v) or not any(p[1] > 0 for p in v):
+            raise invalid("weight_over_time.points: weights must be ≥ 0 and not all zero")
+        return v
+
+
 class ClassConfig(_RequestStream):
     """One request class of a mixture. With its own ``arrival`` it is an independent stream; without,
     it shares the top-level arrival process and is picked per request with probability ∝ ``weight``.
@@ -105,8 +124,16 @@ class ClassConfig(_RequestStream):
     name: str = Field(..., min_length=1)
     weight: float = Field(1.0, gt=0)
     num_requests: int | None = Field(None, ge=1, description="cap on this class's own stream")
+    weight_over_time: WeightCurveConfig | None = Field(None, description="time-varying weight (replaces weight) for a class sharing the top-level arrival")
     prefix: PrefixConfig | None = None
     conversation: ConversationConfig | None = None
+
+    @model_validator(mode="after")
+    def _curve_needs_shared_stream(self) -> "ClassConfig":
+        if self.weight_over_time is not None and self.arrival is not None:
+            raise invalid(f"classes.{self.name}: weight_over_time applies to classes sharing the top-level arrival; "
+                          "a class with its own arrival varies through its arrival process (e.g. diurnal)")
+        return self
 
 
 class WorkloadConfig(_RequestStream):
@@ -232,4 +259,4 @@ class WorkloadConfig(_RequestStream):
         return self.model_copy(update={"trace": self.trace.model_copy(update={"speedup": speedup})})
 
 
-__all__ = ["WorkloadConfig", "ClassConfig", "TraceConfig", "PrefixConfig", "ConversationConfig"]
+__all__ = ["WorkloadConfig", "ClassConfig", "WeightCurveConfig", "TraceConfig", "PrefixConfig", "ConversationConfig"]

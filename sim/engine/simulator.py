@@ -49,6 +49,7 @@ import simpy
 from policies.base import Scheduler
 from policies.registry import get_policy, get_router
 from sim.deploy.step_cost import CostModel, StepCost
+from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
 from sim.errors import ConfigError
@@ -101,7 +102,8 @@ class EngineOutput:
       tells its size, ``not_arrived``; ``stop_reason``: "drained", "horizon" or "stalled";
     - ``invariants``: the end-of-run checks that passed (a failing one raises
       :class:`SimulationInvariantError`);
-    - ``stats``: wall time, iterations, preemptions, prefix-cache hit rate.
+    - ``stats``: wall time, iterations, preemptions, prefix-cache hit rate;
+    - ``fleet``: with autoscaling, :meth:`sim.engine.autoscaler.Autoscaler.output` (else None).
     """
 
     requests: pd.DataFrame
@@ -113,6 +115,7 @@ class EngineOutput:
     stop_reason: str = "drained"
     invariants: tuple[str, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
+    fleet: dict[str, Any] | None = None  # autoscaled runs: replica lives and controller ticks
 
 
 # Cost of a step that only swaps (no tokens): priced by the engine from swap_bytes alone.
@@ -311,7 +314,10 @@ class _Cluster:
         self.env = env
         self.workload = workload
         self.max_duration_s = max_duration_s
+        self.setup = setup
         self.replicas = [_Replica(i, setup, self) for i in range(num_replicas)]
+        self.routable = self.replicas  # replicas taking new requests (an autoscaler changes it)
+        self.autoscaler: Any = None  # sim.engine.autoscaler.Autoscaler when the pool autoscales
         # Derive the routing stream without mutating the caller's SeedSequence (spawn() would).
         router_seq = np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (0,))
         self.router = get_router(router)(num_replicas, np.random.default_rng(router_seq))
@@ -338,7 +344,8 @@ class _Cluster:
         req.done_event = done
         self.requests.append(req)
         replicas = self.replicas
-        idx = self.router.route(spec, [r.outstanding for r in replicas], [r.kv.usage for r in replicas])
+        pool = self.routable
+        idx = pool[self.router.route(spec, [r.outstanding for r in pool], [r.kv.usage for r in pool])].index
         req.replica = idx
         if self.frontend_s > 0.0:
             # the API server works on it first; the load balancer already counts it as outstanding
@@ -383,10 +390,25 @@ class _Cluster:
         yield self.env.timeout(delay_s)
         self._trigger_stop(reason)
 
+    # -------------------------------------------------------------- replicas at run time
+    def start_replica(self) -> _Replica:
+        """Add a replica (its process starts now); it takes traffic once in :attr:`routable`."""
+        rep = _Replica(len(self.replicas), self.setup, self)
+        self.replicas.append(rep)
+        self.env.process(rep.run(self.env))
+        return rep
+
+    def set_routable(self, replicas: list[_Replica]) -> None:
+        """Route new requests to ``replicas`` only (the router sees them as 0…n−1)."""
+        self.routable = replicas
+        self.router.resize(len(replicas))
+
     # -------------------------------------------------------------- request ends
     def _end(self, req: Request) -> None:
         self.num_ended += 1
         req.done_event.succeed(req)
+        if self.autoscaler is not None:
+            self.autoscaler.on_end(req)
 
     def on_finished(self, finished: list[Request]) -> None:
         """Completed requests: succeed their events; maybe the run is over."""
@@ -442,12 +464,15 @@ class _Cluster:
 
 def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, router: str = "round-robin",
              seed_seq: np.random.SeedSequence | None = None, max_duration_s: float | None = None,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> EngineOutput:
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             autoscaling: AutoscalerSpec | None = None) -> EngineOutput:
     """Simulate ``workload`` on ``num_replicas`` identical replicas behind ``router``.
 
-    ``seed_seq`` feeds the engine's own randomness (the ``random`` router); the workload carries its
-    own streams. ``progress``, if given, is called about twice a second of wall time and once at the
-    end with ``{"now_s", "num_submitted", "num_ended"}``. See the module docstring for the horizon rules.
+    ``seed_seq`` feeds the engine's own randomness (the ``random`` router, cold-start draws); the
+    workload carries its own streams. ``progress``, if given, is called about twice a second of wall
+    time and once at the end with ``{"now_s", "num_submitted", "num_ended"}``. ``autoscaling`` adds the
+    controller of :mod:`sim.engine.autoscaler` (``num_replicas`` are then the replicas ready at t = 0).
+    See the module docstring for the horizon rules.
     """
     if num_replicas < 1:
         raise ConfigError(f"replicas must be ≥ 1, got {num_replicas}")
@@ -458,6 +483,10 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress)
     for rep in cluster.replicas:
         env.process(rep.run(env))
+    if autoscaling is not None:
+        scale_seq = np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (1,))
+        cluster.autoscaler = Autoscaler(cluster, autoscaling, np.random.default_rng(scale_seq))
+        env.process(cluster.autoscaler.run())
     env.process(cluster.arrivals())
     if max_duration_s is not None:
         env.process(cluster._deadline(max_duration_s, "horizon"))
@@ -514,8 +543,16 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
     }
     horizon_reached = num_unfinished > 0 or backlog.get("not_arrived", 0) > 0
+    fleet = None
+    if cluster.autoscaler is not None:
+        try:
+            cluster.autoscaler.check_invariants(float(env.now))
+        except AssertionError as exc:
+            raise SimulationInvariantError(str(exc)) from None
+        invariants += ("replica lives ordered; drained replicas released only when empty",)
+        fleet = cluster.autoscaler.output()
     return EngineOutput(req_df, it_df, timeline, float(env.now), horizon_reached, backlog,
-                        cluster.stop_reason or "drained", invariants, stats)
+                        cluster.stop_reason or "drained", invariants, stats, fleet)
 
 
 def _workload_size(workload: Any) -> int | None:
