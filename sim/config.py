@@ -88,7 +88,11 @@ SECTION_MODELS: dict[str, str] = {
     "search": "sim.plan.capacity:SearchConfig",
     "sweep": "sim.plan.sweep:SweepConfig",
     "cost": "sim.measure.pricing:CostConfig",
+    "autoscaling": "sim.engine.autoscaling_config:AutoscalingConfig",
+    "plan": "sim.plan.fleet_plan:PlanConfig",
 }
+# Sections written into the resolved config only when present (older results stay byte-identical).
+OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan"})
 
 
 class ExperimentConfig(Frozen):
@@ -114,6 +118,8 @@ class ExperimentConfig(Frozen):
     search: Any = None
     sweep: Any = None
     cost: Any = None
+    autoscaling: Any = None
+    plan: Any = None
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
@@ -123,9 +129,11 @@ class ExperimentConfig(Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (the resolved config saved next to results)."""
-        out = self.model_dump(mode="json", exclude={"workload", "slo", "search", "sweep", "cost"})
+        out = self.model_dump(mode="json", exclude=set(SECTION_MODELS))
         for key in SECTION_MODELS:
             val = getattr(self, key)
+            if val is None and key in OMIT_WHEN_ABSENT:
+                continue
             out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val
         return out
 

@@ -22,6 +22,7 @@ autoscaling:
     # cold_start_s: 600        # or one number / a distribution ({dist: lognormal, ...}) instead of the parts
     warm_pool: 0               # replicas kept asleep (vLLM sleep mode) that wake in wake_s
     wake_s: 2.6
+  reserved: {gpu_hour_usd: 1.80}   # optional: reserved baseline + on-demand above it (gpus: cheapest R)
 ```
 
 Every key is documented in docs/autoscaling.md with where its default comes from.
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from workloads.lengths import LengthDistribution, parse_duration_dist
 
-__all__ = ["AutoscalingConfig", "ScalingRules", "ProvisioningConfig"]
+__all__ = ["AutoscalingConfig", "ScalingRules", "ProvisioningConfig", "ReservedPricing"]
 
 GB = 1e9
 
@@ -85,6 +86,13 @@ class ProvisioningConfig(_Frozen):
         return out
 
 
+class ReservedPricing(_Frozen):
+    """Reserved-for-baseline + on-demand-for-peak pricing of an autoscaled fleet."""
+
+    gpu_hour_usd: float = Field(..., gt=0, description="$ per reserved (committed) GPU-hour")
+    gpus: int | None = Field(None, ge=0, description="GPUs reserved for the whole span (default: the cheapest count)")
+
+
 class AutoscalingConfig(_Frozen):
     """The ``autoscaling:`` section (module docstring; docs/autoscaling.md)."""
 
@@ -98,6 +106,7 @@ class AutoscalingConfig(_Frozen):
     scale_up: ScalingRules = ScalingRules()
     scale_down: ScalingRules = ScalingRules(stabilization_s=300.0)
     provisioning: ProvisioningConfig = ProvisioningConfig()
+    reserved: ReservedPricing | None = Field(None, description="price a reserved baseline plus on-demand peaks")
     drain: Literal["finish"] = Field("finish", description="a removed replica takes no new requests and stops when its last one ends")
 
     @model_validator(mode="after")

@@ -19,6 +19,8 @@ class RunResult:
     - ``timeline``: compact token timestamps (rebuild any request's token times)
     - ``config``: the resolved experiment config (plain dict)
     - ``meta``: memory plan, model/hardware description, warnings (e.g. uncalibrated GPU)
+    - ``fleet``: autoscaled runs only — ``intervals``, ``replicas`` and ``ticks`` tables
+      (``sim.runs.autoscaled.fleet_outputs``; saved as ``fleet_<name>.parquet``)
     """
 
     summary: dict[str, Any]
@@ -27,3 +29,4 @@ class RunResult:
     timeline: TokenTimeline
     config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    fleet: dict[str, pd.DataFrame] | None = None

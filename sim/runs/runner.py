@@ -16,6 +16,7 @@ from sim.deploy.models.spec import dtype_bytes
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import summarize
+from sim.runs.autoscaled import autoscaler_spec, fleet_outputs
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
 from sim.version import __version__
@@ -47,16 +48,22 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     workload = build_workload(cfg.workload, workload_seq, Path(cfg.base_dir), model_name=dep.model.name)
     setup = replica_setup(dep, cfg.engine.num_kv_blocks)
     num_kv_blocks = setup.num_kv_blocks
+    scaling = autoscaler_spec(cfg, dep)
     out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
-                   max_duration_s=cfg.max_duration_s)
+                   max_duration_s=cfg.max_duration_s, autoscaling=scaling)
     meta = _meta(cfg, dep, out, workload, num_kv_blocks)
+    fleet_block, fleet = fleet_outputs(cfg, dep, out) if scaling is not None else (None, None)
+    # an autoscaled run's top-level cost keys price its peak fleet; the autoscaling block what it used
+    replicas = cfg.replicas if fleet_block is None else fleet_block["peak_replicas_billed"]
     summary = summarize(
         out.requests, out.iterations, out.timeline, warmup_s=cfg.warmup_s, slo=cfg.slo,
-        cost=cfg.cost, hardware=dep.hardware, num_gpus=dep.num_gpus_per_replica * cfg.replicas,
+        cost=cfg.cost, hardware=dep.hardware, num_gpus=dep.num_gpus_per_replica * replicas,
         prefill_time_fn=dep.cost_model.prefill_time_s, model_name=dep.model.name,
         end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached)
+    if fleet_block is not None:
+        summary["autoscaling"] = fleet_block
     result = RunResult(summary=summary, requests=out.requests, iterations=out.iterations,
-                       timeline=out.timeline, config=cfg.to_dict(), meta=meta)
+                       timeline=out.timeline, config=cfg.to_dict(), meta=meta, fleet=fleet)
     if out_dir is not None:
         save_result(result, out_dir, csv=cfg.save_csv)
     return result

@@ -1,7 +1,8 @@
 """Result directories: write a run's outputs and read them back; plain-JSON conversion.
 
 A result directory holds summary.json (written last: its presence marks a complete directory),
-requests.parquet, iterations.parquet, timeline.npz, config.yaml and meta.json.
+requests.parquet, iterations.parquet, timeline.npz, config.yaml and meta.json; autoscaled runs add
+fleet_intervals.parquet, fleet_replicas.parquet and fleet_ticks.parquet.
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ import yaml
 from sim.engine.request import TokenTimeline
 from sim.errors import ConfigError
 from sim.runs.result import RunResult
+
+
+FLEET_PREFIX = "fleet_"  # autoscaled runs: fleet_intervals / fleet_replicas / fleet_ticks .parquet
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -67,6 +71,8 @@ def save_result(result: RunResult, out_dir: str | Path, *, csv: bool = False) ->
                         **{f"iteration_end_s_{r}": v for r, v in tl.iteration_end_s.items()})
     _atomic_write_text(out / "config.yaml", yaml.safe_dump(to_jsonable(result.config), sort_keys=False))
     _atomic_write_text(out / "meta.json", json.dumps(to_jsonable(result.meta), indent=2))
+    for name, table in (result.fleet or {}).items():  # autoscaled runs
+        table.to_parquet(out / f"{FLEET_PREFIX}{name}.parquet", index=False)
     # summary.json last: its presence marks a complete result directory
     _atomic_write_text(out / "summary.json", json.dumps(to_jsonable(result.summary), indent=2))
     return out
@@ -86,4 +92,12 @@ def load_result(out_dir: str | Path) -> RunResult:
         requests=pd.read_parquet(out / "requests.parquet"),
         iterations=pd.read_parquet(out / "iterations.parquet"),
         timeline=tl, config=yaml.safe_load((out / "config.yaml").read_text()),
-        meta=json.loads((out / "meta.json").read_text()))
+        meta=json.loads((out / "meta.json").read_text()), fleet=_load_fleet(out))
+
+
+def _load_fleet(out: Path) -> dict[str, pd.DataFrame] | None:
+    """The fleet tables of an autoscaled run (None when the directory has none)."""
+    paths = sorted(out.glob(f"{FLEET_PREFIX}*.parquet"))
+    if not paths:
+        return None
+    return {p.stem[len(FLEET_PREFIX):]: pd.read_parquet(p) for p in paths}
