@@ -90,6 +90,7 @@ class ReplicaPool:
         self.by_replica: dict[int, ReplicaUnit] = {}
         self.draining: dict[int, ReplicaUnit] = {}
         self.sleeping: deque[ReplicaUnit] = deque()  # warm pool, ready to wake
+        cluster.set_routable(list(cluster.replicas))  # its own list: replicas are added to both separately
         for rep in cluster.replicas:
             u = self._new_unit("initial", 0.0)
             u.asked_s = u.ready_s = 0.0

@@ -1,0 +1,202 @@
+"""Autoscaling in the loop: oracles (fluid fleet size, cold-start violation window, drains lose nothing),
+the HPA/planner formulas, the behaviour rules, and configuration errors.
+
+The engine runs on a constant-step cost model so a replica's capacity is known in closed form: every
+request is 1 prompt token + K output tokens, so with at most B requests per step of D seconds a
+replica serves c = B / (K·D) requests per second.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.config import EngineConfig, parse_experiment
+from sim.deploy.step_cost import ConstantCostModel
+from sim.engine.autoscaler import AutoscalerSpec
+from sim.engine.autoscaling_config import AutoscalingConfig
+from sim.engine.autoscaling_policies import FleetSignals, get_autoscaling_policy
+from sim.engine.request import RequestSpec
+from sim.engine.simulator import ReplicaSetup, simulate
+from sim.errors import ConfigError
+from sim.measure.fleet import billed_levels, fleet_summary, reserved_cost
+from workloads.arrivals import parse_arrival
+from workloads.base import OpenLoopWorkload
+
+B, K, D = 4, 20, 0.1
+C = B / (K * D)  # 2 req/s per replica
+
+
+def _setup() -> ReplicaSetup:
+    return ReplicaSetup(EngineConfig(max_num_seqs=B, max_num_batched_tokens=64, async_scheduling=False),
+                        100_000, 4096, ConstantCostModel(D))
+
+
+def _run(arrival: dict, horizon_s: float, auto: dict, cold_s: float = 0.0, replicas: int = 1, seed: int = 0):
+    proc = parse_arrival(arrival)
+    times = proc.arrival_times(np.random.default_rng(seed), None, horizon_s)
+    specs = [RequestSpec(float(t), 1, K) for t in times]
+    cfg = AutoscalingConfig.model_validate(auto)
+    out = simulate(OpenLoopWorkload(specs), _setup(), num_replicas=replicas, router="least-outstanding-requests",
+                   autoscaling=AutoscalerSpec(cfg, lambda rng: cold_s))
+    return proc, out
+
+
+def test_fluid_oracle_gpu_hours_match_integral_of_ceil_rate_over_capacity():
+    """Zero cold start, rate measured over one interval: GPU-hours ≈ ∫⌈λ(t)/c⌉dt (within 10 %)."""
+    arrival = {"process": "diurnal", "peak_rate": 6 * C, "trough_rate": 1.5 * C, "period_s": 900, "peak_at_s": 450}
+    auto = {"policy": "planner", "interval_s": 10, "max_replicas": 12, "policy_options": {"replica_capacity_rps": C},
+            "scale_down": {"stabilization_s": 0}}
+    proc, out = _run(arrival, 900, auto)
+    assert (out.requests.status == "completed").all()
+    block, _ = fleet_summary(out.fleet, out.requests, end_s=out.end_s, gpus_per_replica=1, gpu_hour_usd=1.0)
+    grid = np.linspace(0.0, out.end_s, 200_001)
+    oracle_h = np.trapezoid(np.ceil(proc.rate(np.minimum(grid, 900)) / C), grid) / 3600
+    assert block["gpu_hours"] == pytest.approx(oracle_h, rel=0.10)
+    assert block["usd_on_demand"] == pytest.approx(block["gpu_hours"])  # $1 per GPU-hour
+
+
+def test_step_increase_violation_window_is_cold_start_plus_interval():
+    """Load steps from 0.75c to 3c: requests miss a 6 s TTFT (three service times) from shortly after
+    the step until the new replicas take traffic — a window of ≈ cold start d + the decision lag (the
+    first window that shows the new rate ends within one interval of the step; its decision may need
+    the next one)."""
+    d, interval, t0 = 30.0, 10.0, 205.0
+    arrival = {"process": "rate-curve", "interpolation": "step", "points": [[0, 0.75 * C], [t0, 3 * C], [400, 3 * C]]}
+    auto = {"policy": "planner", "interval_s": interval, "max_replicas": 6,
+            "policy_options": {"replica_capacity_rps": C, "headroom": 0.34}, "scale_down": {"stabilization_s": 300}}
+    _, out = _run(arrival, 400, auto, cold_s=d)
+    req = out.requests
+    late = req[(req.ttft_s > 6.0)]
+    assert len(late) and (late.arrival_s >= t0).all()  # before the step one replica keeps up
+    window = late.arrival_s.max() - t0
+    assert d <= window <= d + 2 * interval
+    assert window == pytest.approx(d + interval, abs=interval)
+    assert (req.status == "completed").all()
+
+
+def test_scale_down_drains_and_never_drops_a_request():
+    """Replicas removed at the trough finish what they hold; none gets a request after its drain."""
+    arrival = {"process": "diurnal", "peak_rate": 5 * C, "trough_rate": 0.2 * C, "period_s": 600, "peak_at_s": 150}
+    auto = {"policy": "hpa", "interval_s": 5, "max_replicas": 8, "policy_options": {"metrics": {"outstanding": 2 * B}},
+            "scale_down": {"stabilization_s": 0, "max_step": 2}}
+    _, out = _run(arrival, 600, auto, cold_s=12.0)
+    req = out.requests
+    assert (req.status == "completed").all() and len(req) > 500
+    units = out.fleet["units"]
+    drained = [u for u in units if not math.isnan(u["drain_s"])]
+    assert len(drained) >= 2
+    for u in drained:
+        mine = req[req.replica == u["replica"]]
+        assert (mine.arrival_s <= u["drain_s"]).all()
+        assert u["released_s"] >= mine.finish_s.max() - 1e-9
+    assert out.invariants[-1].startswith("replica lives ordered")
+
+
+def test_same_seed_same_fleet():
+    arrival = {"process": "diurnal", "peak_rate": 3 * C, "trough_rate": C, "period_s": 300}
+    auto = {"policy": "hpa", "interval_s": 5, "max_replicas": 4, "policy_options": {"metrics": {"num_requests_waiting": 2}},
+            "provisioning": {"cold_start_s": {"dist": "lognormal", "mean": 20, "std": 5}}}
+    proc = parse_arrival(arrival)
+    specs = [RequestSpec(float(t), 1, K) for t in proc.arrival_times(np.random.default_rng(1), None, 300)]
+    cfg = AutoscalingConfig.model_validate(auto)
+    draw = (lambda rng: float(cfg.provisioning.cold_start_s.sample_real(rng, 1)[0]))
+    outs = [simulate(OpenLoopWorkload(specs), _setup(), router="least-outstanding-requests",
+                     autoscaling=AutoscalerSpec(cfg, draw)) for _ in range(2)]
+    assert outs[0].fleet == outs[1].fleet
+    assert outs[0].requests.equals(outs[1].requests)
+    colds = [u["cold_start_s"] for u in outs[0].fleet["units"] if u["kind"] == "cold"]
+    assert colds and len(set(colds)) == len(colds)  # drawn per replica from the engine's stream
+
+
+def test_warm_pool_wakes_fast_and_refills_with_a_cold_start():
+    arrival = {"process": "rate-curve", "interpolation": "step", "points": [[0, 0.5 * C], [60, 2.5 * C], [200, 2.5 * C]]}
+    auto = {"policy": "planner", "interval_s": 10, "max_replicas": 3, "policy_options": {"replica_capacity_rps": C},
+            "provisioning": {"warm_pool": 1, "wake_s": 1.0}}
+    _, out = _run(arrival, 200, auto, cold_s=50.0)
+    units = out.fleet["units"]
+    warm = [u for u in units if u["kind"] == "warm"]
+    assert len(warm) == 1 and warm[0]["ready_s"] - warm[0]["asked_s"] == pytest.approx(1.0)
+    assert any(u["kind"] == "cold" for u in units)  # the second extra replica pays the cold start
+    assert any(u["kind"] == "sleeping" for u in units)  # the pool was refilled
+
+
+# ---------------------------------------------------------------------------------------- formulas
+def _signals(**kw) -> FleetSignals:
+    base = dict(time_s=0.0, num_ready=2, num_starting=0, num_draining=0, num_requests_waiting=(4, 8),
+                num_requests_running=(10, 10), kv_cache_usage=(0.5, 0.9), outstanding=(14, 18), window_s=15.0,
+                arrival_rate=30.0, latency={"p99_ttft_s": 3.0})
+    base.update(kw)
+    return FleetSignals(**base)
+
+
+def test_hpa_recommendation_is_ceil_total_over_target_with_tolerance():
+    hpa = get_autoscaling_policy("hpa", {"metrics": {"num_requests_waiting": 2}})
+    assert hpa.recommend(_signals(), 2) == 6  # ⌈12 / 2⌉
+    hpa = get_autoscaling_policy("hpa", {"metrics": {"num_requests_waiting": 6}})
+    assert hpa.recommend(_signals(), 2) == 2  # ratio 1.0: inside the tolerance
+    hpa = get_autoscaling_policy("hpa", {"metrics": {"kv_cache_usage": 0.5, "p99_ttft_s": 1.0}})
+    assert hpa.recommend(_signals(), 2) == 6  # max(⌈1.4/0.5⌉ = 3, ⌈2·3/1⌉ = 6)
+    hpa = get_autoscaling_policy("hpa", {"metrics": {"p99_ttft_s": 1.0}})
+    assert hpa.recommend(_signals(latency={}), 3) == 3  # no data: no change
+
+
+def test_planner_predictors():
+    p = get_autoscaling_policy("planner", {"replica_capacity_rps": 10, "predictor": "trend", "history_intervals": 3})
+    for rate in (10.0, 20.0):
+        p.recommend(_signals(arrival_rate=rate), 1)
+    assert p.recommend(_signals(arrival_rate=30.0), 1) == 4  # trend predicts 40 req/s
+    m = get_autoscaling_policy("planner", {"replica_capacity_rps": 10, "predictor": "mean", "headroom": 0.5})
+    assert m.recommend(_signals(arrival_rate=20.0), 1) == 3  # ⌈20 · 1.5 / 10⌉
+
+
+def test_reserved_cost_picks_the_cheapest_baseline():
+    levels = np.array([2.0, 6.0, 2.0])
+    dur = np.array([3600.0 * 10, 3600.0 * 4, 3600.0 * 10])
+    r = reserved_cost(levels, dur, on_demand=2.0, reserved=1.0, reserved_gpus=None)
+    # R = 2: 2·1·24 + 2·4·4 = 80; R = 6: 6·24 = 144; R = 0: 2·(2·20 + 6·4) = 128
+    assert r["reserved_gpus"] == 2 and r["usd"] == pytest.approx(80.0) and r["usd_per_day"] == pytest.approx(80.0)
+
+
+def test_billed_levels_integrate_unit_lives():
+    import pandas as pd
+    units = pd.DataFrame([{"requested_s": 0.0, "released_s": np.nan, "ready_s": 0.0, "drain_s": np.nan},
+                          {"requested_s": 10.0, "released_s": 30.0, "ready_s": 15.0, "drain_s": 25.0}])
+    levels, dur = billed_levels(units, 40.0)
+    assert float((levels * dur).sum()) == pytest.approx(40.0 + 20.0)
+
+
+# ---------------------------------------------------------------------------------------- config errors
+BASE = {"model": "llama-3.1-8b", "hardware": "h100-sxm",
+        "workload": {"num_requests": 10, "arrival": {"process": "poisson", "rate": 1},
+                     "input_tokens": {"dist": "fixed", "value": 8}, "output_tokens": {"dist": "fixed", "value": 4}}}
+
+
+def test_bad_autoscaling_sections_fail_with_the_key_and_file():
+    with pytest.raises(ConfigError, match=r"x.yaml: autoscaling.max_replicas: required key is missing"):
+        parse_experiment({**BASE, "autoscaling": {"policy": "hpa"}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"x.yaml: autoscaling.scale_up.max_stepp: unknown key \(did you mean: max_step"):
+        parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "scale_up": {"max_stepp": 1}}}, "x.yaml")
+    with pytest.raises(ConfigError, match="min_replicas"):
+        parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "min_replicas": 3}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"autoscaling.policy: unknown autoscaling policy 'hap'.*did you mean: hpa"):
+        get_autoscaling_policy("hap", {})
+    with pytest.raises(ConfigError, match=r"policy_options.metrics.num_requests_wating: unknown metric"):
+        get_autoscaling_policy("hpa", {"metrics": {"num_requests_wating": 3}})
+    with pytest.raises(ConfigError, match="replica_capacity_rps: required"):
+        get_autoscaling_policy("planner", {})
+
+
+def test_initial_replicas_must_lie_within_the_bounds():
+    from sim.runs.runner import run
+    cfg = parse_experiment({**BASE, "replicas": 3, "autoscaling": {"max_replicas": 2}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"replicas = 3 .* autoscaling.max_replicas = 2"):
+        run(cfg)
+
+
+def test_resolved_config_has_no_autoscaling_key_unless_given():
+    assert "autoscaling" not in parse_experiment(BASE).to_dict()
+    cfg = parse_experiment({**BASE, "autoscaling": {"max_replicas": 2}})
+    assert cfg.to_dict()["autoscaling"]["max_replicas"] == 2
+    assert parse_experiment(cfg.to_dict()).autoscaling == cfg.autoscaling  # round trip
