@@ -298,3 +298,32 @@ def bars(title: str, xlabel: str, labels: list[str], values: Sequence[float], hi
         ax.set_xlabel(xlabel)
         ax.grid(axis="y", visible=False)
         return to_png(fig)
+
+
+def load_and_replicas(t: np.ndarray, rate: np.ndarray, replicas: dict[str, np.ndarray], *,
+                      steps: bool = True) -> bytes | None:
+    """Offered load (left axis, req/s) and replica counts (right axis) over time on one chart."""
+    if not len(t):
+        return None
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(1, 1, WIDE_IN, 3.4)
+        ax = axes[0, 0]
+        ax.plot(t, rate, lw=1.0, color="#7f7f7f", label="arrival rate (req/s)")
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("req/s")
+        ax.set_ylim(bottom=0)
+        right = ax.twinx()
+        right.grid(False)
+        for i, (label, y) in enumerate(replicas.items()):
+            if steps:
+                right.step(t, y, where="post", lw=1.5, color=PALETTE[i], label=label)
+            else:
+                right.plot(t, y, lw=1.5, color=PALETTE[i], label=label)
+        right.set_ylabel("replicas")
+        right.set_ylim(bottom=0)
+        right.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_title("Load and replicas over time")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = right.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=7, framealpha=0.9)
+        return to_png(fig)
