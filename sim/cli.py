@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("estimate", "Static roofline estimate: prefill/decode latency, memory plan, MFU/MBU."),
     "capacity": ("capacity", "Find the maximum request rate (or replicas) that meets the SLO."),
     "sweep": ("sweep", "Run a grid of configurations (locally in parallel or on Ray)."),
+    "plan": ("plan", "Size a fleet over a day: fixed-for-peak vs autoscaled vs oracle, cheapest GPU type."),
     "report": ("report", "Write report.html and report.md for a run or sweep directory."),
     "calibrate": ("calibrate", "Fit a hardware profile to measurements and write a new profile YAML."),
     "compare": ("compare", "Compare a simulated run with a real benchmark result."),

@@ -32,8 +32,8 @@ import pandas as pd
 
 from sim.measure.slo import LATENCY_METRICS, resolve_slo
 
-__all__ = ["fleet_frames", "fleet_summary", "INTERVAL_COLUMNS", "request_thresholds_ms", "billed_levels",
-           "reserved_cost"]
+__all__ = ["fleet_frames", "fleet_summary", "INTERVAL_COLUMNS", "request_thresholds_ms", "request_attainment",
+           "billed_levels", "reserved_cost"]
 
 INTERVAL_COLUMNS = ("start_s", "end_s", "arrivals", "arrival_rate", "mean_replicas_ready", "mean_replicas_billed",
                     "mean_gpus", "starting", "desired", "num_requests", "completed", "slo_attainment",
@@ -53,6 +53,24 @@ def request_thresholds_ms(slo: Any, model_name: str = "") -> dict[str, float]:
         if metric in ("ttft", "tpot", "e2el"):
             out[metric] = min(bounds.values())
     return out
+
+
+def _good(requests: pd.DataFrame, thresholds: dict[str, float]) -> np.ndarray:
+    """Per request: completed and within every threshold (a NaN TPOT — one output token — passes)."""
+    good = requests["status"].astype(str).to_numpy() == "completed"
+    for m, limit in thresholds.items():
+        good &= ~(requests[f"{m}_s"].to_numpy(dtype=np.float64) * 1000.0 > limit)
+    return good
+
+
+def request_attainment(requests: pd.DataFrame, slo: Any, model_name: str = "", warmup_s: float = 0.0) -> float | None:
+    """Share of the measured requests that are good under :func:`request_thresholds_ms` (None without
+    an SLO or requests)."""
+    thresholds = request_thresholds_ms(slo, model_name)
+    measured = requests[requests["arrival_s"].to_numpy(dtype=np.float64) >= warmup_s]
+    if not thresholds or not len(measured):
+        return None
+    return float(_good(measured, thresholds).mean())
 
 
 def _overlap(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -141,10 +159,7 @@ def fleet_frames(fleet: dict[str, Any], requests: pd.DataFrame, *, end_s: float,
     thresholds = request_thresholds_ms(slo, model_name)
     lat = {m: requests[f"{m}_s"].to_numpy(dtype=np.float64) * 1000.0 for m in ("ttft", "tpot", "e2el")}
     completed = status == "completed"
-    good = completed.copy()
-    for m, limit in thresholds.items():
-        v = lat[m]
-        good &= ~(v > limit)  # NaN TPOT (one output token) does not fail a TPOT bound
+    good = _good(requests, thresholds)
     rows = []
     starting_at_end = np.zeros(n_bins)
     desired = np.full(n_bins, np.nan)
@@ -223,14 +238,8 @@ def fleet_summary(fleet: dict[str, Any], requests: pd.DataFrame, *, end_s: float
         good_iv = frame["slo_attainment"].to_numpy(dtype=np.float64)
         block["request_thresholds_ms"] = thresholds
         block["min_interval_slo_attainment"] = float(np.nanmin(good_iv)) if np.isfinite(good_iv).any() else None
-        if cold.any():
-            comp = requests.iloc[np.flatnonzero(cold)]
-            ok = comp["status"].astype(str).to_numpy() == "completed"
-            for m, limit in thresholds.items():
-                ok &= ~(comp[f"{m}_s"].to_numpy(dtype=np.float64) * 1000.0 > limit)
-            block["cold_start_slo_attainment"] = float(ok.mean())
-        else:
-            block["cold_start_slo_attainment"] = None
+        block["cold_start_slo_attainment"] = (float(_good(requests.iloc[np.flatnonzero(cold)], thresholds).mean())
+                                              if cold.any() else None)
     if reserved_gpu_hour_usd is not None and gpu_hour_usd is not None:
         block["reserved_plus_on_demand"] = {"reserved_gpu_hour_usd": reserved_gpu_hour_usd,
                                             **reserved_cost(levels * gpus_per_replica, dur, gpu_hour_usd,
