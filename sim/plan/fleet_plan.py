@@ -15,8 +15,8 @@ where ``c`` is the capacity of *one* replica at a constant Poisson rate with the
 (:func:`sim.plan.capacity.capacity_search`, settings in ``plan.capacity``). Reported per candidate:
 GPU-hours, $/day on demand (and reserved + on demand with ``autoscaling.reserved``), peak and mean
 GPUs, SLO attainment and pass/fail of (a) and (b), and the gap of (b) to (c). The recommendation is
-the candidate whose autoscaled fleet is cheapest among those meeting the SLO (else the cheapest fixed
-fleet meeting it). Candidates run in parallel (``jobs`` processes).
+the cheapest simulated fleet — fixed or autoscaled, any candidate — that meets the SLO. Candidates run
+in parallel (``jobs`` processes).
 
 ```yaml
 plan:
@@ -199,14 +199,15 @@ def evaluate_candidate(cfg: ExperimentConfig, overrides: dict[str, Any]) -> dict
 
 
 def _recommend(rows: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-    """(candidate, fleet kind) of the cheapest on-demand fleet meeting the SLO (autoscaled first)."""
-    for kind in ("autoscaled", "fixed"):
-        ok = [r for r in rows if r["status"] == "ok" and r[kind]["slo_passed"]
-              and r[kind].get("usd_per_day_on_demand") is not None]
-        if ok:
-            best = min(ok, key=lambda r: r[kind]["usd_per_day_on_demand"])
-            return best["name"], kind
-    return None, None
+    """(candidate, fleet kind) of the cheapest simulated fleet (fixed or autoscaled, $/day on demand)
+    meeting the SLO; ties go to the autoscaled fleet, then to the earlier candidate."""
+    options = [(r[kind]["usd_per_day_on_demand"], kind != "autoscaled", i, r["name"], kind)
+               for i, r in enumerate(rows) if r["status"] == "ok" for kind in ("autoscaled", "fixed")
+               if r[kind]["slo_passed"] and r[kind].get("usd_per_day_on_demand") is not None]
+    if not options:
+        return None, None
+    best = min(options)
+    return best[3], best[4]
 
 
 def plan_fleet(cfg: ExperimentConfig, *, out_dir: str | Path | None = None, jobs: int | None = None,
