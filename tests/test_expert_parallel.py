@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,7 @@ def _validation_module():
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "validate_wide_ep.py"
     spec = importlib.util.spec_from_file_location("validate_wide_ep", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
