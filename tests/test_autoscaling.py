@@ -200,3 +200,25 @@ def test_resolved_config_has_no_autoscaling_key_unless_given():
     cfg = parse_experiment({**BASE, "autoscaling": {"max_replicas": 2}})
     assert cfg.to_dict()["autoscaling"]["max_replicas"] == 2
     assert parse_experiment(cfg.to_dict()).autoscaling == cfg.autoscaling  # round trip
+
+
+def test_dp_attention_replicas_are_not_autoscaled():
+    import dataclasses
+    cfg = AutoscalingConfig.model_validate({"max_replicas": 2})
+    setup = dataclasses.replace(_setup(), dp=2)
+    with pytest.raises(ConfigError, match=r"autoscaling: .*dp > 1"):
+        simulate(OpenLoopWorkload([RequestSpec(1.0, 1, 2)]), setup, autoscaling=AutoscalerSpec(cfg, lambda rng: 0.0))
+
+
+def test_oracle_fleet_on_a_deepseek_shaped_day_keeps_the_published_peak_to_average():
+    """DS-DAY6-AUTOSCALE: 278 nodes at peak, 226.75 on average (1.226). A sinusoid with trough/peak
+    2/1.226 − 1 has that peak/mean; the future-knowing fleet of whole nodes sized for it (⌈λ/c⌉ per
+    minute, c such that the peak needs 278) keeps it within 1 %."""
+    from sim.plan.fleet_plan import oracle_fleet
+    ratio = 278 / 226.75
+    proc = parse_arrival({"process": "diurnal", "peak_rate": 278.0, "trough_rate": 278.0 * (2 / ratio - 1)})
+    o = oracle_fleet(proc, 86_400.0, 1.0, 60.0, 1, 8)
+    assert o["peak_gpus"] == 278 * 8
+    assert o["peak_gpus"] / o["mean_gpus"] == pytest.approx(ratio, rel=0.01)
+    # $/day at DeepSeek's $2 per H800-hour: 226.75 nodes × 8 × 24 × 2 = $87,072 published
+    assert o["mean_gpus"] * 24 * 2 == pytest.approx(87_072, rel=0.01)
