@@ -154,6 +154,22 @@ class OfflineArrival(ArrivalProcess):
         return np.zeros(num_requests)
 
 
+def unit_rate_stream(rng: np.random.Generator, horizon: float, num_requests: int | None) -> np.ndarray:
+    """Points ``S_k = E_1 + … + E_k ≤ horizon`` of a unit-rate Poisson stream (``E_i`` standard
+    exponential, drawn in fixed chunks), at most ``num_requests`` of them: the input of a time change
+    ``t_k = Λ⁻¹(S_k)``."""
+    chunks: list[np.ndarray] = []
+    last, total = 0.0, 0
+    while last <= horizon and (num_requests is None or total < num_requests):
+        c = last + np.cumsum(rng.standard_exponential(_CHUNK))
+        chunks.append(c)
+        last = float(c[-1])
+        total += len(c)
+    s = np.concatenate(chunks) if chunks else np.empty(0)
+    s = s[s <= horizon]
+    return s if num_requests is None else s[:num_requests]
+
+
 class Stage(BaseModel):
     """One piece of a piecewise-constant rate profile."""
 
@@ -191,16 +207,7 @@ class StagesArrival(ArrivalProcess):
         ends = np.cumsum([s.duration_s for s in self.stages])
         starts = ends - np.array([s.duration_s for s in self.stages])
         cum = np.concatenate([[0.0], np.cumsum(rates * (ends - starts))])  # Λ at stage boundaries
-        horizon = cum[-1]
-        chunks: list[np.ndarray] = []
-        last, total = 0.0, 0
-        while last <= horizon and (num_requests is None or total < num_requests):
-            c = last + np.cumsum(rng.standard_exponential(_CHUNK))
-            chunks.append(c)
-            last = float(c[-1])
-            total += len(c)
-        s = np.concatenate(chunks) if chunks else np.empty(0)
-        s = s[s <= horizon]
+        s = unit_rate_stream(rng, cum[-1], num_requests)
         # Invert Λ: stage j holds Λ in (cum[j], cum[j+1]]; zero-rate stages hold no arrivals.
         j = np.clip(np.searchsorted(cum, s, side="left") - 1, 0, len(rates) - 1)
         with np.errstate(divide="ignore", invalid="ignore"):

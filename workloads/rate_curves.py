@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sim.errors import ConfigError
-from workloads.arrivals import _CHUNK, ARRIVAL_PROCESSES, ArrivalProcess
+from workloads.arrivals import ARRIVAL_PROCESSES, ArrivalProcess, unit_rate_stream
 
 __all__ = ["Burst", "TimeVaryingArrival", "DiurnalArrival", "RateCurveArrival", "PiecewiseFunction",
            "load_rate_csv"]
@@ -221,18 +221,7 @@ class TimeVaryingArrival(ArrivalProcess):
         if horizon is None and num_requests is None:
             raise ValueError("an open-loop arrival process needs num_requests or duration_s")
         target = float(self.cumulative(np.array([horizon]))[0]) if horizon is not None else math.inf
-        chunks: list[np.ndarray] = []
-        last, total = 0.0, 0
-        while last <= target and (num_requests is None or total < num_requests):
-            c = last + np.cumsum(rng.standard_exponential(_CHUNK))
-            chunks.append(c)
-            last = float(c[-1])
-            total += len(c)
-        s = np.concatenate(chunks) if chunks else np.empty(0)
-        s = s[s <= target]
-        if num_requests is not None:
-            s = s[:num_requests]
-        t = self.invert(s, horizon)
+        t = self.invert(unit_rate_stream(rng, target, num_requests), horizon)
         if horizon is not None:
             t = t[t <= horizon]
         return t
