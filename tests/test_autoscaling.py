@@ -222,3 +222,13 @@ def test_oracle_fleet_on_a_deepseek_shaped_day_keeps_the_published_peak_to_avera
     assert o["peak_gpus"] / o["mean_gpus"] == pytest.approx(ratio, rel=0.01)
     # $/day at DeepSeek's $2 per H800-hour: 226.75 nodes × 8 × 24 × 2 = $87,072 published
     assert o["mean_gpus"] * 24 * 2 == pytest.approx(87_072, rel=0.01)
+
+
+def test_step_limits_select_the_larger_change_like_hpa():
+    from sim.engine.autoscaler import Autoscaler
+    from sim.engine.autoscaling_config import ScalingRules
+    hpa_default = ScalingRules(max_step=4, max_percent=100)
+    assert Autoscaler._step_limit(hpa_default, 2) == 4  # max(4 pods, 100 % of 2)
+    assert Autoscaler._step_limit(hpa_default, 10) == 10  # max(4, 100 % of 10)
+    assert Autoscaler._step_limit(ScalingRules(max_step=4, max_percent=100, select_policy="min"), 10) == 4
+    assert Autoscaler._step_limit(ScalingRules(max_percent=10), 3) == 1  # at least one replica

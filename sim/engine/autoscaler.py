@@ -15,8 +15,8 @@ window), asks the policy for a replica count, applies the behaviour rules, and a
 Behaviour rules (Kubernetes HPA ``behavior``), applied to the policy's recommendation ``r`` clamped to
 ``[min_replicas, max_replicas]``: scaling up uses the *smallest* recommendation of the last
 ``scale_up.stabilization_s`` (never below the current size), scaling down the *largest* of the last
-``scale_down.stabilization_s``; a change is at most ``max_step`` replicas and ``max_percent`` % of the
-current size; no change in a direction within ``cooldown_s`` of the previous one in that direction.
+``scale_down.stabilization_s``; a change is at most ``max_step`` replicas or ``max_percent`` % of the
+current size (the larger of the two with ``select_policy: max``, HPA's default); no change in a direction within ``cooldown_s`` of the previous one in that direction.
 ``metrics_delay_s`` makes the decision use the signals of ⌈delay / interval⌉ samples ago.
 
 The pool abstraction (:class:`ReplicaPool`) is what the controller drives: it needs from the cluster
@@ -275,12 +275,15 @@ class Autoscaler:
 
     @staticmethod
     def _step_limit(rules: Any, current: int) -> int:
-        limit = math.inf
+        """Most replicas one decision may add or remove (HPA policies: ``select_policy`` max or min)."""
+        limits = []
         if rules.max_step is not None:
-            limit = rules.max_step
+            limits.append(rules.max_step)
         if rules.max_percent is not None:
-            limit = min(limit, max(1, math.ceil(current * rules.max_percent / 100.0 - 1e-9)))
-        return int(limit) if limit != math.inf else 1 << 30
+            limits.append(max(1, math.ceil(current * rules.max_percent / 100.0 - 1e-9)))
+        if not limits:
+            return 1 << 30
+        return int(max(limits) if rules.select_policy == "max" else min(limits))
 
     def scale_up(self, n: int) -> None:
         """Ask for ``n`` more replicas: wake sleepers first, cold-start the rest; refill the warm pool."""

@@ -51,6 +51,7 @@ class ScalingRules(_Frozen):
     max_step: int | None = Field(None, ge=1, description="at most this many replicas per decision (none: unlimited)")
     max_percent: float | None = Field(None, gt=0, description="at most this % of the current replicas per decision")
     cooldown_s: float = Field(0.0, ge=0, description="no change in this direction for this long after one")
+    select_policy: Literal["max", "min"] = Field("max", description="with both limits: the one allowing the larger (HPA's default) or smaller change")
 
 
 class ProvisioningConfig(_Frozen):
