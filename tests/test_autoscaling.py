@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.config import EngineConfig, parse_experiment
 from sim.deploy.step_cost import ConstantCostModel
@@ -232,3 +234,21 @@ def test_step_limits_select_the_larger_change_like_hpa():
     assert Autoscaler._step_limit(hpa_default, 10) == 10  # max(4, 100 % of 10)
     assert Autoscaler._step_limit(ScalingRules(max_step=4, max_percent=100, select_policy="min"), 10) == 4
     assert Autoscaler._step_limit(ScalingRules(max_percent=10), 3) == 1  # at least one replica
+
+
+@settings(max_examples=4, deadline=None)
+@given(cold_s=st.floats(0.0, 40.0), interval_s=st.sampled_from([2.0, 5.0, 10.0]), waiting=st.integers(1, 8),
+       down_s=st.sampled_from([0.0, 20.0]), warm=st.integers(0, 1))
+def test_any_controller_settings_lose_no_request(cold_s, interval_s, waiting, down_s, warm):
+    """Whatever the settings, every request completes exactly once and replica lives stay consistent."""
+    arrival = {"process": "diurnal", "peak_rate": 4 * C, "trough_rate": 0.3 * C, "period_s": 120, "peak_at_s": 40}
+    auto = {"policy": "hpa", "interval_s": interval_s, "max_replicas": 6,
+            "policy_options": {"metrics": {"num_requests_waiting": waiting}},
+            "scale_down": {"stabilization_s": down_s}, "provisioning": {"warm_pool": warm, "wake_s": 1.0}}
+    _, out = _run(arrival, 120, auto, cold_s=cold_s)
+    req = out.requests
+    assert (req.status == "completed").all() and req.request_id.is_unique
+    block, frame = fleet_summary(out.fleet, req, end_s=out.end_s, gpus_per_replica=1, gpu_hour_usd=1.0)
+    assert (frame.mean_replicas_billed >= frame.mean_replicas_ready - 1e-9).all()
+    assert (frame.mean_replicas_ready >= 1 - 1e-9).all()
+    assert block["mean_replicas_billed"] <= block["peak_replicas_billed"] + 1e-9
