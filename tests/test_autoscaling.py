@@ -252,3 +252,17 @@ def test_any_controller_settings_lose_no_request(cold_s, interval_s, waiting, do
     assert (frame.mean_replicas_billed >= frame.mean_replicas_ready - 1e-9).all()
     assert (frame.mean_replicas_ready >= 1 - 1e-9).all()
     assert block["mean_replicas_billed"] <= block["peak_replicas_billed"] + 1e-9
+
+
+def test_plan_refuses_experiments_it_cannot_plan():
+    from sim.plan.fleet_plan import plan_fleet
+    slo = {"ttft_ms": {"p99": 1000}}
+    with pytest.raises(ConfigError, match="needs an autoscaling: section"):
+        plan_fleet(parse_experiment({**BASE, "slo": slo}, "x.yaml"))
+    closed = {**BASE, "slo": slo, "autoscaling": {"max_replicas": 2},
+              "workload": {**BASE["workload"], "arrival": {"process": "closed", "clients": 4}}}
+    with pytest.raises(ConfigError, match="has no rate to plan for"):
+        plan_fleet(parse_experiment(closed, "x.yaml"))
+    no_horizon = {**BASE, "slo": slo, "autoscaling": {"max_replicas": 2}}
+    with pytest.raises(ConfigError, match="needs workload.duration_s"):
+        plan_fleet(parse_experiment(no_horizon, "x.yaml"))

@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 
 from sim.cli import main
-from sim.config import load_experiment
-from sim.plan.fleet_plan import plan_fleet
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -46,10 +44,14 @@ def test_autoscale_diurnal_example_cli(tmp_path, monkeypatch):
     assert (out / "report_files" / "fleet_latency.png").is_file()
 
 
-def test_plan_two_gpu_types_reduced(tmp_path):
-    cfg = load_experiment(EXPERIMENTS / "plan_two_gpus.yaml")
-    res = plan_fleet(cfg, out_dir=tmp_path, jobs=2)
-    assert (tmp_path / "plan.json").is_file()
+def test_plan_two_gpu_types_reduced(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(["plan", str(EXPERIMENTS / "plan_two_gpus.yaml"), "--jobs", "2", "--out", str(tmp_path)])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert "cheapest meeting the SLO" in capsys.readouterr().out
+    res = json.loads((tmp_path / "plan.json").read_text())
     rows = {r["name"]: r for r in res["candidates"]}
     assert set(rows) == {"hardware=h100-sxm", "hardware=a100-sxm-80gb"}
     for r in rows.values():
