@@ -21,6 +21,7 @@ import pandas as pd
 from sim.config import ExperimentConfig, load_experiment
 from sim.deploy.deployment import Deployment, build_deployment
 from sim.plan.capacity import capacity_search
+from sim.plan.fleet_plan import plan_fleet
 from sim.plan.sweep import sweep as _sweep
 from sim.report import write_report
 from sim.runs.result import RunResult
@@ -28,7 +29,7 @@ from sim.runs.runner import run as _run
 from sim.runs.storage import load_result, save_result, to_jsonable
 
 __all__ = ["Deployment", "build_deployment", "run", "save_result", "load_result", "to_jsonable", "sweep",
-           "capacity", "load_experiment", "RunResult"]
+           "capacity", "plan", "load_experiment", "RunResult"]
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
@@ -53,3 +54,10 @@ def capacity(cfg: ExperimentConfig | str | Path, out_dir: str | Path | None = No
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_experiment(cfg)
     return capacity_search(cfg, out_dir=out_dir, **kwargs)
+
+
+def plan(cfg: ExperimentConfig | str | Path, out_dir: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Fleet plan over a day (see :func:`sim.plan.fleet_plan.plan_fleet`)."""
+    if not isinstance(cfg, ExperimentConfig):
+        cfg = load_experiment(cfg)
+    return plan_fleet(cfg, out_dir=out_dir, **kwargs)
