@@ -52,6 +52,8 @@ def test_plan_two_gpu_types_reduced(tmp_path, monkeypatch, capsys):
         assert exc.code in (0, None)
     assert "cheapest meeting the SLO" in capsys.readouterr().out
     res = json.loads((tmp_path / "plan.json").read_text())
+    md = (tmp_path / "plan.md").read_text()
+    assert "| hardware=a100-sxm-80gb |" in md and "lower bound" in md
     rows = {r["name"]: r for r in res["candidates"]}
     assert set(rows) == {"hardware=h100-sxm", "hardware=a100-sxm-80gb"}
     for r in rows.values():

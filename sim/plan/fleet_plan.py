@@ -53,9 +53,11 @@ from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 from workloads.arrivals import PoissonArrival
 
-__all__ = ["PlanConfig", "CapacityProbe", "plan_fleet", "evaluate_candidate", "day_rate_curve", "oracle_fleet"]
+__all__ = ["PlanConfig", "CapacityProbe", "plan_fleet", "evaluate_candidate", "day_rate_curve", "oracle_fleet",
+           "plan_markdown"]
 
 PLAN_FILE = "plan.json"
+PLAN_MD = "plan.md"
 
 
 class CapacityProbe(Frozen):
@@ -212,7 +214,8 @@ def _recommend(rows: list[dict[str, Any]]) -> tuple[str | None, str | None]:
 
 def plan_fleet(cfg: ExperimentConfig, *, out_dir: str | Path | None = None, jobs: int | None = None,
                progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Evaluate every candidate (in ``jobs`` processes) and recommend one; writes ``plan.json``."""
+    """Evaluate every candidate (in ``jobs`` processes) and recommend one; writes ``plan.json`` and
+    ``plan.md`` into ``out_dir``."""
     if cfg.autoscaling is None:
         raise ConfigError(f"{cfg.name}: simctl plan needs an autoscaling: section (the policy to evaluate)")
     if cfg.slo is None:
@@ -239,15 +242,47 @@ def plan_fleet(cfg: ExperimentConfig, *, out_dir: str | Path | None = None, jobs
               "slo": cfg.slo.model_dump(mode="json", exclude_none=True),
               "autoscaling": cfg.autoscaling.model_dump(mode="json", exclude_none=True)}
     if out_dir is not None:
-        _write_json(result, Path(out_dir))
+        _write_text(Path(out_dir), PLAN_FILE, json.dumps(to_jsonable(result), indent=2))
+        _write_text(Path(out_dir), PLAN_MD, plan_markdown(to_jsonable(result)))
     return to_jsonable(result)
 
 
-def _write_json(result: dict[str, Any], out: Path) -> Path:
+def plan_markdown(result: dict[str, Any]) -> str:
+    """``plan.md``: one table row per candidate and fleet, and the recommendation."""
+    def f(v: Any, spec: str) -> str:
+        return "–" if v is None else format(v, spec)
+
+    lines = [f"# Fleet plan — {result['name']}", "",
+             "| candidate | c (req/s per replica) | fleet | GPU-hours | $/day on demand | peak GPUs | mean GPUs | "
+             "SLO attainment | SLO | GPU-hours vs oracle |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in result["candidates"]:
+        if row["status"] != "ok":
+            lines.append(f"| {row['name']} | {f(row.get('replica_capacity_rps'), '.3g')} | {row['status']}: "
+                         f"{row['reason']} | | | | | | | |")
+            continue
+        for kind in ("oracle", "fixed", "autoscaled"):
+            r = row[kind]
+            att = r.get("slo_attainment")
+            verdict = "lower bound" if kind == "oracle" else ("pass" if r["slo_passed"] else "FAIL")
+            gap = "" if kind == "oracle" else f"{100 * r['gpu_hours_gap_to_oracle']:+.1f} %"
+            label = kind + (f" ({r['replicas']} replicas)" if kind == "fixed" else "")
+            lines.append(f"| {row['name']} | {f(row['replica_capacity_rps'], '.3g')} | {label} | {f(r['gpu_hours'], ',.2f')} | "
+                         f"{f(r.get('usd_per_day_on_demand'), ',.0f')} | {f(r.get('peak_gpus'), 'd')} | "
+                         f"{f(r.get('mean_gpus'), ',.2f')} | {'–' if att is None else f'{100 * att:.1f} %'} | {verdict} | {gap} |")
+    best = result.get("recommended")
+    lines += ["", f"Cheapest fleet meeting the SLO: **{best}** ({result['recommended_fleet']})." if best
+              else "No simulated fleet meets the SLO.", "",
+              "Oracle: ⌈λ̄/c⌉ replicas per interval with no cold start (a bound, not simulated); "
+              "fixed: ⌈λ_peak/c⌉ replicas all day; autoscaled: the experiment's policy (docs/autoscaling.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(out: Path, name: str, text: str) -> Path:
+    """Write ``out/name`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / PLAN_FILE
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=PLAN_FILE + ".")
+    path = out / name
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=name + ".")
     with os.fdopen(fd, "w") as f:
-        json.dump(to_jsonable(result), f, indent=2)
+        f.write(text)
     os.replace(tmp, path)
     return path
