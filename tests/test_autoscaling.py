@@ -182,12 +182,20 @@ def test_bad_autoscaling_sections_fail_with_the_key_and_file():
         parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "scale_up": {"max_stepp": 1}}}, "x.yaml")
     with pytest.raises(ConfigError, match="min_replicas"):
         parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "min_replicas": 3}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x.yaml: autoscaling: policy_options.metrics.kv_usage: unknown metric"):
+        parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "policy_options": {"metrics": {"kv_usage": 1}}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x.yaml: autoscaling: policy: unknown autoscaling policy 'hap'"):
+        parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "policy": "hap"}}, "x.yaml")
     with pytest.raises(ConfigError, match=r"autoscaling.policy: unknown autoscaling policy 'hap'.*did you mean: hpa"):
         get_autoscaling_policy("hap", {})
     with pytest.raises(ConfigError, match=r"policy_options.metrics.num_requests_wating: unknown metric"):
         get_autoscaling_policy("hpa", {"metrics": {"num_requests_wating": 3}})
     with pytest.raises(ConfigError, match="replica_capacity_rps: required"):
-        get_autoscaling_policy("planner", {})
+        get_autoscaling_policy("planner", {}).check_runnable()
+    from sim.runs.runner import run
+    cfg = parse_experiment({**BASE, "autoscaling": {"max_replicas": 2, "policy": "planner"}}, "x.yaml")  # plan fills it
+    with pytest.raises(ConfigError, match="experiment: autoscaling.policy_options.replica_capacity_rps: required"):
+        run(cfg)
 
 
 def test_initial_replicas_must_lie_within_the_bounds():

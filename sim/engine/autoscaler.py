@@ -179,6 +179,7 @@ class Autoscaler:
         self.cold_start_s = spec.cold_start_s
         self.rng = rng
         self.policy = get_autoscaling_policy(self.cfg.policy, self.cfg.policy_options)
+        self.policy.check_runnable()
         self.pool = ReplicaPool(cluster, self.env)
         for _ in range(self.cfg.provisioning.warm_pool):
             self.pool.add_sleeping(0.0)  # the pool is warm when the run starts

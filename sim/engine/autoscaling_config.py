@@ -33,7 +33,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sim.engine.autoscaling_policies import get_autoscaling_policy
+from sim.errors import ConfigError
 from workloads.lengths import LengthDistribution, parse_duration_dist
+from workloads.registry import invalid
 
 __all__ = ["AutoscalingConfig", "ScalingRules", "ProvisioningConfig", "ReservedPricing"]
 
@@ -114,6 +117,10 @@ class AutoscalingConfig(_Frozen):
     def _bounds(self) -> "AutoscalingConfig":
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        try:  # the policy validates its own options: fail when the file is read, not mid-run
+            get_autoscaling_policy(self.policy, self.policy_options)
+        except ConfigError as exc:
+            raise invalid(str(exc).removeprefix("autoscaling.")) from None
         return self
 
     @property

@@ -78,6 +78,10 @@ class AutoscalingPolicy:
         """The replica count this policy wants now (``current`` = ready + starting)."""
         raise NotImplementedError
 
+    def check_runnable(self) -> None:
+        """Raise ConfigError if an option a run needs is still missing (a file may leave one for
+        ``simctl plan`` to fill in)."""
+
     def describe(self) -> dict[str, Any]:
         """The policy and its options."""
         return {"policy": self.name, **self.options}
@@ -180,10 +184,8 @@ class PlannerPolicy(AutoscalingPolicy):
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         _check_keys(options, ("replica_capacity_rps", "predictor", "history_intervals", "headroom"), "planner")
-        if "replica_capacity_rps" not in options:
-            raise ConfigError("autoscaling.policy_options.replica_capacity_rps: required for policy planner "
-                              "(the request rate one replica serves within the SLO; `simctl plan` finds it)")
-        self.capacity = _positive(options, "replica_capacity_rps", "autoscaling.policy_options.replica_capacity_rps")
+        self.capacity = (_positive(options, "replica_capacity_rps", "autoscaling.policy_options.replica_capacity_rps")
+                         if "replica_capacity_rps" in options else None)
         self.predictor = str(options.get("predictor", "last"))
         if self.predictor not in self.PREDICTORS:
             raise ConfigError(f"autoscaling.policy_options.predictor: one of {', '.join(self.PREDICTORS)}, got {self.predictor!r}")
@@ -197,6 +199,11 @@ class PlannerPolicy(AutoscalingPolicy):
         self.history: deque[float] = deque(maxlen=n)
         self.options = {"replica_capacity_rps": self.capacity, "predictor": self.predictor,
                         "history_intervals": n, "headroom": self.headroom}
+
+    def check_runnable(self) -> None:
+        if self.capacity is None:
+            raise ConfigError("autoscaling.policy_options.replica_capacity_rps: required for policy planner "
+                              "(the request rate one replica serves within the SLO; `simctl plan` finds it)")
 
     def predict(self) -> float:
         """Predicted request rate of the next interval from the history of window rates."""

@@ -32,7 +32,10 @@ def autoscaler_spec(cfg: ExperimentConfig, dep: Deployment) -> AutoscalerSpec | 
     if not auto.min_replicas <= cfg.replicas <= auto.max_replicas:
         raise ConfigError(f"{cfg.name}: replicas = {cfg.replicas} (the replicas ready at t = 0) must lie within "
                           f"autoscaling.min_replicas = {auto.min_replicas} and autoscaling.max_replicas = {auto.max_replicas}")
-    get_autoscaling_policy(auto.policy, auto.policy_options)  # fail on bad options before simulating
+    try:  # fail on a missing option before simulating
+        get_autoscaling_policy(auto.policy, auto.policy_options).check_runnable()
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.name}: {exc}") from None
     prov = auto.provisioning
     if prov.cold_start_s is not None:
         dist = prov.cold_start_s
