@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,20 @@ def _detect_format(path: Path, fmt: str) -> str:
 
 
 def read_table(path: Path, fmt: str = "auto") -> tuple[pd.DataFrame, str]:
-    """Read a CSV/JSONL file as strings-or-numbers; TraceError for missing, empty or malformed files."""
+    """Read a CSV/JSONL file as strings-or-numbers; TraceError for missing, empty or malformed files
+    (a truncated or corrupt ``.gz`` included)."""
     if not path.is_file():
         raise TraceError(f"{path}: no such trace file")
-    fmt = _detect_format(path, fmt)
+    try:
+        return _read_table(path, _detect_format(path, fmt))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TraceError(f"{path}: the gzip data is truncated or corrupt ({exc or type(exc).__name__}); "
+                         "re-download or re-compress the file") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
+
+
+def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, str]:
     if fmt == "csv":
         try:
             df = pd.read_csv(path, skipinitialspace=True)

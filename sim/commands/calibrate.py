@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sim.errors import ConfigError
+from sim.outpaths import ensure_writable_file
 
 
 def _print_fit(fit, names: list[str]) -> None:
@@ -63,7 +64,10 @@ def command(measurements, experiment, microbench, base_profile, out_path, params
     from hwprofiles import load_profile
     from sim.fidelity import calibrate as cal
 
-    out = Path(out_path)
+    out = ensure_writable_file(out_path)  # before the fit: a finished fit is never lost to a bad path
+    ensure_writable_file(out.with_suffix(".fit.json"))
+    if max_evals is not None and max_evals < 1:
+        raise ConfigError(f"--max-evals {max_evals}: must be ≥ 1")
     if microbench:
         if measurements or experiment:
             raise ConfigError("--microbench cannot be combined with --measurements/--experiment")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from sim.outpaths import default_out_dir, ensure_writable_dir
+
 
 def _fmt(v, spec: str = ",.1f") -> str:
     return "-" if v is None else format(v, spec)
@@ -65,6 +67,6 @@ def command(file: str, out_dir: str | None, sets: tuple[str, ...], quiet: bool) 
     overrides = parse_sets(sets)
     if overrides:
         cfg = with_overrides(cfg, overrides)
-    out = Path(out_dir) if out_dir else Path("results") / f"{cfg.name}-capacity"
+    out = ensure_writable_dir(out_dir if out_dir else default_out_dir(cfg.name, "-capacity"))
     result = capacity_search(cfg, out_dir=out, progress=None if quiet else print_probe)
     print_result(result, out)

@@ -4,19 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
+from sim.config import parse_set_value
 from sim.errors import ConfigError
+from sim.outpaths import default_out_dir, ensure_writable_dir
 
 
 def parse_sets(values: tuple[str, ...]) -> dict:
-    """Parse ``--set a.b=value`` options (values parsed as YAML scalars)."""
+    """Parse ``--set a.b=value`` options (values parsed as YAML, strictly: sim.config.parse_set_value)."""
     out = {}
     for item in values:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         key, val = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(val)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r} (empty key)")
+        out[key] = parse_set_value(val, key)
     return out
 
 
@@ -76,7 +80,7 @@ def command(file: str, out_dir: str | None, csv: bool, no_report: bool, sets: tu
         overrides["save_csv"] = True
     if overrides:
         cfg = with_overrides(cfg, overrides)
-    out = Path(out_dir) if out_dir else Path("results") / cfg.name
+    out = ensure_writable_dir(out_dir if out_dir else default_out_dir(cfg.name))
     if cfg.sweep is not None or cfg.search is not None:
         click.echo("note: this experiment has a sweep:/search: section; `simctl run` simulates the base "
                    "point only (use `simctl sweep` / `simctl capacity`)", err=True)

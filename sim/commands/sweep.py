@@ -2,9 +2,9 @@
 then write the sweep report."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+
+from sim.outpaths import default_out_dir, ensure_writable_dir
 
 
 def print_table(table, keys: list[str]) -> None:
@@ -60,7 +60,7 @@ def command(file: str, out_dir: str | None, jobs: int | None, backend: str, addr
     cfg = load_experiment(file)
     if sets:
         cfg = with_overrides(cfg, parse_sets(sets))
-    out = Path(out_dir) if out_dir else Path("results") / cfg.name
+    out = ensure_writable_dir(out_dir if out_dir else default_out_dir(cfg.name))
     table = sweep(cfg, out, jobs=jobs, backend=backend, address=address, progress=False if no_progress else None)
     print_table(table, cfg.sweep.keys)
     if not no_report:

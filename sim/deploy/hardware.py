@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sim.config import Frozen, format_validation_error
 from sim.errors import ConfigError, suggest
+from sim.strict_yaml import check_numbers, load_yaml_text
 
 GIB = 1024 ** 3
 
@@ -177,6 +178,7 @@ class HardwareProfile(Frozen):
         """Validate a parsed profile mapping; errors name ``source`` and the key path."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a hardware profile must be a YAML mapping, got {type(data).__name__}")
+        check_numbers(data, source)  # non-finite bandwidths, FLOPS or overheads, anywhere in the file
         try:
             prof = cls.model_validate(data)
         except ValidationError as exc:
@@ -185,12 +187,8 @@ class HardwareProfile(Frozen):
 
     @classmethod
     def from_yaml_text(cls, text: str, source: str = "<hardware profile>") -> HardwareProfile:
-        """Parse and validate YAML text."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source)
+        """Parse (strictly: duplicate keys refused, sim.strict_yaml) and validate YAML text."""
+        return cls.from_dict(load_yaml_text(text, source), source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (what :meth:`to_yaml` writes)."""

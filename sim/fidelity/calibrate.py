@@ -52,7 +52,12 @@ from sim.deploy.deployment import build_deployment
 from sim.engine.request import RequestSpec
 from sim.engine.simulator import simulate
 from sim.errors import ConfigError, suggest
-from sim.fidelity.compare import derived_itl_ms, load_benchmark, read_request_csv, simulated_requests
+from sim.fidelity.compare import (
+    derived_itl_ms,
+    load_benchmark,
+    read_request_csv,
+    simulated_requests,
+)
 from sim.runs.runner import replica_setup
 from workloads.base import OpenLoopWorkload
 

@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from sim.config import format_validation_error, load_experiment, with_overrides
+from sim.config import Frozen, format_validation_error, load_experiment, with_overrides
 from sim.errors import ConfigError
 from sim.measure.slo import evaluate_slo, resolve_slo
 from sim.runs.runner import run
@@ -51,10 +51,8 @@ from sim.runs.storage import to_jsonable
 __all__ = ["SearchConfig", "Probe", "CapacityResult", "capacity_search", "PROBE_SUMMARY_KEYS"]
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(Frozen):
     """The ``search:`` section (module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     target: Literal["rate", "replicas"] = "rate"
     tolerance: float = Field(0.025, gt=0, lt=1, description="relative width at which the search stops")
