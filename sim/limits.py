@@ -10,9 +10,9 @@ from __future__ import annotations
 # Requests one run may generate (num_requests, or rate × duration_s): 10 M requests take ~20 min
 # and ~2 GiB of per-request records; beyond that, split the run or sample it.
 MAX_REQUESTS = 10_000_000
-# Any token count or length bound: 2**24 = 16.8 M tokens, above the longest context window of any
-# released model (10 M, Llama 4 Scout).
-MAX_TOKENS = 2 ** 24
+# Any token count or length bound: 2**25 = 33.5 M tokens, above the longest context window of any
+# released model (10 M, Llama 4 Scout); a moment sum over that many values still takes about a second.
+MAX_TOKENS = 2 ** 25
 # Replicas behind one router (each is a SimPy process with its own KV cache and scheduler).
 MAX_REPLICAS = 4096
 # Closed-loop clients (one SimPy process each).

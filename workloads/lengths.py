@@ -524,8 +524,10 @@ def parse_length(value: Any, column: Literal["input", "output"] | None = None) -
     if isinstance(value, bool):
         raise invalid("expected a token count or a distribution mapping")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or float(value) != int(value) or not 1 <= value <= MAX_TOKENS:
-            raise invalid(f"a fixed token count must be a whole number in [1, {MAX_TOKENS}]")
+        if not math.isfinite(value) or float(value) != int(value) or value < 1:
+            raise invalid("a fixed token count must be a whole number ≥ 1")
+        if value > MAX_TOKENS:
+            raise invalid(f"a token count above {MAX_TOKENS:,} (simctl's limit; docs/experiment.md, Limits)")
         return FixedLength(value=int(value))
     if isinstance(value, dict):
         data = dict(value)
