@@ -222,6 +222,12 @@ def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> N
         binding = (s.get("slo") or {}).get("binding") if isinstance(s.get("slo"), dict) else None
         text = "All SLO criteria are met." if verdict else "The SLO is not met" + (f" (binding: {binding})." if binding else ".")
         sec.add(Note(text, "good" if verdict else "warn", f"SLO {fmt.passfail(verdict)}"))
+    mlperf = s.get("mlperf")
+    if isinstance(mlperf, dict):  # an MLPerf scenario: the run's validity under LoadGen's rules
+        ok = bool(mlperf.get("valid"))
+        text = ("The run meets MLPerf's validity rules (minimum duration, minimum queries, early stopping)."
+                if ok else "Not a valid MLPerf result: " + "; ".join(mlperf.get("failed_rules", [])) + ".")
+        sec.add(Note(text, "good" if ok else "warn", f"MLPerf {mlperf.get('scenario')} {'VALID' if ok else 'INVALID'}"))
     rows = [[label, f(s.get(key))] for label, key, f in HEADLINE + COST if s.get(key) is not None]
     sec.add(Table(["metric", "value"], rows))
     api = s.get("api_price_comparison")
