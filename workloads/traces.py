@@ -209,6 +209,10 @@ def window_trace(trace: Trace, start_s: float = 0.0, duration_s: float | None = 
     if duration_s is not None:
         keep &= t < start_s + duration_s
     idx = np.flatnonzero(keep)
+    if idx.size == 0 and t.size:  # an empty window is a mistake, not a run of 0 requests
+        span = f"[{float(t.min()):g}, {float(t.max()):g}] s"
+        raise TraceError(f"{trace.path}: trace.start_s = {start_s:g}" + (f", duration_s = {duration_s:g}" if duration_s else "")
+                         + f" selects no request: the trace's arrivals span {span}")
     if max_requests is not None:
         idx = idx[:max_requests]
     return (t[idx] - start_s) / speedup, trace.input_tokens[idx], trace.output_tokens[idx]

@@ -31,7 +31,10 @@ def print_comparison(comp) -> None:
     if d["median_abs_rel_error"] is not None:
         console.print(f"median |relative error|: {100 * d['median_abs_rel_error']:.1f}%")
     for n in comp.notes:
-        console.print(f"note: {n}")
+        if n.startswith("warning: "):
+            console.print(f"[yellow]warning:[/yellow] {n.removeprefix('warning: ')}")
+        else:
+            console.print(f"note: {n}")
 
 
 @click.command("compare")

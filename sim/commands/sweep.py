@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from sim.errors import ConfigError
 from sim.outpaths import default_out_dir, ensure_writable_dir
 
 
@@ -57,6 +58,8 @@ def command(file: str, out_dir: str | None, jobs: int | None, backend: str, addr
     from sim.config import load_experiment, with_overrides
     from sim.plan.sweep import sweep
 
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be ≥ 1 (omit it to use every local core)")
     cfg = load_experiment(file)
     if sets:
         cfg = with_overrides(cfg, parse_sets(sets))

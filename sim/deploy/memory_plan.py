@@ -258,6 +258,13 @@ def check_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:
     if pp > model.num_layers:
         raise InfeasibleConfigError(
             f"parallel.pp = {pp} exceeds {model.name}'s {model.num_layers} layers (one layer per stage at least)")
+    ep = parallel.ep
+    if ep > 1 and not model.is_moe:
+        raise InfeasibleConfigError(f"parallel.ep = {ep}: {model.name} is a dense model (no experts to spread); use ep: 1")
+    if ep > 1 and model.moe is not None and model.moe.num_experts % ep:
+        raise InfeasibleConfigError(
+            f"parallel.ep = {ep}: {model.name}'s {model.moe.num_experts} experts do not divide over {ep} ranks; "
+            f"valid expert-parallel degrees: {', '.join(str(d) for d in range(1, model.moe.num_experts + 1) if model.moe.num_experts % d == 0)}")
 
 
 def smallest_fitting_tp(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, precision: PrecisionConfig,
