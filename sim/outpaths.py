@@ -21,10 +21,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
 def safe_name(name: str, default: str = "experiment") -> str:
-    """``name`` as a single safe directory name: runs of other characters become ``_``, leading dots
-    are dropped (no ``.``, ``..`` or hidden directories), long names are cut and tagged with a hash;
+    """``name`` as a single safe directory name: the pieces between unsafe characters (``/``, spaces,
+    control characters...) joined by ``_``, pieces made only of dots dropped and leading dots removed
+    (no ``.``, ``..`` or hidden directories), long names cut and tagged with a hash;
     an empty result becomes ``default``. Already-safe names are returned unchanged."""
-    out = _UNSAFE.sub("_", name).lstrip(".")
+    parts = [p for p in _UNSAFE.split(name) if p.strip(".")]  # path separators, '.', '..' and the like go
+    out = "_".join(parts).lstrip(".")
     if not out.strip("_"):
         return default
     if len(out) > _MAX_NAME:

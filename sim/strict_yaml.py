@@ -9,8 +9,9 @@ Every experiment file, hardware profile and ``--set`` value passes through here.
   experiment is a few KiB and a few levels deep; anything else is a mistake or an attack);
 - duplicate keys in a mapping (YAML 1.2 forbids them; PyYAML silently keeps the last, so a second
   ``engine:`` would replace the first);
-- non-finite numbers (``.inf``, ``.nan``) and integers beyond 64 bits anywhere in the data (no
-  simctl quantity is infinite: leave a key out, or use ``null`` where the schema allows "none").
+- non-finite numbers (``.inf``, ``.nan``), floats beyond ±:data:`sim.limits.MAX_FLOAT` and integers
+  beyond 64 bits anywhere in the data (no simctl quantity is infinite: leave a key out, or use
+  ``null`` where the schema allows "none").
 
 Merge keys (``<<: *anchor``) and anchors stay allowed; a merged key overridden in the mapping
 itself is not a duplicate (that is what merging is for).
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from sim.errors import ConfigError
+from sim.limits import MAX_FLOAT
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
@@ -115,6 +117,9 @@ def check_numbers(data: Any, source: str, path: tuple[str, ...] = ()) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{source}: {'.'.join(where) or '(top level)'}: {value!r} is not a finite number "
                               "(no simctl quantity is infinite; leave the key out for its default)")
+        if isinstance(value, float) and abs(value) > MAX_FLOAT:
+            raise ConfigError(f"{source}: {'.'.join(where) or '(top level)'}: {value:g} is beyond simctl's limit of "
+                              f"±{MAX_FLOAT:g} for any number (docs/experiment.md, Limits)")
         if isinstance(value, int) and abs(value) > _INT_LIMIT:
             raise ConfigError(f"{source}: {'.'.join(where) or '(top level)'}: {value} does not fit in 64 bits")
         if isinstance(value, (dict, list, tuple)):

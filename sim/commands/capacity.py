@@ -51,7 +51,7 @@ def print_result(result, out: Path | None) -> None:
 
 @click.command("capacity")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="output directory for capacity.json (default results/<name>-capacity/)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="override a config key, e.g. --set search.tolerance=0.05 (repeatable)")

@@ -83,7 +83,7 @@ def print_summary(summary: dict, meta: dict, out_dir: Path | None) -> None:
 
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="output directory (default results/<name>/)")
 @click.option("--csv", "csv", is_flag=True, help="also write requests.csv and iterations.csv")
 @click.option("--no-report", is_flag=True, help="skip report.html / report.md")

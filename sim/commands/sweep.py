@@ -41,7 +41,7 @@ def print_table(table, keys: list[str]) -> None:
 
 @click.command("sweep")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="output directory (default results/<name>/); rerunning into it resumes")
 @click.option("-j", "--jobs", type=int, default=None, help="parallel workers (default: all local cores)")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
