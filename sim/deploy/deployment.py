@@ -34,6 +34,7 @@ class Deployment:
     engine: Any  # sim.config.EngineConfig with defaults resolved
     max_model_len: int
     num_gpus_per_replica: int
+    dp: int = 1  # data-parallel attention ranks per replica (each an engine core, stepping in lockstep)
 
 
 def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[Any, int]:
@@ -64,7 +65,7 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
     engine, max_model_len = _resolve_engine(cfg, model, hardware)
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
-    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus)
+    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus, cfg.parallel.dp)
 
 
 def _maybe_path(cfg: ExperimentConfig, name: str) -> str | Path:
