@@ -88,8 +88,8 @@ add("size", "prefix_groups_1e9", mod("workload.prefix", {"num_groups": 10 ** 9, 
 add("size", "zipf_without_max", mod("workload.output_tokens", {"dist": "zipf", "a": 1.05}), expect="run")
 add("size", "tp_1e6", mod("parallel.tp", 10 ** 6), "parallel.tp")
 # nonsense that used to run
-add("nonsense", "ep_dense", mod("parallel.ep", 2), "dense")
-add("nonsense", "ep_not_dividing", mod("parallel", {"tp": 1, "ep": 3}, mod("model", "mixtral-8x7b")), "experts")
+add("nonsense", "ep_dense", mod("parallel.ep", 2), "parallel.ep")
+add("nonsense", "ep_not_dividing", mod("parallel", {"tp": 1, "ep": 3}, mod("model", "mixtral-8x7b")), "parallel.ep")
 add("nonsense", "min_above_max", mod("workload.input_tokens", {"dist": "uniform", "low": 1, "high": 10, "min": 20, "max": 5}), "min")
 add("nonsense", "start_past_trace", mod("workload", {"trace": {"path": "trace.csv", "start_s": 10000}}), "start_s")
 add("nonsense", "token_min_0", mod("workload.input_tokens", {"dist": "uniform", "low": 0, "high": 5, "min": 0}), "min")
