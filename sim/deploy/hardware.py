@@ -219,12 +219,12 @@ class HardwareProfile(Frozen):
                               f"known: {', '.join(PARAMETER_SECTIONS)}")
         return getattr(getattr(self, section), name)
 
-    def with_parameters(self, basis: str | None = None, **values: float) -> HardwareProfile:
+    def with_parameters(self, basis: str | None = None, status: Status = "calibrated", **values: float) -> HardwareProfile:
         """A copy with some tunable parameters replaced.
 
-        ``basis``: when given, the replaced parameters become ``status: calibrated`` with this basis
-        (e.g. ``"fit to 4 vLLM v0.15.1 H100 runs, simctl calibrate"``); otherwise status and basis are
-        kept. Raises :class:`ConfigError` for unknown names or out-of-range values.
+        ``basis``: when given, the replaced parameters get ``status`` (default ``calibrated``) with this
+        basis (e.g. ``"fit to 4 vLLM v0.15.1 H100 runs, simctl calibrate"``); otherwise status and basis
+        are kept. Raises :class:`ConfigError` for unknown names or out-of-range values.
         """
         data = self.to_dict()
         for name, v in values.items():
@@ -235,7 +235,7 @@ class HardwareProfile(Frozen):
             entry = data[section][name]
             entry["value"] = float(v)
             if basis is not None:
-                entry["status"], entry["basis"] = "calibrated", basis
+                entry["status"], entry["basis"] = status, basis
         return HardwareProfile.from_dict(data, f"{self.source or self.name} (with {sorted(values)})")
 
     @property
