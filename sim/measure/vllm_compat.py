@@ -64,7 +64,7 @@ def peak_rates(requests: pd.DataFrame, timeline: TokenTimeline | None, rows: np.
     return {"max_output_tokens_per_s": float(tokens.max()), "max_concurrent_requests": int(active.max())}
 
 
-def _closed_loop_clients(workload: Any) -> int | None:
+def closed_loop_clients(workload: Any) -> int | None:
     procs = [getattr(workload, "arrival", None), *(c.arrival for c in getattr(workload, "classes", ()) or ())]
     clients = [p.clients for p in procs if p is not None and getattr(p, "closed_loop", False)]
     return sum(clients) if clients else None
@@ -74,7 +74,7 @@ def setup_keys(workload: Any, model_name: str, num_sent: int, num_failed: int) -
     """The keys ``vllm bench serve`` writes about how the benchmark was driven (module docstring)."""
     arrival = getattr(workload, "arrival", None)
     process = getattr(arrival, "process", None)
-    clients = _closed_loop_clients(workload)
+    clients = closed_loop_clients(workload)
     rate: Any = getattr(workload, "mean_rate", None)
     if process == "offline" or clients is not None:
         rate = "inf"

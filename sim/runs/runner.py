@@ -19,7 +19,7 @@ from sim.deploy.models.spec import dtype_bytes
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import summarize
-from sim.measure.vllm_compat import detailed_lists, peak_rates, setup_keys
+from sim.measure.vllm_compat import closed_loop_clients, detailed_lists, peak_rates, setup_keys
 from sim.runs.progress import RunProgress
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
@@ -114,7 +114,11 @@ def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_k
     if not getattr(hw, "is_calibrated", False):
         warnings.append(f"hardware profile '{hw.name}' is not calibrated against measurements: "
                         "efficiencies and overheads are assumed; treat absolute latencies as ±30% estimates")
-    if out.horizon_reached:
+    clients = closed_loop_clients(cfg.workload)
+    unfinished = int((out.backlog or {}).get("unfinished", 0)) if isinstance(out.backlog, dict) else 0
+    # a closed loop cut at its horizon has at most one request per client in flight: not overload
+    in_flight_only = clients is not None and unfinished <= clients
+    if out.horizon_reached and not in_flight_only:
         warnings.append("the run reached its horizon with requests unfinished (overload): see backlog")
     return to_jsonable({
         "simctl_version": __version__,
