@@ -154,3 +154,19 @@ def test_one_hostile_leaf_is_refused_or_valid(path: tuple, value: Any) -> None:
         pytest.fail(f"{'.'.join(path)} = {value} accepted")
     if isinstance(value, bool) and isinstance(got, (int, float)) and not isinstance(got, bool):
         pytest.fail(f"{'.'.join(path)} = {value} accepted as the number {got}")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "100000000"], "priced steps"),
+    (["estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--prompt", "1000000000"], "--prompt"),
+    (["sweep", str(CORPUS / "000_encoding_utf16_bom.yaml"), "--jobs", "0"], "--jobs"),
+    (["calibrate", "--microbench", "x.csv", "--base-profile", "h100-sxm", "--out", "/proc/nope/p.yaml"], "--out"),
+])
+def test_other_commands_refuse_in_time(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    assert _run_cli(argv) == 2
+    assert time.perf_counter() - t0 < TIME_LIMIT_S
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err, err
