@@ -10,8 +10,13 @@ import pytest
 
 import sim
 from sim.config import load_experiment, with_overrides
-from sim.errors import ConfigError
-from sim.fidelity.compare import chunked_streaming, compare, compare_paths, load_benchmark
+from sim.errors import SimctlError
+from sim.fidelity.compare import (
+    chunked_streaming,
+    compare,
+    compare_paths,
+    load_benchmark,
+)
 
 EXPORTS = Path(__file__).parent / "data" / "exports"
 SGLANG = EXPORTS / "sglang_llama33_70b_h200_online.jsonl"
@@ -103,13 +108,12 @@ def test_setup_mismatch_warnings(sim_dir: Path, tmp_path: Path) -> None:
     assert not [n for n in compare_paths(sim_dir, same).notes if "different models" in n or "rate differs" in n]
 
 
-def test_bad_jsonl_is_refused_with_the_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text,needle", [('{"a": 1}\n{not json\n', "line 2"), ('[1]\n', "line 1"),
+                                         ('{"a": 1}\n', "unrecognised JSON Lines"), ("\n\n", "no JSON objects")])
+def test_bad_jsonl_is_refused_with_the_line(tmp_path: Path, text: str, needle: str) -> None:
     p = tmp_path / "bad.jsonl"
-    p.write_text('{"a": 1}\n{not json\n')
-    with pytest.raises(ConfigError, match="line 2"):
-        load_benchmark(p)
-    p.write_text('{"a": 1}\n')
-    with pytest.raises(ConfigError, match="unrecognised JSON Lines"):
+    p.write_text(text)
+    with pytest.raises(SimctlError, match=needle):
         load_benchmark(p)
 
 

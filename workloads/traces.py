@@ -81,6 +81,25 @@ def read_table(path: Path, fmt: str = "auto") -> tuple[pd.DataFrame, str]:
         raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
 
 
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every non-blank line of a JSON Lines file (optionally ``.gz``) as an object; TraceError naming
+    the line otherwise. Also reads benchmark exports (sim.fidelity.export_readers)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows: list[dict[str, Any]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TraceError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise TraceError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            rows.append(obj)
+    return rows
+
+
 def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, str]:
     if fmt == "csv":
         try:
@@ -90,20 +109,7 @@ def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, str]:
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise TraceError(f"{path}: not a readable CSV file: {exc}") from None
     else:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        rows: list[dict[str, Any]] = []
-        with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from None
-                if not isinstance(obj, dict):
-                    raise TraceError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-                rows.append(obj)
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame(read_json_lines(path))
     if len(df) == 0:
         raise TraceError(f"{path}: the trace has no rows")
     return df, fmt

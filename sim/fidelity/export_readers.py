@@ -16,11 +16,11 @@ concurrency) for the comparison's sanity checks.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
+from workloads.traces import read_json_lines
 
 _UNIT_TO_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0}
 # SGLang key -> vllm-bench key (the ones that differ; the rest already share vLLM's names)
@@ -32,22 +32,11 @@ SETUP_KEYS = ("model_id", "completed", "num_prompts", "total_input_tokens", "tot
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every non-blank line of ``path`` as a JSON object (ConfigError naming the line otherwise)."""
-    out = []
+    """Every non-blank line of ``path`` as a JSON object (errors name the line)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        out = read_json_lines(path)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read as UTF-8 JSON Lines: {exc}") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        out.append(obj)
     if not out:
         raise ConfigError(f"{path}: no JSON objects in the file")
     return out

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.request import TokenTimeline
-from sim.measure.metrics import _runs_table as runs_table  # the one flattening of token runs
+from sim.measure.metrics import (
+    _runs_table as runs_table,  # the one flattening of token runs
+)
 
 BACKEND = "simctl"
 # The per-request lists vLLM's --save-detailed adds to its result JSON.

@@ -26,7 +26,13 @@ class RunProgress:
 
     def _start(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         cols = [TextColumn(f"[bold]{self.label}[/]"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("requests, sim t={task.fields[now]:.0f} s"), TimeElapsedColumn()]

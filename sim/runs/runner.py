@@ -19,7 +19,12 @@ from sim.deploy.models.spec import dtype_bytes
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import summarize
-from sim.measure.vllm_compat import closed_loop_clients, detailed_lists, peak_rates, setup_keys
+from sim.measure.vllm_compat import (
+    closed_loop_clients,
+    detailed_lists,
+    peak_rates,
+    setup_keys,
+)
 from sim.runs.progress import RunProgress
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
