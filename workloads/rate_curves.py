@@ -29,13 +29,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sim.config import Frozen
 from sim.errors import ConfigError
 from workloads.arrivals import ARRIVAL_PROCESSES, ArrivalProcess, unit_rate_stream
 
-__all__ = ["Burst", "TimeVaryingArrival", "DiurnalArrival", "RateCurveArrival", "PiecewiseFunction",
-           "load_rate_csv"]
+__all__ = [
+    "Burst",
+    "DiurnalArrival",
+    "PiecewiseFunction",
+    "RateCurveArrival",
+    "TimeVaryingArrival",
+    "load_rate_csv",
+]
 
 DAY_S = 86_400.0
 WEEK_DAYS = 7
@@ -45,10 +52,8 @@ _REL_TOL = 1e-13
 _MAX_ITER = 200
 
 
-class Burst(BaseModel):
+class Burst(Frozen):
     """A window during which the rate is multiplied by ``factor`` (a launch, an outage recovery)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     start_s: float = Field(..., ge=0)
     duration_s: float = Field(..., gt=0)
@@ -289,7 +294,7 @@ class DiurnalArrival(TimeVaryingArrival):
     peak_at_s: float = Field(14 * 3600.0, description="time of the peak within the cycle (s)")
 
     @model_validator(mode="after")
-    def _trough_below_peak(self) -> "DiurnalArrival":
+    def _trough_below_peak(self) -> DiurnalArrival:
         if self.trough_rate > self.peak_rate:
             raise ValueError(f"trough_rate ({self.trough_rate}) must not exceed peak_rate ({self.peak_rate})")
         return self
@@ -307,7 +312,7 @@ class DiurnalArrival(TimeVaryingArrival):
     def base_mean_rate(self) -> float:
         return 0.5 * (self.peak_rate + self.trough_rate)
 
-    def scaled(self, factor: float) -> "ArrivalProcess":
+    def scaled(self, factor: float) -> ArrivalProcess:
         return self.model_copy(update={"peak_rate": self.peak_rate * factor, "trough_rate": self.trough_rate * factor})
 
 
@@ -334,12 +339,12 @@ class RateCurveArrival(TimeVaryingArrival):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> "RateCurveArrival":
+    def _one_source(self) -> RateCurveArrival:
         if (self.points is None) == (self.csv is None):
             raise ValueError("give exactly one of points or csv")
         return self
 
-    def resolve(self, base_dir: Path) -> "RateCurveArrival":
+    def resolve(self, base_dir: Path) -> RateCurveArrival:
         """Read ``csv`` (relative to ``base_dir``) into ``points``; a no-op for inline points."""
         if self.points is not None:
             return self
@@ -369,6 +374,11 @@ class RateCurveArrival(TimeVaryingArrival):
     def end_s(self) -> float | None:
         return self.period_s * self.repeat if self.points is not None else None
 
+    @property
+    def total_duration_s(self) -> float:
+        """Span of the whole curve (0 while a CSV curve is unread: its size is checked when read)."""
+        return self.end_s or 0.0
+
     def base_rate(self, t: np.ndarray) -> np.ndarray:
         return self._curve(t)
 
@@ -388,7 +398,7 @@ class RateCurveArrival(TimeVaryingArrival):
     def mean_rate(self) -> float | None:
         return None if self.points is None else super().mean_rate
 
-    def scaled(self, factor: float) -> "ArrivalProcess":
+    def scaled(self, factor: float) -> ArrivalProcess:
         return self.model_copy(update={"rate_scale": self.rate_scale * factor})
 
     def describe(self) -> dict[str, Any]:

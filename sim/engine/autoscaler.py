@@ -39,9 +39,13 @@ import numpy as np
 import simpy
 
 from sim.engine.autoscaling_config import AutoscalingConfig
-from sim.engine.autoscaling_policies import LATENCY_METRICS, FleetSignals, get_autoscaling_policy
+from sim.engine.autoscaling_policies import (
+    LATENCY_METRICS,
+    FleetSignals,
+    get_autoscaling_policy,
+)
 
-__all__ = ["AutoscalerSpec", "Autoscaler", "ReplicaPool", "ReplicaUnit", "UNIT_COLUMNS", "TICK_COLUMNS"]
+__all__ = ["TICK_COLUMNS", "UNIT_COLUMNS", "Autoscaler", "AutoscalerSpec", "ReplicaPool", "ReplicaUnit"]
 
 NAN = float("nan")
 

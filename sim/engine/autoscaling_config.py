@@ -31,20 +31,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sim.config import Frozen
 from sim.engine.autoscaling_policies import get_autoscaling_policy
 from sim.errors import ConfigError
+from sim.limits import MAX_REPLICAS
 from workloads.lengths import LengthDistribution, parse_duration_dist
 from workloads.registry import invalid
 
-__all__ = ["AutoscalingConfig", "ScalingRules", "ProvisioningConfig", "ReservedPricing"]
+__all__ = ["AutoscalingConfig", "ProvisioningConfig", "ReservedPricing", "ScalingRules"]
 
 GB = 1e9
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Frozen(Frozen):
+    """The shared config base (sim.config.Frozen: unknown keys, booleans for numbers, non-finite floats refused)."""
 
 
 class ScalingRules(_Frozen):
@@ -103,7 +105,7 @@ class AutoscalingConfig(_Frozen):
     policy: str = Field("hpa", description="scaling policy (sim.engine.autoscaling_policies)")
     interval_s: float = Field(15.0, gt=0, description="sampling and decision period (HPA default sync period 15 s)")
     min_replicas: int = Field(1, ge=1)
-    max_replicas: int = Field(..., ge=1)
+    max_replicas: int = Field(..., ge=1, le=MAX_REPLICAS)
     metrics_delay_s: float = Field(0.0, ge=0, description="the controller acts on signals this old (rounded up to intervals)")
     metrics_window_s: float | None = Field(None, gt=0, description="window of rate/latency signals; default interval_s")
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy parameters, validated by the policy")
@@ -114,7 +116,7 @@ class AutoscalingConfig(_Frozen):
     drain: Literal["finish"] = Field("finish", description="a removed replica takes no new requests and stops when its last one ends")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "AutoscalingConfig":
+    def _bounds(self) -> AutoscalingConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
         try:  # the policy validates its own options: fail when the file is read, not mid-run

@@ -33,8 +33,15 @@ import numpy as np
 
 from sim.errors import ConfigError, suggest
 
-__all__ = ["FleetSignals", "AutoscalingPolicy", "register_autoscaling_policy", "get_autoscaling_policy",
-           "AUTOSCALING_POLICIES", "GAUGE_METRICS", "LATENCY_METRICS"]
+__all__ = [
+    "AUTOSCALING_POLICIES",
+    "GAUGE_METRICS",
+    "LATENCY_METRICS",
+    "AutoscalingPolicy",
+    "FleetSignals",
+    "get_autoscaling_policy",
+    "register_autoscaling_policy",
+]
 
 # per-replica gauges (summed over ready replicas) and service-wide latency signals
 GAUGE_METRICS = ("num_requests_waiting", "num_requests_running", "kv_cache_usage", "outstanding")

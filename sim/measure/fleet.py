@@ -30,10 +30,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.measure.slo import LATENCY_METRICS, resolve_slo
+from sim.measure.slo import resolve_slo
 
-__all__ = ["fleet_frames", "fleet_summary", "INTERVAL_COLUMNS", "request_thresholds_ms", "request_attainment",
-           "billed_levels", "reserved_cost"]
+__all__ = [
+    "INTERVAL_COLUMNS",
+    "billed_levels",
+    "fleet_frames",
+    "fleet_summary",
+    "request_attainment",
+    "request_thresholds_ms",
+    "reserved_cost",
+]
 
 INTERVAL_COLUMNS = ("start_s", "end_s", "arrivals", "arrival_rate", "mean_replicas_ready", "mean_replicas_billed",
                     "mean_gpus", "starting", "desired", "num_requests", "completed", "slo_attainment",
@@ -224,7 +231,7 @@ def fleet_summary(fleet: dict[str, Any], requests: pd.DataFrame, *, end_s: float
         "peak_gpus": peak_billed * gpus_per_replica, "mean_gpus": mean_gpus,
         "peak_to_mean_gpus": (peak_billed * gpus_per_replica / mean_gpus) if mean_gpus else None,
         "gpu_hours": gpu_hours, "gpu_hours_per_day": gpu_hours * 86_400.0 / span if span else None,
-        "num_scale_ups": int(len(cold_starts)),
+        "num_scale_ups": len(cold_starts),
         "num_cancelled_starts": int((units["ready_s"].isna() & units["released_s"].notna() & (kinds != "sleeping")).sum()),
         "num_drains": int(units["drain_s"].notna().sum()),
         "mean_cold_start_s": float(cold_starts["cold_start_s"].mean()) if len(cold_starts) else None,

@@ -53,8 +53,15 @@ from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 from workloads.arrivals import PoissonArrival
 
-__all__ = ["PlanConfig", "CapacityProbe", "plan_fleet", "evaluate_candidate", "day_rate_curve", "oracle_fleet",
-           "plan_markdown"]
+__all__ = [
+    "CapacityProbe",
+    "PlanConfig",
+    "day_rate_curve",
+    "evaluate_candidate",
+    "oracle_fleet",
+    "plan_fleet",
+    "plan_markdown",
+]
 
 PLAN_FILE = "plan.json"
 PLAN_MD = "plan.md"

@@ -15,7 +15,7 @@ from sim.errors import ConfigError
 from sim.measure.fleet import fleet_summary
 from sim.measure.pricing import gpu_hour_price
 
-__all__ = ["autoscaler_spec", "replica_weight_bytes", "fleet_outputs"]
+__all__ = ["autoscaler_spec", "fleet_outputs", "replica_weight_bytes"]
 
 
 def replica_weight_bytes(dep: Deployment) -> float:
