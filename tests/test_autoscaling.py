@@ -274,3 +274,21 @@ def test_plan_refuses_experiments_it_cannot_plan():
     no_horizon = {**BASE, "slo": slo, "autoscaling": {"max_replicas": 2}}
     with pytest.raises(ConfigError, match="needs workload.duration_s"):
         plan_fleet(parse_experiment(no_horizon, "x.yaml"))
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"max_replicas": True}, "autoscaling.max_replicas"),
+    ({"max_replicas": 2, "interval_s": float("nan")}, "autoscaling.interval_s"),
+    ({"max_replicas": 10**9}, "autoscaling.max_replicas"),
+    ({"max_replicas": 2, "provisioning": {"wake_s": float("inf")}}, "autoscaling.provisioning.wake_s"),
+])
+def test_hostile_autoscaling_values_are_refused_with_the_key(section, match):
+    with pytest.raises(ConfigError, match=r"^x.yaml: " + match.replace(".", r"\.")):
+        parse_experiment({**BASE, "autoscaling": section}, "x.yaml")
+
+
+def test_a_rate_curve_too_large_for_one_run_is_refused():
+    wl = {**BASE["workload"], "num_requests": None,
+          "arrival": {"process": "rate-curve", "points": [[0, 1e6], [86400, 1e6]]}}
+    with pytest.raises(ConfigError, match="above the limit"):
+        parse_experiment({**BASE, "workload": wl}, "x.yaml")
