@@ -67,10 +67,10 @@ class EngineConfig(Frozen):
     """Serving-engine settings, named as in vLLM."""
 
     policy: str = "vllm"
-    max_num_seqs: int = Field(256, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default as vLLM V1: 8192 on GPUs with ≥ 70 GiB, else 2048")
+    max_num_seqs: int | None = Field(None, ge=1, description="default: the engine's (vLLM V1: 1024 on GPUs with ≥ 70 GiB that are not A100, else 256; sim/deploy/engine_defaults.py)")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default: the engine's (vLLM V1: 8192 on GPUs with ≥ 70 GiB that are not A100, else 2048)")
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool | None = Field(None, description="default: the engine's (on for vllm and sglang, off for the others)")
     block_size: int = Field(16, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_model_len: int | None = Field(None, ge=1, description="default: the model's max_position_embeddings")

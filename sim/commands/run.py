@@ -50,6 +50,11 @@ def print_summary(summary: dict, meta: dict, out_dir: Path | None) -> None:
     if isinstance(slo, dict) and "passed" in slo:
         console.print(f"SLO: {'PASS' if slo['passed'] else 'FAIL'}"
                       + (f" (binding: {slo.get('binding')})" if slo.get("binding") else ""))
+    resolved = meta.get("resolved_engine_defaults") or []
+    if resolved:
+        console.print("engine settings not in the file (the engine's defaults, sim/deploy/engine_defaults.py):")
+        for r in resolved:
+            console.print(f"  engine.{r['key']} = {r['value']}  [dim]({r['reason']})[/dim]")
     for w in meta.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
     if out_dir is not None:

@@ -87,4 +87,6 @@ def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_k
         "workload": workload.describe(),
         "backlog": out.backlog, "horizon_reached": out.horizon_reached, "end_s": out.end_s,
         "seed": cfg.seed, "warnings": warnings,
+        "resolved_engine_defaults": [{"key": r.key, "value": r.value, "reason": r.reason}
+                                     for r in dep.resolved_defaults],
     })
