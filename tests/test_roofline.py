@@ -29,7 +29,9 @@ def ideal_profile(bandwidth: float = 1e12, **overrides) -> HardwareProfile:
     data["interconnect"]["intra_node_bandwidth_bytes_per_s"] = 1e11
     for k in data["efficiency"]:
         data["efficiency"][k] = {"value": 1.0, "status": "assumed", "basis": "test"}
-    data["efficiency"]["gemm_half_tokens"] = {"value": 0.0, "status": "assumed", "basis": "test"}
+    for k in ("gemm_half_tokens", "gemm_overlap_exponent", "attention_half_length"):  # not fractions: 0 = off
+        data["efficiency"][k] = {"value": 0.0, "status": "assumed", "basis": "test"}
+    data["compute_units"] = None  # the plain roofline (no tile/wave shapes)
     for k in data["overheads"]:
         data["overheads"][k] = {"value": 0.0, "status": "assumed", "basis": "test"}
     for k, v in overrides.items():
@@ -86,16 +88,23 @@ def test_breakdown_sums_to_time():
     assert cm.step(shape).time_s == cost.time_s
 
 
-def test_ring_allreduce_formula():
+def test_allreduce_formulas():
+    """NVLink TP4, 12.8 KB: vLLM's one-shot custom all-reduce reads 3 peer buffers; over PCIe (no custom
+    all-reduce beyond 2 GPUs) NCCL's ring moves 2(n−1)/n of the message (sim/deploy/collectives.py)."""
     latency = 2e-6
     hw = ideal_profile(allreduce_latency_s=latency)
     cm = RooflineCostModel(TINY, hw, ParallelConfig(tp=4))
     n = 100
     bd = cm.breakdown(uniform_batch_shape(1, n, 0))
     msg = n * 64 * 2  # tokens × hidden × bf16
-    per_allreduce = latency + 2 * (4 - 1) / 4 * msg / 1e11
-    assert bd["communication"] == pytest.approx(2 * 2 * per_allreduce)  # 2 all-reduces × 2 layers
+    one_shot = latency + (4 - 1) * msg / 1e11
+    assert bd["communication"] == pytest.approx(2 * 2 * one_shot)  # 2 all-reduces × 2 layers
     assert "communication" not in RooflineCostModel(TINY, hw).breakdown(uniform_batch_shape(1, n, 0))
+    data = yaml.safe_load(hw.to_yaml())
+    data["interconnect"]["intra_node"] = "PCIe Gen5"
+    pcie = RooflineCostModel(TINY, HardwareProfile.from_dict(data), ParallelConfig(tp=4))
+    ring = latency + 2 * (4 - 1) / 4 * msg / 1e11
+    assert pcie.breakdown(uniform_batch_shape(1, n, 0))["communication"] == pytest.approx(2 * 2 * ring)
 
 
 # --------------------------------------------------------------------------- roofline limits on a real GPU

@@ -70,6 +70,9 @@ class InterconnectSpec(Frozen):
     gpus_per_node: int = Field(8, ge=1, description="GPUs reachable over the intra-node link (TP beyond this crosses nodes)")
     inter_node_bandwidth_bytes_per_s: float = Field(gt=0, description="network bandwidth per GPU (e.g. one 400 Gb/s NIC per GPU)")
     pcie_bandwidth_bytes_per_s: float = Field(gt=0, description="host<->device bandwidth (KV swap)")
+    allreduce_measurements: str | None = Field(
+        None, description="measured NCCL all-reduce curve, sim/data/network/<name>.csv (sim/deploy/collectives.py); "
+                          "default: the ring formula")
 
 
 class EfficiencySpec(Frozen):
@@ -82,11 +85,18 @@ class EfficiencySpec(Frozen):
     attention_compute_efficiency: Tunable  # fraction of peak FLOPS of attention (prefill)
     attention_memory_efficiency: Tunable  # fraction of peak bandwidth reading the paged KV cache (decode)
     communication_efficiency: Tunable  # fraction of link bandwidth a ring collective reaches
+    # sim/deploy/kernel_shapes.py: p of t = (t_c^p + t_m^p)^(1/p) for a GEMM (0 = perfect overlap, max)
+    gemm_overlap_exponent: Tunable = Tunable(
+        value=0.0, status="assumed",
+        basis="0: compute and weight streaming overlap perfectly (time = max of the two)")
+    # FlashAttention prefill efficiency ramp e·L/(L + L_half), L = twice the mean keys per query (0 = none)
+    attention_half_length: Tunable = Tunable(
+        value=0.0, status="assumed", basis="0: prefill attention at attention_compute_efficiency whatever its length")
 
     @model_validator(mode="after")
     def _fractions(self) -> EfficiencySpec:
         for name in type(self).model_fields:
-            if name == "gemm_half_tokens":
+            if name in ("gemm_half_tokens", "gemm_overlap_exponent", "attention_half_length"):
                 continue
             v = getattr(self, name).value
             if not 0.0 < v <= 1.0:
@@ -147,6 +157,10 @@ class HardwareProfile(Frozen):
     aliases: tuple[str, ...] = ()
     vendor: Literal["nvidia", "amd", "other"] = "nvidia"
     architecture: str = ""
+    compute_units: int | None = Field(
+        None, ge=1, description="streaming multiprocessors (NVIDIA) / compute units (AMD): with it GEMMs, attention "
+                                "and element-wise kernels are priced by their shape (sim/deploy/kernel_shapes.py); "
+                                "without it GEMM efficiency follows the gemm_half_tokens ramp")
     memory: MemorySpec
     peak_tflops: dict[str, float] = Field(description="dense (not sparse) peak TFLOPS per dtype")
     interconnect: InterconnectSpec
