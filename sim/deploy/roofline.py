@@ -184,7 +184,8 @@ class RooflineCostModel:
 
         # ---- element-wise (per layer, per GPU), one line per operator in the breakdown
         gated = 3 if model.mlp_kind == "gated" else 2
-        kv_proj = (kv_elems if self.is_mla else 2 * max(1, model.num_kv_heads // tp) * model.head_dim)
+        # rotary touches q and k (not v); MLA: its latent as before
+        rope_k = kv_elems if self.is_mla else max(1, model.num_kv_heads // tp) * model.head_dim
         # op -> [bytes per token (all layers), kernel launches, row floor seconds (all layers)]
         ops: dict[str, list[float]] = {}
         sms_bw = self.sms / bw if self.sms else 0.0
@@ -204,7 +205,7 @@ class RooflineCostModel:
             else:
                 width = model.intermediate_size / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
-            add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + kv_proj), 1)
+            add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
             add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
         add("embedding", 1, 2 * h * ACT_BYTES, 1)  # gather: read the row, write the hidden state
         ew_eff = bw * eff.elementwise_efficiency.value
@@ -439,12 +440,13 @@ class RooflineCostModel:
             flops_layer = pairs * self.attn_flops_per_pair
         # prefill attention runs below its peak on short sequences and on chunks too small to fill the GPU
         # (sim/deploy/kernel_shapes.py); decode attention is bandwidth-bound (split-KV kernels)
+        # (prefills of one token each run like decodes: one query row per request)
         slow = 1.0
         n_pre = float(shape.num_prefill_tokens)
-        if n_pre > 0 and (self.attention_half_length > 0 or self.sms):
+        seqs_pre = float(shape.num_seqs - shape.num_decode_seqs)
+        if n_pre > seqs_pre and (self.attention_half_length > 0 or self.sms):
             f = attention_efficiency_factor(2.0 * pre_pairs / n_pre, self.attention_half_length)
             if self.sms:
-                seqs_pre = float(shape.num_seqs - shape.num_decode_seqs)
                 f *= attention_occupancy(seqs_pre + n_pre / ATTENTION_Q_TILE, self.heads_per_gpu, self.sms)
             slow = 1.0 / f
         compute_flops_layer = dec_flops + (flops_layer - dec_flops) * slow
