@@ -88,6 +88,7 @@ SECTION_MODELS: dict[str, str] = {
     "search": "sim.plan.capacity:SearchConfig",
     "sweep": "sim.plan.sweep:SweepConfig",
     "cost": "sim.measure.pricing:CostConfig",
+    "uncertainty": "sim.runs.uncertainty:UncertaintyConfig",
 }
 
 
@@ -114,6 +115,7 @@ class ExperimentConfig(Frozen):
     search: Any = None
     sweep: Any = None
     cost: Any = None
+    uncertainty: Any = None
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
@@ -123,7 +125,7 @@ class ExperimentConfig(Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (the resolved config saved next to results)."""
-        out = self.model_dump(mode="json", exclude={"workload", "slo", "search", "sweep", "cost"})
+        out = self.model_dump(mode="json", exclude=set(SECTION_MODELS))
         for key in SECTION_MODELS:
             val = getattr(self, key)
             out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val

@@ -46,6 +46,11 @@ def print_summary(summary: dict, meta: dict, out_dir: Path | None) -> None:
         f"{g('total_token_throughput', 0) or 0:,.0f} total tok/s;  mean batch {g('mean_batch_size', 0) or 0:.1f}, "
         f"peak KV {100 * (g('peak_kv_cache_usage', 0) or 0):.0f}%, preemptions {g('num_preemptions', 0)}, "
         f"MFU {100 * (g('mfu', 0) or 0):.1f}%, MBU {100 * (g('mbu', 0) or 0):.1f}%")
+    iv = g("intervals")
+    if isinstance(iv, dict):
+        parts = [f"{m.replace('_ms', '')} {iv[m]['low']:,.1f}–{iv[m]['high']:,.1f}" for m in
+                 ("median_ttft_ms", "p99_ttft_ms", "median_e2el_ms", "p99_e2el_ms") if m in iv]
+        console.print(f"{100 * iv['level']:.0f}% intervals (ms, {iv['samples']} extra runs): " + ", ".join(parts))
     slo = g("slo")
     if isinstance(slo, dict) and "passed" in slo:
         console.print(f"SLO: {'PASS' if slo['passed'] else 'FAIL'}"

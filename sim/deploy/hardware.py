@@ -131,6 +131,28 @@ class MemoryReserveSpec(Frozen):
     activation_workspace_bytes: Tunable  # torch-allocated workspaces counted in the profiled activation peak
 
 
+class ParameterCovariance(Frozen):
+    """The uncertainty of a set of fitted parameters: standard errors and their correlation matrix (what
+    ``simctl calibrate`` reports; ``sim/runs/uncertainty.py`` propagates it into intervals)."""
+
+    parameters: tuple[str, ...]
+    stderr: tuple[float, ...]
+    correlation: tuple[tuple[float, ...], ...]
+    basis: str = ""
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ParameterCovariance:
+        n = len(self.parameters)
+        if len(self.stderr) != n or len(self.correlation) != n or any(len(r) != n for r in self.correlation):
+            raise ValueError(f"stderr and correlation must match the {n} parameters")
+        if any(s < 0 for s in self.stderr):
+            raise ValueError("stderr must be ≥ 0")
+        unknown = [p for p in self.parameters if p not in PARAMETER_SECTIONS]
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETER_SECTIONS)}")
+        return self
+
+
 #: flat tunable name -> section it lives in
 _SECTIONS = {"efficiency": EfficiencySpec, "overheads": OverheadSpec, "memory_reserve": MemoryReserveSpec}
 PARAMETER_SECTIONS: dict[str, str] = {name: sec for sec, cls in _SECTIONS.items() for name in cls.model_fields}
@@ -167,6 +189,8 @@ class HardwareProfile(Frozen):
     efficiency: EfficiencySpec
     overheads: OverheadSpec
     memory_reserve: MemoryReserveSpec
+    calibration_covariance: ParameterCovariance | None = Field(
+        None, description="standard errors and correlations of the replay-fitted parameters (error bars)")
     usd_per_gpu_hour: float | None = Field(None, gt=0, description="on-demand price of one GPU-hour")
     price_source: str = ""
     notes: str = ""

@@ -5,6 +5,7 @@ planning (sim.plan), fidelity checks (sim.fidelity) and reports build on it.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sim.errors import ConfigError
 from sim.measure.metrics import summarize
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
+from sim.runs.uncertainty import drawn_profiles, sources, summary_intervals
 from sim.version import __version__
 from workloads import build_workload
 
@@ -55,11 +57,29 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
         cost=cfg.cost, hardware=dep.hardware, num_gpus=dep.num_gpus_per_replica * cfg.replicas,
         prefill_time_fn=dep.cost_model.prefill_time_s, model_name=dep.model.name,
         end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached)
+    if cfg.uncertainty is not None:
+        summary["intervals"] = _intervals(cfg, dep.hardware, summary)
     result = RunResult(summary=summary, requests=out.requests, iterations=out.iterations,
                        timeline=out.timeline, config=cfg.to_dict(), meta=meta)
     if out_dir is not None:
         save_result(result, out_dir, csv=cfg.save_csv)
     return result
+
+
+def _intervals(cfg: ExperimentConfig, hardware: Any, point: dict[str, Any]) -> dict[str, Any]:
+    """Re-run ``cfg`` with drawn profile parameters and new seeds (``sim.runs.uncertainty``); the intervals."""
+    ucfg = cfg.uncertainty
+    profiles = drawn_profiles(hardware, ucfg)
+    samples = []
+    with tempfile.TemporaryDirectory(prefix="simctl-uncertainty-") as tmp:
+        for k, prof in enumerate(profiles):
+            path = Path(tmp) / f"draw{k}.yaml"
+            path.write_text(prof.to_yaml())
+            update: dict[str, Any] = {"hardware": str(path), "uncertainty": None}
+            if ucfg.seeds:
+                update["seed"] = cfg.seed + 1 + k
+            samples.append(run(cfg.model_copy(update=update)).summary)
+    return summary_intervals(point, samples, ucfg, sources(hardware, ucfg))
 
 
 def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_kv_blocks: int) -> dict[str, Any]:
