@@ -72,3 +72,16 @@ def test_bad_uncertainty_section_is_a_clear_error():
     with pytest.raises(ConfigError, match="uncertainty.level"):
         with_overrides(load_experiment(EXAMPLE), {"uncertainty.level": 1.5})
     assert UncertaintyConfig().samples == 8
+
+
+@pytest.mark.slow
+def test_coverage_check_on_a_bundled_run():
+    """The coverage machinery end to end on 10 s of one real run (benchmarks/coverage.py runs all stages)."""
+    from sim.fidelity.coverage import CHECKED_METRICS, coverage_check
+    from sim.fidelity.validate import load_runs
+
+    rep = coverage_check(load_profile("h100-sxm"), load_runs(select=["roleplay"]), samples=2, window_s=10.0)
+    df = rep.frame()
+    assert set(df.metric) == set(CHECKED_METRICS) and len(df) == 4
+    assert ((df.low <= df.point) & (df.point <= df.high)).all()
+    assert (df.sd_sampling > 0).all() and 0.0 <= rep.coverage <= 1.0

@@ -8,18 +8,23 @@ summed over the decoder layers, plus communication, the LM head and sampler, and
 Operators and their traffic (``n`` = tokens in the step, all per GPU):
 
 * **GEMMs** (:meth:`ModelSpec.layer_groups`, q/k/v and gate/up fused as vLLM runs them): FLOPs
-  ``2·in·out·n/tp``; bytes = weights (read once per iteration) + activations in/out. Compute efficiency
-  rises with the GEMM's row count: ``eff(n) = e·n/(n + n_half)`` — so the compute time is
-  ``flops_per_token·(n + n_half)/(peak·e)``, as if every GEMM carried ``n_half`` extra rows.
+  ``2·in·out·n/tp``; bytes = weights (read once per iteration) + activations in/out. With the profile's
+  SM count the compute time follows the tile/wave model of the per-GPU M, N, K and overlaps the memory time
+  with exponent ``gemm_overlap_exponent`` (:mod:`sim.deploy.kernel_shapes`); without it, compute efficiency
+  rises with the row count, ``eff(n) = e·n/(n + n_half)``.
 * **MoE experts**: the expected number of distinct experts hit by ``n`` tokens with top-k routing,
   ``E·(1 − (1 − k/E)^n)``, is read from memory; compute is ``k`` experts per token, at the efficiency
   of the rows each touched expert receives.
 * **attention**: FLOPs ``2·heads·(d_qk + d_v)`` per (query, key) pair — the causal pairs of the batch
   (:attr:`BatchShape.causal_pairs`); bytes = every scheduled request's KV (GQA/MLA aware, TP-sharded
-  KV heads) + Q/O + the new K/V written. MLA decode runs in the weight-absorbed latent form.
-* **element-wise** (norms, rotary, activation, residual adds, embedding gather): bytes only.
-* **TP all-reduce** after attention and after the MLP: ring ``latency + 2(tp−1)/tp · bytes / (link·eff)``
-  (expert parallelism spans the TP group, so MoE outputs meet in the same all-reduce).
+  KV heads) + Q/O + the new K/V written. MLA decode runs in the weight-absorbed latent form. Prefill
+  pairs run below peak on short sequences and on chunks too small to fill the GPU (FlashAttention's
+  length ramp and SM occupancy, :mod:`sim.deploy.kernel_shapes`).
+* **element-wise** (norms, rotary, activation, embedding gather, MoE routing), one breakdown line each:
+  bytes plus a per-kernel floor that grows with the row width (:mod:`sim.deploy.kernel_shapes`).
+* **TP all-reduce** after attention and after the MLP: vLLM's custom one-shot/two-shot all-reduce or NCCL
+  (measured curve or ring) by message size (:mod:`sim.deploy.collectives`; expert parallelism spans the TP
+  group, so MoE outputs meet in the same all-reduce).
   **PP**: one send/recv per stage boundary.
 * **LM head** on one row per scheduled request, logits gathered across TP, then the sampler.
 * **overheads**: per iteration, per scheduled request, per layer (launch gaps).
