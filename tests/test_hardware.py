@@ -17,8 +17,8 @@ def test_bundled_profiles_present_and_valid():
     for n in names:
         p = load_profile(n)
         assert p.name == n and p.memory_bytes > 0 and p.peak_flops("bf16") > 0
-        # a price, or none with the reason in price_source (no public on-demand rate found)
-        assert (p.usd_per_gpu_hour and p.usd_per_gpu_hour > 0) or (p.usd_per_gpu_hour is None and p.price_source)
+        # a price with its source, or a stated absence that tells the user which key to set
+        assert (p.usd_per_gpu_hour or 0) > 0 or "cost.gpu_hour_usd" in p.price_source, n
 
 
 @pytest.mark.parametrize("alias,name", [("H100", "h100-sxm"), ("h100_sxm5", "h100-sxm"), ("A100-80GB", "a100-sxm-80gb"),
@@ -139,7 +139,7 @@ def test_bare_number_tunable_reads_as_assumed(tmp_path):
 
 @pytest.mark.parametrize("name,bw,bf16,sms", [("a40", 696e9, 149.7, 84), ("rtx-4090", 1008e9, 165.2, 128),
                                               ("rtx-5090", 1792e9, 209.5, 170), ("rtx-pro-6000", 1792e9, 500.0, 188),
-                                              ("h20", 4.0e12, 148.0, None), ("gb200", 8.0e12, 2500.0, None),
+                                              ("h20", 4.0e12, 148.0, None),
                                               ("mi325x", 6.0e12, 1307.4, 304), ("mi355x", 8.0e12, 2500.0, 256)])
 def test_new_gpus_datasheet_numbers_and_assumed_status(name, bw, bf16, sms):
     """The GPUs of issue 18: datasheet numbers (sources in each file's header), every tunable assumed."""

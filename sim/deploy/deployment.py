@@ -30,6 +30,7 @@ class Deployment:
     engine: Any  # sim.config.EngineConfig with defaults resolved
     max_model_len: int
     num_gpus_per_replica: int
+    dp: int = 1  # data-parallel attention ranks per replica (each an engine core, stepping in lockstep)
     #: engine settings the experiment left out, with the value the engine picks and why
     resolved_defaults: tuple[ResolvedSetting, ...] = ()
 
@@ -64,7 +65,7 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
                                                          "capped by the request pool"))
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
-    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus,
+    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus, cfg.parallel.dp,
                       tuple(notes))
 
 

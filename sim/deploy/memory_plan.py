@@ -123,31 +123,50 @@ def layers_per_stage(num_layers: int, pp: int) -> int:
     return -(-num_layers // pp)
 
 
-def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dtype: str) -> float:
+def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dtype: str,
+                          experts_dtype: str | None = None) -> float:
     """Resident weight bytes on the most loaded GPU.
 
     16-bit formats: every parameter at 2 bytes. Quantised formats (fp8/int8/int4): decoder linears at
     the quantised width, everything else (embeddings, LM head, norms, routers) at 2 bytes.
     """
-    params = model.params_per_gpu(parallel.tp, parallel.pp, parallel.ep)
+    params = model.params_per_gpu(parallel.tp, parallel.pp, parallel.ep) + redundant_expert_params_per_gpu(model, parallel)
     wb = dtype_bytes(weights_dtype)
+    if experts_dtype is not None and experts_dtype != weights_dtype:
+        # routed experts in their own format, the other decoder linears in `weights_dtype`, the rest 16-bit
+        experts = _linear_params_per_gpu(model, parallel, only_experts=True)
+        others = _linear_params_per_gpu(model, parallel) - experts
+        rest = params - experts - others
+        return rest * max(wb, ACTIVATION_BYTES) + others * wb + experts * dtype_bytes(experts_dtype)
     if wb >= ACTIVATION_BYTES:
         return params * wb
     quantised = _linear_params_per_gpu(model, parallel)
     return (params - quantised) * ACTIVATION_BYTES + quantised * wb
 
 
-def _linear_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) -> float:
-    """Decoder-linear parameters (router excluded) on the most loaded stage's GPU."""
+def redundant_expert_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) -> float:
+    """Parameters of the redundant expert replicas (``parallel.moe.redundant_experts``) one GPU holds:
+    the replicas are spread evenly over the EP group, on the most loaded pipeline stage's layers."""
+    extra = parallel.moe.redundant_experts
+    if not extra or model.moe is None:
+        return 0.0
+    per_expert = sum(g.num_layers * op.params / op.num_instances for g in model.layer_groups() for op in g.linears
+                     if op.group == "experts")
+    return per_expert * extra / parallel.ep * layers_per_stage(model.num_layers, parallel.pp) / model.num_layers
+
+
+def _linear_params_per_gpu(model: ModelSpec, parallel: ParallelConfig, only_experts: bool = False) -> float:
+    """Decoder-linear parameters (router excluded; ``only_experts``: routed experts only) on the most
+    loaded stage's GPU."""
     tp, ep = parallel.tp, parallel.ep
     total = 0.0
     for g in model.layer_groups():
         per_layer = 0.0
         for op in g.linears:
-            if op.group == "router":
+            if op.group == "router" or (only_experts and op.group != "experts"):
                 continue
             if op.group == "experts" and ep > 1:
-                per_layer += op.params / ep
+                per_layer += op.params / ep * (1 + parallel.moe.redundant_experts / op.num_instances)
             elif op.tp == "replicated":
                 per_layer += op.params
             else:
@@ -223,7 +242,7 @@ def plan_memory(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig,
 def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, precision: PrecisionConfig,
           engine: EngineConfig, max_model_len: int) -> MemoryPlan:
     budget = hw.memory_bytes * engine.gpu_memory_utilization
-    weights = weights_bytes_per_gpu(model, parallel, precision.weights)
+    weights = weights_bytes_per_gpu(model, parallel, precision.weights, precision.experts)
     mnbt = engine.max_num_batched_tokens or max(max_model_len, 2048)
     act = activation_peak_bytes(model, parallel, mnbt, engine.max_num_seqs,
                                 hw.memory_reserve.activation_workspace_bytes.value)
@@ -258,6 +277,39 @@ def check_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:
     if pp > model.num_layers:
         raise InfeasibleConfigError(
             f"parallel.pp = {pp} exceeds {model.name}'s {model.num_layers} layers (one layer per stage at least)")
+    check_expert_parallelism(model, parallel)
+
+
+def check_expert_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:
+    """Reject DP/EP layouts vLLM refuses: data-parallel attention ranks and expert parallelism are for
+    MoE models; with ``dp > 1`` the experts span the whole group (``ep = dp × tp``, vLLM
+    ``--enable-expert-parallel``); without DP, EP spans the TP group (``ep = tp``); the physical
+    experts (routed + redundant) must divide evenly over the EP ranks."""
+    dp, tp, ep = parallel.dp, parallel.tp, parallel.ep
+    m = model.moe
+    if m is None:
+        if dp > 1:
+            raise InfeasibleConfigError(
+                f"parallel.dp = {dp}: {model.name} is a dense model; data-parallel attention ranks serve MoE models "
+                f"(for independent copies of a dense model use replicas: {dp})")
+        if ep > 1:
+            raise InfeasibleConfigError(f"parallel.ep = {ep}: {model.name} has no experts to spread (use parallel.ep: 1)")
+        return
+    want = dp * tp
+    if ep > 1 and ep != want:
+        raise InfeasibleConfigError(
+            f"parallel.ep = {ep}: expert parallelism spans all dp × tp = {dp} × {tp} = {want} GPUs of the engine "
+            f"(vLLM --enable-expert-parallel); valid values: 1 or {want}")
+    if dp > 1 and ep == 1:
+        raise InfeasibleConfigError(
+            f"parallel.dp = {dp} with ep = 1: DP attention needs the experts spread over the group; set parallel.ep: {want}")
+    physical = m.num_experts + parallel.moe.redundant_experts
+    if ep > 1 and physical % ep:
+        ok = [d for d in range(1, physical + 1) if physical % d == 0 and d <= 1024]
+        raise InfeasibleConfigError(
+            f"parallel.ep = {ep}: {model.name}'s {m.num_experts} routed experts + {parallel.moe.redundant_experts} redundant "
+            f"= {physical} do not divide over {ep} GPUs; valid EP degrees: {', '.join(map(str, ok[-12:]))} "
+            f"(or change parallel.moe.redundant_experts)")
 
 
 def smallest_fitting_tp(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, precision: PrecisionConfig,
