@@ -25,7 +25,8 @@ fig. 5) runs at 292, 423, 521, 579, 602, 616 TFLOPS for 0.5k…16k tokens = ``e�
 ``L_half`` ≈ 630 tokens; FlashAttention-2's bars in the same figure (191…335 TFLOPS) give ≈ 440. ``L`` of a
 batch is twice the mean keys per prefill query (a causal self-attention of length L has L/2). A chunk also
 needs enough query tiles to fill the GPU: ``heads/tp × Σ⌈q_i/128⌉`` CTAs on ``SMs`` (FlashAttention's
-128-row query tile), which is what makes short chunks on long contexts slow.
+128-row query tile, padded), split along the keys when they are too few (``num_splits``): short chunks on
+long contexts pay for padded query tiles, short contexts with few heads for idle SMs.
 
 **Element-wise kernels** (norms, rotary, activation): ``bytes / (bandwidth · e_ew) + t_kernel`` plus a
 floor that grows with the row width: at few tokens one thread block handles one row, so the row streams at
@@ -86,17 +87,36 @@ def overlap(tc: float, tm: float, p: float) -> float:
     return (tc ** p + tm ** p) ** (1.0 / p)
 
 
-def attention_efficiency_factor(length: float, half_length: float) -> float:
-    """FlashAttention's length ramp ``L/(L + L_half)`` (1 when ``half_length`` is 0)."""
-    if half_length <= 0 or length <= 0:
+def attention_prefill_efficiency(num_tokens: float, num_seqs: float, keys_per_query: float, heads_per_gpu: float,
+                                 sms: int, half_length: float) -> float:
+    """Fraction of ``attention_compute_efficiency`` that FlashAttention reaches on prefill chunks of
+    ``num_tokens`` over ``num_seqs`` requests whose queries see ``keys_per_query`` keys on average.
+
+    * Queries run in tiles of ``ATTENTION_Q_TILE`` rows: a chunk of q tokens pays for ⌈q/128⌉·128 rows
+      (a 64-token chunk wastes half its MMA work on padding).
+    * The thread blocks — heads × query tiles — are spread over the SMs; when too few, the KV loop is split
+      (FlashAttention-3's ``num_splits``, which vLLM's V1 backend sets) into up to keys/128 pieces, and what
+      that cannot fill leaves SMs idle (without an SM count: no split, no idle SMs).
+    * Each thread block's prologue/epilogue amortises over the keys it walks: the length ramp
+      ``L/(L + half_length)`` with L = twice the keys per split (a causal self-attention of length L has L/2).
+
+    The split keeps the product non-increasing in the context, so more context never makes a step faster.
+    """
+    if num_tokens <= 0 or num_seqs <= 0:
         return 1.0
-    return length / (length + half_length)
-
-
-def attention_occupancy(query_tiles: float, heads_per_gpu: float, sms: int) -> float:
-    """Fraction of the SMs busy with ``query_tiles`` query tiles per head (capped at 1)."""
-    ctas = query_tiles * heads_per_gpu
-    return 1.0 if ctas >= sms else max(ctas, 1.0) / sms
+    f = 1.0
+    splits = 1.0
+    if sms:
+        tiles = num_seqs * math.ceil(num_tokens / num_seqs / ATTENTION_Q_TILE)
+        f = num_tokens / (tiles * ATTENTION_Q_TILE)
+        blocks = tiles * heads_per_gpu
+        if blocks < sms:
+            splits = min(max(1.0, keys_per_query / ATTENTION_Q_TILE), sms / blocks)
+            f *= blocks * splits / sms
+    if half_length > 0:
+        length = 2.0 * keys_per_query / splits
+        f *= length / (length + half_length)
+    return f
 
 
 def elementwise_row_floor_s(row_bytes: float, bandwidth: float, sms: int) -> float:

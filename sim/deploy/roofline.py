@@ -42,8 +42,7 @@ from sim.config import ParallelConfig, PrecisionConfig
 from sim.deploy.collectives import AllReduce
 from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
-from sim.deploy.kernel_shapes import (ATTENTION_Q_TILE, attention_efficiency_factor, attention_occupancy,
-                                      gemm_shape, overlap)
+from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
 from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
 
@@ -512,10 +511,8 @@ class RooflineCostModel:
         n_pre = float(shape.num_prefill_tokens)
         seqs_pre = float(shape.num_seqs - shape.num_decode_seqs)
         if n_pre > seqs_pre and (self.attention_half_length > 0 or self.sms):
-            f = attention_efficiency_factor(2.0 * pre_pairs / n_pre, self.attention_half_length)
-            if self.sms:
-                f *= attention_occupancy(seqs_pre + n_pre / ATTENTION_Q_TILE, self.heads_per_gpu, self.sms)
-            slow = 1.0 / f
+            slow = 1.0 / attention_prefill_efficiency(n_pre, seqs_pre, pre_pairs / n_pre, self.heads_per_gpu,
+                                                      self.sms, self.attention_half_length)
         compute_flops_layer = dec_flops + (flops_layer - dec_flops) * slow
         bytes_layer = kv_tokens * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
                                                                         + self.kv_bytes_per_token_layer)
