@@ -58,17 +58,16 @@ class GemmShape:
         as one grouped GEMM (the touched experts of an MoE layer, each with ``m`` rows)."""
         if m <= 0:
             return 0.0
-        tiles = math.ceil(m / TILE_M) * self.tiles_n
+        tiles = int(-(-m // TILE_M)) * self.tiles_n  # ⌈m / TILE_M⌉ without a function call (hot path)
         if groups > 1.0:
-            tiles *= math.ceil(groups)
+            tiles *= int(-(-groups // 1))
         sms = self.sms
+        if tiles >= sms:
+            return -(-tiles // sms) * self.tile_s
         split = sms // tiles
-        if split < 1:
-            split = 1
-        elif split > self.split_max:
+        if split > self.split_max:
             split = self.split_max
-        waves = -(-(tiles * split) // sms)
-        return waves * self.tile_s / split
+        return -(-(tiles * split) // sms) * self.tile_s / split
 
 
 def gemm_shape(n_out: float, k_in: float, instances: float, peak_flops: float, efficiency: float,

@@ -285,6 +285,9 @@ class RooflineCostModel:
         self.per_request_s = ovh.per_request_s.value
         self._launch_s = ovh.launch_per_layer_s.value * L
         self._cache: dict[tuple[int, int | None], float] = {}
+        # per token count: dense GEMM seconds and all-reduce seconds of a step (bounded by the token budget)
+        self._dense_cache: dict[int, float] = {}
+        self._allreduce_cache: dict[int, float] = {}
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -346,11 +349,20 @@ class RooflineCostModel:
         shapes = self._dense_shapes
         p = self.gemm_overlap_p
         if shapes:  # tile/wave model of each GEMM's per-GPU M, N, K (sim/deploy/kernel_shapes.py)
-            for (layers, c, w, a, name), gs in zip(self._dense, shapes):
-                dt = layers * (overlap(gs.compute_s(nf), w + a * nf, p) + kernel)
-                t += dt
-                if bd is not None:
-                    bd[name] = bd.get(name, 0.0) + dt
+            hit = self._dense_cache.get(n) if bd is None else None
+            if hit is not None:  # the dense GEMMs depend on the token count only
+                t += hit
+            else:
+                td = 0.0
+                for (layers, c, w, a, name), gs in zip(self._dense, shapes):
+                    tc = gs.compute_s(nf)
+                    tm = w + a * nf
+                    dt = layers * (((tc if tc > tm else tm) if p <= 0.0 else overlap(tc, tm, p)) + kernel)
+                    td += dt
+                    if bd is not None:
+                        bd[name] = bd.get(name, 0.0) + dt
+                self._dense_cache[n] = td
+                t += td
         else:  # dense GEMMs: compute time c·(n + n_half), memory time W + a·n
             for layers, c, w, a, name in self._dense:
                 tc = c * (nf + n_half)
@@ -402,7 +414,11 @@ class RooflineCostModel:
         # communication
         tcomm = 0.0
         if self._num_allreduce:
-            tcomm += self._num_allreduce * self.allreduce.time_s(self.allreduce_bytes_per_token * nf)
+            tar = self._allreduce_cache.get(n)
+            if tar is None:
+                tar = self._allreduce_cache[n] = self._num_allreduce * self.allreduce.time_s(
+                    self.allreduce_bytes_per_token * nf)
+            tcomm += tar
         if self.pp > 1:
             tcomm += self._pp_fixed_s + self._pp_s_per_token * nf
         t += tcomm
