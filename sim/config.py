@@ -12,22 +12,73 @@ error formatting.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import math
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from sim.errors import ConfigError, suggest
+from sim.limits import MAX_FLOAT, MAX_REPLICAS
+from sim.strict_yaml import check_numbers, load_yaml_file, load_yaml_text
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4"]
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """True when a field typed ``annotation`` takes numbers but not booleans (``int``, ``float``,
+    ``float | None``...): there pydantic would read ``true`` as 1."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_number_type(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(args) and bool not in args and any(_is_number_type(a) for a in args)
+    return annotation in (int, float)
+
+
+@functools.cache
+def _number_fields(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, f in cls.model_fields.items() if _is_number_type(f.annotation))
+
+
 class Frozen(BaseModel):
-    """Base for config sections: immutable, unknown keys rejected."""
+    """Base for config sections: immutable, unknown keys rejected, and numbers held to what they mean.
+
+    Every field of every subclass (sections other modules register included) refuses, before
+    pydantic's own coercion: a boolean where the field takes numbers (``max_num_seqs: true`` is
+    not 1), non-finite floats and floats beyond ±:data:`sim.limits.MAX_FLOAT`, integers beyond 64
+    bits. A new section gets these rules by deriving from this class; docs/experiment.md
+    ("Conventions for sections") lists them.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):
+            if info.field_name in _number_fields(cls):
+                raise PydanticCustomError("bool_for_number", "a number is expected, not a boolean")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise PydanticCustomError("non_finite", "a finite number is expected (no simctl quantity is infinite)")
+            if abs(value) > MAX_FLOAT:
+                raise PydanticCustomError("too_large", f"magnitude above {MAX_FLOAT:g} (simctl's limit for any number)")
+        elif isinstance(value, int) and abs(value) > 2 ** 63 - 1:
+            raise PydanticCustomError("too_large", "does not fit in 64 bits")
+        return value
 
 
 class MoEParallelConfig(Frozen):
@@ -128,6 +179,9 @@ class EngineConfig(Frozen):
     async_scheduling: bool | None = Field(None, description="vLLM V1 async scheduling: step k+1 is planned while step k runs, so a request that arrives during step k first runs in step k+2. Default: the policy's (on for vllm — vLLM's default since PR #27614, late 2025 — off for the others)")
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
 
+# Keys the loader sets; a file (or --set) may not.
+INTERNAL_KEYS = ("base_dir",)
+
 # Sections validated by models that live with the code that uses them: key -> "module:Class".
 SECTION_MODELS: dict[str, str] = {
     "workload": "workloads.config:WorkloadConfig",
@@ -145,14 +199,14 @@ class ExperimentConfig(Frozen):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = Field("experiment", description="run name; the default output directory is results/<name sanitised>/")
+    seed: int = Field(0, ge=0, le=2 ** 63 - 1, description="root of every random stream (numpy SeedSequence: non-negative)")
     model: str
     hardware: str
     parallel: ParallelConfig = ParallelConfig()
     precision: PrecisionConfig = PrecisionConfig()
     engine: EngineConfig = EngineConfig()
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     router: str = "round-robin"
     max_duration_s: float | None = Field(None, gt=0, description="simulation horizon; unfinished requests are reported as backlog")
     warmup_s: float = Field(0.0, ge=0, description="requests arriving before this time are excluded from latency statistics")
@@ -171,8 +225,10 @@ class ExperimentConfig(Frozen):
         return path if path.is_absolute() else Path(self.base_dir) / path
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (the resolved config saved next to results)."""
-        out = self.model_dump(mode="json", exclude=set(SECTION_MODELS))
+        """Plain-dict form (the resolved config saved next to results). It parses back to an equal
+        config: ``parse_experiment(cfg.to_dict(), base_dir=cfg.base_dir)`` simulates identically.
+        ``base_dir`` is left out: it is where the file was, not a setting."""
+        out = self.model_dump(mode="json", exclude=set(SECTION_MODELS) | {"base_dir"})
         for key in SECTION_MODELS:
             val = getattr(self, key)
             out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val
@@ -229,8 +285,12 @@ def parse_experiment(data: dict[str, Any], source: str = "<experiment>", base_di
     """Validate a parsed experiment mapping. ``source`` names the file in error messages."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the experiment must be a YAML mapping, got {type(data).__name__}")
+    for key in INTERNAL_KEYS:
+        if key in data:
+            raise ConfigError(f"{source}: {key}: internal key, set from where the file is; remove it")
+    check_numbers(data, source)
     data = copy.deepcopy(data)
-    data.setdefault("base_dir", str(base_dir))
+    data["base_dir"] = str(base_dir)
     sections: dict[str, Any] = {}
     for key in SECTION_MODELS:
         raw = data.pop(key, None)
@@ -252,26 +312,48 @@ def parse_experiment(data: dict[str, Any], source: str = "<experiment>", base_di
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Load and validate an experiment YAML file."""
+    """Load and validate an experiment YAML file (read strictly: :mod:`sim.strict_yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = load_yaml_file(path, "experiment file")
     return parse_experiment(data, str(path), path.resolve().parent)
 
 
+def parse_set_value(text: str, key: str = "") -> Any:
+    """A ``--set KEY=VALUE`` value: YAML (``4``, ``true``, ``[1, 2]``, ``{dist: fixed, value: 8}``)."""
+    return load_yaml_text(text, f"--set {key}={text}")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str) -> tuple[Any, str | int]:
+    """The container and key/index ``dotted`` names inside ``data`` (creating missing mappings)."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {dotted}: empty key component")
+    cur: Any = data
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i]) or "(top level)"
+        if isinstance(cur, list):
+            if not part.lstrip("-").isdigit() or not -len(cur) <= int(part) < len(cur):
+                raise ConfigError(f"--set {dotted}: {here} is a list of {len(cur)} item(s); "
+                                  f"'{part}' is not an index in it (0 to {len(cur) - 1})")
+            key: str | int = int(part)
+        elif isinstance(cur, dict):
+            key = part
+        else:
+            raise ConfigError(f"--set {dotted}: {here} is the value {cur!r}, not a mapping; "
+                              f"cannot set '{'.'.join(parts[i:])}' inside it")
+        if i == len(parts) - 1:
+            return cur, key
+        if isinstance(cur, dict) and cur.get(key) is None:
+            cur[key] = {}
+        cur = cur[key]
+    raise AssertionError("unreachable")
+
+
 def with_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """Return a new validated config with dotted-key overrides applied (``{"parallel.tp": 4}``)."""
+    """Return a new validated config with dotted-key overrides applied (``{"parallel.tp": 4}``;
+    list items by index: ``{"workload.classes.0.weight": 2}``)."""
     data = cfg.to_dict()
     for dotted, value in overrides.items():
-        cur = data
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            if cur.get(p) is None:
-                cur[p] = {}
-            cur = cur[p]
-        cur[parts[-1]] = value
+        container, key = _set_dotted(data, dotted)
+        container[key] = value
     return parse_experiment(data, f"<{cfg.name} with {overrides}>", cfg.base_dir)
