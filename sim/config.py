@@ -165,10 +165,10 @@ class EngineConfig(Frozen):
     """Serving-engine settings, named as in vLLM."""
 
     policy: str = "vllm"
-    max_num_seqs: int = Field(256, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default as vLLM V1: 8192 on GPUs with ≥ 70 GiB, else 2048")
+    max_num_seqs: int | None = Field(None, ge=1, description="default: the engine's (vLLM V1: 1024 on GPUs with ≥ 70 GiB that are not A100, else 256; sim/deploy/engine_defaults.py)")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default: the engine's (vLLM V1: 8192 on GPUs with ≥ 70 GiB that are not A100, else 2048)")
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool | None = Field(None, description="default: the engine's (on for vllm and sglang, off for the others)")
     block_size: int = Field(16, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_model_len: int | None = Field(None, ge=1, description="default: the model's max_position_embeddings")
@@ -191,6 +191,7 @@ SECTION_MODELS: dict[str, str] = {
     "cost": "sim.measure.pricing:CostConfig",
     "autoscaling": "sim.engine.autoscaling_config:AutoscalingConfig",
     "plan": "sim.plan.fleet_plan:PlanConfig",
+    "uncertainty": "sim.runs.uncertainty:UncertaintyConfig",
 }
 # Sections written into the resolved config only when present (older results stay byte-identical).
 OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan"})
@@ -221,6 +222,7 @@ class ExperimentConfig(Frozen):
     cost: Any = None
     autoscaling: Any = None
     plan: Any = None
+    uncertainty: Any = None
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
