@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim.errors import ConfigError, suggest
+from sim.speculative_config import SpeculativeConfig
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
@@ -80,6 +81,7 @@ class EngineConfig(Frozen):
     num_kv_blocks: int | None = Field(None, ge=1, description="override the memory plan's KV block count (e.g. vLLM's logged '# GPU blocks')")
     async_scheduling: bool | None = Field(None, description="vLLM V1 async scheduling: step k+1 is planned while step k runs, so a request that arrives during step k first runs in step k+2. Default: the policy's (on for vllm — vLLM's default since PR #27614, late 2025 — off for the others)")
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
+    speculative: SpeculativeConfig | None = Field(None, description="speculative decoding / multi-token prediction (docs/speculative.md); None = off")
 
 # Sections validated by models that live with the code that uses them: key -> "module:Class".
 SECTION_MODELS: dict[str, str] = {

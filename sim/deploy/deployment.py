@@ -16,6 +16,7 @@ from sim.deploy.hardware import GIB
 from sim.deploy.memory_plan import plan_memory
 from sim.deploy.models import load_model
 from sim.deploy.roofline import RooflineCostModel
+from sim.deploy.speculative_cost import speculative_deployment
 from sim.errors import ConfigError
 
 # vLLM V1 chooses its default token budget by GPU memory (SEMANTICS.md §3, vllm/engine/arg_utils.py):
@@ -64,7 +65,23 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
     engine, max_model_len = _resolve_engine(cfg, model, hardware)
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
+    if engine.speculative is not None:
+        engine = _resolve_speculative(cfg, engine)
+        spec = engine.speculative
+        draft = load_model(str(_maybe_path(cfg, spec.draft_model))) if spec.method == "draft_model" else None
+        cost_model, plan = speculative_deployment(spec, model, draft, hardware, cfg.parallel, cfg.precision, plan,
+                                                  cost_model)
     return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus)
+
+
+def _resolve_speculative(cfg: ExperimentConfig, engine: Any) -> Any:
+    """``engine`` with the speculative acceptance trace path resolved against the experiment file."""
+    spec = engine.speculative
+    trace = spec.acceptance.trace
+    if trace is None:
+        return engine
+    acc = spec.acceptance.model_copy(update={"trace": str(cfg.resolve_path(trace))})
+    return engine.model_copy(update={"speculative": spec.model_copy(update={"acceptance": acc})})
 
 
 def _maybe_path(cfg: ExperimentConfig, name: str) -> str | Path:
