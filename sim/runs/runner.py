@@ -15,7 +15,7 @@ from sim.deploy.deployment import Deployment, build_deployment
 from sim.deploy.models.spec import dtype_bytes
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
-from sim.measure.metrics import summarize
+from sim.measure.metrics import spec_decode_metrics, summarize
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
 from sim.version import __version__
@@ -55,6 +55,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
         cost=cfg.cost, hardware=dep.hardware, num_gpus=dep.num_gpus_per_replica * cfg.replicas,
         prefill_time_fn=dep.cost_model.prefill_time_s, model_name=dep.model.name,
         end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached)
+    if "spec_decode" in out.stats:
+        summary["spec_decode"] = spec_decode_metrics(out.stats["spec_decode"])
     result = RunResult(summary=summary, requests=out.requests, iterations=out.iterations,
                        timeline=out.timeline, config=cfg.to_dict(), meta=meta)
     if out_dir is not None:
