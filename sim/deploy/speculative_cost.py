@@ -162,18 +162,20 @@ def speculative_deployment(spec: Any, target: Any, draft_model: Any | None, hard
     """
     if not spec.drafts_with_model:
         return SpeculativeCostModel(target_cost, None, spec.num_speculative_tokens), plan
+    dprec = precision if spec.draft_weights is None else precision.model_copy(
+        update={"weights": spec.draft_weights, "activations": None})
     if spec.method == "draft_model":
         arch = draft_model
         dpar = parallel.model_copy(update={"tp": spec.draft_tp or parallel.tp, "pp": 1,
                                            "ep": 1 if not draft_model.is_moe else parallel.ep})
         check_parallelism(arch, dpar)
-        weights = drafter_weights_bytes(arch, dpar, precision.weights, is_head=False, own_lm_head=True)
+        weights = drafter_weights_bytes(arch, dpar, dprec.weights, is_head=False, own_lm_head=True)
     else:
         arch = draft_head_spec(target, spec.method, spec.draft_num_layers, spec.draft_vocab_size)
         dpar = parallel.model_copy(update={"pp": 1})
-        weights = drafter_weights_bytes(arch, dpar, precision.weights, is_head=True,
+        weights = drafter_weights_bytes(arch, dpar, dprec.weights, is_head=True,
                                         own_lm_head=spec.draft_vocab_size is not None)
-    draft_cost = RooflineCostModel(arch, hardware, dpar, precision)
+    draft_cost = RooflineCostModel(arch, hardware, dpar, dprec)
     # every KV block also holds the drafter's layers (on the most loaded pipeline stage)
     draft_block = kv_block_bytes(arch, dpar, precision.kv_dtype, plan.block_size)
     cost = SpeculativeCostModel(target_cost, draft_cost, spec.num_speculative_tokens, spec.parallel_drafting)
