@@ -248,3 +248,81 @@ def test_bad_speculative_config_names_the_key_and_file(bad, match):
     with pytest.raises(ConfigError, match=match) as exc:
         parse_experiment({"model": "m", "hardware": "h", "engine": {"speculative": bad}}, "x.yaml")
     assert str(exc.value).startswith("x.yaml: engine.speculative")
+
+
+# ---------------------------------------------------------------------- pricing
+def _roofline(model, hw="h100-sxm", **prec):
+    from hwprofiles import load_profile
+    from sim.config import ParallelConfig, PrecisionConfig
+    from sim.deploy.models import load_model
+    from sim.deploy.roofline import RooflineCostModel
+    return RooflineCostModel(load_model(model), load_profile(hw), ParallelConfig(), PrecisionConfig(**prec))
+
+
+def _verify_shape(num_seqs, num_drafts, ctx):
+    from sim.deploy.step_cost import BatchShapeBuilder
+    b = BatchShapeBuilder()
+    for _ in range(num_seqs):
+        b.add_verify(1 + num_drafts, ctx, num_drafts)
+    return b.build()
+
+
+def test_verification_is_a_chunk_on_its_context_with_logits_for_every_draft():
+    """A (1+k)-token verification prices like a (1+k)-token chunk on the same context (GEMMs,
+    attention, KV) plus k more LM-head rows per request: 2·hidden·vocab FLOPs each (Llama-3.1-8B:
+    2 · 4096 · 128256)."""
+    from sim.deploy.roofline import uniform_batch_shape
+    rf = _roofline("llama-3.1-8b")
+    s, k, c = 8, 3, 1000
+    v, chunk = rf.step(_verify_shape(s, k, c)), rf.step(uniform_batch_shape(s, 1 + k, c))
+    assert v.flops - chunk.flops == pytest.approx(s * k * 2 * 4096 * 128256, rel=1e-12)
+    assert v.time_s > chunk.time_s
+    assert v.prefill_time_s == 0.0  # verification is decode work, not prefill
+    bd_v, bd_c = rf.breakdown(_verify_shape(s, k, c)), rf.breakdown(uniform_batch_shape(s, 1 + k, c))
+    for op in bd_c:
+        if op not in ("lm_head", "sampler"):
+            assert bd_v[op] == pytest.approx(bd_c[op], rel=1e-12), op
+
+
+def test_mla_verification_runs_in_the_absorbed_form():
+    """DeepSeek-V2-Lite: each verification query attends in the latent form, 2·heads·(576 + 512)
+    FLOPs per (query, key) pair per layer (kv_lora_rank 512 + rope 64; 16 heads; 27 layers)."""
+    rf = _roofline("deepseek-v2-lite")
+    s, k, c = 4, 2, 500
+    q = 1 + k
+    pairs = s * (q * c + q * (q + 1) // 2)
+    _, flops, _ = rf._attention(_verify_shape(s, k, c))
+    assert flops == pytest.approx(27 * pairs * 2 * 16 * (576 + 512), rel=1e-12)
+
+
+def test_drafter_passes_sequential_vs_parallel():
+    """k sequential passes cost k·c·T; parallel drafting (P-EAGLE) one pass."""
+    from sim.deploy.step_cost import BatchShape
+    t, c = ConstantCostModel(0.010), ConstantCostModel(0.001)
+    shape = _verify_shape(4, 5, 100)
+    seq = SpeculativeCostModel(t, c, 5).step(shape).time_s
+    par = SpeculativeCostModel(t, c, 5, parallel_drafting=True).step(shape).time_s
+    assert seq == pytest.approx(0.010 + 5 * 0.001) and par == pytest.approx(0.011)
+    assert SpeculativeCostModel(t, None, 5).step(shape).time_s == pytest.approx(0.010)  # n-gram
+    assert SpeculativeCostModel(t, c, 5).step(BatchShape()).time_s == 0.010  # nothing to draft from
+
+
+def test_eagle_head_weights_and_kv_in_the_memory_plan():
+    """Llama-3.1-8B EAGLE-3 head, 1 layer, 32k draft vocabulary, bf16: attention 4096·(4096 + 2·1024)
+    + 4096·4096, MLP 3·4096·14336, 2 norms of 4096, its LM head 32000·4096 and a final norm (the token
+    embedding is the target's) = 349,188,096 parameters; its KV adds one layer to every block
+    (16 tokens · 2 · 8 heads · 128 · 2 bytes = 65,536 bytes)."""
+    from sim.deploy.deployment import build_deployment
+    base = {"name": "m", "model": "llama-3.1-8b", "hardware": "h100-sxm", "engine": {"max_model_len": 4096}}
+    spec = {"method": "eagle3", "num_speculative_tokens": 3, "draft_vocab_size": 32000,
+            "acceptance": {"rate": 0.7}}
+    p0 = build_deployment(parse_experiment(base)).memory_plan
+    p1 = build_deployment(parse_experiment({**base, "engine": {"max_model_len": 4096, "speculative": spec}})).memory_plan
+    params = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336 + 2 * 4096 + 32000 * 4096 + 4096
+    assert params == 349_188_096
+    assert p1.weights_bytes - p0.weights_bytes == pytest.approx(2 * params)
+    assert p1.block_bytes - p0.block_bytes == 65_536
+    assert p1.num_kv_blocks == int((p0.kv_cache_bytes - 2 * params) // (p0.block_bytes + 65_536))
+    ngram = {**spec, "method": "ngram"}
+    p2 = build_deployment(parse_experiment({**base, "engine": {"max_model_len": 4096, "speculative": ngram}})).memory_plan
+    assert p2.num_kv_blocks == p0.num_kv_blocks  # n-gram lookup holds no weights
