@@ -326,3 +326,32 @@ def test_eagle_head_weights_and_kv_in_the_memory_plan():
     ngram = {**spec, "method": "ngram"}
     p2 = build_deployment(parse_experiment({**base, "engine": {"max_model_len": 4096, "speculative": ngram}})).memory_plan
     assert p2.num_kv_blocks == p0.num_kv_blocks  # n-gram lookup holds no weights
+
+
+def test_draft_model_method_prices_and_holds_the_whole_draft_model(tmp_path):
+    from sim.deploy.deployment import build_deployment
+    from sim.deploy.memory_plan import weights_bytes_per_gpu
+    from sim.deploy.models import load_model
+    from sim.config import ParallelConfig
+    base = {"name": "m", "model": "llama-3.1-8b", "hardware": "h100-sxm", "engine": {"max_model_len": 4096}}
+    spec = {"method": "draft_model", "draft_model": "llama-3.2-1b", "num_speculative_tokens": 4,
+            "acceptance": {"rate": 0.6}}
+    d0 = build_deployment(parse_experiment(base))
+    d1 = build_deployment(parse_experiment({**base, "engine": {"max_model_len": 4096, "speculative": spec}}))
+    draft_bytes = weights_bytes_per_gpu(load_model("llama-3.2-1b"), ParallelConfig(), "bf16")
+    assert d1.memory_plan.weights_bytes - d0.memory_plan.weights_bytes == pytest.approx(draft_bytes)
+    shape = _verify_shape(16, 4, 800)
+    t0, t1 = d0.cost_model.step(shape).time_s, d1.cost_model.step(shape).time_s
+    draft_rf = d1.cost_model.draft
+    assert draft_rf.model.name.startswith("llama-3.2-1b") or draft_rf.model.num_layers == 16
+    assert t1 > t0  # four sequential 1B passes on top of the 8B verification
+
+
+def test_missing_acceptance_trace_names_the_experiment(tmp_path):
+    from sim.deploy.deployment import build_deployment
+    cfg = parse_experiment({"name": "exp", "model": "llama-3.1-8b", "hardware": "h100-sxm",
+                            "engine": {"max_model_len": 4096, "speculative": {
+                                "method": "ngram", "num_speculative_tokens": 3,
+                                "acceptance": {"trace": "nope.csv"}}}}, "x.yaml", tmp_path)
+    with pytest.raises(ConfigError, match="exp: engine.speculative.acceptance.trace: no such file"):
+        build_deployment(cfg)

@@ -80,7 +80,10 @@ def _resolve_speculative(cfg: ExperimentConfig, engine: Any) -> Any:
     trace = spec.acceptance.trace
     if trace is None:
         return engine
-    acc = spec.acceptance.model_copy(update={"trace": str(cfg.resolve_path(trace))})
+    path = cfg.resolve_path(trace)
+    if not path.is_file():
+        raise ConfigError(f"{cfg.name}: engine.speculative.acceptance.trace: no such file: {path}")
+    acc = spec.acceptance.model_copy(update={"trace": str(path)})
     return engine.model_copy(update={"speculative": spec.model_copy(update={"acceptance": acc})})
 
 
