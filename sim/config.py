@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sim.errors import ConfigError, suggest
 from sim.speculative_config import SpeculativeConfig
 
-Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4"]
 
 
 class Frozen(BaseModel):
@@ -31,32 +31,69 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParallelConfig(Frozen):
-    """Parallelism of one replica."""
+class MoEParallelConfig(Frozen):
+    """How a MoE model's experts run across the GPUs of an expert-parallel group (``parallel.moe``)."""
 
-    tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per pipeline stage)")
+    all_to_all: Literal["auto", "low_latency", "normal"] = Field(
+        "auto", description="DeepEP kernel family for dispatch/combine: low_latency (decode: one RDMA write per "
+        "(token, expert)), normal (prefill: one copy per destination node, forwarded over NVLink); auto = "
+        "low_latency for decode-only steps, normal otherwise (SGLang's deepep_mode auto)")
+    dispatch_dtype: Literal["bf16", "fp8", "nvfp4"] = Field(
+        "fp8", description="dispatch payload format (DeepEP dispatches fp8 with per-128 scales; NVFP4 dispatch on "
+        "Blackwell); combine is always bf16")
+    two_batch_overlap: bool = Field(
+        False, description="split each step into two micro-batches so one's all-to-all overlaps the other's compute "
+        "(SGLang --enable-two-batch-overlap, vLLM dual-batch overlap)")
+    eplb: bool = Field(False, description="expert-parallel load balancer: expert placement follows the observed load, so "
+                       "only the per-step sampling noise of routing is left (DeepSeek EPLB; vLLM --enable-eplb)")
+    redundant_experts: int = Field(0, ge=0, description="extra physical expert replicas spread over the EP group "
+                                   "(vLLM num_redundant_experts, SGLang ep_num_redundant_experts)")
+    expert_load_cv: float = Field(0.0, ge=0.0, le=10.0, description="coefficient of variation of the experts' "
+                                  "routing popularity (0 = uniform routing); ignored with eplb")
+    imbalance: Literal["statistical", "none"] = Field(
+        "statistical", description="statistical: the busiest GPU's routed tokens follow the expected maximum over the EP "
+        "ranks of the per-GPU load (sampling noise + popularity); none: every GPU gets exactly its share")
+
+
+class ParallelConfig(Frozen):
+    """Parallelism of one replica (one engine), with vLLM's meanings.
+
+    ``dp`` data-parallel attention ranks each run ``tp``-way tensor parallel attention with their own
+    batch and KV cache; with ``ep > 1`` the routed experts are spread over ``ep = dp × tp`` GPUs and
+    tokens reach them through all-to-all dispatch/combine. GPUs per replica = ``dp × tp × pp``.
+    """
+
+    tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per pipeline stage of one DP rank)")
     pp: int = Field(1, ge=1, description="pipeline-parallel stages")
-    ep: int = Field(1, ge=1, description="expert-parallel degree for MoE (1 = experts sharded by TP, as vLLM without --enable-expert-parallel)")
+    dp: int = Field(1, ge=1, description="data-parallel attention ranks in one engine (each its own batch and KV cache; "
+                    "steps are synchronous across them); MoE models only, with ep = dp × tp")
+    ep: int = Field(1, ge=1, description="expert-parallel degree for MoE (1 = experts sharded by TP, as vLLM without "
+                    "--enable-expert-parallel; with dp > 1 it must be dp × tp)")
+    moe: MoEParallelConfig = MoEParallelConfig()
 
     @property
     def num_gpus(self) -> int:
         """GPUs one replica occupies."""
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
 
 
 class PrecisionConfig(Frozen):
     """Numeric formats: weights, activations (GEMM compute dtype) and KV cache."""
 
     weights: Dtype = "bf16"
-    activations: Dtype | None = Field(None, description="GEMM input dtype; default fp8 for fp8 weights (W8A8), else bf16")
+    activations: Dtype | Literal["fp4"] | None = Field(None, description="GEMM input dtype; default fp8 for fp8 weights (W8A8), fp4 for nvfp4 weights (W4A4), else bf16")
     kv_cache: Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8"] = Field("auto", description="auto = 16-bit (bf16) like vLLM's default")
+    attention: Literal["bf16", "fp8"] = Field("bf16", description="attention math (QK^T and PV): fp8 runs at the GPU's fp8 "
+                                              "tensor-core rate (FlashMLA/TRT-LLM fp8 attention; needs an fp8 KV cache)")
 
     @property
     def compute_dtype(self) -> str:
         """Dtype whose peak FLOPS applies to GEMMs."""
         if self.activations is not None:
-            return self.activations
-        return "fp8" if self.weights == "fp8" else ("fp32" if self.weights == "fp32" else "bf16")
+            return {"nvfp4": "fp4", "mxfp4": "fp4"}.get(self.activations, self.activations)
+        # NVFP4 checkpoints are W4A4 (activations quantised to NVFP4 on the fly); MXFP4 experts (gpt-oss)
+        # run as weight-only quantisation by default. A GPU without the FP4 rate falls back to bf16.
+        return {"fp8": "fp8", "fp32": "fp32", "nvfp4": "fp4"}.get(self.weights, "bf16")
 
     @property
     def kv_dtype(self) -> str:

@@ -77,7 +77,8 @@ class SpeculativeConfig(_Frozen):
     draft_tp: int | None = Field(None, ge=1, description="tensor-parallel degree of the draft model (default: the target's)")
     draft_num_layers: int = Field(1, ge=1, description="decoder layers of an EAGLE/MTP head (EAGLE-3 and DeepSeek MTP: 1; P-EAGLE: 4)")
     draft_vocab_size: int | None = Field(None, ge=1, description="vocabulary of the head's LM head (EAGLE-3 heads: often 32000); default: the target's")
-    draft_weights: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"] | None = Field(
+    # the weight formats of sim.config.Dtype (tests/test_speculative.py keeps the two lists equal)
+    draft_weights: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4"] | None = Field(
         None, description="weight format of the drafter's checkpoint (EAGLE heads and TensorRT-LLM's MTP layers ship in bf16); default: the target's")
     parallel_drafting: bool = Field(False, description="one drafter pass proposes all k tokens (P-EAGLE, vLLM's parallel_drafting) instead of k sequential passes")
     disable_by_batch_size: int | None = Field(None, ge=1, description="no speculation in a step that starts with at least this many running requests")

@@ -355,3 +355,10 @@ def test_missing_acceptance_trace_names_the_experiment(tmp_path):
                                 "acceptance": {"trace": "nope.csv"}}}}, "x.yaml", tmp_path)
     with pytest.raises(ConfigError, match="exp: engine.speculative.acceptance.trace: no such file"):
         build_deployment(cfg)
+
+
+def test_draft_weight_formats_are_the_experiment_weight_formats():
+    import typing
+    from sim.config import Dtype
+    field = SpeculativeConfig.model_fields["draft_weights"].annotation
+    assert set(typing.get_args(typing.get_args(field)[0])) == set(typing.get_args(Dtype))

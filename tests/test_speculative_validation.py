@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.fidelity.speculative_validation import TOLERANCE, all_points, mtp_sweep, p_eagle_vs_eagle3
+from sim.fidelity.speculative_validation import TOLERANCE, all_points, mtp_sweep, p_eagle_vs_eagle3, sgl_mtp_small
 
 
 def test_trtllm_mtp_depth_sweep_within_tolerance():
@@ -29,6 +29,16 @@ def test_p_eagle_over_eagle3_by_concurrency_mt_bench():
 
 
 @pytest.mark.slow
+def test_sglang_mtp_long_context_decode_with_dp_attention():
+    """DeepSeek-V3, DP attention 16 × EP 16 on H200, 2 requests per rank at 64k: the 3-token window
+    within 15 %; the simulated gain is below the measured one for both (verification attention at 64k
+    is compute bound and priced at the profile's assumed attention efficiency, docs/validation.md)."""
+    pts = sgl_mtp_small()
+    assert abs(pts[0].error) <= TOLERANCE, pts[0]
+    assert all(p.simulated < p.measured for p in pts)
+
+
+@pytest.mark.slow
 def test_all_published_points():
     pts = all_points()
-    assert sum(abs(p.error) <= TOLERANCE for p in pts) >= 22
+    assert sum(abs(p.error) <= TOLERANCE for p in pts) >= 23

@@ -35,6 +35,7 @@ class Deployment:
     engine: Any  # sim.config.EngineConfig with defaults resolved
     max_model_len: int
     num_gpus_per_replica: int
+    dp: int = 1  # data-parallel attention ranks per replica (each an engine core, stepping in lockstep)
 
 
 def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[Any, int]:
@@ -71,7 +72,7 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
         draft = load_model(str(_maybe_path(cfg, spec.draft_model))) if spec.method == "draft_model" else None
         cost_model, plan = speculative_deployment(spec, model, draft, hardware, cfg.parallel, cfg.precision, plan,
                                                   cost_model)
-    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus)
+    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus, cfg.parallel.dp)
 
 
 def _resolve_speculative(cfg: ExperimentConfig, engine: Any) -> Any:

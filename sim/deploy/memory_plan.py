@@ -129,12 +129,23 @@ def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dt
     16-bit formats: every parameter at 2 bytes. Quantised formats (fp8/int8/int4): decoder linears at
     the quantised width, everything else (embeddings, LM head, norms, routers) at 2 bytes.
     """
-    params = model.params_per_gpu(parallel.tp, parallel.pp, parallel.ep)
+    params = model.params_per_gpu(parallel.tp, parallel.pp, parallel.ep) + redundant_expert_params_per_gpu(model, parallel)
     wb = dtype_bytes(weights_dtype)
     if wb >= ACTIVATION_BYTES:
         return params * wb
     quantised = _linear_params_per_gpu(model, parallel)
     return (params - quantised) * ACTIVATION_BYTES + quantised * wb
+
+
+def redundant_expert_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) -> float:
+    """Parameters of the redundant expert replicas (``parallel.moe.redundant_experts``) one GPU holds:
+    the replicas are spread evenly over the EP group, on the most loaded pipeline stage's layers."""
+    extra = parallel.moe.redundant_experts
+    if not extra or model.moe is None:
+        return 0.0
+    per_expert = sum(g.num_layers * op.params / op.num_instances for g in model.layer_groups() for op in g.linears
+                     if op.group == "experts")
+    return per_expert * extra / parallel.ep * layers_per_stage(model.num_layers, parallel.pp) / model.num_layers
 
 
 def _linear_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) -> float:
@@ -147,7 +158,7 @@ def _linear_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) -> float:
             if op.group == "router":
                 continue
             if op.group == "experts" and ep > 1:
-                per_layer += op.params / ep
+                per_layer += op.params / ep * (1 + parallel.moe.redundant_experts / op.num_instances)
             elif op.tp == "replicated":
                 per_layer += op.params
             else:
@@ -258,6 +269,39 @@ def check_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:
     if pp > model.num_layers:
         raise InfeasibleConfigError(
             f"parallel.pp = {pp} exceeds {model.name}'s {model.num_layers} layers (one layer per stage at least)")
+    check_expert_parallelism(model, parallel)
+
+
+def check_expert_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:
+    """Reject DP/EP layouts vLLM refuses: data-parallel attention ranks and expert parallelism are for
+    MoE models; with ``dp > 1`` the experts span the whole group (``ep = dp × tp``, vLLM
+    ``--enable-expert-parallel``); without DP, EP spans the TP group (``ep = tp``); the physical
+    experts (routed + redundant) must divide evenly over the EP ranks."""
+    dp, tp, ep = parallel.dp, parallel.tp, parallel.ep
+    m = model.moe
+    if m is None:
+        if dp > 1:
+            raise InfeasibleConfigError(
+                f"parallel.dp = {dp}: {model.name} is a dense model; data-parallel attention ranks serve MoE models "
+                f"(for independent copies of a dense model use replicas: {dp})")
+        if ep > 1:
+            raise InfeasibleConfigError(f"parallel.ep = {ep}: {model.name} has no experts to spread (use parallel.ep: 1)")
+        return
+    want = dp * tp
+    if ep > 1 and ep != want:
+        raise InfeasibleConfigError(
+            f"parallel.ep = {ep}: expert parallelism spans all dp × tp = {dp} × {tp} = {want} GPUs of the engine "
+            f"(vLLM --enable-expert-parallel); valid values: 1 or {want}")
+    if dp > 1 and ep == 1:
+        raise InfeasibleConfigError(
+            f"parallel.dp = {dp} with ep = 1: DP attention needs the experts spread over the group; set parallel.ep: {want}")
+    physical = m.num_experts + parallel.moe.redundant_experts
+    if ep > 1 and physical % ep:
+        ok = [d for d in range(1, physical + 1) if physical % d == 0 and d <= 1024]
+        raise InfeasibleConfigError(
+            f"parallel.ep = {ep}: {model.name}'s {m.num_experts} routed experts + {parallel.moe.redundant_experts} redundant "
+            f"= {physical} do not divide over {ep} GPUs; valid EP degrees: {', '.join(map(str, ok[-12:]))} "
+            f"(or change parallel.moe.redundant_experts)")
 
 
 def smallest_fitting_tp(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, precision: PrecisionConfig,

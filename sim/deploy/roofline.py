@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.config import ParallelConfig, PrecisionConfig
+from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
 from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
@@ -104,7 +105,7 @@ class RooflineCostModel:
         eff, ovh = hw.efficiency, hw.overheads
         bw = hw.memory_bandwidth_bytes_per_s
         self.gemm_dtype, self.peak_flops = hw.resolve_compute_dtype(precision.compute_dtype)
-        self.attention_peak_flops = hw.peak_flops("bf16")
+        self.attention_peak_flops = hw.peak_flops(precision.attention)
         self.bandwidth = bw
         mem_bw = bw * eff.memory_efficiency.value
         gemm_flops = self.peak_flops * eff.gemm_compute_efficiency.value
@@ -134,6 +135,12 @@ class RooflineCostModel:
                                float(x.num_experts), x.experts_per_gpu, float(x.top_k), x.name, x.weight_bytes)
                               for x in self.expert_gemms)
         self.gemm_flops_per_token = sum(x.num_layers * x.flops_per_token for x in gemms)
+        # expert parallelism: the busiest GPU's share of routed tokens and, with DP attention, the
+        # all-to-all that carries tokens between DP ranks and the GPUs of their experts
+        self.dp = parallel.dp
+        self.ep_plan = (ExpertParallelPlan.build(model, hw, parallel)
+                        if model.moe is not None and ep > 1 else None)
+        self._moe_layers = sum(g.num_layers for g in model.layer_groups() if g.kind == "moe")
         self._dense_weight_bytes = sum(x.num_layers * x.weight_bytes for x in self.dense_gemms)
         self._act_bytes_per_token = sum(x.num_layers * x.act_bytes_per_token for x in gemms)
 
@@ -259,8 +266,14 @@ class RooflineCostModel:
 
     # ------------------------------------------------------------------ the hot path
 
-    def step(self, shape: BatchShape, breakdown: bool = False) -> StepCost:
-        """Price one iteration. With ``breakdown=True`` the result carries seconds per operator."""
+    def step(self, shape: BatchShape, breakdown: bool = False, group_tokens: float | None = None,
+             send_tokens: float | None = None, all_to_all: bool = True) -> StepCost:
+        """Price one iteration. With ``breakdown=True`` the result carries seconds per operator.
+
+        With data-parallel attention (:meth:`group_step`), ``group_tokens`` is the number of tokens of
+        the whole DP group that reach the MoE layers (default: this step's own) and ``send_tokens`` the
+        largest number any rank sends through the all-to-all (default: this step's own); ``all_to_all``
+        False leaves the dispatch/combine out (priced by :meth:`group_step` under two-batch overlap)."""
         n = shape.num_tokens
         bd: dict[str, float] | None = {} if breakdown else None
         if n <= 0:  # no forward pass: at most a swap-only step
@@ -287,13 +300,17 @@ class RooflineCostModel:
             if bd is not None:
                 bd[name] = bd.get(name, 0.0) + dt
         bytes_moved += self._dense_weight_bytes
-        # routed experts
+        # routed experts: `nm` tokens reach them (the whole DP group's with DP attention); the busiest
+        # GPU of the EP group carries `imb` times its mean share and sets the layer's time
+        nm = nf if group_tokens is None else float(group_tokens)
+        plan = self.ep_plan
+        imb = plan.busiest_gpu_factor(nm) if plan is not None else 1.0
         for layers, c, w, a, E, e_gpu, k, name, w_bytes in self._experts:
-            touched_frac = 1.0 - (1.0 - k / E) ** nf  # expected fraction of experts hit
-            rows = nf * k / (E * touched_frac)  # tokens each touched expert processes
-            tc = c * nf * (1.0 + n_half / rows)
+            touched_frac = 1.0 - (1.0 - k / E) ** nm  # expected fraction of experts hit
+            rows = nm * k / (E * touched_frac)  # tokens each touched expert processes
+            tc = c * nm * imb * (1.0 + n_half / rows)
             touched = e_gpu * touched_frac
-            tm = w * touched + a * nf
+            tm = w * touched + a * nm * imb
             dt = layers * ((tc if tc > tm else tm) + kernel)
             t += dt
             bytes_moved += layers * touched * w_bytes
@@ -323,6 +340,12 @@ class RooflineCostModel:
         t += tcomm
         if bd is not None and tcomm:
             bd["communication"] = tcomm
+        if all_to_all and plan is not None and plan.uses_all_to_all:
+            ta2a = self._moe_layers * plan.all_to_all(nf if send_tokens is None else float(send_tokens),
+                                                      decode_only=shape.num_decode_seqs == shape.num_seqs).time_s
+            t += ta2a
+            if bd is not None:
+                bd["all_to_all"] = ta2a
 
         # LM head, logits gather and sampler: one row per scheduled request
         rows = float(shape.num_seqs)
@@ -362,6 +385,36 @@ class RooflineCostModel:
         prefill = t * shape.num_prefill_tokens / nf
         return StepCost(time_s=t, flops=flops_gpu, bytes_moved=bytes_gpu, mfu=mfu, mbu=mbu,
                         prefill_time_s=prefill, breakdown=bd if bd is not None else {})
+
+    def group_step(self, shapes: list[BatchShape]) -> tuple[float, list[StepCost]]:
+        """One synchronous step of a data-parallel attention group: every rank runs its own batch
+        through attention, all ranks' tokens meet in the MoE layers, and the slowest rank sets the pace
+        (idle ranks run a dummy batch, which is never the slowest). Returns (seconds, per-rank costs)."""
+        total = float(sum(s.num_tokens for s in shapes))
+        most = float(max((s.num_tokens for s in shapes), default=0))
+        plan = self.ep_plan
+        if plan is None or not plan.two_batch_overlap or not plan.uses_all_to_all:
+            costs = [self.step(s, group_tokens=total, send_tokens=most) for s in shapes]
+            return max((c.time_s for c in costs), default=0.0), costs
+        # Two-batch overlap: each rank splits its batch in two micro-batches; while one computes, the
+        # other's dispatch/combine is on the wire. The compute stream runs both halves (weights are read
+        # twice, GEMMs see half the rows) on the SMs the communication kernels leave free; the step
+        # takes the longer of the compute and communication streams.
+        costs = []
+        slowest = 0.0
+        for s in shapes:
+            half = s.scaled(0.5)
+            c = self.step(half, group_tokens=total / 2, send_tokens=most / 2, all_to_all=False)
+            decode_only = s.num_decode_seqs == s.num_seqs
+            compute = (2.0 * c.time_s - self.per_iteration_s) / plan.compute_share(decode_only)
+            comm = 2.0 * self._moe_layers * plan.all_to_all(most / 2, decode_only).time_s
+            t_rank = compute if compute > comm else comm
+            slowest = t_rank if t_rank > slowest else slowest
+            costs.append(StepCost(time_s=t_rank, flops=2 * c.flops, bytes_moved=2 * c.bytes_moved,
+                                  mfu=2 * c.flops / (t_rank * self.peak_flops),
+                                  mbu=2 * c.bytes_moved / (t_rank * self.bandwidth),
+                                  prefill_time_s=t_rank * s.num_prefill_tokens / max(1, s.num_tokens)))
+        return slowest, costs
 
     def _attention(self, shape: BatchShape) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of attention over all layers."""

@@ -105,13 +105,7 @@ class SpeculativeCostModel:
         if self.draft is None or shape.num_tokens <= 0 or (shape.num_spec_seqs == 0 and shape.num_prefill_tokens == 0):
             return 0.0, 0.0, 0.0
         s, k = shape.num_spec_seqs, self.num_speculative_tokens
-        first = dataclasses.replace(shape, num_spec_tokens=0, swap_bytes=0)
-        if self.parallel_drafting and s and k > 1:
-            extra = s * (k - 1)  # mask tokens, each attending to its request's context
-            first = dataclasses.replace(
-                first, num_tokens=first.num_tokens + extra, num_spec_tokens=extra,
-                sum_ctx_x_new=first.sum_ctx_x_new + (k - 1) * shape.sum_spec_kv_tokens,
-                sum_new_sq=first.sum_new_sq + extra, sum_kv_tokens=first.sum_kv_tokens + extra)
+        first = self._first_pass_shape(shape)
         c1 = self._pass_s(first)
         t = c1.time_s - self._cpu_overhead_s(first.num_seqs)
         flops, bytes_ = c1.flops, c1.bytes_moved
@@ -121,6 +115,36 @@ class SpeculativeCostModel:
             flops += (k - 1) * c.flops
             bytes_ += (k - 1) * c.bytes_moved
         return max(t, 0.0), flops, bytes_
+
+    def group_step(self, shapes: list[BatchShape]) -> tuple[float, list[StepCost]]:
+        """A synchronous step of data-parallel attention ranks (``RooflineCostModel.group_step``): the
+        target's group step, then the drafter's passes, each pass a group step of its own (an MTP
+        layer's experts span the ranks too), paced by the slowest rank."""
+        dt, costs = self.target.group_step(shapes)
+        if self.draft is None or not any(s.num_spec_seqs or s.num_prefill_tokens for s in shapes):
+            return dt, costs
+        k = self.num_speculative_tokens
+        rows = max(s.num_seqs for s in shapes)
+        first = [self._first_pass_shape(s) for s in shapes]
+        td = self.draft.group_step(first)[0] - self._cpu_overhead_s(rows)
+        if k > 1 and not self.parallel_drafting:
+            later = [_decode_shape(s.num_spec_seqs, s.sum_spec_kv_tokens) for s in shapes]
+            td += (k - 1) * (self.draft.group_step(later)[0] - self._cpu_overhead_s(max(s.num_spec_seqs for s in shapes)))
+        td = max(td, 0.0)
+        return dt + td, [dataclasses.replace(c, time_s=c.time_s + td) for c in costs]
+
+    def _first_pass_shape(self, shape: BatchShape) -> BatchShape:
+        """The drafter's first pass: every token of the step (one logit row per request), plus the
+        mask tokens of parallel drafting."""
+        s, k = shape.num_spec_seqs, self.num_speculative_tokens
+        first = dataclasses.replace(shape, num_spec_tokens=0, swap_bytes=0)
+        if self.parallel_drafting and s and k > 1:
+            extra = s * (k - 1)  # mask tokens, each attending to its request's context
+            first = dataclasses.replace(
+                first, num_tokens=first.num_tokens + extra, num_spec_tokens=extra,
+                sum_ctx_x_new=first.sum_ctx_x_new + (k - 1) * shape.sum_spec_kv_tokens,
+                sum_new_sq=first.sum_new_sq + extra, sum_kv_tokens=first.sum_kv_tokens + extra)
+        return first
 
     def step(self, shape: BatchShape) -> StepCost:
         """Target step (verification included) plus the drafter's passes."""

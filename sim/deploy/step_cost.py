@@ -39,6 +39,18 @@ class BatchShape:
         """Number of (query, key) pairs attention computes: Σ new_i·ctx_i + new_i(new_i+1)/2."""
         return self.sum_ctx_x_new + (self.sum_new_sq + self.num_tokens) // 2
 
+    def scaled(self, fraction: float) -> BatchShape:
+        """The shape of ``fraction`` of this batch's requests (every sum is over requests, so each scales;
+        e.g. one of two equal micro-batches is ``scaled(0.5)``). Sums may become fractional."""
+        f = fraction
+        return BatchShape(num_seqs=self.num_seqs * f, num_tokens=self.num_tokens * f,
+                          num_decode_seqs=self.num_decode_seqs * f, sum_ctx_x_new=self.sum_ctx_x_new * f,
+                          sum_new_sq=self.sum_new_sq * f, sum_kv_tokens=self.sum_kv_tokens * f,
+                          num_prefill_tokens=self.num_prefill_tokens * f, swap_bytes=self.swap_bytes * f,
+                          sum_decode_kv_tokens=self.sum_decode_kv_tokens * f, num_spec_seqs=self.num_spec_seqs * f,
+                          num_spec_tokens=self.num_spec_tokens * f, sum_spec_pairs=self.sum_spec_pairs * f,
+                          sum_spec_kv_tokens=self.sum_spec_kv_tokens * f)
+
 
 class BatchShapeBuilder:
     """Accumulates a :class:`BatchShape` while a scheduler walks its requests (O(1) per request)."""

@@ -50,6 +50,7 @@ from policies.base import Scheduler
 from policies.registry import get_policy, get_router
 from policies.speculative import Speculator, spec_decode_counters
 from sim.deploy.step_cost import CostModel, StepCost
+from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
 from sim.errors import ConfigError
@@ -87,6 +88,7 @@ class ReplicaSetup:
     kv_block_bytes: int = 0  # bytes of one KV block on one GPU (sizes the swap pool, prices swaps)
     swap_bandwidth_bytes_per_s: float = 0.0  # host<->device bandwidth; 0 = DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S
     frontend_s: float = 0.0  # API-server latency between a request's arrival and the engine seeing it
+    dp: int = 1  # data-parallel attention ranks per replica, stepping in lockstep (sim.engine.dp_group)
 
 
 @dataclass
@@ -157,7 +159,7 @@ class _IterationLog:
 class _Replica:
     """One engine instance: a scheduler, its KV cache, the cost model and the iteration log."""
 
-    def __init__(self, index: int, setup: ReplicaSetup, cluster: _Cluster) -> None:
+    def __init__(self, index: int, setup: ReplicaSetup, cluster: _Cluster, dp_group: DPGroup | None = None) -> None:
         eng = setup.engine
         num_cpu_blocks = 0
         if eng.preemption_mode == "swap" and setup.kv_block_bytes > 0:
@@ -184,6 +186,9 @@ class _Replica:
                                  else eng.async_scheduling)
         self.inbox: deque[tuple[float, Request]] = deque()  # (delivered_s, request), in delivery order
         self.plan_cutoff_s = 0.0  # requests delivered at or before this time are visible to the next plan
+        # DP attention: this engine core is one rank of a group whose steps are synchronous
+        self.dp_group = dp_group
+        self.dp_rank = index % setup.dp
 
     def submit(self, req: Request) -> bool:
         """Hand ``req`` to the scheduler (through the inbox under async scheduling); wake the loop if it
@@ -221,6 +226,7 @@ class _Replica:
         kind_code = log.kind_code
         ends = log.end_s
         inbox = self.inbox
+        group = self.dp_group
         while True:
             if inbox:
                 self._admit_visible(sched.has_unfinished())
@@ -255,7 +261,10 @@ class _Replica:
                 raise SimulationInvariantError(f"cost model returned step time {dt!r} for {shape}")
             num_waiting, num_running, usage = sched.num_waiting + len(inbox), len(sched.running), kv.usage
             self.plan_cutoff_s = now  # the next step is planned while this one runs
-            yield timeout(dt)
+            if group is None:
+                yield timeout(dt)
+            else:  # the group's slowest rank sets the step time; it may start later than planned
+                now, dt, cost = yield from group.step(self.dp_rank, shape)
             end = env.now
             iteration = len(ends)
             finished = update(out, iteration, end, dt)
@@ -315,7 +324,10 @@ class _Cluster:
         self.workload = workload
         self.max_duration_s = max_duration_s
         self.seed_seq = seed_seq
-        self.replicas = [_Replica(i, setup, self) for i in range(num_replicas)]
+        # with DP attention every rank is an engine core of its own, behind the same router
+        groups = [DPGroup(env, setup.dp, setup.cost_model) if setup.dp > 1 else None for _ in range(num_replicas)]
+        self.replicas = [_Replica(i, setup, self, groups[i // setup.dp]) for i in range(num_replicas * setup.dp)]
+        num_replicas *= setup.dp
         self.router = get_router(router)(num_replicas, np.random.default_rng(self.stream(0)))
         self.requests: list[Request] = []
         self.num_ended = 0

@@ -28,7 +28,8 @@ from policies.speculative import acceptance_rate_for_length
 from sim.config import parse_experiment
 from sim.runs.runner import run
 
-__all__ = ["SpecPoint", "TRTLLM_MTP", "P_EAGLE", "mtp_sweep", "p_eagle_vs_eagle3", "all_points", "TOLERANCE"]
+__all__ = ["SpecPoint", "TRTLLM_MTP", "P_EAGLE", "SGL_MTP_SMALL", "mtp_sweep", "p_eagle_vs_eagle3", "sgl_mtp_small",
+           "all_points", "TOLERANCE"]
 
 #: the issue's target: simulated speedup within 15 % of the measured one
 TOLERANCE = 0.15
@@ -94,7 +95,7 @@ def mtp_sweep(depths: tuple[int, ...] = (1, 2, 3, 4, 5)) -> list[SpecPoint]:
     the same 8); the MTP layers are bf16 as in the blog."""
     al = np.asarray(TRTLLM_MTP["acceptance_length"])
     prods = np.diff(al)  # Π_{j≤i} α_j
-    common = dict(model="deepseek-r1", hardware="b200", parallel={"tp": 8}, precision={"weights": "int4"},
+    common = dict(model="deepseek-r1", hardware="b200", parallel={"tp": 8}, precision={"weights": "nvfp4"},
                   clients=1, num_requests=3, input_tokens=1024, output_tokens=2048, budget=8192)
     base = 1000.0 / _summary(spec=None, **common)["mean_tpot_ms"]
     out = []
@@ -126,7 +127,7 @@ def p_eagle_vs_eagle3(dataset: str = "MT-Bench", concurrency: tuple[int, ...] = 
     out = []
     for c in concurrency:
         common = dict(model="gpt-oss-20b", hardware="b200", parallel={"tp": 1},
-                      precision={"weights": "int4", "kv_cache": "fp8"}, clients=c, num_requests=max(2 * c, 4),
+                      precision={"weights": "mxfp4", "kv_cache": "fp8"}, clients=c, num_requests=max(2 * c, 4),
                       input_tokens=128, output_tokens=output_tokens, budget=100_000)
         sp, se = _summary(spec=p_spec, **common), _summary(spec=e_spec, **common)
         ratio = sp["output_throughput"] / se["output_throughput"]
@@ -135,9 +136,55 @@ def p_eagle_vs_eagle3(dataset: str = "MT-Bench", concurrency: tuple[int, ...] = 
     return out
 
 
+#: LMSYS blog "Accelerating SGLang with Multiple Token Prediction" (2025-07-17), case study 1: tokens/s
+#: per rank without overlap scheduling, no MTP vs a 3- and 4-token MTP window (topk 1: 2 and 3 drafts):
+#: https://lmsys.org/blog/2025-07-17-mtp/
+SGL_MTP_SMALL = {"baseline": 51.0, "windows": {2: (81.5, 2.18), 3: (82.0, 2.44)}}
+
+
+def _decode_rate(model: str, hardware: str, parallel: dict, precision: dict, spec: dict | None, clients: int,
+                 input_tokens: int, output_tokens: int, budget: int) -> tuple[float, float]:
+    """Steady-state decode tokens/s of one rank and the mean acceptance length: the prompts are
+    prefilled first (one request per client), then the decode steps of rank 0 are timed — what a
+    decode node of a prefill/decode-disaggregated deployment runs."""
+    engine: dict[str, Any] = {"policy": "vllm", "max_num_seqs": 1024, "max_num_batched_tokens": budget,
+                              "max_model_len": input_tokens + output_tokens + 64, "enable_prefix_caching": False}
+    if spec is not None:
+        engine["speculative"] = spec
+    cfg = parse_experiment({
+        "name": "spec-validation", "seed": 0, "model": model, "hardware": hardware, "parallel": parallel,
+        "precision": precision, "engine": engine,
+        "workload": {"num_requests": clients, "arrival": {"process": "closed", "clients": clients},
+                     "input_tokens": {"dist": "fixed", "value": input_tokens},
+                     "output_tokens": {"dist": "fixed", "value": output_tokens}}})
+    res = run(cfg)
+    it = res.iterations
+    rank0 = it[(it["replica"] == 0) & (it["kind"] == "decode")]
+    full = rank0[rank0["num_seqs"] == rank0["num_seqs"].max()]  # every request of the rank decoding
+    al = _al(res.summary)
+    return float(full["num_seqs"].iloc[0]) * al / float(full["time_s"].mean()), al
+
+
+def sgl_mtp_small() -> list[SpecPoint]:
+    """SGLang DeepSeek-V3 decode on 2 nodes of 8×H200 (DP attention 16, EP 16), 2 requests per rank
+    at 64k context: per-rank decode tokens/s with MTP over without. Decode-only (the blog's decode
+    nodes of a PD deployment); fp8 weights, bf16 KV; the MTP layer in bf16."""
+    common = dict(model="deepseek-v3", hardware="h200", parallel={"tp": 1, "dp": 16, "ep": 16},
+                  precision={"weights": "fp8"}, clients=32, input_tokens=65536, output_tokens=512, budget=16384)
+    base, _ = _decode_rate(spec=None, **common)
+    out = []
+    for k, (tps, al) in SGL_MTP_SMALL["windows"].items():
+        spec = {"method": "mtp", "num_speculative_tokens": k, "draft_weights": "bf16",
+                "acceptance": {"rate": float(acceptance_rate_for_length(al, k))}}
+        rate, sim_al = _decode_rate(spec=spec, **common)
+        out.append(SpecPoint("SGL-MTP-SMALL", f"{k + 1}-token window", rate / base,
+                             tps / SGL_MTP_SMALL["baseline"], sim_al))
+    return out
+
+
 def all_points() -> list[SpecPoint]:
-    """Every compared point (about 30 s)."""
-    pts = mtp_sweep()
+    """Every compared point (about 40 s)."""
+    pts = mtp_sweep() + sgl_mtp_small()
     for ds in P_EAGLE:
         pts += p_eagle_vs_eagle3(ds)
     return pts

@@ -31,7 +31,7 @@ def replica_setup(dep: Deployment, num_kv_blocks: int | None = None) -> ReplicaS
         max_model_len=dep.max_model_len, cost_model=dep.cost_model,
         kv_block_bytes=int(dep.memory_plan.block_bytes),
         swap_bandwidth_bytes_per_s=float(hw.pcie_bandwidth_bytes_per_s),
-        frontend_s=float(hw.tunable_parameters()["frontend_s"]))
+        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp)
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,

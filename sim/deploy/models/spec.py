@@ -39,7 +39,10 @@ DTYPE_BYTES: dict[str, float] = {
     "fp32": 4, "float32": 4,
     "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "auto": 2,
     "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1,
-    "int4": 0.5, "fp4": 0.5, "mxfp4": 0.5, "nvfp4": 0.5,
+    "int4": 0.5, "fp4": 0.5,
+    # block-scaled 4-bit formats, scales included (OCP MX spec; NVIDIA NVFP4): MXFP4 = E2M1 + one E8M0
+    # scale per 32 elements; NVFP4 = E2M1 + one E4M3 scale per 16 elements
+    "mxfp4": 0.5 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
 }
 
 
