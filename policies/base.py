@@ -396,7 +396,7 @@ class Scheduler(abc.ABC):
         if not self.supports_speculation:
             raise ConfigError(
                 f"engine.speculative: policy '{self.policy_name}' does not schedule speculative draft tokens "
-                "(supported: vllm, as vLLM V1 does); remove engine.speculative or use policy: vllm")
+                "(policies that do: vllm, sglang); remove engine.speculative or use one of those")
         self.speculator = speculator
         self.decode_group = None
 

@@ -201,7 +201,7 @@ def test_lookahead_slots_are_not_hashed_into_the_prefix_cache():
 
 def test_other_policies_refuse_speculation_clearly():
     eng = engine(spec_cfg())
-    for name in ("sarathi", "orca", "vllm-v0", "static", "sglang"):
+    for name in ("sarathi", "orca", "vllm-v0", "static"):
         sched = get_policy(name)(eng.model_copy(update={"max_num_batched_tokens": 4096}),
                                  KVCacheManager(64, 16), 4096)
         with pytest.raises(ConfigError, match="engine.speculative: policy"):
@@ -362,3 +362,37 @@ def test_draft_weight_formats_are_the_experiment_weight_formats():
     from sim.config import Dtype
     field = SpeculativeConfig.model_fields["draft_weights"].annotation
     assert set(typing.get_args(typing.get_args(field)[0])) == set(typing.get_args(Dtype))
+
+
+def test_mtp_with_dp_attention_and_expert_parallelism_runs_in_lockstep():
+    """DeepSeek-V2-Lite, 2 DP attention ranks × EP 2: an MTP run completes (KV invariants hold at the
+    end of the run), every rank verifies drafts, and a group step costs the target's group step plus
+    the drafter's passes."""
+    from sim.deploy.deployment import build_deployment
+    from sim.runs.runner import run as run_experiment
+    d = {"name": "dp", "model": "deepseek-v2-lite", "hardware": "h100-sxm", "parallel": {"tp": 1, "dp": 2, "ep": 2},
+         "engine": {"max_model_len": 4096, "speculative": {"method": "mtp", "num_speculative_tokens": 2,
+                                                           "acceptance": {"per_position": [0.8, 0.6]}}},
+         "workload": {"num_requests": 40, "arrival": {"process": "poisson", "rate": 10.0},
+                      "input_tokens": {"dist": "fixed", "value": 256}, "output_tokens": {"dist": "fixed", "value": 64}}}
+    res = run_experiment(parse_experiment(d))
+    assert res.summary["completed"] == 40
+    assert res.summary["spec_decode"]["mean_acceptance_length"] == pytest.approx(1 + 0.8 + 0.48, abs=0.1)
+    assert set(res.requests["replica"]) == {0, 1}
+    cm = build_deployment(parse_experiment(d)).cost_model
+    shapes = [_verify_shape(4, 2, 300), _verify_shape(2, 2, 300)]
+    t_spec, costs = cm.group_step(shapes)
+    t_target, _ = cm.target.group_step(shapes)
+    assert t_spec > t_target and len(costs) == 2
+
+
+def test_sglang_decode_batches_verify_drafts():
+    """SGLang's decode batch carries the drafts too (its prefill batches never do)."""
+    specs = [RequestSpec(0.005 * i, 64, 80) for i in range(24)]
+    base = run(None, specs, policy="sglang")
+    out = run(spec_cfg(3, rate=0.7), specs, policy="sglang")
+    assert (out.requests.num_output_tokens == 80).all()
+    m = spec_decode_metrics(out.stats["spec_decode"])
+    assert m["mean_acceptance_length"] == pytest.approx(closed_form_tokens_per_step(0.7, 3), abs=0.1)
+    assert out.requests.tpot_s.mean() < 0.6 * base.requests.tpot_s.mean()
+    assert not (out.iterations["kind"] == "mixed").any()
