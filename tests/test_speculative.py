@@ -396,3 +396,20 @@ def test_sglang_decode_batches_verify_drafts():
     assert m["mean_acceptance_length"] == pytest.approx(closed_form_tokens_per_step(0.7, 3), abs=0.1)
     assert out.requests.tpot_s.mean() < 0.6 * base.requests.tpot_s.mean()
     assert not (out.iterations["kind"] == "mixed").any()
+
+
+def test_saved_result_keeps_bursts_and_the_report_shows_spec_metrics(tmp_path):
+    from sim.report import write_report
+    from sim.runs.runner import run as run_experiment
+    from sim.runs.storage import load_result
+    d = {"name": "r", "model": "llama-3.2-1b", "hardware": "h100-sxm",
+         "engine": {"max_model_len": 2048, "speculative": {"method": "eagle3", "num_speculative_tokens": 3,
+                                                           "acceptance": {"rate": 0.7}}},
+         "workload": {"num_requests": 20, "arrival": {"process": "poisson", "rate": 4.0},
+                      "input_tokens": {"dist": "fixed", "value": 64}, "output_tokens": {"dist": "fixed", "value": 32}}}
+    res = run_experiment(parse_experiment(d), out_dir=tmp_path)
+    back = load_result(tmp_path)
+    np.testing.assert_array_equal(back.timeline.bursts, res.timeline.bursts)
+    assert request_token_times(back.timeline, 3).size == 32
+    md = (tmp_path / "report.md").read_text() if write_report(tmp_path) else ""
+    assert "mean acceptance length" in md and "Speculative decoding" in md
