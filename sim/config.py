@@ -83,6 +83,9 @@ class PrecisionConfig(Frozen):
     weights: Dtype = "bf16"
     activations: Dtype | Literal["fp4"] | None = Field(None, description="GEMM input dtype; default fp8 for fp8 weights (W8A8), fp4 for nvfp4 weights (W4A4), else bf16")
     kv_cache: Literal["auto", "fp32", "bf16", "fp16", "fp8", "int8"] = Field("auto", description="auto = 16-bit (bf16) like vLLM's default")
+    experts: Dtype | None = Field(None, description="routed experts' weight format when it differs from `weights` "
+                                  "(nvfp4 experts with fp8 attention, as NVIDIA's DeepSeek-R1 FP4 checkpoints; mxfp4 "
+                                  "experts for gpt-oss)")
     attention: Literal["bf16", "fp8"] = Field("bf16", description="attention math (QK^T and PV): fp8 runs at the GPU's fp8 "
                                               "tensor-core rate (FlashMLA/TRT-LLM fp8 attention; needs an fp8 KV cache)")
 
@@ -94,6 +97,13 @@ class PrecisionConfig(Frozen):
         # NVFP4 checkpoints are W4A4 (activations quantised to NVFP4 on the fly); MXFP4 experts (gpt-oss)
         # run as weight-only quantisation by default. A GPU without the FP4 rate falls back to bf16.
         return {"fp8": "fp8", "fp32": "fp32", "nvfp4": "fp4"}.get(self.weights, "bf16")
+
+    @property
+    def expert_compute_dtype(self) -> str:
+        """Dtype whose peak FLOPS applies to the routed experts' GEMMs."""
+        if self.experts is None or self.activations is not None:
+            return self.compute_dtype
+        return {"fp8": "fp8", "fp32": "fp32", "nvfp4": "fp4"}.get(self.experts, "bf16")
 
     @property
     def kv_dtype(self) -> str:

@@ -242,3 +242,19 @@ def test_validation_table_covers_five_published_measurements():
     val = _validation_module()
     assert len({(c.id, c.what) for c in val.CASES}) >= 5
     assert val.table().count("\n") == len(val.CASES) + 1
+
+
+def test_expert_precision_applies_to_routed_experts_only():
+    """NVIDIA's FP4 DeepSeek checkpoints: NVFP4 routed experts, the other linears FP8."""
+    par = _par(8)
+    fp8 = weights_bytes_per_gpu(V3, par, "fp8")
+    mixed = weights_bytes_per_gpu(V3, par, "fp8", "nvfp4")
+    expert_params = sum(g.num_layers * op.params for g in V3.layer_groups() for op in g.linears if op.group == "experts") / 8
+    assert fp8 - mixed == pytest.approx(expert_params * (1.0 - (0.5 + 1 / 16)), rel=1e-9)
+    assert weights_bytes_per_gpu(V3, par, "fp8", "fp8") == fp8
+    hw = load_profile("b200")
+    shape = uniform_batch_shape(2, 2048, 0)
+    a = RooflineCostModel(V3, hw, par, PrecisionConfig(weights="fp8")).step(shape, breakdown=True).breakdown
+    b = RooflineCostModel(V3, hw, par, PrecisionConfig(weights="fp8", experts="nvfp4")).step(shape, breakdown=True).breakdown
+    assert b["experts.gate_up_proj"] < a["experts.gate_up_proj"]  # FP4 peak for the experts
+    assert b["o_proj"] == a["o_proj"] and b["attention"] == a["attention"]  # the rest unchanged

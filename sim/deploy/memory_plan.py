@@ -123,7 +123,8 @@ def layers_per_stage(num_layers: int, pp: int) -> int:
     return -(-num_layers // pp)
 
 
-def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dtype: str) -> float:
+def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dtype: str,
+                          experts_dtype: str | None = None) -> float:
     """Resident weight bytes on the most loaded GPU.
 
     16-bit formats: every parameter at 2 bytes. Quantised formats (fp8/int8/int4): decoder linears at
@@ -131,6 +132,12 @@ def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dt
     """
     params = model.params_per_gpu(parallel.tp, parallel.pp, parallel.ep) + redundant_expert_params_per_gpu(model, parallel)
     wb = dtype_bytes(weights_dtype)
+    if experts_dtype is not None and experts_dtype != weights_dtype:
+        # routed experts in their own format, the other decoder linears in `weights_dtype`, the rest 16-bit
+        experts = _linear_params_per_gpu(model, parallel, only_experts=True)
+        others = _linear_params_per_gpu(model, parallel) - experts
+        rest = params - experts - others
+        return rest * max(wb, ACTIVATION_BYTES) + others * wb + experts * dtype_bytes(experts_dtype)
     if wb >= ACTIVATION_BYTES:
         return params * wb
     quantised = _linear_params_per_gpu(model, parallel)
@@ -148,14 +155,15 @@ def redundant_expert_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) 
     return per_expert * extra / parallel.ep * layers_per_stage(model.num_layers, parallel.pp) / model.num_layers
 
 
-def _linear_params_per_gpu(model: ModelSpec, parallel: ParallelConfig) -> float:
-    """Decoder-linear parameters (router excluded) on the most loaded stage's GPU."""
+def _linear_params_per_gpu(model: ModelSpec, parallel: ParallelConfig, only_experts: bool = False) -> float:
+    """Decoder-linear parameters (router excluded; ``only_experts``: routed experts only) on the most
+    loaded stage's GPU."""
     tp, ep = parallel.tp, parallel.ep
     total = 0.0
     for g in model.layer_groups():
         per_layer = 0.0
         for op in g.linears:
-            if op.group == "router":
+            if op.group == "router" or (only_experts and op.group != "experts"):
                 continue
             if op.group == "experts" and ep > 1:
                 per_layer += op.params / ep * (1 + parallel.moe.redundant_experts / op.num_instances)
@@ -234,7 +242,7 @@ def plan_memory(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig,
 def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, precision: PrecisionConfig,
           engine: EngineConfig, max_model_len: int) -> MemoryPlan:
     budget = hw.memory_bytes * engine.gpu_memory_utilization
-    weights = weights_bytes_per_gpu(model, parallel, precision.weights)
+    weights = weights_bytes_per_gpu(model, parallel, precision.weights, precision.experts)
     mnbt = engine.max_num_batched_tokens or max(max_model_len, 2048)
     act = activation_peak_bytes(model, parallel, mnbt, engine.max_num_seqs,
                                 hw.memory_reserve.activation_workspace_bytes.value)

@@ -115,6 +115,12 @@ class RooflineCostModel:
         wb = dtype_bytes(precision.weights)
         self.n_half = (eff.gemm_half_tokens.value * min(1.0, wb / ACT_BYTES)
                        * self.peak_flops / hw.peak_flops("bf16"))
+        # routed experts may use their own format (precision.experts): their own bytes, peak and ramp
+        wbe = dtype_bytes(precision.experts or precision.weights)
+        _, expert_peak = hw.resolve_compute_dtype(precision.expert_compute_dtype)
+        expert_gemm_flops = expert_peak * eff.gemm_compute_efficiency.value
+        self.n_half_experts = (eff.gemm_half_tokens.value * min(1.0, wbe / ACT_BYTES)
+                               * expert_peak / hw.peak_flops("bf16"))
         self.gemm_kernel_s = ovh.gemm_kernel_s.value
         kvb = dtype_bytes(precision.kv_dtype)
         L = model.num_layers
@@ -125,7 +131,9 @@ class RooflineCostModel:
         gemms: list[_Gemm] = []
         for g in model.layer_groups():
             for name, ops in _fuse(g.linears):
-                gemms.append(self._gemm(g, name, ops, tp, ep, wb, gemm_flops, mem_bw))
+                routed = ops[0].group == "experts"
+                gemms.append(self._gemm(g, name, ops, tp, ep, wbe if routed else wb,
+                                        expert_gemm_flops if routed else gemm_flops, mem_bw))
         self.dense_gemms = tuple(x for x in gemms if not x.num_experts)
         self.expert_gemms = tuple(x for x in gemms if x.num_experts)
         # for the hot path: (layers, sec/token compute, weight s, act s/token, name)
@@ -304,11 +312,12 @@ class RooflineCostModel:
         # GPU of the EP group carries `imb` times its mean share and sets the layer's time
         nm = nf if group_tokens is None else float(group_tokens)
         plan = self.ep_plan
+        n_half_e = self.n_half_experts
         imb = plan.busiest_gpu_factor(nm) if plan is not None else 1.0
         for layers, c, w, a, E, e_gpu, k, name, w_bytes in self._experts:
             touched_frac = 1.0 - (1.0 - k / E) ** nm  # expected fraction of experts hit
             rows = nm * k / (E * touched_frac)  # tokens each touched expert processes
-            tc = c * nm * imb * (1.0 + n_half / rows)
+            tc = c * nm * imb * (1.0 + n_half_e / rows)
             touched = e_gpu * touched_frac
             tm = w * touched + a * nm * imb
             dt = layers * ((tc if tc > tm else tm) + kernel)
