@@ -187,7 +187,7 @@ def speculative_deployment(spec: Any, target: Any, draft_model: Any | None, hard
     if not spec.drafts_with_model:
         return SpeculativeCostModel(target_cost, None, spec.num_speculative_tokens), plan
     dprec = precision if spec.draft_weights is None else precision.model_copy(
-        update={"weights": spec.draft_weights, "activations": None})
+        update={"weights": spec.draft_weights, "activations": None, "experts": None})
     if spec.method == "draft_model":
         arch = draft_model
         dpar = parallel.model_copy(update={"tp": spec.draft_tp or parallel.tp, "pp": 1,

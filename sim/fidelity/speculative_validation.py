@@ -90,12 +90,11 @@ def _al(summary: dict[str, Any]) -> float:
 def mtp_sweep(depths: tuple[int, ...] = (1, 2, 3, 4, 5)) -> list[SpecPoint]:
     """TensorRT-LLM DeepSeek-R1 MTP 0–5 at batch 1 on 8×B200: tokens/s/user over MTP 0.
 
-    NVFP4 MoE/dense weights are run at 4 bits (``int4``: the same bytes per weight; at batch 1 decode
-    is weight-read bound); experts TP-sharded over the 8 GPUs (the blog's TP4×EP2 spreads them over
-    the same 8); the MTP layers are bf16 as in the blog."""
+    The blog's recipe: NVFP4 experts, bf16 attention; experts TP-sharded over the 8 GPUs (the blog's
+    TP4×EP2 spreads them over the same 8); the MTP layers are bf16 as in the blog."""
     al = np.asarray(TRTLLM_MTP["acceptance_length"])
     prods = np.diff(al)  # Π_{j≤i} α_j
-    common = dict(model="deepseek-r1", hardware="b200", parallel={"tp": 8}, precision={"weights": "nvfp4"},
+    common = dict(model="deepseek-r1", hardware="b200", parallel={"tp": 8}, precision={"weights": "bf16", "experts": "nvfp4"},
                   clients=1, num_requests=3, input_tokens=1024, output_tokens=2048, budget=8192)
     base = 1000.0 / _summary(spec=None, **common)["mean_tpot_ms"]
     out = []
@@ -114,7 +113,7 @@ def p_eagle_vs_eagle3(dataset: str = "MT-Bench", concurrency: tuple[int, ...] = 
                       output_tokens: int = 1024) -> list[SpecPoint]:
     """vLLM P-EAGLE (K = 7) over EAGLE-3 (K = 3) output throughput on one B200, gpt-oss-20b.
 
-    MXFP4 experts run at 4 bits; FP8 KV cache; no chunked prefill (budget 100000) and no prefix
+    MXFP4 experts, bf16 elsewhere; FP8 KV cache; no chunked prefill (budget 100000) and no prefix
     caching, as the blog's serve command; heads in bf16 with a 32k draft vocabulary (EAGLE-3 heads'
     reduced vocabulary); MT-Bench-like prompts of 128 tokens."""
     pub = P_EAGLE[dataset]
@@ -127,7 +126,7 @@ def p_eagle_vs_eagle3(dataset: str = "MT-Bench", concurrency: tuple[int, ...] = 
     out = []
     for c in concurrency:
         common = dict(model="gpt-oss-20b", hardware="b200", parallel={"tp": 1},
-                      precision={"weights": "mxfp4", "kv_cache": "fp8"}, clients=c, num_requests=max(2 * c, 4),
+                      precision={"weights": "bf16", "experts": "mxfp4", "kv_cache": "fp8"}, clients=c, num_requests=max(2 * c, 4),
                       input_tokens=128, output_tokens=output_tokens, budget=100_000)
         sp, se = _summary(spec=p_spec, **common), _summary(spec=e_spec, **common)
         ratio = sp["output_throughput"] / se["output_throughput"]
