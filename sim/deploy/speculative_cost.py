@@ -137,7 +137,12 @@ class SpeculativeCostModel:
         """The drafter's first pass: every token of the step (one logit row per request), plus the
         mask tokens of parallel drafting."""
         s, k = shape.num_spec_seqs, self.num_speculative_tokens
-        first = dataclasses.replace(shape, num_spec_tokens=0, swap_bytes=0)
+        # (built directly: dataclasses.replace costs more than pricing the pass)
+        first = BatchShape(num_seqs=shape.num_seqs, num_tokens=shape.num_tokens, num_decode_seqs=shape.num_decode_seqs,
+                           sum_ctx_x_new=shape.sum_ctx_x_new, sum_new_sq=shape.sum_new_sq,
+                           sum_kv_tokens=shape.sum_kv_tokens, num_prefill_tokens=shape.num_prefill_tokens,
+                           sum_decode_kv_tokens=shape.sum_decode_kv_tokens, num_spec_seqs=s,
+                           sum_spec_pairs=shape.sum_spec_pairs, sum_spec_kv_tokens=shape.sum_spec_kv_tokens)
         if self.parallel_drafting and s and k > 1:
             extra = s * (k - 1)  # mask tokens, each attending to its request's context
             first = dataclasses.replace(
