@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.fidelity.speculative_validation import TOLERANCE, all_points, mtp_sweep, p_eagle_vs_eagle3, sgl_mtp_small
+from sim.fidelity.speculative_validation import TOLERANCE, all_points, mtp_sweep, p_eagle_vs_eagle3, sgl_mtp_large, sgl_mtp_small
 
 
 def test_trtllm_mtp_depth_sweep_within_tolerance():
@@ -39,6 +39,14 @@ def test_sglang_mtp_long_context_decode_with_dp_attention():
 
 
 @pytest.mark.slow
+def test_sglang_mtp_wide_ep_high_batch():
+    """128 requests per rank, one draft: the gain over no MTP is small (+14.2 % measured) and within
+    15 % over DeepSeek's published 85–90 % acceptance range."""
+    for p in sgl_mtp_large((0.85, 0.90)):
+        assert abs(p.error) <= TOLERANCE, p
+
+
+@pytest.mark.slow
 def test_all_published_points():
     pts = all_points()
-    assert sum(abs(p.error) <= TOLERANCE for p in pts) >= 24
+    assert sum(abs(p.error) <= TOLERANCE for p in pts) >= 25
