@@ -69,20 +69,24 @@ class SpecPoint:
         return self.simulated / self.measured - 1.0
 
 
-def _summary(model: str, hardware: str, parallel: dict, precision: dict, spec: dict | None, clients: int,
-             num_requests: int, input_tokens: int, output_tokens: int, budget: int) -> dict[str, Any]:
+def _run(model: str, hardware: str, parallel: dict, precision: dict, spec: dict | None, clients: int,
+         num_requests: int, input_tokens: int, output_tokens: int, budget: int) -> Any:
+    """One closed-loop run of the recreated setup (vLLM policy, no prefix caching)."""
     engine: dict[str, Any] = {"policy": "vllm", "max_num_seqs": 1024, "max_num_batched_tokens": budget,
                               "max_model_len": input_tokens + output_tokens + 64, "enable_prefix_caching": False}
     if spec is not None:
         engine["speculative"] = spec
-    cfg = parse_experiment({
+    return run(parse_experiment({
         "name": "spec-validation", "seed": 0, "model": model, "hardware": hardware, "parallel": parallel,
         "precision": precision, "engine": engine,
         "workload": {"num_requests": num_requests,
                      "arrival": {"process": "closed", "clients": clients, "think_time_s": 0.0},
                      "input_tokens": {"dist": "fixed", "value": input_tokens},
-                     "output_tokens": {"dist": "fixed", "value": output_tokens}}})
-    return run(cfg).summary
+                     "output_tokens": {"dist": "fixed", "value": output_tokens}}}))
+
+
+def _summary(**kwargs: Any) -> dict[str, Any]:
+    return _run(**kwargs).summary
 
 
 def _al(summary: dict[str, Any]) -> float:
@@ -149,17 +153,7 @@ def _decode_rate(model: str, hardware: str, parallel: dict, precision: dict, spe
     """Steady-state decode tokens/s of one rank and the mean acceptance length: the prompts are
     prefilled first (one request per client), then the decode steps of rank 0 are timed — what a
     decode node of a prefill/decode-disaggregated deployment runs."""
-    engine: dict[str, Any] = {"policy": "vllm", "max_num_seqs": 1024, "max_num_batched_tokens": budget,
-                              "max_model_len": input_tokens + output_tokens + 64, "enable_prefix_caching": False}
-    if spec is not None:
-        engine["speculative"] = spec
-    cfg = parse_experiment({
-        "name": "spec-validation", "seed": 0, "model": model, "hardware": hardware, "parallel": parallel,
-        "precision": precision, "engine": engine,
-        "workload": {"num_requests": clients, "arrival": {"process": "closed", "clients": clients},
-                     "input_tokens": {"dist": "fixed", "value": input_tokens},
-                     "output_tokens": {"dist": "fixed", "value": output_tokens}}})
-    res = run(cfg)
+    res = _run(model, hardware, parallel, precision, spec, clients, clients, input_tokens, output_tokens, budget)
     it = res.iterations
     rank0 = it[(it["replica"] == 0) & (it["kind"] == "decode")]
     full = rank0[rank0["num_seqs"] == rank0["num_seqs"].max()]  # every request of the rank decoding
