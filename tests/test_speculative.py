@@ -413,3 +413,12 @@ def test_saved_result_keeps_bursts_and_the_report_shows_spec_metrics(tmp_path):
     assert request_token_times(back.timeline, 3).size == 32
     md = (tmp_path / "report.md").read_text() if write_report(tmp_path) else ""
     assert "mean acceptance length" in md and "Speculative decoding" in md
+
+
+def test_draft_model_must_share_the_tokenizer():
+    from sim.deploy.deployment import build_deployment
+    cfg = parse_experiment({"name": "m", "model": "llama-3.1-8b", "hardware": "h100-sxm", "engine": {
+        "max_model_len": 4096, "speculative": {"method": "draft_model", "draft_model": "qwen2.5-0.5b",
+                                               "num_speculative_tokens": 3, "acceptance": {"rate": 0.5}}}})
+    with pytest.raises(ConfigError, match="share the target's tokenizer"):
+        build_deployment(cfg)

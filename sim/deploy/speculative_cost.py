@@ -29,6 +29,7 @@ from typing import Any
 from sim.deploy.memory_plan import ACTIVATION_BYTES, check_parallelism, kv_block_bytes, weights_bytes_per_gpu
 from sim.deploy.roofline import RooflineCostModel
 from sim.deploy.step_cost import BatchShape, StepCost
+from sim.errors import ConfigError
 
 __all__ = ["SpeculativeCostModel", "draft_head_spec", "with_drafter_memory", "drafter_weights_bytes",
            "speculative_deployment"]
@@ -195,6 +196,10 @@ def speculative_deployment(spec: Any, target: Any, draft_model: Any | None, hard
         update={"weights": spec.draft_weights, "activations": None, "experts": None})
     if spec.method == "draft_model":
         arch = draft_model
+        if arch.vocab_size != target.vocab_size:
+            raise ConfigError(
+                f"engine.speculative.draft_model: {arch.name} has a {arch.vocab_size}-token vocabulary, "
+                f"{target.name} {target.vocab_size}: a draft model must share the target's tokenizer")
         dpar = parallel.model_copy(update={"tp": spec.draft_tp or parallel.tp, "pp": 1,
                                            "ep": 1 if not draft_model.is_moe else parallel.ep})
         check_parallelism(arch, dpar)
