@@ -147,7 +147,6 @@ class Speculator:
             self._request_rates.pop(req.request_id, None)
 
 
-
 def _load_trace(path: str, k: int) -> np.ndarray:
     """Per-request conditional acceptance rates from a CSV trace (``acceptance_rate`` in [0, 1], or
     ``acceptance_length`` in [1, k + 1] converted with :func:`acceptance_rate_for_length`)."""
