@@ -95,16 +95,13 @@ class StepBuilder:
         self.scheduled.append(req)
         self.num_scheduled_tokens[req.request_id] = num_new_tokens
         drafts = self.num_draft_tokens
-        if drafts is not None:  # speculation: tokens past num_tokens are drafts to verify
-            d = req.num_computed_tokens + num_new_tokens - req.num_tokens
-            if d > 0:
-                drafts[req.request_id] = d
-                self.shape.add_verify(num_new_tokens, req.num_computed_tokens, d)
-                self.token_budget -= num_new_tokens
-                if req.first_scheduled_s < 0:
-                    req.first_scheduled_s = self.now_s
-                return
-        self.shape.add(num_new_tokens, req.num_computed_tokens)
+        # speculation: tokens past num_tokens are drafts to verify
+        d = 0 if drafts is None else req.num_computed_tokens + num_new_tokens - req.num_tokens
+        if d > 0:
+            drafts[req.request_id] = d
+            self.shape.add_verify(num_new_tokens, req.num_computed_tokens, d)
+        else:
+            self.shape.add(num_new_tokens, req.num_computed_tokens)
         self.token_budget -= num_new_tokens
         if req.first_scheduled_s < 0:
             req.first_scheduled_s = self.now_s
@@ -404,8 +401,9 @@ class Scheduler(abc.ABC):
         """Tokens ``req`` would compute now: min(remaining, long_prefill_token_threshold if > 0, budget).
 
         With speculation on, a running decoding request (one token to compute, at least one emitted;
-        not one just resumed, whose drafts were dropped) also carries ``num_lookahead`` draft tokens, never more than its remaining output minus one; the
-        budget cuts drafts first, as vLLM's scheduler does."""
+        not one just resumed, whose drafts were dropped) also carries ``num_lookahead`` draft tokens,
+        never more than its remaining output minus one; the budget cuts drafts first, as vLLM's
+        scheduler does."""
         n = req.num_tokens - req.num_computed_tokens
         if n == 1 and self.num_lookahead and req.num_output_tokens and req.status is RequestStatus.RUNNING:
             d = req.max_output_tokens - req.num_output_tokens - 1
