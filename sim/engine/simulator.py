@@ -171,7 +171,8 @@ class _Replica:
         policy_cls = get_policy(eng.policy)
         self.scheduler: Scheduler = policy_cls(eng, self.kv, setup.max_model_len, **dict(eng.policy_options))
         if getattr(eng, "speculative", None) is not None:  # its own random stream per replica
-            self.scheduler.enable_speculation(Speculator(eng.speculative, np.random.default_rng(cluster.stream(1, index))))
+            rng = np.random.default_rng(cluster.stream(1, index))
+            self.scheduler.enable_speculation(Speculator(eng.speculative, rng))
         self.cost_model = setup.cost_model
         self.swap_s_per_byte = 0.0 if getattr(setup.cost_model, "prices_swap", False) else (
             1.0 / (setup.swap_bandwidth_bytes_per_s or DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S))
