@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sim.deploy.hardware import HardwareProfile
 from sim.errors import ConfigError, unknown_name
+from sim.strict_yaml import read_text_file
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -79,4 +80,4 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
 
 @lru_cache(maxsize=64)
 def _load_file(path: str, mtime_ns: int) -> HardwareProfile:
-    return HardwareProfile.from_yaml_text(Path(path).read_text(encoding="utf-8"), path)
+    return HardwareProfile.from_yaml_text(read_text_file(path, "hardware profile"), path)

@@ -32,10 +32,12 @@ __all__ = ["Deployment", "build_deployment", "run", "save_result", "load_result"
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
-        progress: bool = False, report: bool = False) -> RunResult:
+        progress: Any = False, report: bool = False, **kwargs: Any) -> RunResult:
     """Simulate one experiment and return its :class:`RunResult` (optionally also written to
-    ``out_dir``, with ``report.html``/``report.md`` when ``report``)."""
-    result = _run(cfg, out_dir=out_dir, progress=progress)
+    ``out_dir``, with ``report.html``/``report.md`` when ``report``). ``progress=True`` shows a
+    progress bar for runs over ~2 s; other keywords (``percentiles``, ``save_detailed``) as
+    :func:`sim.runs.runner.run`."""
+    result = _run(cfg, out_dir=out_dir, progress=progress, **kwargs)
     if out_dir is not None and report:
         write_report(out_dir)
     return result

@@ -52,7 +52,17 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="simctl")
 def cli() -> None:
-    """simctl — discrete-event simulator of LLM serving (latency tails, fluidity, goodput, capacity)."""
+    """simctl — discrete-event simulator of LLM serving (latency tails, fluidity, goodput, capacity).
+
+    \b
+    Main tasks, one example each (files in experiments/):
+      simulate a deployment     simctl run experiments/quickstart.yaml
+      tensor-parallel sweep     simctl sweep experiments/llama70b-sweep.yaml
+      MLPerf SLO preset         simctl capacity experiments/capacity_llama31_8b_mlperf_server.yaml
+      cost per token            simctl run experiments/quickstart.yaml --set cost.gpu_hour_usd=2.5
+      trace replay              simctl run experiments/azure_conv_replay.yaml
+      against a real benchmark  simctl compare results/quickstart vllm_result.json
+    """
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,19 +16,20 @@ import importlib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
+from sim.config_base import Frozen
 from sim.errors import ConfigError, suggest
+from sim.limits import MAX_REPLICAS
 from sim.speculative_config import SpeculativeConfig
+from sim.strict_yaml import check_numbers, load_yaml_file, load_yaml_text
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4"]
-
-
-class Frozen(BaseModel):
-    """Base for config sections: immutable, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MoEParallelConfig(Frozen):
@@ -130,6 +131,9 @@ class EngineConfig(Frozen):
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
     speculative: SpeculativeConfig | None = Field(None, description="speculative decoding / multi-token prediction (docs/speculative.md); None = off")
 
+# Keys the loader sets; a file (or --set) may not.
+INTERNAL_KEYS = ("base_dir",)
+
 # Sections validated by models that live with the code that uses them: key -> "module:Class".
 SECTION_MODELS: dict[str, str] = {
     "workload": "workloads.config:WorkloadConfig",
@@ -146,14 +150,14 @@ class ExperimentConfig(Frozen):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = Field("experiment", description="run name; the default output directory is results/<name sanitised>/")
+    seed: int = Field(0, ge=0, le=2 ** 63 - 1, description="root of every random stream (numpy SeedSequence: non-negative)")
     model: str
     hardware: str
     parallel: ParallelConfig = ParallelConfig()
     precision: PrecisionConfig = PrecisionConfig()
     engine: EngineConfig = EngineConfig()
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     router: str = "round-robin"
     max_duration_s: float | None = Field(None, gt=0, description="simulation horizon; unfinished requests are reported as backlog")
     warmup_s: float = Field(0.0, ge=0, description="requests arriving before this time are excluded from latency statistics")
@@ -171,8 +175,10 @@ class ExperimentConfig(Frozen):
         return path if path.is_absolute() else Path(self.base_dir) / path
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (the resolved config saved next to results)."""
-        out = self.model_dump(mode="json", exclude={"workload", "slo", "search", "sweep", "cost"})
+        """Plain-dict form (the resolved config saved next to results). It parses back to an equal
+        config: ``parse_experiment(cfg.to_dict(), base_dir=cfg.base_dir)`` simulates identically.
+        ``base_dir`` is left out: it is where the file was, not a setting."""
+        out = self.model_dump(mode="json", exclude={"workload", "slo", "search", "sweep", "cost", "base_dir"})
         for key in SECTION_MODELS:
             val = getattr(self, key)
             out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val
@@ -229,8 +235,12 @@ def parse_experiment(data: dict[str, Any], source: str = "<experiment>", base_di
     """Validate a parsed experiment mapping. ``source`` names the file in error messages."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the experiment must be a YAML mapping, got {type(data).__name__}")
+    for key in INTERNAL_KEYS:
+        if key in data:
+            raise ConfigError(f"{source}: {key}: internal key, set from where the file is; remove it")
+    check_numbers(data, source)
     data = copy.deepcopy(data)
-    data.setdefault("base_dir", str(base_dir))
+    data["base_dir"] = str(base_dir)
     sections: dict[str, Any] = {}
     for key in SECTION_MODELS:
         raw = data.pop(key, None)
@@ -252,26 +262,48 @@ def parse_experiment(data: dict[str, Any], source: str = "<experiment>", base_di
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Load and validate an experiment YAML file."""
+    """Load and validate an experiment YAML file (read strictly: :mod:`sim.strict_yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = load_yaml_file(path, "experiment file")
     return parse_experiment(data, str(path), path.resolve().parent)
 
 
+def parse_set_value(text: str, key: str = "") -> Any:
+    """A ``--set KEY=VALUE`` value: YAML (``4``, ``true``, ``[1, 2]``, ``{dist: fixed, value: 8}``)."""
+    return load_yaml_text(text, f"--set {key}={text}")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str) -> tuple[Any, str | int]:
+    """The container and key/index ``dotted`` names inside ``data`` (creating missing mappings)."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {dotted}: empty key component")
+    cur: Any = data
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i]) or "(top level)"
+        if isinstance(cur, list):
+            if not part.lstrip("-").isdigit() or not -len(cur) <= int(part) < len(cur):
+                raise ConfigError(f"--set {dotted}: {here} is a list of {len(cur)} item(s); "
+                                  f"'{part}' is not an index in it (0 to {len(cur) - 1})")
+            key: str | int = int(part)
+        elif isinstance(cur, dict):
+            key = part
+        else:
+            raise ConfigError(f"--set {dotted}: {here} is the value {cur!r}, not a mapping; "
+                              f"cannot set '{'.'.join(parts[i:])}' inside it")
+        if i == len(parts) - 1:
+            return cur, key
+        if isinstance(cur, dict) and cur.get(key) is None:
+            cur[key] = {}
+        cur = cur[key]
+    raise AssertionError("unreachable")
+
+
 def with_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """Return a new validated config with dotted-key overrides applied (``{"parallel.tp": 4}``)."""
+    """Return a new validated config with dotted-key overrides applied (``{"parallel.tp": 4}``;
+    list items by index: ``{"workload.classes.0.weight": 2}``)."""
     data = cfg.to_dict()
     for dotted, value in overrides.items():
-        cur = data
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            if cur.get(p) is None:
-                cur[p] = {}
-            cur = cur[p]
-        cur[parts[-1]] = value
+        container, key = _set_dotted(data, dotted)
+        container[key] = value
     return parse_experiment(data, f"<{cfg.name} with {overrides}>", cfg.base_dir)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from sim.config_base import Frozen
 
 __all__ = ["SpeculativeConfig", "AcceptanceConfig", "ClassAcceptance", "MODEL_DRAFTED_METHODS"]
 
@@ -18,11 +20,7 @@ __all__ = ["SpeculativeConfig", "AcceptanceConfig", "ClassAcceptance", "MODEL_DR
 MODEL_DRAFTED_METHODS = ("eagle", "eagle3", "mtp", "draft_model")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClassAcceptance(_Frozen):
+class ClassAcceptance(Frozen):
     """Acceptance of one request class: a constant per-position ``rate`` or ``per_position`` rates."""
 
     rate: float | None = Field(None, ge=0.0, le=1.0, description="conditional acceptance rate α of every draft position")
@@ -38,7 +36,7 @@ class ClassAcceptance(_Frozen):
         return self
 
 
-class AcceptanceConfig(_Frozen):
+class AcceptanceConfig(Frozen):
     """How many draft tokens the target accepts.
 
     Exactly one of ``rate`` (the same conditional rate α at every position), ``per_position``
@@ -68,7 +66,7 @@ class AcceptanceConfig(_Frozen):
         return self
 
 
-class SpeculativeConfig(_Frozen):
+class SpeculativeConfig(Frozen):
     """Speculative decoding of one replica (``engine.speculative``)."""
 
     method: Literal["eagle", "eagle3", "mtp", "draft_model", "ngram", "suffix"]

@@ -7,7 +7,13 @@ import pytest
 
 from sim.config import parse_experiment
 from sim.errors import ConfigError
-from sim.measure.pricing import API_PRICES, API_PRICES_AS_OF, CostConfig, cost_summary, gpu_hour_price
+from sim.measure.pricing import (
+    API_PRICES,
+    API_PRICES_AS_OF,
+    CostConfig,
+    cost_summary,
+    gpu_hour_price,
+)
 
 SUMMARY = {"output_throughput": 1000.0, "total_token_throughput": 4000.0}  # 3000 input tok/s
 

@@ -6,9 +6,9 @@ import pytest
 
 from sim.config import EngineConfig
 from sim.deploy.step_cost import BatchShape, ConstantCostModel, StepCost
+from sim.engine import simulator as engine_mod
 from sim.engine.request import RECORD_COLUMNS, RequestSpec
 from sim.engine.simulator import ITERATION_COLUMNS, ReplicaSetup, simulate
-from sim.engine import simulator as engine_mod
 from workloads.base import OpenLoopWorkload
 
 D = 0.1  # seconds per step

@@ -17,9 +17,16 @@ import pytest
 
 from hwprofiles import load_profile
 from sim.config import ParallelConfig, PrecisionConfig, parse_experiment
-from sim.deploy.expert_parallel import (COMBINE_BYTES, DISPATCH_BYTES, LL_RDMA_EFFICIENCY, NVLINK_EFFICIENCY,
-                                        PHASE_LATENCY_S, ExpertParallelPlan, dispatch_bytes_per_token,
-                                        expected_max_standard_normal)
+from sim.deploy.expert_parallel import (
+    COMBINE_BYTES,
+    DISPATCH_BYTES,
+    LL_RDMA_EFFICIENCY,
+    NVLINK_EFFICIENCY,
+    PHASE_LATENCY_S,
+    ExpertParallelPlan,
+    dispatch_bytes_per_token,
+    expected_max_standard_normal,
+)
 from sim.deploy.memory_plan import check_parallelism, plan_memory, weights_bytes_per_gpu
 from sim.deploy.models import load_model
 from sim.deploy.roofline import RooflineCostModel, uniform_batch_shape

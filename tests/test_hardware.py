@@ -5,7 +5,12 @@ import pytest
 import yaml
 
 from hwprofiles import list_profiles, load_profile
-from sim.deploy.hardware import GIB, MEMORY_PARAMETERS, TIMING_PARAMETERS, HardwareProfile
+from sim.deploy.hardware import (
+    GIB,
+    MEMORY_PARAMETERS,
+    TIMING_PARAMETERS,
+    HardwareProfile,
+)
 from sim.errors import ConfigError, UnknownNameError
 
 REQUIRED = {"a100-sxm-40gb", "a100-sxm-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l40s", "l4", "a10g", "mi300x"}

@@ -10,7 +10,11 @@ from hwprofiles import load_profile
 from sim.config import ParallelConfig, PrecisionConfig
 from sim.deploy.hardware import HardwareProfile
 from sim.deploy.models import ModelSpec, load_model
-from sim.deploy.roofline import RooflineCostModel, single_request_shape, uniform_batch_shape
+from sim.deploy.roofline import (
+    RooflineCostModel,
+    single_request_shape,
+    uniform_batch_shape,
+)
 from sim.deploy.step_cost import BatchShape, BatchShapeBuilder
 
 # --------------------------------------------------------------------------- a tiny model, by hand

@@ -18,8 +18,10 @@ import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from sim.config import Frozen
+from sim.limits import MAX_CLIENTS
 from workloads.lengths import LengthDistribution, parse_duration_dist
 from workloads.registry import Registry
 
@@ -29,10 +31,8 @@ ARRIVAL_PROCESSES: Registry = Registry("arrival process", "process")
 _CHUNK = 4096
 
 
-class ArrivalProcess(BaseModel):
+class ArrivalProcess(Frozen):
     """Base class: a frozen parameter model that also generates arrival times."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     process: str
     closed_loop: ClassVar[bool] = False
@@ -154,10 +154,8 @@ class OfflineArrival(ArrivalProcess):
         return np.zeros(num_requests)
 
 
-class Stage(BaseModel):
+class Stage(Frozen):
     """One piece of a piecewise-constant rate profile."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rate: float = Field(..., ge=0, description="Poisson rate during the stage (req/s)")
     duration_s: float = Field(..., gt=0)
@@ -219,7 +217,7 @@ class ClosedArrival(ArrivalProcess):
     optional think time (``think_time_s``: seconds or a distribution). All clients start at t = 0."""
 
     process: Literal["closed"] = "closed"
-    clients: int = Field(..., ge=1)
+    clients: int = Field(..., ge=1, le=MAX_CLIENTS)
     think_time_s: Any = Field(0.0, validate_default=True, description="seconds, or a distribution mapping (sampled per request)")
     closed_loop: ClassVar[bool] = True
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sim.config import Frozen
+from sim.limits import MAX_PREFIX_GROUPS, MAX_REQUESTS
 from workloads.arrivals import ArrivalProcess, OfflineArrival, parse_arrival
 from workloads.lengths import LengthDistribution, parse_duration_dist, parse_length
 from workloads.registry import invalid
 from workloads.scenarios import SCENARIOS, canonical_scenario
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Frozen(Frozen):
+    """The shared config base (sim.config.Frozen: unknown keys and booleans/non-finite numbers refused)."""
 
 
 class TraceConfig(_Frozen):
@@ -42,7 +44,7 @@ class PrefixConfig(_Frozen):
     """Shared prompt prefixes (system prompts, few-shot templates): each request in group g starts with
     the same ``prefix_tokens``-long segment, so a prefix cache can reuse its KV blocks."""
 
-    num_groups: int = Field(..., ge=1)
+    num_groups: int = Field(..., ge=1, le=MAX_PREFIX_GROUPS)
     prefix_tokens: Any = Field(..., description="prefix length per group: tokens, or a distribution drawn once per group")
     assignment: Literal["uniform", "round-robin", "zipf"] = Field("uniform", description="how requests pick a group")
     zipf_s: float = Field(1.0, ge=0, description="zipf assignment: P(group g) ∝ 1/(g+1)^zipf_s")
@@ -104,7 +106,7 @@ class ClassConfig(_RequestStream):
 
     name: str = Field(..., min_length=1)
     weight: float = Field(1.0, gt=0)
-    num_requests: int | None = Field(None, ge=1, description="cap on this class's own stream")
+    num_requests: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="cap on this class's own stream")
     prefix: PrefixConfig | None = None
     conversation: ConversationConfig | None = None
 
@@ -113,7 +115,7 @@ class WorkloadConfig(_RequestStream):
     """The ``workload:`` section. See docs/workloads.md for every key."""
 
     scenario: str | None = Field(None, description="preset: mlperf-server, mlperf-server-interactive, mlperf-offline, mlperf-singlestream")
-    num_requests: int | None = Field(None, ge=1, description="stop after this many requests")
+    num_requests: int | None = Field(None, ge=1, le=MAX_REQUESTS, description="stop after this many requests")
     duration_s: float | None = Field(None, gt=0, description="no request is sent after this time")
     max_concurrency: int | None = Field(None, ge=1, description="open loop: at most this many requests in flight (vllm bench --max-concurrency)")
     classes: tuple[ClassConfig, ...] = ()
@@ -152,6 +154,7 @@ class WorkloadConfig(_RequestStream):
 
     @model_validator(mode="after")
     def _check(self) -> "WorkloadConfig":
+        self._check_size()
         names = [c.name for c in self.classes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -181,6 +184,19 @@ class WorkloadConfig(_RequestStream):
                 if not (self.classes and all(c.num_requests for c in self.classes if c.arrival is proc)):
                     raise invalid("give num_requests or duration_s (the workload would never end)")
         return self
+
+    def _check_size(self) -> None:
+        """Refuse workloads that would generate more than MAX_REQUESTS requests before any runs."""
+        if self.num_requests is not None:
+            return
+        rate = self.mean_rate
+        horizon = self.duration_s
+        stages = [p for p in [self.arrival, *(c.arrival for c in self.classes)] if p is not None and p.self_limiting]
+        if horizon is None and stages:
+            horizon = max(p.total_duration_s for p in stages)  # type: ignore[attr-defined]
+        if rate is not None and horizon is not None and rate * horizon > MAX_REQUESTS:
+            raise invalid(f"rate × duration = {rate:g} req/s × {horizon:g} s ≈ {rate * horizon:.3g} requests, above "
+                          f"the limit of {MAX_REQUESTS:,} per run (docs/experiment.md, Limits); set num_requests")
 
     # ---- load changes -------------------------------------------------------------------------
     @property

@@ -30,7 +30,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -39,6 +38,8 @@ from pydantic import (
 )
 from scipy import special, stats
 
+from sim.config import Frozen
+from sim.limits import MAX_TOKENS
 from workloads.datasets import canonical_dataset, load_dataset
 from workloads.registry import Registry, invalid
 from workloads.traces import read_length_column
@@ -47,17 +48,19 @@ LENGTH_DISTRIBUTIONS: Registry = Registry("length distribution", "dist")
 
 # Terms of the survival-function sum evaluated one by one before an unbounded tail is closed analytically.
 _DIRECT_TERMS = 200_000
+_UNBOUNDED_CLIP = 2 ** 62
 _moment_cache: dict[str, tuple[float, float]] = {}
 
 
-class LengthDistribution(BaseModel):
+class LengthDistribution(Frozen):
     """Base class: a frozen parameter model that also samples and knows its exact moments."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     dist: str
-    min: int = Field(1, ge=1, description="smallest value; samples below are clipped up (normal: truncated)")
-    max: int | None = Field(None, ge=1, description="largest value; samples above are clipped down (normal: truncated)")
+    # ge=0 here because durations (think times) start at 0 s; token counts are held to ≥ 1 by
+    # parse_length. The bound is a value, never inferred from which keys were written, so a dumped
+    # config parses back to the same distribution.
+    min: int = Field(1, ge=0, le=MAX_TOKENS, description="smallest value; samples below are clipped up (normal: truncated)")
+    max: int | None = Field(None, ge=1, le=MAX_TOKENS, description="largest value; samples above are clipped down (normal: truncated)")
 
     # Largest value R can take (None = unbounded); lets the moment sum stop early.
     _support_max: ClassVar[int | None] = None
@@ -107,14 +110,17 @@ class LengthDistribution(BaseModel):
         """``n`` integer samples (int64, each in ``[min, max]``). The first k of ``sample(rng, n)``
         equal ``sample(rng, k)`` from the same generator state (draws are sequential)."""
         raw = self._sample_int(rng, n)
-        hi = self.max if self.max is not None else np.iinfo(np.int64).max
+        # Unbounded laws are clipped at 2**62, which int64 holds exactly (clipping at int64's max
+        # rounds up to 2**63 in float64 and wraps to a negative length).
+        hi = self.max if self.max is not None else _UNBOUNDED_CLIP
         return np.clip(np.nan_to_num(raw, nan=self.min, posinf=hi, neginf=self.min), self.min, hi).astype(np.int64)
 
     def sample_real(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Continuous draws for durations (think times): raw ``X``, clipped only to an explicitly given
-        ``min``/``max`` (the default ``min: 1`` of token counts does not apply)."""
+        """Continuous draws for durations (think times): raw ``X`` clipped to [min, max]. Durations
+        parsed by :func:`parse_duration_dist` default to ``min: 0``, so only a bound written in the
+        file clips them."""
         x = np.asarray(self._sample_real(rng, n), dtype=float)
-        lo = self.min if "min" in self.model_fields_set else 0.0
+        lo = float(self.min)
         hi = self.max if self.max is not None else np.inf
         return np.clip(x, lo, hi)
 
@@ -203,7 +209,7 @@ class FixedLength(LengthDistribution):
     """Always ``value`` (then clipped to [min, max]). ``input_tokens: 512`` is shorthand for this."""
 
     dist: Literal["fixed"] = "fixed"
-    value: int = Field(..., ge=1)
+    value: int = Field(..., ge=1, le=MAX_TOKENS)
 
     def _sample_real(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, float(self.value))
@@ -221,8 +227,8 @@ class UniformLength(LengthDistribution):
     (before clipping). As a think time: continuous uniform on [low, high]."""
 
     dist: Literal["uniform"] = "uniform"
-    low: int = Field(..., ge=0)
-    high: int = Field(..., ge=0)
+    low: int = Field(..., ge=0, le=MAX_TOKENS)
+    high: int = Field(..., ge=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _check(self) -> "UniformLength":
@@ -518,8 +524,10 @@ def parse_length(value: Any, column: Literal["input", "output"] | None = None) -
     if isinstance(value, bool):
         raise invalid("expected a token count or a distribution mapping")
     if isinstance(value, (int, float)):
-        if float(value) != int(value) or value < 1:
+        if not math.isfinite(value) or float(value) != int(value) or value < 1:
             raise invalid("a fixed token count must be a whole number ≥ 1")
+        if value > MAX_TOKENS:
+            raise invalid(f"a token count above {MAX_TOKENS:,} (simctl's limit; docs/experiment.md, Limits)")
         return FixedLength(value=int(value))
     if isinstance(value, dict):
         data = dict(value)
@@ -527,7 +535,10 @@ def parse_length(value: Any, column: Literal["input", "output"] | None = None) -
             data["dist"] = "dataset"
         if data.get("dist") in ("dataset",) and column is not None:
             data.setdefault("column", column)
-        return LENGTH_DISTRIBUTIONS.validate(data)  # type: ignore[return-value]
+        dist = LENGTH_DISTRIBUTIONS.validate(data)
+        if dist.min < 1:  # type: ignore[attr-defined]
+            raise invalid("min must be ≥ 1 for a token count")
+        return dist  # type: ignore[return-value]
     raise invalid("expected a token count or a distribution mapping")
 
 
@@ -551,6 +562,7 @@ def parse_duration_dist(value: Any) -> LengthDistribution:
             is_fixed = False
         if is_fixed:
             return FixedSeconds.model_validate({**data, "dist": "fixed"})
+        data.setdefault("min", 0)  # seconds start at 0, not at the 1-token floor of lengths
         return LENGTH_DISTRIBUTIONS.validate(data)  # type: ignore[return-value]
     raise invalid("expected seconds or a distribution mapping")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,39 @@ def _detect_format(path: Path, fmt: str) -> str:
 
 
 def read_table(path: Path, fmt: str = "auto") -> tuple[pd.DataFrame, str]:
-    """Read a CSV/JSONL file as strings-or-numbers; TraceError for missing, empty or malformed files."""
+    """Read a CSV/JSONL file as strings-or-numbers; TraceError for missing, empty or malformed files
+    (a truncated or corrupt ``.gz`` included)."""
     if not path.is_file():
         raise TraceError(f"{path}: no such trace file")
-    fmt = _detect_format(path, fmt)
+    try:
+        return _read_table(path, _detect_format(path, fmt))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TraceError(f"{path}: the gzip data is truncated or corrupt ({exc or type(exc).__name__}); "
+                         "re-download or re-compress the file") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every non-blank line of a JSON Lines file (optionally ``.gz``) as an object; TraceError naming
+    the line otherwise. Also reads benchmark exports (sim.fidelity.export_readers)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows: list[dict[str, Any]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TraceError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise TraceError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            rows.append(obj)
+    return rows
+
+
+def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, str]:
     if fmt == "csv":
         try:
             df = pd.read_csv(path, skipinitialspace=True)
@@ -79,20 +109,7 @@ def read_table(path: Path, fmt: str = "auto") -> tuple[pd.DataFrame, str]:
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise TraceError(f"{path}: not a readable CSV file: {exc}") from None
     else:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        rows: list[dict[str, Any]] = []
-        with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}: line {lineno}: not valid JSON: {exc.msg}") from None
-                if not isinstance(obj, dict):
-                    raise TraceError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-                rows.append(obj)
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame(read_json_lines(path))
     if len(df) == 0:
         raise TraceError(f"{path}: the trace has no rows")
     return df, fmt
@@ -198,6 +215,10 @@ def window_trace(trace: Trace, start_s: float = 0.0, duration_s: float | None = 
     if duration_s is not None:
         keep &= t < start_s + duration_s
     idx = np.flatnonzero(keep)
+    if idx.size == 0 and t.size:  # an empty window is a mistake, not a run of 0 requests
+        span = f"[{float(t.min()):g}, {float(t.max()):g}] s"
+        raise TraceError(f"{trace.path}: trace.start_s = {start_s:g}" + (f", duration_s = {duration_s:g}" if duration_s else "")
+                         + f" selects no request: the trace's arrivals span {span}")
     if max_requests is not None:
         idx = idx[:max_requests]
     return (t[idx] - start_s) / speedup, trace.input_tokens[idx], trace.output_tokens[idx]

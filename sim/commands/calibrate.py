@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sim.errors import ConfigError
+from sim.outpaths import ensure_writable_file
 
 
 def _print_fit(fit, names: list[str]) -> None:
@@ -15,13 +16,23 @@ def _print_fit(fit, names: list[str]) -> None:
 
     console = Console()
     t = Table(title="fitted parameters")
-    for col, just in (("parameter", "left"), ("start", "right"), ("fitted", "right"), ("± 1σ", "right")):
+    for col, just in (("parameter", "left"), ("start", "right"), ("fitted", "right"), ("± 1σ", "right"),
+                      ("status", "left")):
         t.add_column(col, justify=just)
+    undetermined = []
     for n in names:
         s = fit.stderr.get(n)
+        known = s is not None and s == s
+        if not known:
+            undetermined.append(n)
         t.add_row(n, f"{fit.initial[n]:.4g}", f"{fit.parameters[n]:.4g}",
-                  "-" if s is None or s != s else f"{s:.2g} ({100 * s / abs(fit.parameters[n] or 1):.0f}%)")
+                  f"{s:.2g} ({100 * s / abs(fit.parameters[n] or 1):.0f}%)" if known else "undetermined",
+                  "calibrated" if known else "[yellow]assumed[/yellow]")
     console.print(t)
+    if undetermined:
+        console.print(f"[yellow]warning:[/yellow] the measurements do not determine {', '.join(undetermined)}: "
+                      "written as status: assumed, not calibrated (fit fewer parameters with --params, or add "
+                      "measurements at other loads)")
     m = Table(title="objective (simulated vs measured)")
     for col in ("case", "metric", "simulated", "measured", "rel. error"):
         m.add_column(col, justify="left" if col in ("case", "metric") else "right")
@@ -63,7 +74,10 @@ def command(measurements, experiment, microbench, base_profile, out_path, params
     from hwprofiles import load_profile
     from sim.fidelity import calibrate as cal
 
-    out = Path(out_path)
+    out = ensure_writable_file(out_path)  # before the fit: a finished fit is never lost to a bad path
+    ensure_writable_file(out.with_suffix(".fit.json"))
+    if max_evals is not None and max_evals < 1:
+        raise ConfigError(f"--max-evals {max_evals}: must be ≥ 1")
     if microbench:
         if measurements or experiment:
             raise ConfigError("--microbench cannot be combined with --measurements/--experiment")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from sim.outpaths import default_out_dir, ensure_writable_dir
+
 
 def _fmt(v, spec: str = ",.1f") -> str:
     return "-" if v is None else format(v, spec)
@@ -49,7 +51,7 @@ def print_result(result, out: Path | None) -> None:
 
 @click.command("capacity")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="output directory for capacity.json (default results/<name>-capacity/)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="override a config key, e.g. --set search.tolerance=0.05 (repeatable)")
@@ -65,6 +67,6 @@ def command(file: str, out_dir: str | None, sets: tuple[str, ...], quiet: bool) 
     overrides = parse_sets(sets)
     if overrides:
         cfg = with_overrides(cfg, overrides)
-    out = Path(out_dir) if out_dir else Path("results") / f"{cfg.name}-capacity"
+    out = ensure_writable_dir(out_dir if out_dir else default_out_dir(cfg.name, "-capacity"))
     result = capacity_search(cfg, out_dir=out, progress=None if quiet else print_probe)
     print_result(result, out)

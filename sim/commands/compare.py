@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from sim.outpaths import ensure_writable_file
+
 
 def print_comparison(comp) -> None:
     """Rich table: metric, simulated, measured, relative error (colour by size)."""
@@ -29,7 +31,10 @@ def print_comparison(comp) -> None:
     if d["median_abs_rel_error"] is not None:
         console.print(f"median |relative error|: {100 * d['median_abs_rel_error']:.1f}%")
     for n in comp.notes:
-        console.print(f"note: {n}")
+        if n.startswith("warning: "):
+            console.print(f"[yellow]warning:[/yellow] {n.removeprefix('warning: ')}")
+        else:
+            console.print(f"note: {n}")
 
 
 @click.command("compare")
@@ -44,6 +49,7 @@ def command(sim_dir: str, real: str, out_file: str | None) -> None:
     writes compare.json and compare.md."""
     from sim.fidelity.compare import compare_paths, write_comparison
 
+    ensure_writable_file(out_file or Path(sim_dir) / "compare.json")
     comp = compare_paths(sim_dir, real)
     print_comparison(comp)
     js, md = write_comparison(comp, out_file or Path(sim_dir) / "compare.json")

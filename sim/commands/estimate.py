@@ -18,10 +18,13 @@ from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
 from sim.deploy.hardware import GIB
 from sim.deploy.step_cost import BatchShapeBuilder
 from sim.errors import ConfigError, InfeasibleConfigError
+from sim.limits import MAX_TOKENS
 
 # vLLM V1's default token budget (SEMANTICS.md §3; the same rule as sim/deploy/deployment.py): 8192 on GPUs with
 # ≥ 70 GiB, else 2048.
 _LARGE_GPU_BYTES = 70 * GIB
+# Prefill chunks + decode steps one estimate may price (each a roofline evaluation, ~µs; 2 M ≈ seconds).
+_MAX_ESTIMATE_STEPS = 2_000_000
 
 
 def estimate(model: str, hardware: str, *, tp: int = 1, pp: int = 1, batch: int = 1, prompt: int = 1024,
@@ -36,6 +39,14 @@ def estimate(model: str, hardware: str, *, tp: int = 1, pp: int = 1, batch: int 
 
     if batch < 1 or prompt < 1 or output < 1:
         raise ConfigError("--batch, --prompt and --output must be ≥ 1")
+    if prompt > MAX_TOKENS or output > MAX_TOKENS:
+        raise ConfigError(f"--prompt/--output above {MAX_TOKENS:,} tokens (simctl's limit; docs/experiment.md, Limits)")
+    # the estimate prices every prefill chunk and decode step: bound that count before starting
+    steps_needed = batch + batch * prompt // max(1, max_num_batched_tokens or 2048) + output
+    if steps_needed > _MAX_ESTIMATE_STEPS:
+        raise ConfigError(f"--batch {batch} × --prompt {prompt} with --output {output} needs ~{steps_needed:,} "
+                          f"priced steps (limit {_MAX_ESTIMATE_STEPS:,}); a batch that large is a capacity "
+                          "question: use simctl run or simctl capacity")
     spec = load_model(model)
     hw = load_profile(hardware)
     parallel = ParallelConfig(tp=tp, pp=pp)

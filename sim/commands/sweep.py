@@ -2,9 +2,10 @@
 then write the sweep report."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+
+from sim.errors import ConfigError
+from sim.outpaths import default_out_dir, ensure_writable_dir
 
 
 def print_table(table, keys: list[str]) -> None:
@@ -40,7 +41,7 @@ def print_table(table, keys: list[str]) -> None:
 
 @click.command("sweep")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="output directory (default results/<name>/); rerunning into it resumes")
 @click.option("-j", "--jobs", type=int, default=None, help="parallel workers (default: all local cores)")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -57,10 +58,12 @@ def command(file: str, out_dir: str | None, jobs: int | None, backend: str, addr
     from sim.config import load_experiment, with_overrides
     from sim.plan.sweep import sweep
 
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be ≥ 1 (omit it to use every local core)")
     cfg = load_experiment(file)
     if sets:
         cfg = with_overrides(cfg, parse_sets(sets))
-    out = Path(out_dir) if out_dir else Path("results") / cfg.name
+    out = ensure_writable_dir(out_dir if out_dir else default_out_dir(cfg.name))
     table = sweep(cfg, out, jobs=jobs, backend=backend, address=address, progress=False if no_progress else None)
     print_table(table, cfg.sweep.keys)
     if not no_report:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from sim.outpaths import ensure_writable_file
+
 
 def _label(run: str) -> str:
     """Compact run label for narrow terminals: ``llama-2-7b-tp1-codegen`` -> ``7b-codegen``."""
@@ -73,6 +75,8 @@ def command(runs, window_s, hardware, prefix_model, output_model, out_file) -> N
 
     if hardware.endswith((".yaml", ".yml")):
         hardware = str(Path(hardware).resolve())
+    if out_file:
+        ensure_writable_file(out_file)
     selected = load_runs(select=[s.strip() for s in runs.split(",")] if runs else None)
     report = validate(selected, hardware=hardware, profile=load_profile(hardware), window_s=window_s,
                       prefix_model=prefix_model, output_model=output_model, progress=lambda s: click.echo(s, err=True))

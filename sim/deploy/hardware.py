@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sim.config import Frozen, format_validation_error
 from sim.errors import ConfigError, suggest
+from sim.strict_yaml import check_numbers, load_yaml_text
 
 GIB = 1024 ** 3
 
@@ -177,6 +178,7 @@ class HardwareProfile(Frozen):
         """Validate a parsed profile mapping; errors name ``source`` and the key path."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a hardware profile must be a YAML mapping, got {type(data).__name__}")
+        check_numbers(data, source)  # non-finite bandwidths, FLOPS or overheads, anywhere in the file
         try:
             prof = cls.model_validate(data)
         except ValidationError as exc:
@@ -185,12 +187,8 @@ class HardwareProfile(Frozen):
 
     @classmethod
     def from_yaml_text(cls, text: str, source: str = "<hardware profile>") -> HardwareProfile:
-        """Parse and validate YAML text."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source)
+        """Parse (strictly: duplicate keys refused, sim.strict_yaml) and validate YAML text."""
+        return cls.from_dict(load_yaml_text(text, source), source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (what :meth:`to_yaml` writes)."""
@@ -221,12 +219,12 @@ class HardwareProfile(Frozen):
                               f"known: {', '.join(PARAMETER_SECTIONS)}")
         return getattr(getattr(self, section), name)
 
-    def with_parameters(self, basis: str | None = None, **values: float) -> HardwareProfile:
+    def with_parameters(self, basis: str | None = None, status: Status = "calibrated", **values: float) -> HardwareProfile:
         """A copy with some tunable parameters replaced.
 
-        ``basis``: when given, the replaced parameters become ``status: calibrated`` with this basis
-        (e.g. ``"fit to 4 vLLM v0.15.1 H100 runs, simctl calibrate"``); otherwise status and basis are
-        kept. Raises :class:`ConfigError` for unknown names or out-of-range values.
+        ``basis``: when given, the replaced parameters get ``status`` (default ``calibrated``) with this
+        basis (e.g. ``"fit to 4 vLLM v0.15.1 H100 runs, simctl calibrate"``); otherwise status and basis
+        are kept. Raises :class:`ConfigError` for unknown names or out-of-range values.
         """
         data = self.to_dict()
         for name, v in values.items():
@@ -237,7 +235,7 @@ class HardwareProfile(Frozen):
             entry = data[section][name]
             entry["value"] = float(v)
             if basis is not None:
-                entry["status"], entry["basis"] = "calibrated", basis
+                entry["status"], entry["basis"] = status, basis
         return HardwareProfile.from_dict(data, f"{self.source or self.name} (with {sorted(values)})")
 
     @property

@@ -52,7 +52,14 @@ from policies.speculative import Speculator, spec_decode_counters
 from sim.deploy.step_cost import CostModel, StepCost
 from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
-from sim.engine.request import RECORD_COLUMNS, Request, RequestSpec, RequestStatus, TokenTimeline, to_record
+from sim.engine.request import (
+    RECORD_COLUMNS,
+    Request,
+    RequestSpec,
+    RequestStatus,
+    TokenTimeline,
+    to_record,
+)
 from sim.errors import ConfigError
 
 __all__ = ["ReplicaSetup", "EngineOutput", "simulate", "SimulationInvariantError", "ITERATION_COLUMNS",

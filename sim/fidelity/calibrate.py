@@ -52,7 +52,12 @@ from sim.deploy.deployment import build_deployment
 from sim.engine.request import RequestSpec
 from sim.engine.simulator import simulate
 from sim.errors import ConfigError, suggest
-from sim.fidelity.compare import derived_itl_ms, load_benchmark, read_request_csv, simulated_requests
+from sim.fidelity.compare import (
+    derived_itl_ms,
+    load_benchmark,
+    read_request_csv,
+    simulated_requests,
+)
 from sim.runs.runner import replica_setup
 from workloads.base import OpenLoopWorkload
 
@@ -344,9 +349,13 @@ def fit_profile(base_profile: Any, cases: Sequence[ReplayCase], *, parameters: S
     def profile_at(x: np.ndarray) -> Any:
         return base_profile.with_parameters(**{n: float(v) for n, v in zip(names, x * scales)})
 
+    budget = max_nfev or 25 * (len(names) + 1)
+
     def evaluate(x: np.ndarray) -> tuple[np.ndarray, dict]:
         key = tuple(np.round(x, 12))
         if key not in cache:
+            if nfev[0] >= budget:  # every simulation counts, Jacobian steps included: the cap is exact
+                raise _BudgetSpent
             nfev[0] += 1
             cache[key] = _case_metrics(profile_at(x), cases, replay, metric_names, weights)
             if progress:
@@ -355,19 +364,46 @@ def fit_profile(base_profile: Any, cases: Sequence[ReplayCase], *, parameters: S
         return cache[key]
 
     r0, _ = evaluate(x0)
-    res = least_squares(lambda x: evaluate(x)[0], x0, bounds=(lo, hi), method="trf",
-                        diff_step=diff_step, x_scale=1.0, ftol=ftol, xtol=1e-4, gtol=1e-8,
-                        max_nfev=max_nfev or 25 * (len(names) + 1))
-    r, table = evaluate(res.x)
+    try:
+        res = least_squares(lambda x: evaluate(x)[0], x0, bounds=(lo, hi), method="trf",
+                            diff_step=diff_step, x_scale=1.0, ftol=ftol, xtol=1e-4, gtol=1e-8, max_nfev=budget)
+        x_best, jac, success, message = res.x, res.jac, bool(res.success), str(res.message)
+    except _BudgetSpent:  # stopped at the cap: the best point evaluated, a secant Jacobian around it
+        best = min(cache, key=lambda k: float(np.sum(cache[k][0] ** 2)))
+        x_best, jac = np.array(best), _secant_jacobian(cache, best)
+        success, message = False, f"stopped after {budget} simulations (the evaluation budget)"
+    r, table = evaluate(x_best)
     m, n = len(r), len(names)
-    stderr_scaled, corr = _covariance(res.jac, r, m, n)
-    fitted = {nm: float(v) for nm, v in zip(names, res.x * scales)}
+    if jac is None:
+        stderr_scaled, corr = np.full(n, np.nan), np.eye(n)
+    else:
+        stderr_scaled, corr = _covariance(jac, r, m, n)
+    if m <= n:
+        message += f"; underdetermined: {n} free parameters but {m} independent residuals"
+    fitted = {nm: float(v) for nm, v in zip(names, x_best * scales)}
     return FitResult(
         parameters=fitted, initial={nm: float(v) for nm, v in zip(names, x0 * scales)},
         stderr={nm: float(s * sc) for nm, s, sc in zip(names, stderr_scaled, scales)},
         correlation=corr.tolist(), metrics=table,
         initial_rms_rel_error=float(np.sqrt(np.mean(r0 ** 2))), rms_rel_error=float(np.sqrt(np.mean(r ** 2))),
-        num_evaluations=nfev[0], success=bool(res.success), message=str(res.message))
+        num_evaluations=nfev[0], success=success, message=message)
+
+
+def _secant_jacobian(cache: dict[tuple, tuple[np.ndarray, dict]], best: tuple) -> np.ndarray | None:
+    """Least-squares linear fit of the residual changes to the parameter changes over every evaluated
+    point (``r_i − r_best ≈ J (x_i − x_best)``); None when fewer points than parameters."""
+    x0, r0 = np.array(best), cache[best][0]
+    others = [k for k in cache if k != best]
+    if len(others) < len(best):
+        return None
+    dx = np.array([np.array(k) - x0 for k in others])
+    dr = np.array([cache[k][0] - r0 for k in others])
+    jt, *_ = np.linalg.lstsq(dx, dr, rcond=None)
+    return jt.T
+
+
+class _BudgetSpent(Exception):
+    """The fit used its whole simulation budget (``max_nfev``)."""
 
 
 def _covariance(jac: np.ndarray, r: np.ndarray, m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -405,13 +441,14 @@ def calibrated_profile(base_profile: Any, fitted: dict[str, float], *, on: str,
         note["name"] = name
     prof = base_profile
     for pname, entry in note["parameters"].items():
-        prof = _with_basis(prof, pname, entry["value"], entry["basis"])
+        prof = _with_basis(prof, pname, entry["value"], entry["basis"],
+                           "calibrated" if entry["calibrated"] else "assumed")
     return prof, note
 
 
-def _with_basis(profile: Any, pname: str, value: float, basis: str) -> Any:
+def _with_basis(profile: Any, pname: str, value: float, basis: str, status: str = "calibrated") -> Any:
     try:
-        return profile.with_parameters(basis=basis, **{pname: value})
+        return profile.with_parameters(basis=basis, status=status, **{pname: value})
     except TypeError:  # a profile type without provenance: values only (the note still records them)
         return profile.with_parameters(**{pname: value})
 
@@ -428,6 +465,10 @@ def calibration_note(fitted: dict[str, float], *, on: str, stderr: dict[str, flo
         if s is not None and math.isfinite(s):
             entry["stderr"] = float(s)
             basis += f"; ±1σ {s:.3g}"
+        elif k in (stderr or {}):  # a NaN σ: the measurements do not pin it down; not "calibrated"
+            entry["calibrated"] = False
+            basis = (f"assumed: simctl calibrate ({method}) {today} on {on} left it undetermined (no finite ±1σ: "
+                     "more free parameters than independent residuals, or the data does not move it)")
         if rms_rel_error is not None:
             basis += f"; fit RMS rel. error {100 * rms_rel_error:.1f}%"
         entry["basis"] = basis

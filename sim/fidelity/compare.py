@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import ConfigError, TraceError
+from sim.fidelity import export_readers
 
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
 STATS = ("mean", "median", "p90", "p99")
@@ -61,6 +62,7 @@ class BenchmarkResult:
     requests: pd.DataFrame | None = None
     itls_s: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    setup: dict[str, Any] = field(default_factory=dict)  # model, request count, tokens, rate, concurrency
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,13 +135,14 @@ def load_benchmark(path: str | Path) -> BenchmarkResult:
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
         return _from_csv(path)
-    if name.endswith(".jsonl"):
-        raise ConfigError(f"{path}: per-request JSON Lines exports are not read; give the aggregate "
-                          "profile_export_genai_perf.json (or profile_export_aiperf.json) instead")
+    if name.endswith((".jsonl", ".ndjson")):
+        return _from_jsonl(path)
     try:
         data = _read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: neither a CSV nor valid JSON ({exc})") from None
+    except (EOFError, OSError) as exc:  # a truncated or corrupt .gz
+        raise ConfigError(f"{path}: cannot read: {exc or type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     if "ttfts" in data or any(k.startswith(("mean_ttft", "mean_e2el", "median_ttft")) for k in data):
@@ -154,6 +157,25 @@ def load_benchmark(path: str | Path) -> BenchmarkResult:
         "result JSON (mean_ttft_ms, ...), a GenAI-Perf profile_export_genai_perf.json "
         "(time_to_first_token: {avg, p99, unit}, ...) or a per-request CSV "
         "(arrival_time_s, input_tokens, output_tokens, ttft_s, e2e_s)")
+
+
+def _from_jsonl(path: Path) -> BenchmarkResult:
+    """SGLang bench_serving runs or AIPerf per-request records (sim.fidelity.export_readers)."""
+    records = export_readers.read_jsonl(path)
+    if export_readers.is_aiperf(records):
+        got = export_readers.from_aiperf(path, records)
+    elif export_readers.is_sglang(records):
+        got = export_readers.from_sglang(path, records)
+    else:
+        raise ConfigError(f"{path}: unrecognised JSON Lines export (keys: {', '.join(sorted(records[0])[:12])}); "
+                          "expected SGLang bench_serving output or AIPerf profile_export.jsonl")
+    summary, requests, gaps = dict(got["summary"]), None, None
+    if got["requests"] is not None:
+        requests = pd.DataFrame(got["requests"], columns=list(REQUEST_COLUMNS))
+        gaps = np.asarray(got["itls_s"], dtype=float) if got["itls_s"] is not None else None
+        summary.update(summarize_requests(requests, gaps))
+        summary["failed"] = float(got.get("failed", 0))
+    return BenchmarkResult(str(path), got["format"], summary, requests, gaps, got["notes"], got["setup"])
 
 
 def read_request_csv(path: str | Path) -> pd.DataFrame:
@@ -208,6 +230,8 @@ def vllm_detailed_requests(data: dict, source: str = "<vllm result>") -> tuple[p
     errors = data.get("errors") or [""] * len(ttfts)
     starts = data.get("start_times")
     n = len(ttfts)
+    if not starts and str(data.get("request_rate")) == "inf":
+        starts = [0.0] * n  # --request-rate inf: every request was sent at t = 0
     for key, val in (("itls", itls), ("input_lens", in_lens), ("output_lens", out_lens), ("errors", errors)):
         if len(val) != n:
             raise ConfigError(f"{source}: '{key}' has {len(val)} entries but 'ttfts' has {n}")
@@ -237,8 +261,13 @@ def _from_vllm(path: Path, data: dict) -> BenchmarkResult:
                 continue
             summary[key] = val
         return BenchmarkResult(str(path), "vllm-bench-detailed", summary, requests,
-                               gaps if gaps.size else None)
-    return BenchmarkResult(str(path), "vllm-bench", summary)
+                               gaps if gaps.size else None, setup=_setup(data))
+    return BenchmarkResult(str(path), "vllm-bench", summary, setup=_setup(data))
+
+
+def _setup(data: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's driving parameters, for the sanity checks of :func:`compare`."""
+    return {k: data[k] for k in export_readers.SETUP_KEYS if data.get(k) is not None}
 
 
 def _genai_value(obj: Any, stat: str, scale: float) -> float | None:
@@ -288,7 +317,7 @@ def load_simulated(sim_dir: str | Path) -> BenchmarkResult:
         requests = simulated_requests(pd.read_parquet(parquet), _warmup_s(sim_dir))
     flat = {k: float(v) for k, v in summary.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return BenchmarkResult(str(sim_dir), "simctl", flat, requests)
+    return BenchmarkResult(str(sim_dir), "simctl", flat, requests, setup=_setup(summary))
 
 
 def _warmup_s(sim_dir: Path) -> float:
@@ -332,7 +361,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (compare.json)."""
-        errs = [abs(r["rel_error"]) for r in self.rows if r["rel_error"] is not None]
+        errs = [abs(r["rel_error"]) for r in self.rows if r["rel_error"] is not None and not r.get("excluded")]
         return {
             "simulated": {"source": self.simulated.source, "format": self.simulated.format},
             "measured": {"source": self.measured.source, "format": self.measured.format},
@@ -392,12 +421,16 @@ def compare(simulated: BenchmarkResult, measured: BenchmarkResult) -> Comparison
             notes.append("the measurement has no arrival times: throughput taken from its own summary")
     elif simulated.requests is not None:
         sim_sum.setdefault("mean_itl_derived_ms", derived_itl_ms(simulated.requests))
+    notes += setup_mismatches(simulated.setup, measured.setup, sim_sum, real_sum)
+    chunked = chunked_streaming(measured.itls_s)
+    if chunked:
+        notes.append(chunked)
     rows = []
     for metric in LATENCY_METRICS:
         for stat in STATS:
             key = f"{stat}_{metric}_ms"
             if key in real_sum and key in sim_sum:
-                rows.append(_row(key, sim_sum[key], real_sum[key]))
+                rows.append(_row(key, sim_sum[key], real_sum[key], excluded=bool(chunked) and metric == "itl"))
     if "mean_itl_derived_ms" in real_sum and "mean_itl_derived_ms" in sim_sum:
         rows.append(_row("mean_itl_derived_ms", sim_sum["mean_itl_derived_ms"], real_sum["mean_itl_derived_ms"]))
     for key in THROUGHPUT_KEYS:
@@ -410,10 +443,63 @@ def compare(simulated: BenchmarkResult, measured: BenchmarkResult) -> Comparison
     return Comparison(simulated, measured, rows, notes)
 
 
-def _row(metric: str, sim: float, real: float) -> dict[str, Any]:
+def _row(metric: str, sim: float, real: float, excluded: bool = False) -> dict[str, Any]:
     sim_v = float(sim) if sim is not None else None
     real_v = float(real) if real is not None else None
-    return {"metric": metric, "simulated": sim_v, "measured": real_v, "rel_error": rel_error(sim_v, real_v)}
+    row = {"metric": metric, "simulated": sim_v, "measured": real_v, "rel_error": rel_error(sim_v, real_v)}
+    if excluded:
+        row["excluded"] = True  # shown, but kept out of the headline error
+    return row
+
+
+# A gap below this is a token that arrived in the same network chunk as the previous one.
+_SAME_CHUNK_GAP_S = 0.5e-3
+
+
+def chunked_streaming(itls_s: np.ndarray | None, share: float = 0.2) -> str:
+    """A note when more than ``share`` of the measured token gaps are ~0 ms (tokens delivered several
+    per streamed chunk): such ITLs measure the network, not the engine; "" otherwise."""
+    if itls_s is None or len(itls_s) == 0:
+        return ""
+    frac = float(np.mean(np.asarray(itls_s) < _SAME_CHUNK_GAP_S))
+    if frac <= share:
+        return ""
+    return (f"{100 * frac:.0f}% of the measured token gaps are < {_SAME_CHUNK_GAP_S * 1e3:g} ms: the server streamed "
+            "several tokens per chunk, so its ITL is not comparable (ITL rows are shown but left out of the "
+            "headline error)")
+
+
+def _norm_model(name: Any) -> str:
+    return "".join(ch for ch in str(name).lower().rsplit("/", 1)[-1] if ch.isalnum())
+
+
+def setup_mismatches(sim: dict[str, Any], real: dict[str, Any], sim_sum: dict[str, Any],
+                     real_sum: dict[str, Any], tol: float = 0.05) -> list[str]:
+    """Warnings when the two sides were not driven alike: model, request count, token totals, rate
+    or concurrency differing (counts and totals by more than ``tol``)."""
+    out = []
+    if sim.get("model_id") and real.get("model_id") and _norm_model(sim["model_id"]) not in _norm_model(real["model_id"]) \
+            and _norm_model(real["model_id"]) not in _norm_model(sim["model_id"]):
+        out.append(f"warning: different models: simulated {sim['model_id']!r}, measured {real['model_id']!r}")
+    for key, label in (("completed", "completed requests"), ("total_input_tokens", "input tokens"),
+                       ("total_output_tokens", "output tokens")):
+        a, b = sim_sum.get(key, sim.get(key)), real_sum.get(key, real.get(key))
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b and abs(a - b) > tol * abs(b):
+            out.append(f"warning: {label} differ: simulated {a:,.0f}, measured {b:,.0f}")
+    for key, label in (("request_rate", "request rate"), ("max_concurrency", "max concurrency")):
+        if key not in real:  # the measurement does not record it
+            continue
+        a, b = sim.get(key), real.get(key)
+        if key == "max_concurrency" and (a is None) != (b is None):  # one side capped, the other not
+            a, b = a or "none", b or "none"
+        if a is not None and b is not None and str(a) != str(b):
+            try:
+                same = abs(float(a) - float(b)) <= tol * abs(float(b))
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                out.append(f"warning: {label} differs: simulated {a}, measured {b}")
+    return out
 
 
 def compare_paths(sim_dir: str | Path, real: str | Path) -> Comparison:

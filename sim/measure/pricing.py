@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from sim.config import format_validation_error
+from sim.config import Frozen, format_validation_error
 
 __all__ = ["APIPrice", "CostConfig", "API_PRICES", "API_PRICES_AS_OF", "gpu_hour_price", "cost_summary"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Frozen(Frozen):
+    """The shared config base (sim.config.Frozen)."""
 
 
 class APIPrice(_Frozen):

@@ -23,9 +23,9 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sim.config import format_validation_error
+from sim.config import Frozen, format_validation_error
 from sim.errors import ConfigError, suggest
 from workloads.scenarios import MLPERF_LIMITS_MS, mlperf_model_key
 
@@ -38,8 +38,8 @@ _STAT_RE = re.compile(r"^(mean|median|p(\d+(?:\.\d+)?))$")
 _REL_EPS = 1e-9
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Frozen(Frozen):
+    """The shared config base (sim.config.Frozen)."""
 
 
 class FluiditySLO(_Frozen):

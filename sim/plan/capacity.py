@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from sim.config import format_validation_error, load_experiment, with_overrides
+from sim.config import Frozen, format_validation_error, load_experiment, with_overrides
 from sim.errors import ConfigError
 from sim.measure.slo import evaluate_slo, resolve_slo
 from sim.runs.runner import run
@@ -51,10 +51,8 @@ from sim.runs.storage import to_jsonable
 __all__ = ["SearchConfig", "Probe", "CapacityResult", "capacity_search", "PROBE_SUMMARY_KEYS"]
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(Frozen):
     """The ``search:`` section (module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     target: Literal["rate", "replicas"] = "rate"
     tolerance: float = Field(0.025, gt=0, lt=1, description="relative width at which the search stops")
@@ -70,6 +68,8 @@ class SearchConfig(BaseModel):
     def _replicas_need_rate(self) -> "SearchConfig":
         if self.target == "replicas" and self.target_rate is None:
             raise ValueError("target: replicas needs target_rate (req/s)")
+        if self.start_rate is not None and self.min_rate > self.start_rate:
+            raise ValueError(f"min_rate ({self.min_rate:g}) is above start_rate ({self.start_rate:g}) req/s")
         return self
 
 
@@ -270,6 +270,10 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
         cfg = load_experiment(cfg)
     if cfg.slo is None:
         raise ConfigError(f"{cfg.name}: capacity search needs an 'slo:' section (what must hold at the found rate)")
+    slo = resolve_slo(cfg.slo, cfg.model)
+    if slo is not None and not (slo.presets or slo.latency_bounds() or slo.goodput or slo.fluidity):
+        raise ConfigError(f"{cfg.name}: slo: sets no latency, goodput or fluidity limit, so every rate would pass; "
+                          "give e.g. slo: {ttft_ms: {p99: 2000}} or slo: {preset: mlperf-server}")
     search = cfg.search
     if not isinstance(search, SearchConfig):
         from pydantic import ValidationError
@@ -285,6 +289,9 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
     n_req = search.num_requests or getattr(wl, "num_requests", None) or (wl.get("num_requests") if isinstance(wl, dict) else None)
     for p in _slo_percentiles(cfg.slo, cfg.model):
         tail = 1 - float(p) / 100
+        if n_req is not None and tail > 0 and n_req * tail < 1:
+            raise ConfigError(f"{cfg.name}: p{p} from {n_req} requests per probe has no tail sample to stand on; "
+                              f"set search.num_requests ≥ {math.ceil(10 / tail - 1e-9)}")
         if n_req is not None and tail > 0 and n_req * tail < 10:
             warnings.append(f"p{p} from {n_req} requests rests on {n_req * tail:.1f} tail samples: "
                             f"raise search.num_requests to ≥ {math.ceil(10 / tail - 1e-9)} for a stable estimate")

@@ -62,6 +62,7 @@ from pydantic import Field, field_validator, model_validator
 from sim.config import ExperimentConfig, Frozen, with_overrides
 from sim.errors import ConfigError, SimctlError
 from sim.plan.capacity import capacity_search
+from sim.plan.workers import kill_workers, stop_on_signals, worker_init
 from sim.runs.runner import run
 from sim.runs.storage import save_result, to_jsonable
 
@@ -533,18 +534,20 @@ def _run_local(tasks: list[PointTask], jobs: int, on_done: Callable[[PointOutcom
         for task in tasks:
             on_done(compute_point(task))
         return
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context())
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(), initializer=worker_init,
+                               initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(compute_point, t) for t in tasks]
-        started()
-        for fut in as_completed(futures):
-            on_done(fut.result())
+        with stop_on_signals():
+            futures = [pool.submit(compute_point, t) for t in tasks]
+            started()
+            for fut in as_completed(futures):
+                on_done(fut.result())
     except BrokenProcessPool:
-        pool.shutdown(wait=False, cancel_futures=True)
+        kill_workers(pool)
         raise SimctlError("a sweep worker process died (out of memory?); finished points are saved — "
                           "rerun the same command to resume") from None
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        kill_workers(pool)  # Ctrl-C, SIGTERM, an error: no worker outlives the sweep
         raise
     pool.shutdown()
 

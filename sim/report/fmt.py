@@ -69,3 +69,42 @@ def scalar(value: Any) -> str:
     if isinstance(value, dict):  # nested config: leave out unset entries
         return ", ".join(f"{k}={scalar(v)}" for k, v in value.items() if v not in (None, "", [], {}))
     return num(value)
+
+
+# key suffix -> (label suffix, formatter) for key/value tables
+_UNIT_SUFFIXES = (("_bytes", "", gib), ("_usd", " ($)", usd), ("_ms", " (ms)", None), ("_gib", " (GiB)", None),
+                  ("_tb_s", " (TB/s)", None), ("_gb_s", " (GB/s)", None), ("_s", " (s)", None))
+
+
+def keyed(key: str, value: Any) -> tuple[str, str]:
+    """A summary/profile key and its value as a readable (label, value) pair: unit suffixes become
+    units (``memory_bytes`` → ``memory``, ``85.02 GiB``; ``p99_ttft_ms`` → ``p99 ttft (ms)``), lists of
+    plain values are joined, nested mappings become ``k=v`` lists (never raw JSON)."""
+    for suffix, unit, f in _UNIT_SUFFIXES:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            label = key[: -len(suffix)].replace("_", " ") + unit
+            return label, (f(value) if f is not None and is_number(value) else scalar(value))
+    return key.replace("_", " "), scalar(value)
+
+
+def describe_workload(wl: dict[str, Any]) -> str:
+    """One readable line for a workload description (``meta.json``'s ``workload``)."""
+    parts = []
+    if wl.get("num_requests") is not None:
+        parts.append(f"{num(wl['num_requests'])} requests ({wl.get('kind', 'open-loop')})")
+    arr = wl.get("arrival")
+    if isinstance(arr, dict):
+        extra = ", ".join(f"{k} {scalar(v)}" for k, v in arr.items() if k not in ("process", "mean_rate"))
+        parts.append(f"arrivals {arr.get('process', '?')}" + (f" ({extra})" if extra else ""))
+    if is_number(wl.get("observed_rate")):
+        parts.append(f"observed {num(wl['observed_rate'])} req/s")
+    for side in ("input_tokens", "output_tokens"):
+        for cls in wl.get("classes") or []:
+            d = cls.get(side)
+            if isinstance(d, dict):
+                name = f"{side.split('_')[0]} tokens" + (f" [{cls.get('name')}]" if len(wl["classes"]) > 1 else "")
+                params_ = ", ".join(f"{k} {scalar(v)}" for k, v in d.items() if k not in ("dist", "min") and v is not None)
+                parts.append(f"{name}: {d.get('dist', '?')} ({params_})")
+    if is_number(wl.get("mean_prompt_tokens")):
+        parts.append(f"mean prompt {num(wl['mean_prompt_tokens'])} tokens")
+    return "; ".join(parts) if parts else scalar(wl)

@@ -181,7 +181,7 @@ def _setup_section(doc: Document, result: Any) -> None:
                    f"max_model_len {meta.get('max_model_len') or eng.get('max_model_len')}"],
         *([["Speculative decoding", fmt.scalar(eng["speculative"])]] if eng.get("speculative") else []),
         ["KV cache", f"{fmt.num(meta.get('num_kv_blocks_used'))} blocks per replica"],
-        ["Workload", fmt.scalar(wl) if wl else fmt.scalar(wl_cfg)],
+        ["Workload", fmt.describe_workload(wl) if wl else fmt.scalar(wl_cfg)],
         ["Run", f"seed {cfg.get('seed', 0)}, warm-up {cfg.get('warmup_s', 0)} s, "
                 f"horizon {cfg.get('max_duration_s') or 'until drained'}, "
                 f"simulated {fmt.num(summary.get('duration'))} s"],
@@ -192,7 +192,7 @@ def _setup_section(doc: Document, result: Any) -> None:
     for warning in meta.get("warnings") or []:
         sec.add(Note(str(warning), "warn", "Warning"))
     if hw:
-        hw_rows = [[k, fmt.scalar(v)] for k, v in hw.items() if not isinstance(v, (dict, list))][:24]
+        hw_rows = [list(fmt.keyed(k, v)) for k, v in hw.items() if not isinstance(v, (dict, list))][:24]
         sec.add(Table(["hardware profile", "value"], hw_rows, caption="Hardware profile as simulated", align="ll"))
 
 
@@ -223,6 +223,12 @@ def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> N
         binding = (s.get("slo") or {}).get("binding") if isinstance(s.get("slo"), dict) else None
         text = "All SLO criteria are met." if verdict else "The SLO is not met" + (f" (binding: {binding})." if binding else ".")
         sec.add(Note(text, "good" if verdict else "warn", f"SLO {fmt.passfail(verdict)}"))
+    mlperf = s.get("mlperf")
+    if isinstance(mlperf, dict):  # an MLPerf scenario: the run's validity under LoadGen's rules
+        ok = bool(mlperf.get("valid"))
+        text = ("The run meets MLPerf's validity rules (minimum duration, minimum queries, early stopping)."
+                if ok else "Not a valid MLPerf result: " + "; ".join(mlperf.get("failed_rules", [])) + ".")
+        sec.add(Note(text, "good" if ok else "warn", f"MLPerf {mlperf.get('scenario')} {'VALID' if ok else 'INVALID'}"))
     rows = [[label, f(s.get(key))] for label, key, f in HEADLINE + COST if s.get(key) is not None]
     spec = s.get("spec_decode")
     if isinstance(spec, dict):  # vLLM's spec-decode metrics (docs/metrics.md)
@@ -399,9 +405,10 @@ def _replica_section(doc: Document, result: Any, measured: pd.DataFrame) -> None
 
 
 def _all_metrics_section(doc: Document, summary: dict[str, Any]) -> None:
-    rows = [[k, fmt.scalar(v)] for k, v in flatten(summary).items() if not k.startswith("api_price_comparison.")]
+    rows = [[k, *fmt.keyed(k.rsplit(".", 1)[-1], v)[1:]] for k, v in flatten(summary).items()
+            if not k.startswith("api_price_comparison.")]
     doc.section("All summary metrics", "summary").add(
-        Text("Every key of summary.json (definitions: docs/metrics.md)."), Table(["key", "value"], rows))
+        Text("Every key of summary.json (definitions and units: docs/metrics.md)."), Table(["key", "value"], rows))
 
 
 def build_run_document(result: Any, title: str | None = None) -> Document:

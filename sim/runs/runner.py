@@ -5,6 +5,9 @@ planning (sim.plan), fidelity checks (sim.fidelity) and reports build on it.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,18 @@ from sim.deploy.models.spec import dtype_bytes
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import spec_decode_metrics, summarize
+from sim.measure.vllm_compat import (
+    closed_loop_clients,
+    detailed_lists,
+    peak_rates,
+    setup_keys,
+)
+from sim.runs.progress import RunProgress
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
 from sim.version import __version__
 from workloads import build_workload
+from workloads.scenarios import mlperf_validity
 
 
 def replica_setup(dep: Deployment, num_kv_blocks: int | None = None) -> ReplicaSetup:
@@ -35,8 +46,17 @@ def replica_setup(dep: Deployment, num_kv_blocks: int | None = None) -> ReplicaS
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
-        progress: bool = False) -> RunResult:
-    """Simulate one experiment and return its :class:`RunResult` (optionally also written to ``out_dir``)."""
+        progress: bool | Callable[[dict[str, Any]], None] = False,
+        percentiles: Sequence[float] | None = None, save_detailed: bool = False) -> RunResult:
+    """Simulate one experiment and return its :class:`RunResult` (optionally also written to ``out_dir``).
+
+    - ``progress``: True shows a progress bar on stderr for runs longer than ~2 s (the CLI does when
+      stderr is a terminal); a callable receives the engine's progress dicts instead.
+    - ``percentiles``: latency percentiles in the summary (``vllm bench serve --metric-percentiles``;
+      default 50, 90, 95, 99).
+    - ``save_detailed``: also write ``detailed.json`` (vLLM's ``--save-detailed`` result: the summary
+      plus per-request ``ttfts``, ``itls``, ``input_lens``, ``output_lens``, ``start_times``).
+    """
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_experiment(cfg)
     if cfg.workload is None:
@@ -47,21 +67,51 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     workload = build_workload(cfg.workload, workload_seq, Path(cfg.base_dir), model_name=dep.model.name)
     setup = replica_setup(dep, cfg.engine.num_kv_blocks)
     num_kv_blocks = setup.num_kv_blocks
-    out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
-                   max_duration_s=cfg.max_duration_s)
+    bar = RunProgress(workload.describe().get("num_requests")) if progress is True else None
+    try:
+        out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
+                       max_duration_s=cfg.max_duration_s, progress=bar or (progress if callable(progress) else None))
+    finally:
+        if bar is not None:
+            bar.close()
     meta = _meta(cfg, dep, out, workload, num_kv_blocks)
     summary = summarize(
         out.requests, out.iterations, out.timeline, warmup_s=cfg.warmup_s, slo=cfg.slo,
         cost=cfg.cost, hardware=dep.hardware, num_gpus=dep.num_gpus_per_replica * cfg.replicas,
         prefill_time_fn=dep.cost_model.prefill_time_s, model_name=dep.model.name,
-        end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached)
+        end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached,
+        **({"percentiles": percentiles} if percentiles else {}))
+    summary.update(_benchmark_keys(cfg, dep, out, summary))
     if "spec_decode" in out.stats:
         summary["spec_decode"] = spec_decode_metrics(out.stats["spec_decode"])
     result = RunResult(summary=summary, requests=out.requests, iterations=out.iterations,
                        timeline=out.timeline, config=cfg.to_dict(), meta=meta)
     if out_dir is not None:
         save_result(result, out_dir, csv=cfg.save_csv)
+        if save_detailed:
+            write_detailed(result, out_dir)
     return result
+
+
+def _benchmark_keys(cfg: ExperimentConfig, dep: Deployment, out: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """Keys added after simctl's own metrics: ``vllm bench serve``'s setup and peak keys, and the
+    MLPerf validity of a scenario run (docs/metrics.md)."""
+    req = out.requests
+    measured = np.flatnonzero(req["arrival_s"].to_numpy(dtype=np.float64) >= cfg.warmup_s) if len(req) else np.zeros(0, np.int64)
+    completed = measured[req["status"].astype(str).to_numpy()[measured] == "completed"] if measured.size else measured
+    keys = setup_keys(cfg.workload, dep.model.name, int(measured.size), int(summary.get("rejected", 0)))
+    keys.update(peak_rates(req, out.timeline, completed))
+    if cfg.workload.scenario is not None:
+        keys["mlperf"] = mlperf_validity(cfg.workload.scenario, dep.model.name, req)
+    return keys
+
+
+def write_detailed(result: RunResult, out_dir: str | Path) -> Path:
+    """``detailed.json``: summary.json's keys plus vLLM's ``--save-detailed`` per-request lists."""
+    path = Path(out_dir) / "detailed.json"
+    data = {**to_jsonable(result.summary), **detailed_lists(result.requests, result.timeline)}
+    path.write_text(json.dumps(data))
+    return path
 
 
 def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_kv_blocks: int) -> dict[str, Any]:
@@ -71,10 +121,17 @@ def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_k
     if not getattr(hw, "is_calibrated", False):
         warnings.append(f"hardware profile '{hw.name}' is not calibrated against measurements: "
                         "efficiencies and overheads are assumed; treat absolute latencies as ±30% estimates")
-    if out.horizon_reached:
+    clients = closed_loop_clients(cfg.workload)
+    unfinished = int((out.backlog or {}).get("unfinished", 0)) if isinstance(out.backlog, dict) else 0
+    # a closed loop cut at its horizon has at most one request per client in flight: not overload
+    in_flight_only = clients is not None and unfinished <= clients
+    if out.horizon_reached and not in_flight_only:
         warnings.append("the run reached its horizon with requests unfinished (overload): see backlog")
     return to_jsonable({
         "simctl_version": __version__,
+        "name": cfg.name,
+        # vllm bench serve's `date`; here, not in summary.json, so the same seed gives the same summary
+        "date": datetime.now().strftime("%Y%m%d-%H%M%S"),
         "model": {"name": dep.model.name, "total_params": dep.model.total_params(),
                   "active_params": dep.model.active_params(),
                   "kv_cache_bytes_per_token": dep.model.kv_cache_bytes_per_token(

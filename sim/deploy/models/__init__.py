@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from sim.deploy.models.hf_config import SUPPORTED_MODEL_TYPES, UnsupportedModelError, read_config_file, spec_from_config
+from sim.deploy.models.hf_config import (
+    SUPPORTED_MODEL_TYPES,
+    UnsupportedModelError,
+    read_config_file,
+    spec_from_config,
+)
 from sim.deploy.models.spec import (
     DTYPE_BYTES,
     AttentionDims,
