@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sim.config_base import Frozen
+from sim.limits import MAX_SPECULATIVE_TOKENS
 
 __all__ = ["SpeculativeConfig", "AcceptanceConfig", "ClassAcceptance", "MODEL_DRAFTED_METHODS"]
 
@@ -70,7 +71,7 @@ class SpeculativeConfig(Frozen):
     """Speculative decoding of one replica (``engine.speculative``)."""
 
     method: Literal["eagle", "eagle3", "mtp", "draft_model", "ngram", "suffix"]
-    num_speculative_tokens: int = Field(ge=1, le=64, description="draft tokens k proposed per request per step")
+    num_speculative_tokens: int = Field(ge=1, le=MAX_SPECULATIVE_TOKENS, description="draft tokens k proposed per request per step")
     draft_model: str | None = Field(None, description="draft_model method: a catalog model or a config.json path")
     draft_tp: int | None = Field(None, ge=1, description="tensor-parallel degree of the draft model (default: the target's)")
     draft_num_layers: int = Field(1, ge=1, description="decoder layers of an EAGLE/MTP head (EAGLE-3 and DeepSeek MTP: 1; P-EAGLE: 4)")
