@@ -10,11 +10,10 @@ the tests use, whose fits land close to, not exactly on, the full-data values.
 
 The model fitted is the one ``sim/deploy/roofline.py`` evaluates (docs/cost-model.md):
 
-* GEMM (M tokens, K×N weights per rank, bf16):
-  ``t = max(2MKN·(M + n_half)/(M·peak·e), bytes/(bw·e_mem)) + t_kernel``.
-  ``e_mem`` and ``t_kernel`` come from the weight-streaming GEMMs (M ≤ 16, relative least squares of
-  ``t = bytes/(bw·e_mem) + t_kernel``); ``e`` and ``n_half`` then from all GEMMs (least squares in log time).
-* element-wise kernels (RMSNorm, rotary, SiLU·mul): ``t = bytes/(bw·e_ew) + t_ew``.
+* GEMM (M tokens, K×N weights per rank, bf16), the tile/wave model of ``sim/deploy/kernel_shapes.py``:
+  ``t = (t_c^p + t_m^p)^(1/p) + t_kernel`` with ``t_c`` = waves × tile time at efficiency ``e`` and
+  ``t_m = bytes/(bw·e_mem)``; ``e``, ``e_mem``, ``t_kernel`` and ``p`` by least squares in log time.
+* element-wise kernels (RMSNorm, rotary, SiLU·mul): ``t = bytes/(bw·e_ew) + t_ew + row_bytes·SMs/bw``.
 * all-reduce within a node: ``t = latency + 2(n−1)/n · bytes/(e_comm · link)``; send/recv
   ``t = latency + bytes/(e · link)``.
 
@@ -24,15 +23,21 @@ from __future__ import annotations
 
 import argparse
 import glob
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sim.deploy.kernel_shapes import gemm_shape  # noqa: E402
+
 SUBSET = Path(__file__).resolve().parents[1] / "tests" / "data" / "vidur"
 #: datasheet peaks the fits are relative to: dense bf16 FLOP/s, HBM bytes/s, NVLink bytes/s per direction
 PEAKS = {"h100": (989.4e12, 3.35e12, 450e9), "a100": (312e12, 2.039e12, 300e9)}
+#: streaming multiprocessors (Hopper whitepaper: H100 SXM5 132; Ampere whitepaper: A100 108)
+SMS = {"h100": 132, "a100": 108}
 
 
 def _mlp_frames(data: Path, gpu: str) -> pd.DataFrame:
@@ -72,36 +77,43 @@ def elementwise_rows(d: pd.DataFrame) -> pd.DataFrame:
         for op, b in per_tok.items():
             t = r.get(f"time_stats.{op}.median")
             if pd.notna(t) and t > 0:
-                rows.append((op, m * b, t * 1e-3))
-    return pd.DataFrame(rows, columns=["op", "bytes", "t"])
+                rows.append((op, m, m * b, t * 1e-3))
+    return pd.DataFrame(rows, columns=["op", "m", "bytes", "t"])
 
 
-def fit_gemm(g: pd.DataFrame, peak: float, bw: float) -> dict[str, float]:
-    """Memory efficiency and kernel floor from M ≤ 16, then compute efficiency and n_half from all."""
+def tile_compute_work(g: pd.DataFrame, peak: float, sms: int) -> np.ndarray:
+    """Seconds of compute of each GEMM at efficiency 1 under the tile/wave model (sim/deploy/kernel_shapes.py)."""
+    return np.array([gemm_shape(n, k, 1.0, peak, 1.0, sms).compute_s(m)
+                     for m, k, n in zip(g["m"].to_numpy(float), g["k"].to_numpy(float), g["n"].to_numpy(float))])
+
+
+def fit_gemm(g: pd.DataFrame, peak: float, bw: float, sms: int) -> dict[str, float]:
+    """Tile/wave model: compute efficiency, weight-streaming efficiency, kernel floor and overlap exponent,
+    least squares in log time over all GEMMs."""
     m, k, n, t = (g[c].to_numpy(dtype=float) for c in ("m", "k", "n", "t"))
-    flops = 2 * m * k * n
     nbytes = 2 * (k * n + m * k + m * n)
-    small = m <= 16
-    a = np.vstack([nbytes[small], np.ones(small.sum())]).T
-    w = 1 / t[small]
-    (slope, t_kernel), *_ = np.linalg.lstsq(a * w[:, None], t[small] * w, rcond=None)
-    e_mem = 1 / (slope * bw)
-    t_mem = nbytes / (bw * e_mem)
+    work = tile_compute_work(g, peak, sms)
 
     def model(x: np.ndarray) -> np.ndarray:
-        e, half = x
-        return np.maximum(flops * (m + half) / (m * peak * e), t_mem) + t_kernel
+        e, e_mem, t_kernel, p = x
+        tc, tm = work / e, nbytes / (bw * e_mem)
+        return (tc ** p + tm ** p) ** (1 / p) + t_kernel
 
-    res = least_squares(lambda x: np.log(model(x)) - np.log(t), [0.75, 100.0], bounds=([0.05, 0.0], [1.0, 5000.0]))
-    err = np.abs(model(res.x) / t - 1)
-    return {"gemm_compute_efficiency": res.x[0], "gemm_half_tokens": res.x[1], "memory_efficiency": e_mem,
-            "gemm_kernel_s": t_kernel, "gemm_median_abs_error": float(np.median(err)), "gemm_points": len(t)}
+    res = least_squares(lambda x: np.log(model(x)) - np.log(t), [0.7, 0.85, 3e-6, 2.0],
+                        bounds=([0.05, 0.3, 0.0, 1.0], [1.0, 1.0, 3e-5, 20.0]))
+    err = model(res.x) / t - 1
+    return {"gemm_compute_efficiency": res.x[0], "memory_efficiency": res.x[1], "gemm_kernel_s": res.x[2],
+            "gemm_overlap_exponent": res.x[3], "gemm_median_abs_error": float(np.median(np.abs(err))),
+            "gemm_points": len(t)}
 
 
-def fit_elementwise(e: pd.DataFrame, bw: float) -> dict[str, float]:
-    """Bandwidth fraction and per-kernel floor of the small kernels."""
+def fit_elementwise(e: pd.DataFrame, bw: float, sms: int) -> dict[str, float]:
+    """Bandwidth fraction and per-kernel floor of the small kernels, with the row-width floor
+    ``row_bytes · SMs / bw`` (one row per SM at few tokens; sim/deploy/kernel_shapes.py)."""
     b, t = e["bytes"].to_numpy(dtype=float), e["t"].to_numpy(dtype=float)
-    res = least_squares(lambda x: np.log(b / (bw * x[0]) + x[1]) - np.log(t), [0.5, 3e-6], bounds=([0.01, 0], [1, 1e-4]))
+    row = (b / e["m"].to_numpy(dtype=float)) * sms / bw
+    res = least_squares(lambda x: np.log(b / (bw * x[0]) + x[1] + row) - np.log(t), [0.5, 3e-6],
+                        bounds=([0.01, 0], [1, 1e-4]))
     err = np.abs(np.exp(res.fun) - 1)
     return {"elementwise_efficiency": res.x[0], "elementwise_kernel_s": res.x[1],
             "elementwise_median_abs_error": float(np.median(err))}
@@ -132,8 +144,8 @@ def fit(data: Path, gpu: str) -> dict[str, float]:
     """All fitted parameters of one GPU."""
     peak, bw, link = PEAKS[gpu]
     d = _mlp_frames(data, gpu)
-    out = fit_gemm(gemm_rows(d), peak, bw)
-    out.update(fit_elementwise(elementwise_rows(d), bw))
+    out = fit_gemm(gemm_rows(d), peak, bw, SMS[gpu])
+    out.update(fit_elementwise(elementwise_rows(d), bw, SMS[gpu]))
     net = _network(data, gpu)
     if net is not None:
         out.update(fit_allreduce(net, link))

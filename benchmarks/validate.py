@@ -48,7 +48,8 @@ def fit(args) -> tuple[object, dict]:
     on = (f"{len(runs)} vLLM v0.15.1 H100 runs ({', '.join(r.short_name for r in runs)}; "
           f"{'first %g s of each stage' % args.window_s if args.window_s else 'whole runs'})")
     prof, note = cal.calibrated_profile(base, result.parameters, on=on, stderr=result.stderr,
-                                        rms_rel_error=result.rms_rel_error, name=f"{base.name}-fit")
+                                        rms_rel_error=result.rms_rel_error, name=f"{base.name}-fit",
+                                        correlation=result.correlation)
     report = {"fit": result.to_dict(), "fit_runs": [r.run_id for r in runs], "metrics": metrics,
               "wall_s": round(time.perf_counter() - t0, 1)}
     out = Path(args.fit_out)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sim.deploy.engine_defaults import LEGACY_MAX_NUM_SEQS
 from sim.deploy.step_cost import BatchShape, BatchShapeBuilder
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.request import Request, RequestStatus
@@ -280,7 +281,8 @@ class Scheduler(abc.ABC):
         self.kv = kv
         self.max_model_len = max_model_len
         self.block_size = kv.block_size
-        self.max_num_seqs: int = engine_cfg.max_num_seqs
+        # None when no deployment resolved it (a bare EngineConfig): the engine-independent default
+        self.max_num_seqs: int = engine_cfg.max_num_seqs or LEGACY_MAX_NUM_SEQS
         budget = engine_cfg.max_num_batched_tokens
         if budget is None:  # vLLM's fallback when nothing resolved it (sim.api resolves per GPU)
             budget = 2048 if engine_cfg.enable_chunked_prefill else max(max_model_len, 2048)

@@ -65,6 +65,8 @@ class SGLangOptions:
     init_new_token_ratio: float = 0.7
     min_new_token_ratio_factor: float = 0.14
     new_token_ratio_decay_steps: int = 600
+    # --schedule-conservativeness: scheduler.py sets init_new_token_ratio = min(0.7 × it, 1.0)
+    schedule_conservativeness: float = 1.0
 
 
 @register_policy("sglang")
@@ -83,8 +85,8 @@ class SGLangScheduler(Scheduler):
         # Tokens one prefill batch may compute (rem_chunk_tokens; max_prefill_tokens without chunking).
         self.prefill_budget: int = size if self.chunking else self.max_num_batched_tokens
         self.schedule_policy: str = opts.schedule_policy
-        self.init_new_token_ratio = opts.init_new_token_ratio
-        self.min_new_token_ratio = opts.init_new_token_ratio * opts.min_new_token_ratio_factor
+        self.init_new_token_ratio = min(opts.init_new_token_ratio * opts.schedule_conservativeness, 1.0)
+        self.min_new_token_ratio = min(self.init_new_token_ratio * opts.min_new_token_ratio_factor, 1.0)
         self.new_token_ratio_decay = ((self.init_new_token_ratio - self.min_new_token_ratio)
                                       / opts.new_token_ratio_decay_steps)
         self.new_token_ratio = self.init_new_token_ratio
@@ -110,6 +112,9 @@ class SGLangScheduler(Scheduler):
         if not 0.0 < opts.init_new_token_ratio <= 1.0:
             raise ConfigError(f"engine.policy_options.init_new_token_ratio must be in (0, 1], "
                               f"got {opts.init_new_token_ratio!r}")
+        if not (isinstance(opts.schedule_conservativeness, (int, float)) and opts.schedule_conservativeness > 0):
+            raise ConfigError(f"engine.policy_options.schedule_conservativeness must be > 0, "
+                              f"got {opts.schedule_conservativeness!r}")
         if not 0.0 <= opts.min_new_token_ratio_factor <= 1.0:
             raise ConfigError(f"engine.policy_options.min_new_token_ratio_factor must be in [0, 1], "
                               f"got {opts.min_new_token_ratio_factor!r}")

@@ -116,10 +116,10 @@ class EngineConfig(Frozen):
     """Serving-engine settings, named as in vLLM."""
 
     policy: str = "vllm"
-    max_num_seqs: int = Field(256, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default as vLLM V1: 8192 on GPUs with ≥ 70 GiB, else 2048")
+    max_num_seqs: int | None = Field(None, ge=1, description="default: the engine's (vLLM V1: 1024 on GPUs with ≥ 70 GiB that are not A100, else 256; sim/deploy/engine_defaults.py)")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="token budget per step; default: the engine's (vLLM V1: 8192 on GPUs with ≥ 70 GiB that are not A100, else 2048)")
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool | None = Field(None, description="default: the engine's (on for vllm and sglang, off for the others)")
     block_size: int = Field(16, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_model_len: int | None = Field(None, ge=1, description="default: the model's max_position_embeddings")
@@ -141,6 +141,7 @@ SECTION_MODELS: dict[str, str] = {
     "search": "sim.plan.capacity:SearchConfig",
     "sweep": "sim.plan.sweep:SweepConfig",
     "cost": "sim.measure.pricing:CostConfig",
+    "uncertainty": "sim.runs.uncertainty:UncertaintyConfig",
 }
 
 
@@ -167,6 +168,7 @@ class ExperimentConfig(Frozen):
     search: Any = None
     sweep: Any = None
     cost: Any = None
+    uncertainty: Any = None
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
@@ -178,7 +180,7 @@ class ExperimentConfig(Frozen):
         """Plain-dict form (the resolved config saved next to results). It parses back to an equal
         config: ``parse_experiment(cfg.to_dict(), base_dir=cfg.base_dir)`` simulates identically.
         ``base_dir`` is left out: it is where the file was, not a setting."""
-        out = self.model_dump(mode="json", exclude={"workload", "slo", "search", "sweep", "cost", "base_dir"})
+        out = self.model_dump(mode="json", exclude=set(SECTION_MODELS) | {"base_dir"})
         for key in SECTION_MODELS:
             val = getattr(self, key)
             out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val

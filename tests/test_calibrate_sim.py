@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.deploy.deployment import build_deployment
+from sim.deploy.roofline import RooflineCostModel, uniform_batch_shape
 from sim.fidelity import calibrate as cal
 
 DATA = Path(__file__).parent / "data" / "calibration"
@@ -42,8 +44,18 @@ def test_fit_recovers_known_parameters_from_simulated_data(setting):
     # means only: medians/p90s of 200 requests jump by whole steps as parameters move
     fit = cal.fit_profile(base, cases, parameters=list(truth), metric_names=SMOOTH_METRICS,
                           start={"per_iteration_s": 0.0018, "memory_efficiency": 0.75})
+    # The runs pin what they see: the decode-step time of each model. Per-step host time and weight-streaming
+    # efficiency trade against each other along that ridge (the tile/wave GEMM model and the attention tile
+    # efficiency make the objective piecewise flat, so the trust-region fit stops on a plateau near ~0.2% rms):
+    # the step times are recovered within 1.5%, each parameter within 10%.
+    for cfg in cfgs:
+        model = build_deployment(cfg).model
+        step = {name: RooflineCostModel(model, prof, cfg.parallel, cfg.precision).step(
+                    uniform_batch_shape(32, 1, 600)).time_s
+                for name, prof in (("truth", base.with_parameters(**truth)), ("fit", base.with_parameters(**fit.parameters)))}
+        assert step["fit"] == pytest.approx(step["truth"], rel=0.015), (cfg.name, fit.parameters)
     for k, v in truth.items():
-        assert fit.parameters[k] == pytest.approx(v, rel=0.02), (k, fit.parameters)
+        assert fit.parameters[k] == pytest.approx(v, rel=0.10), (k, fit.parameters)
     # batch compositions change in whole steps, so the objective is flat in small pieces near the truth
     # and the fit stops within ~1% (rms) of it; it starts 15% away
     assert fit.rms_rel_error < 0.01 < 0.1 < fit.initial_rms_rel_error

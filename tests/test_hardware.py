@@ -140,3 +140,15 @@ def test_bare_number_tunable_reads_as_assumed(tmp_path):
     p = HardwareProfile.from_dict(data, "x.yaml")
     assert p.parameter("per_iteration_s").value == 0.001
     assert p.parameter("per_iteration_s").status == "assumed"
+
+
+@pytest.mark.parametrize("name,bw,bf16,sms", [("a40", 696e9, 149.7, 84), ("rtx-4090", 1008e9, 165.2, 128),
+                                              ("rtx-5090", 1792e9, 209.5, 170), ("rtx-pro-6000", 1792e9, 500.0, 188),
+                                              ("h20", 4.0e12, 148.0, None),
+                                              ("mi325x", 6.0e12, 1307.4, 304), ("mi355x", 8.0e12, 2500.0, 256)])
+def test_new_gpus_datasheet_numbers_and_assumed_status(name, bw, bf16, sms):
+    """The GPUs of issue 18: datasheet numbers (sources in each file's header), every tunable assumed."""
+    p = load_profile(name)
+    assert p.memory_bandwidth_bytes_per_s == bw and p.peak_tflops["bf16"] == bf16 and p.compute_units == sms
+    assert p.calibration_status == "uncalibrated"
+    assert all(p.parameter(k).status == "assumed" for k in TIMING_PARAMETERS + MEMORY_PARAMETERS)

@@ -217,3 +217,14 @@ def test_end_to_end_invariants_and_no_mixed_iterations():
 def test_decode_group_fast_path_matches_exact_loop(case):
     """Same records and iteration log with and without the decode group (under KV pressure)."""
     assert_fast_path_matches_exact_loop(POLICY, case)
+
+
+def test_schedule_conservativeness_scales_the_new_token_ratio():
+    """scheduler.py: init = min(0.7 × conservativeness, 1), min = min(init × 0.14, 1), decay over 600 steps."""
+    s = make_sched(options={"schedule_conservativeness": 0.5})
+    assert s.init_new_token_ratio == pytest.approx(0.35)
+    assert s.min_new_token_ratio == pytest.approx(0.35 * 0.14)
+    assert s.new_token_ratio_decay == pytest.approx((0.35 - 0.049) / 600)
+    assert make_sched(options={"schedule_conservativeness": 2.0}).init_new_token_ratio == 1.0
+    with pytest.raises(ConfigError, match="schedule_conservativeness"):
+        make_sched(options={"schedule_conservativeness": 0})

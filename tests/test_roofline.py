@@ -33,7 +33,9 @@ def ideal_profile(bandwidth: float = 1e12, **overrides) -> HardwareProfile:
     data["interconnect"]["intra_node_bandwidth_bytes_per_s"] = 1e11
     for k in data["efficiency"]:
         data["efficiency"][k] = {"value": 1.0, "status": "assumed", "basis": "test"}
-    data["efficiency"]["gemm_half_tokens"] = {"value": 0.0, "status": "assumed", "basis": "test"}
+    for k in ("gemm_half_tokens", "gemm_overlap_exponent", "attention_half_length"):  # not fractions: 0 = off
+        data["efficiency"][k] = {"value": 0.0, "status": "assumed", "basis": "test"}
+    data["compute_units"] = None  # the plain roofline (no tile/wave shapes)
     for k in data["overheads"]:
         data["overheads"][k] = {"value": 0.0, "status": "assumed", "basis": "test"}
     for k, v in overrides.items():
@@ -48,7 +50,7 @@ def ideal_profile(bandwidth: float = 1e12, **overrides) -> HardwareProfile:
 #   GEMM activation bytes per token per layer: ((64+128) + (64+64) + (64+256) + (128+64))·2 = 1,664
 #   attention FLOPs per (query, key) pair per layer: 2·4·(16+16) = 256
 #   KV bytes per token per layer: 2·2·16·2 = 128 ; Q+O bytes per token per layer: 2·64·2 = 256
-#   element-wise bytes per token per layer: 2·(8·64 + 2·(64 + 64) + 3·128) = 2,304 ; embedding 2·64·2 = 256
+#   element-wise bytes per token per layer: 2·(8·64 + 2·(64 + 32) + 3·128) = 2,176 (rotary: q and k) ; embedding 2·64·2 = 256
 #   LM head: FLOPs per row 2·64·100 = 12,800 ; weights 64·100·2 = 12,800 ; activations per row (64+100)·2 = 328
 #   sampler bytes per row 100·4·6 = 2,400
 def test_tiny_decode_flops_and_bytes_by_hand():
@@ -56,9 +58,9 @@ def test_tiny_decode_flops_and_bytes_by_hand():
     cost = cm.step(single_request_shape(1, 10))  # one decode token on 10 cached: 11 pairs, 11 KV tokens
     flops = 2 * 73_728 + 2 * 11 * 256 + 12_800
     attention_bytes = 2 * (11 * 128 + 1 * (256 + 128))
-    bytes_ = 2 * 73_728 + 2 * 1_664 + (2 * 2_304 + 256) + 12_800 + 328 + 2_400 + attention_bytes
+    bytes_ = 2 * 73_728 + 2 * 1_664 + (2 * 2_176 + 256) + 12_800 + 328 + 2_400 + attention_bytes
     assert cost.flops == flops == 165_888
-    assert cost.bytes_moved == bytes_ == 174_760
+    assert cost.bytes_moved == bytes_ == 174_504
     # every operator is memory bound on this GPU, so the time is bytes / bandwidth
     assert cost.time_s == pytest.approx(bytes_ / 1e12, rel=1e-12)
     assert cost.mbu == pytest.approx(1.0)
@@ -90,16 +92,24 @@ def test_breakdown_sums_to_time():
     assert cm.step(shape).time_s == cost.time_s
 
 
-def test_ring_allreduce_formula():
+def test_allreduce_formulas():
+    """NVLink TP4, 12.8 KB: vLLM's one-shot custom all-reduce reads 3 peer buffers; over PCIe (no custom
+    all-reduce beyond 2 GPUs) NCCL's ring moves 2(n−1)/n of the message (sim/deploy/collectives.py)."""
     latency = 2e-6
     hw = ideal_profile(allreduce_latency_s=latency)
     cm = RooflineCostModel(TINY, hw, ParallelConfig(tp=4))
     n = 100
     bd = cm.breakdown(uniform_batch_shape(1, n, 0))
     msg = n * 64 * 2  # tokens × hidden × bf16
-    per_allreduce = latency + 2 * (4 - 1) / 4 * msg / 1e11
-    assert bd["communication"] == pytest.approx(2 * 2 * per_allreduce)  # 2 all-reduces × 2 layers
+    one_shot = latency + (4 - 1) * msg / 1e11
+    assert bd["communication"] == pytest.approx(2 * 2 * one_shot)  # 2 all-reduces × 2 layers
     assert "communication" not in RooflineCostModel(TINY, hw).breakdown(uniform_batch_shape(1, n, 0))
+    data = yaml.safe_load(hw.to_yaml())
+    data["interconnect"]["intra_node"] = "PCIe Gen5"
+    data["interconnect"]["allreduce_measurements"] = None  # no measured NCCL curve: the ring formula
+    pcie = RooflineCostModel(TINY, HardwareProfile.from_dict(data), ParallelConfig(tp=4))
+    ring = latency + 2 * (4 - 1) / 4 * msg / 1e11
+    assert pcie.breakdown(uniform_batch_shape(1, n, 0))["communication"] == pytest.approx(2 * 2 * ring)
 
 
 # --------------------------------------------------------------------------- roofline limits on a real GPU

@@ -190,3 +190,15 @@ def test_process_is_repeatable():
     a = [s for _, s in run(w).sent]
     b = [s for _, s in run(w).sent]
     assert a == b
+
+
+def test_vllm_bench_arrivals_end_exactly_at_n_over_rate():
+    """vllm/benchmarks/serve.py get_request: cumulative gamma gaps rescaled to target_total_delay_s = N / rate."""
+    proc = ARRIVAL_PROCESSES.get("vllm-bench")(rate=4.0, burstiness=0.5)
+    for seed in range(3):
+        t = proc.arrival_times(np.random.default_rng(seed), 500, None)
+        assert len(t) == 500 and t[-1] == pytest.approx(500 / 4.0) and t[0] > 0
+        assert np.all(np.diff(t) >= 0)
+    assert proc.scaled(2.0).arrival_times(np.random.default_rng(0), 500, None)[-1] == pytest.approx(62.5)
+    with pytest.raises(ValueError, match="num_requests"):
+        proc.arrival_times(np.random.default_rng(0), None, 10.0)

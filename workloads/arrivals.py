@@ -123,6 +123,32 @@ class GammaArrival(_Renewal):
         return rng.standard_gamma(self.burstiness, n) / self.burstiness
 
 
+@ARRIVAL_PROCESSES.register("vllm-bench")
+class VllmBenchArrival(_Renewal):
+    """Exactly what ``vllm bench serve --request-rate R --burstiness B`` sends (``vllm/benchmarks/serve.py``
+    ``get_request``): N gamma gaps (shape B, mean 1/R) summed, then **rescaled so the last request is sent
+    at N/R** ("target_total_delay_s = total_requests / request_rate"; the sum would otherwise miss it by
+    1-2%). The first request goes out after the first (rescaled) gap. The offered load of a run is then
+    exactly N/R seconds long whatever the seed. Needs ``num_requests``."""
+
+    process: Literal["vllm-bench"] = "vllm-bench"
+    burstiness: float = Field(1.0, gt=0, description="--burstiness (gamma shape; 1 = Poisson)")
+
+    def _unit_gaps(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.standard_gamma(self.burstiness, n) / self.burstiness
+
+    def arrival_times(self, rng: np.random.Generator, num_requests: int | None, duration_s: float | None) -> np.ndarray:
+        if num_requests is None:
+            raise ValueError("the vllm-bench arrival process needs num_requests (vllm bench --num-prompts)")
+        if num_requests == 0:
+            return np.empty(0)
+        unit = np.cumsum(self._unit_gaps(rng, num_requests))
+        times = unit * (num_requests / unit[-1]) / self.rate  # unit[-1] > 0 almost surely
+        if duration_s is not None:
+            times = times[times <= duration_s]
+        return times
+
+
 @ARRIVAL_PROCESSES.register("constant", "uniform", "deterministic")
 class ConstantArrival(_Renewal):
     """One request every 1/rate seconds (the k-th at k/rate)."""

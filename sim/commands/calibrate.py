@@ -111,7 +111,7 @@ def command(measurements, experiment, microbench, base_profile, out_path, params
     _print_fit(fit, names)
     prof, note = cal.calibrated_profile(base, fit.parameters, on=f"{Path(measurements).name} replayed with "
                                         f"{Path(experiment).name}", stderr=fit.stderr,
-                                        rms_rel_error=fit.rms_rel_error, name=name)
+                                        rms_rel_error=fit.rms_rel_error, name=name, correlation=fit.correlation)
     out.write_text(cal.profile_yaml(prof, note))
     out.with_suffix(".fit.json").write_text(json.dumps(fit.to_dict(), indent=2))
     click.echo(f"wrote {out} and {out.with_suffix('.fit.json')}")

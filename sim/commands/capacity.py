@@ -43,6 +43,10 @@ def print_result(result, out: Path | None) -> None:
                f" (next probe {result.lowest_failing_rate:.4g} req/s failed on {result.binding_constraint})")
         console.print(f"max request rate: [bold]{_fmt(result.max_request_rate, '.4g')} req/s[/bold]{nxt}; "
                       f"converged: {result.converged}")
+        if result.interval_level is not None:
+            console.print(f"{100 * result.interval_level:.0f}% range over the hardware profile's uncertainty: "
+                          f"{_fmt(result.max_request_rate_low, '.4g')}–{_fmt(result.max_request_rate_high, '.4g')} "
+                          f"req/s (plan with the low end)")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if out is not None:

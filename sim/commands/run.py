@@ -65,6 +65,11 @@ def print_summary(summary: dict, meta: dict, out_dir: Path | None) -> None:
         f"{g('total_token_throughput', 0) or 0:,.0f} total tok/s;  mean batch {g('mean_batch_size', 0) or 0:.1f}, "
         f"peak KV {100 * (g('peak_kv_cache_usage', 0) or 0):.0f}%, preemptions {g('num_preemptions', 0)}, "
         f"MFU {100 * (g('mfu', 0) or 0):.1f}%, MBU {100 * (g('mbu', 0) or 0):.1f}%")
+    iv = g("intervals")
+    if isinstance(iv, dict):
+        parts = [f"{m.replace('_ms', '')} {iv[m]['low']:,.1f}–{iv[m]['high']:,.1f}" for m in
+                 ("median_ttft_ms", "p99_ttft_ms", "median_e2el_ms", "p99_e2el_ms") if m in iv]
+        console.print(f"{100 * iv['level']:.0f}% intervals (ms, {iv['samples']} extra runs): " + ", ".join(parts))
     mlperf = g("mlperf")
     if isinstance(mlperf, dict):
         console.print(f"MLPerf {mlperf.get('scenario')}: " + ("[green]VALID[/green]" if mlperf.get("valid") else
@@ -75,6 +80,11 @@ def print_summary(summary: dict, meta: dict, out_dir: Path | None) -> None:
         if isinstance(mlperf, dict) and not mlperf.get("valid") and slo["passed"]:
             verdict = "limits met, but the run is INVALID under MLPerf's rules (above)"
         console.print(f"SLO: {verdict}" + (f" (binding: {slo.get('binding')})" if slo.get("binding") else ""))
+    resolved = meta.get("resolved_engine_defaults") or []
+    if resolved:
+        console.print("engine settings not in the file (the engine's defaults, sim/deploy/engine_defaults.py):")
+        for r in resolved:
+            console.print(f"  engine.{r['key']} = {r['value']}  [dim]({r['reason']})[/dim]")
     for w in meta.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
     if out_dir is not None:

@@ -12,17 +12,13 @@ from typing import Any
 
 from hwprofiles import load_profile
 from sim.config import ExperimentConfig
-from sim.deploy.hardware import GIB
+from sim.deploy.engine_defaults import (LEGACY_MAX_NUM_SEQS, ResolvedSetting, resolve_engine_defaults,
+                                        sglang_max_running_requests)
 from sim.deploy.memory_plan import plan_memory
 from sim.deploy.models import load_model
 from sim.deploy.roofline import RooflineCostModel
 from sim.deploy.speculative_cost import speculative_deployment
 from sim.errors import ConfigError
-
-# vLLM V1 chooses its default token budget by GPU memory (SEMANTICS.md §3, vllm/engine/arg_utils.py):
-# 8192 for the API server on GPUs with ≥ 70 GiB (not A100), else 2048.
-_V1_LARGE_GPU_BYTES = 70 * GIB
-
 
 @dataclass(frozen=True)
 class Deployment:
@@ -36,26 +32,23 @@ class Deployment:
     max_model_len: int
     num_gpus_per_replica: int
     dp: int = 1  # data-parallel attention ranks per replica (each an engine core, stepping in lockstep)
+    #: engine settings the experiment left out, with the value the engine picks and why
+    resolved_defaults: tuple[ResolvedSetting, ...] = ()
 
 
-def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[Any, int]:
-    """Fill vLLM-style defaults that depend on the model and the GPU."""
+def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[Any, int, list[ResolvedSetting]]:
+    """Fill the engine defaults that depend on the model and the GPU (``sim.deploy.engine_defaults``)."""
     engine = cfg.engine
     max_model_len = engine.max_model_len or int(model.max_position_embeddings)
     if engine.max_model_len and engine.max_model_len > model.max_position_embeddings:
         raise ConfigError(
             f"{cfg.name}: engine.max_model_len = {engine.max_model_len} exceeds the model's "
             f"max_position_embeddings = {model.max_position_embeddings}")
-    updates: dict[str, Any] = {"max_model_len": max_model_len}
-    if engine.max_num_batched_tokens is None:
-        if engine.policy == "vllm-v0" and engine.policy_options.get("enable_chunked_prefill"):
-            updates["max_num_batched_tokens"] = 2048  # V0 with chunked prefill (vllm/config.py)
-        elif engine.policy in ("vllm-v0", "orca", "static") or not engine.enable_chunked_prefill:
-            updates["max_num_batched_tokens"] = max(max_model_len, 2048)
-        else:
-            large = hardware.memory_bytes >= _V1_LARGE_GPU_BYTES
-            updates["max_num_batched_tokens"] = 8192 if large else 2048
-    return engine.model_copy(update=updates), max_model_len
+    updates, notes = resolve_engine_defaults(engine, hardware, max_model_len)
+    if engine.max_model_len is None:
+        notes.insert(0, ResolvedSetting("max_model_len", max_model_len, "the model's max_position_embeddings"))
+    updates["max_model_len"] = max_model_len
+    return engine.model_copy(update=updates), max_model_len, notes
 
 
 def build_deployment(cfg: ExperimentConfig) -> Deployment:
@@ -63,7 +56,14 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
 
     model = load_model(str(_maybe_path(cfg, cfg.model)))
     hardware = load_profile(str(_maybe_path(cfg, cfg.hardware)))
-    engine, max_model_len = _resolve_engine(cfg, model, hardware)
+    engine, max_model_len, notes = _resolve_engine(cfg, model, hardware)
+    if engine.max_num_seqs is None:  # SGLang: max_running_requests follows the KV pool it sizes
+        plan = plan_memory(model, hardware, cfg.parallel, cfg.precision,
+                           engine.model_copy(update={"max_num_seqs": LEGACY_MAX_NUM_SEQS}), max_model_len)
+        seqs = sglang_max_running_requests(plan.num_kv_blocks * engine.block_size, max_model_len)
+        engine = engine.model_copy(update={"max_num_seqs": seqs})
+        notes.append(ResolvedSetting("max_num_seqs", seqs, "SGLang max_running_requests default: KV pool tokens // 2, "
+                                                         "capped by the request pool"))
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
     if engine.speculative is not None:
@@ -72,7 +72,8 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
         draft = load_model(str(_maybe_path(cfg, spec.draft_model))) if spec.method == "draft_model" else None
         cost_model, plan = speculative_deployment(spec, model, draft, hardware, cfg.parallel, cfg.precision, plan,
                                                   cost_model)
-    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus, cfg.parallel.dp)
+    return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus, cfg.parallel.dp,
+                      tuple(notes))
 
 
 def _resolve_speculative(cfg: ExperimentConfig, engine: Any) -> Any:

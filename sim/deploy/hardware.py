@@ -71,6 +71,9 @@ class InterconnectSpec(Frozen):
     gpus_per_node: int = Field(8, ge=1, description="GPUs reachable over the intra-node link (TP beyond this crosses nodes)")
     inter_node_bandwidth_bytes_per_s: float = Field(gt=0, description="network bandwidth per GPU (e.g. one 400 Gb/s NIC per GPU)")
     pcie_bandwidth_bytes_per_s: float = Field(gt=0, description="host<->device bandwidth (KV swap)")
+    allreduce_measurements: str | None = Field(
+        None, description="measured NCCL all-reduce curve, sim/data/network/<name>.csv (sim/deploy/collectives.py); "
+                          "default: the ring formula")
 
 
 class EfficiencySpec(Frozen):
@@ -83,11 +86,18 @@ class EfficiencySpec(Frozen):
     attention_compute_efficiency: Tunable  # fraction of peak FLOPS of attention (prefill)
     attention_memory_efficiency: Tunable  # fraction of peak bandwidth reading the paged KV cache (decode)
     communication_efficiency: Tunable  # fraction of link bandwidth a ring collective reaches
+    # sim/deploy/kernel_shapes.py: p of t = (t_c^p + t_m^p)^(1/p) for a GEMM (0 = perfect overlap, max)
+    gemm_overlap_exponent: Tunable = Tunable(
+        value=0.0, status="assumed",
+        basis="0: compute and weight streaming overlap perfectly (time = max of the two)")
+    # FlashAttention prefill efficiency ramp e·L/(L + L_half), L = twice the mean keys per query (0 = none)
+    attention_half_length: Tunable = Tunable(
+        value=0.0, status="assumed", basis="0: prefill attention at attention_compute_efficiency whatever its length")
 
     @model_validator(mode="after")
     def _fractions(self) -> EfficiencySpec:
         for name in type(self).model_fields:
-            if name == "gemm_half_tokens":
+            if name in ("gemm_half_tokens", "gemm_overlap_exponent", "attention_half_length"):
                 continue
             v = getattr(self, name).value
             if not 0.0 < v <= 1.0:
@@ -122,6 +132,28 @@ class MemoryReserveSpec(Frozen):
     activation_workspace_bytes: Tunable  # torch-allocated workspaces counted in the profiled activation peak
 
 
+class ParameterCovariance(Frozen):
+    """The uncertainty of a set of fitted parameters: standard errors and their correlation matrix (what
+    ``simctl calibrate`` reports; ``sim/runs/uncertainty.py`` propagates it into intervals)."""
+
+    parameters: tuple[str, ...]
+    stderr: tuple[float, ...]
+    correlation: tuple[tuple[float, ...], ...]
+    basis: str = ""
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ParameterCovariance:
+        n = len(self.parameters)
+        if len(self.stderr) != n or len(self.correlation) != n or any(len(r) != n for r in self.correlation):
+            raise ValueError(f"stderr and correlation must match the {n} parameters")
+        if any(s < 0 for s in self.stderr):
+            raise ValueError("stderr must be ≥ 0")
+        unknown = [p for p in self.parameters if p not in PARAMETER_SECTIONS]
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETER_SECTIONS)}")
+        return self
+
+
 #: flat tunable name -> section it lives in
 _SECTIONS = {"efficiency": EfficiencySpec, "overheads": OverheadSpec, "memory_reserve": MemoryReserveSpec}
 PARAMETER_SECTIONS: dict[str, str] = {name: sec for sec, cls in _SECTIONS.items() for name in cls.model_fields}
@@ -148,12 +180,18 @@ class HardwareProfile(Frozen):
     aliases: tuple[str, ...] = ()
     vendor: Literal["nvidia", "amd", "other"] = "nvidia"
     architecture: str = ""
+    compute_units: int | None = Field(
+        None, ge=1, description="streaming multiprocessors (NVIDIA) / compute units (AMD): with it GEMMs, attention "
+                                "and element-wise kernels are priced by their shape (sim/deploy/kernel_shapes.py); "
+                                "without it GEMM efficiency follows the gemm_half_tokens ramp")
     memory: MemorySpec
     peak_tflops: dict[str, float] = Field(description="dense (not sparse) peak TFLOPS per dtype")
     interconnect: InterconnectSpec
     efficiency: EfficiencySpec
     overheads: OverheadSpec
     memory_reserve: MemoryReserveSpec
+    calibration_covariance: ParameterCovariance | None = Field(
+        None, description="standard errors and correlations of the replay-fitted parameters (error bars)")
     usd_per_gpu_hour: float | None = Field(None, gt=0, description="on-demand price of one GPU-hour")
     price_source: str = ""
     notes: str = ""

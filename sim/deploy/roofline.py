@@ -8,18 +8,23 @@ summed over the decoder layers, plus communication, the LM head and sampler, and
 Operators and their traffic (``n`` = tokens in the step, all per GPU):
 
 * **GEMMs** (:meth:`ModelSpec.layer_groups`, q/k/v and gate/up fused as vLLM runs them): FLOPs
-  ``2·in·out·n/tp``; bytes = weights (read once per iteration) + activations in/out. Compute efficiency
-  rises with the GEMM's row count: ``eff(n) = e·n/(n + n_half)`` — so the compute time is
-  ``flops_per_token·(n + n_half)/(peak·e)``, as if every GEMM carried ``n_half`` extra rows.
+  ``2·in·out·n/tp``; bytes = weights (read once per iteration) + activations in/out. With the profile's
+  SM count the compute time follows the tile/wave model of the per-GPU M, N, K and overlaps the memory time
+  with exponent ``gemm_overlap_exponent`` (:mod:`sim.deploy.kernel_shapes`); without it, compute efficiency
+  rises with the row count, ``eff(n) = e·n/(n + n_half)``.
 * **MoE experts**: the expected number of distinct experts hit by ``n`` tokens with top-k routing,
   ``E·(1 − (1 − k/E)^n)``, is read from memory; compute is ``k`` experts per token, at the efficiency
   of the rows each touched expert receives.
 * **attention**: FLOPs ``2·heads·(d_qk + d_v)`` per (query, key) pair — the causal pairs of the batch
   (:attr:`BatchShape.causal_pairs`); bytes = every scheduled request's KV (GQA/MLA aware, TP-sharded
-  KV heads) + Q/O + the new K/V written. MLA decode runs in the weight-absorbed latent form.
-* **element-wise** (norms, rotary, activation, residual adds, embedding gather): bytes only.
-* **TP all-reduce** after attention and after the MLP: ring ``latency + 2(tp−1)/tp · bytes / (link·eff)``
-  (expert parallelism spans the TP group, so MoE outputs meet in the same all-reduce).
+  KV heads) + Q/O + the new K/V written. MLA decode runs in the weight-absorbed latent form. Prefill
+  pairs run below peak on short sequences and on chunks too small to fill the GPU (FlashAttention's
+  length ramp and SM occupancy, :mod:`sim.deploy.kernel_shapes`).
+* **element-wise** (norms, rotary, activation, embedding gather, MoE routing), one breakdown line each:
+  bytes plus a per-kernel floor that grows with the row width (:mod:`sim.deploy.kernel_shapes`).
+* **TP all-reduce** after attention and after the MLP: vLLM's custom one-shot/two-shot all-reduce or NCCL
+  (measured curve or ring) by message size (:mod:`sim.deploy.collectives`; expert parallelism spans the TP
+  group, so MoE outputs meet in the same all-reduce).
   **PP**: one send/recv per stage boundary.
 * **LM head** on one row per scheduled request, logits gathered across TP, then the sampler.
 * **overheads**: per iteration, per scheduled request, per layer (launch gaps).
@@ -34,8 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.config import ParallelConfig, PrecisionConfig
+from sim.deploy.collectives import AllReduce
 from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
+from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
 from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
 
@@ -43,7 +50,6 @@ ACT_BYTES = 2.0  # activations are bf16/fp16 whatever the weight format
 LOGIT_BYTES = 4.0  # the sampler works on fp32 logits
 SAMPLER_PASSES = 6.0  # fp32 logit reads/writes of vLLM's sampler (penalties, temperature, softmax, top-k/p, sample)
 SAMPLER_KERNELS = 8
-ELEMENTWISE_KERNELS_PER_LAYER = 4  # 2 fused residual-add+RMSNorm, rotary, activation (vLLM fuses the rest)
 MOE_EXTRA_KERNELS = 3  # router softmax/top-k, token permute, combine
 
 
@@ -62,6 +68,9 @@ class _Gemm:
     num_experts: int = 0  # routed experts (0 = dense GEMM)
     experts_per_gpu: float = 0.0  # experts resident on this GPU
     top_k: int = 0
+    n_out: float = 0.0  # output columns per GPU (of one instance / one expert)
+    k_in: float = 0.0  # reduction length per GPU
+    instances: float = 1.0  # batched copies run per token (dense GEMMs with num_instances > 1)
 
 
 def _fuse(ops: tuple[LinearOp, ...]) -> list[tuple[str, list[LinearOp]]]:
@@ -143,6 +152,18 @@ class RooflineCostModel:
                                float(x.num_experts), x.experts_per_gpu, float(x.top_k), x.name, x.weight_bytes)
                               for x in self.expert_gemms)
         self.gemm_flops_per_token = sum(x.num_layers * x.flops_per_token for x in gemms)
+        # shape-dependent GEMM efficiency (sim/deploy/kernel_shapes.py) when the profile knows its SM count;
+        # otherwise the row ramp eff(n) = e·n/(n + n_half)
+        self.sms = int(hw.compute_units or 0)
+        self.gemm_overlap_p = eff.gemm_overlap_exponent.value
+        e_gemm = eff.gemm_compute_efficiency.value
+        if self.sms:
+            self._dense_shapes = tuple(gemm_shape(x.n_out, x.k_in, x.instances, self.peak_flops, e_gemm, self.sms)
+                                       for x in self.dense_gemms)
+            self._expert_shapes = tuple(gemm_shape(x.n_out, x.k_in, 1.0, self.peak_flops, e_gemm, self.sms)
+                                        for x in self.expert_gemms)
+        else:
+            self._dense_shapes = self._expert_shapes = ()
         # expert parallelism: the busiest GPU's share of routed tokens and, with DP attention, the
         # all-to-all that carries tokens between DP ranks and the GPUs of their experts
         self.dp = parallel.dp
@@ -171,6 +192,8 @@ class RooflineCostModel:
         self._attn_c = 1.0 / (self.attention_peak_flops * eff.attention_compute_efficiency.value)
         self._attn_m = 1.0 / (bw * eff.attention_memory_efficiency.value)
         self.attention_kernel_s = ovh.attention_kernel_s.value
+        self.attention_half_length = eff.attention_half_length.value
+        self.heads_per_gpu = heads_rank
         # sliding-window layers: (count, window); full-attention layers counted separately
         windows: dict[int | None, int] = {}
         for w in model.windows:
@@ -178,28 +201,38 @@ class RooflineCostModel:
         self._full_attn_layers = windows.pop(None, 0)
         self._window_layers = tuple(sorted(windows.items()))
 
-        # ---- element-wise (per layer, per GPU)
+        # ---- element-wise (per layer, per GPU), one line per operator in the breakdown
         gated = 3 if model.mlp_kind == "gated" else 2
-        kv_proj = (kv_elems if self.is_mla else 2 * max(1, model.num_kv_heads // tp) * model.head_dim)
-        ew_tok = 0.0
-        ew_kernels = 0.0
+        # rotary touches q and k (not v); MLA: its latent as before
+        rope_k = kv_elems if self.is_mla else max(1, model.num_kv_heads // tp) * model.head_dim
+        # op -> [bytes per token (all layers), kernel launches, row floor seconds (all layers)]
+        ops: dict[str, list[float]] = {}
+        sms_bw = self.sms / bw if self.sms else 0.0
+
+        def add(op: str, layers: int, row_bytes: float, kernels: int) -> None:
+            acc = ops.setdefault(op, [0.0, 0.0, 0.0])
+            acc[0] += layers * row_bytes * kernels
+            acc[1] += layers * kernels
+            acc[2] += layers * kernels * row_bytes * sms_bw  # one row per SM at few tokens
+
         for g in model.layer_groups():
             if g.kind == "moe" and model.moe is not None:
                 m = model.moe
                 width = m.top_k * m.expert_intermediate_size / (ep if ep > 1 else tp)
                 width += m.shared_intermediate_size / tp
-                kernels = ELEMENTWISE_KERNELS_PER_LAYER + MOE_EXTRA_KERNELS
+                ops.setdefault("moe_routing", [0.0, 0.0, 0.0])[1] += g.num_layers * MOE_EXTRA_KERNELS
             else:
                 width = model.intermediate_size / tp
-                kernels = ELEMENTWISE_KERNELS_PER_LAYER
-            per_tok = ACT_BYTES * (8 * h + 2 * (model.q_size / tp + kv_proj) + gated * width)
-            ew_tok += g.num_layers * per_tok
-            ew_kernels += g.num_layers * kernels
-        ew_tok += 2 * h * ACT_BYTES  # embedding gather (read row, write hidden state)
-        ew_kernels += 1
-        self.elementwise_bytes_per_token = ew_tok
-        self._ew_s_per_token = ew_tok / (bw * eff.elementwise_efficiency.value)
-        self._ew_fixed_s = ew_kernels * ovh.elementwise_kernel_s.value
+            add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
+            add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
+            add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
+        add("embedding", 1, 2 * h * ACT_BYTES, 1)  # gather: read the row, write the hidden state
+        ew_eff = bw * eff.elementwise_efficiency.value
+        t_ew = ovh.elementwise_kernel_s.value
+        self._elementwise = tuple((op, b / ew_eff, k * t_ew + floor) for op, (b, k, floor) in ops.items())
+        self.elementwise_bytes_per_token = sum(b for b, _, _ in ops.values())
+        self._ew_s_per_token = self.elementwise_bytes_per_token / ew_eff
+        self._ew_fixed_s = sum(fixed for _, _, fixed in self._elementwise)
 
         # ---- communication
         ec = eff.communication_efficiency.value
@@ -210,6 +243,13 @@ class RooflineCostModel:
         # one all-reduce after attention and one after the MLP/MoE block of every layer. Expert parallelism
         # spans the TP group here (vLLM --enable-expert-parallel without data-parallel attention): every
         # rank holds all tokens, computes its own experts and the outputs meet in the same all-reduce.
+        # Each costs what vLLM's custom all-reduce or NCCL takes for n·h·2 bytes (sim/deploy/collectives.py).
+        ic = hw.interconnect
+        fabric = ic.intra_node.lower()
+        custom = tp <= ic.gpus_per_node and (tp == 2 or "nvlink" in fabric or "xgmi" in fabric)
+        self.allreduce = AllReduce(tp, self.allreduce_latency_s, link, custom_eligible=custom,
+                                   curve_name=ic.allreduce_measurements)
+        self.allreduce_bytes_per_token = h * ACT_BYTES
         if tp > 1:
             self._num_allreduce = 2 * L
             self._allreduce_s_per_token = 2.0 * (tp - 1) / tp * h * ACT_BYTES / link
@@ -229,6 +269,8 @@ class RooflineCostModel:
         self.lm_head_flops_per_row = 2.0 * head.in_features * V / tp
         self.lm_head_weight_bytes = head.in_features * V / tp * ACT_BYTES  # stays 16-bit
         self._head_c = self.lm_head_flops_per_row / (self.peak_flops * eff.gemm_compute_efficiency.value)
+        self._head_shape = (gemm_shape(V / tp, head.in_features, 1.0, self.peak_flops, e_gemm, self.sms)
+                            if self.sms else None)
         self._head_w = self.lm_head_weight_bytes / mem_bw
         self.lm_head_act_bytes_per_row = (head.in_features + V / tp) * ACT_BYTES
         self._head_a = self.lm_head_act_bytes_per_row / mem_bw
@@ -243,6 +285,9 @@ class RooflineCostModel:
         self.per_request_s = ovh.per_request_s.value
         self._launch_s = ovh.launch_per_layer_s.value * L
         self._cache: dict[tuple[int, int | None], float] = {}
+        # per token count: dense GEMM seconds and all-reduce seconds of a step (bounded by the token budget)
+        self._dense_cache: dict[int, float] = {}
+        self._allreduce_cache: dict[int, float] = {}
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -260,7 +305,8 @@ class RooflineCostModel:
             act_tok = op0.active_instances * (in_f + out_features) / (ep if ep > 1 else tp) * ACT_BYTES
             return _Gemm(name, g.num_layers, flops_tok / gemm_flops, per_expert_w / mem_bw, act_tok / mem_bw,
                          flops_tok, per_expert_w, act_tok, num_experts=op0.num_instances,
-                         experts_per_gpu=op0.num_instances / ep, top_k=op0.active_instances)
+                         experts_per_gpu=op0.num_instances / ep, top_k=op0.active_instances,
+                         n_out=out_features / split, k_in=in_f)
         if op0.tp == "replicated":
             k_in, k_out, split = in_f, out_features, 1
         elif op0.tp == "column":
@@ -270,7 +316,8 @@ class RooflineCostModel:
         w = in_f * out_features / split * wbytes * op0.num_instances + bias * ACT_BYTES / (split if op0.tp == "column" else 1)
         flops_tok = 2.0 * k_in * k_out * op0.active_instances
         act_tok = (k_in + k_out) * ACT_BYTES * op0.active_instances
-        return _Gemm(name, g.num_layers, flops_tok / gemm_flops, w / mem_bw, act_tok / mem_bw, flops_tok, w, act_tok)
+        return _Gemm(name, g.num_layers, flops_tok / gemm_flops, w / mem_bw, act_tok / mem_bw, flops_tok, w, act_tok,
+                     n_out=k_out, k_in=k_in, instances=op0.active_instances)
 
     # ------------------------------------------------------------------ the hot path
 
@@ -299,14 +346,31 @@ class RooflineCostModel:
         kernel = self.gemm_kernel_s
         t = 0.0
         bytes_moved = 0.0
-        # dense GEMMs: compute time c·(n + n_half), memory time W + a·n
-        for layers, c, w, a, name in self._dense:
-            tc = c * (nf + n_half)
-            tm = w + a * nf
-            dt = layers * ((tc if tc > tm else tm) + kernel)
-            t += dt
-            if bd is not None:
-                bd[name] = bd.get(name, 0.0) + dt
+        shapes = self._dense_shapes
+        p = self.gemm_overlap_p
+        if shapes:  # tile/wave model of each GEMM's per-GPU M, N, K (sim/deploy/kernel_shapes.py)
+            hit = self._dense_cache.get(n) if bd is None else None
+            if hit is not None:  # the dense GEMMs depend on the token count only
+                t += hit
+            else:
+                td = 0.0
+                for (layers, c, w, a, name), gs in zip(self._dense, shapes):
+                    tc = gs.compute_s(nf)
+                    tm = w + a * nf
+                    dt = layers * (((tc if tc > tm else tm) if p <= 0.0 else overlap(tc, tm, p)) + kernel)
+                    td += dt
+                    if bd is not None:
+                        bd[name] = bd.get(name, 0.0) + dt
+                self._dense_cache[n] = td
+                t += td
+        else:  # dense GEMMs: compute time c·(n + n_half), memory time W + a·n
+            for layers, c, w, a, name in self._dense:
+                tc = c * (nf + n_half)
+                tm = w + a * nf
+                dt = layers * ((tc if tc > tm else tm) + kernel)
+                t += dt
+                if bd is not None:
+                    bd[name] = bd.get(name, 0.0) + dt
         bytes_moved += self._dense_weight_bytes
         # routed experts: `nm` tokens reach them (the whole DP group's with DP attention); the busiest
         # GPU of the EP group carries `imb` times its mean share and sets the layer's time
@@ -314,13 +378,16 @@ class RooflineCostModel:
         plan = self.ep_plan
         n_half_e = self.n_half_experts
         imb = plan.busiest_gpu_factor(nm) if plan is not None else 1.0
-        for layers, c, w, a, E, e_gpu, k, name, w_bytes in self._experts:
+        for i, (layers, c, w, a, E, e_gpu, k, name, w_bytes) in enumerate(self._experts):
             touched_frac = 1.0 - (1.0 - k / E) ** nm  # expected fraction of experts hit
             rows = nm * k / (E * touched_frac)  # tokens each touched expert processes
-            tc = c * nm * imb * (1.0 + n_half_e / rows)
             touched = e_gpu * touched_frac
             tm = w * touched + a * nm * imb
-            dt = layers * ((tc if tc > tm else tm) + kernel)
+            if shapes:  # one grouped GEMM over every touched expert's row tiles (the busiest GPU's rows)
+                dt = layers * (overlap(self._expert_shapes[i].compute_s(rows * imb, touched), tm, p) + kernel)
+            else:
+                tc = c * nm * imb * (1.0 + n_half_e / rows)
+                dt = layers * ((tc if tc > tm else tm) + kernel)
             t += dt
             bytes_moved += layers * touched * w_bytes
             if bd is not None:
@@ -333,17 +400,25 @@ class RooflineCostModel:
         if bd is not None:
             bd["attention"] = ta
 
-        # element-wise kernels + embedding
-        te = self._ew_s_per_token * nf + self._ew_fixed_s
+        # element-wise kernels (norms, rotary, activation, embedding gather; MoE routing), one line each
+        if bd is None:
+            te = self._ew_s_per_token * nf + self._ew_fixed_s
+        else:
+            te = 0.0
+            for op, s_tok, fixed in self._elementwise:
+                bd[op] = s_tok * nf + fixed
+                te += bd[op]
         t += te
         bytes_moved += self.elementwise_bytes_per_token * nf
-        if bd is not None:
-            bd["elementwise"] = te
 
         # communication
         tcomm = 0.0
         if self._num_allreduce:
-            tcomm += self._num_allreduce * (self.allreduce_latency_s + self._allreduce_s_per_token * nf)
+            tar = self._allreduce_cache.get(n)
+            if tar is None:
+                tar = self._allreduce_cache[n] = self._num_allreduce * self.allreduce.time_s(
+                    self.allreduce_bytes_per_token * nf)
+            tcomm += tar
         if self.pp > 1:
             tcomm += self._pp_fixed_s + self._pp_s_per_token * nf
         t += tcomm
@@ -361,9 +436,13 @@ class RooflineCostModel:
         # speculative decoding: every verified draft position needs logits too (rejection sampler)
         logit_rows = rows + shape.num_spec_tokens
         if rows > 0:
-            tc = self._head_c * (logit_rows + n_half)
             tm = self._head_w + self._head_a * logit_rows
-            th = (tc if tc > tm else tm) + kernel + self._gather_fixed_s + self._gather_s_per_row * logit_rows
+            if self._head_shape is not None:
+                th = overlap(self._head_shape.compute_s(logit_rows), tm, p)
+            else:
+                tc = self._head_c * (logit_rows + n_half)
+                th = tc if tc > tm else tm
+            th += kernel + self._gather_fixed_s + self._gather_s_per_row * logit_rows
             ts = self._sampler_fixed_s + self._sampler_s_per_row * logit_rows
             t += th + ts
             bytes_moved += self.lm_head_weight_bytes + (self.lm_head_act_bytes_per_row + self.sampler_bytes_per_row) * logit_rows
@@ -432,26 +511,37 @@ class RooflineCostModel:
         pairs = float(shape.causal_pairs)
         kv_tokens = float(shape.sum_kv_tokens)
         nf = float(shape.num_tokens)
+        plain_dec_pairs = float(shape.sum_decode_kv_tokens)
+        # speculative verification chunks (1 + k queries) run as decodes too: vLLM's attention backends
+        # treat requests of up to 1 + num_speculative_tokens queries as decodes (MLA: absorbed form)
+        dec_pairs = plain_dec_pairs + shape.sum_spec_pairs
+        pre_pairs = pairs - dec_pairs
         if self.is_mla:
             # decode requests (1 new token) use the absorbed latent form: each decode query attends
             # to its ctx + 1 keys, summed exactly by the scheduler in sum_decode_kv_tokens
-            dec_pairs = float(shape.sum_decode_kv_tokens)
-            pre_ctx = max(0.0, kv_tokens - dec_pairs - shape.num_prefill_tokens - shape.sum_spec_kv_tokens)
-            # speculative verification chunks (1 + k queries) run in the absorbed form too: vLLM's MLA
-            # backends treat requests of up to 1 + num_speculative_tokens queries as decodes
-            dec_pairs += shape.sum_spec_pairs
-            pre_pairs = pairs - dec_pairs
-            flops_layer = (dec_pairs * self.attn_flops_per_pair_decode + pre_pairs * self.attn_flops_per_pair
-                           + pre_ctx * self.mla_up_flops_per_ctx_token)
+            pre_ctx = max(0.0, kv_tokens - plain_dec_pairs - shape.num_prefill_tokens - shape.sum_spec_kv_tokens)
+            dec_flops = dec_pairs * self.attn_flops_per_pair_decode
+            flops_layer = dec_flops + pre_pairs * self.attn_flops_per_pair + pre_ctx * self.mla_up_flops_per_ctx_token
         else:
+            dec_flops = dec_pairs * self.attn_flops_per_pair
             flops_layer = pairs * self.attn_flops_per_pair
+        # prefill attention runs below its peak on short sequences and on chunks too small to fill the GPU
+        # (sim/deploy/kernel_shapes.py); decode attention is bandwidth-bound (split-KV kernels)
+        # (prefills of one token each run like decodes: one query row per request)
+        slow = 1.0
+        n_pre = float(shape.num_prefill_tokens)
+        seqs_pre = float(shape.num_seqs - shape.num_decode_seqs)
+        if n_pre > seqs_pre and (self.attention_half_length > 0 or self.sms):
+            slow = 1.0 / attention_prefill_efficiency(n_pre, seqs_pre, pre_pairs / n_pre, self.heads_per_gpu,
+                                                      self.sms, self.attention_half_length)
+        compute_flops_layer = dec_flops + (flops_layer - dec_flops) * slow
         bytes_layer = kv_tokens * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
                                                                         + self.kv_bytes_per_token_layer)
         t = 0.0
         flops = bytes_ = 0.0
         layers = self._full_attn_layers
         if layers:
-            tc = flops_layer * self._attn_c
+            tc = compute_flops_layer * self._attn_c
             tm = bytes_layer * self._attn_m
             t += layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
             flops += layers * flops_layer
@@ -466,7 +556,7 @@ class RooflineCostModel:
                 f = flops_layer * s_pairs
                 b = kv_tokens * s_kv * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
                                                                               + self.kv_bytes_per_token_layer)
-                tc = f * self._attn_c
+                tc = compute_flops_layer * s_pairs * self._attn_c
                 tm = b * self._attn_m
                 t += count * ((tc if tc > tm else tm) + self.attention_kernel_s)
                 flops += count * f

@@ -173,7 +173,7 @@ class _Replica:
             num_cpu_blocks = int(eng.swap_space_gib * GIB // setup.kv_block_bytes)
         self.index = index
         self.cluster = cluster
-        self.kv = KVCacheManager(setup.num_kv_blocks, eng.block_size, eng.enable_prefix_caching,
+        self.kv = KVCacheManager(setup.num_kv_blocks, eng.block_size, bool(eng.enable_prefix_caching),
                                  num_cpu_blocks=num_cpu_blocks, block_bytes=setup.kv_block_bytes)
         policy_cls = get_policy(eng.policy)
         self.scheduler: Scheduler = policy_cls(eng, self.kv, setup.max_model_len, **dict(eng.policy_options))

@@ -429,12 +429,15 @@ def _covariance(jac: np.ndarray, r: np.ndarray, m: int, n: int) -> tuple[np.ndar
 
 def calibrated_profile(base_profile: Any, fitted: dict[str, float], *, on: str,
                        stderr: dict[str, float] | None = None, rms_rel_error: float | None = None,
-                       method: str = "replay", name: str | None = None) -> tuple[Any, dict[str, Any]]:
+                       method: str = "replay", name: str | None = None,
+                       correlation: list[list[float]] | None = None) -> tuple[Any, dict[str, Any]]:
     """The base profile with ``fitted`` values marked calibrated, and the calibration note.
 
     Each fitted parameter's provenance (``basis``: what it was fitted on, when, how, its ±1σ and the fit's
     RMS error) goes into the profile through ``with_parameters(basis=...)``, so the written YAML says
     which numbers are calibrated and on what. ``name`` renames the profile (see :func:`profile_yaml`).
+    With ``stderr`` and ``correlation`` (order of ``fitted``) the profile also carries them as its
+    ``calibration_covariance`` (parameters with a finite σ), the input of the error bars (sim/runs/uncertainty.py).
     """
     note = calibration_note(fitted, on=on, stderr=stderr, rms_rel_error=rms_rel_error, method=method)
     if name:
@@ -443,6 +446,16 @@ def calibrated_profile(base_profile: Any, fitted: dict[str, float], *, on: str,
     for pname, entry in note["parameters"].items():
         prof = _with_basis(prof, pname, entry["value"], entry["basis"],
                            "calibrated" if entry["calibrated"] else "assumed")
+    if stderr is not None and correlation is not None and hasattr(prof, "calibration_covariance"):
+        names = list(fitted)
+        keep = [i for i, n in enumerate(names) if stderr.get(n) is not None and math.isfinite(stderr[n])]
+        if keep:
+            cov = {"parameters": [names[i] for i in keep], "stderr": [float(stderr[names[i]]) for i in keep],
+                   "correlation": [[float(correlation[i][j]) for j in keep] for i in keep],
+                   "basis": f"Jacobian of the {method} fit on {on}, scaled by its residual variance"}
+            data = prof.to_dict()
+            data["calibration_covariance"] = cov
+            prof = type(prof).from_dict(data, prof.source or prof.name)
     return prof, note
 
 

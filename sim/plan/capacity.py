@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field, model_validator
 from sim.config import Frozen, format_validation_error, load_experiment, with_overrides
 from sim.errors import ConfigError
 from sim.measure.slo import evaluate_slo, resolve_slo
+from sim.plan.capacity_range import rate_range
 from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 
@@ -110,6 +111,11 @@ class CapacityResult:
     num_gpus: int | None  # at the reported point
     cost_per_hour_usd: float | None
     tolerance: float
+    # with an uncertainty: section, the max rate on the slow / fast end of the profile's uncertainty
+    # (sim/plan/capacity_range.py); plan with the low end
+    max_request_rate_low: float | None = None
+    max_request_rate_high: float | None = None
+    interval_level: float | None = None
     probes: list[Probe] = field(default_factory=list)
     slo: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +148,7 @@ class _Searcher:
         self.progress = progress
         self.probes: list[Probe] = []
         self._cache: dict[tuple[float, int], Probe] = {}
-        base = cfg
+        base = cfg.model_copy(update={"uncertainty": None})  # probes are points; the range is searched apart
         if search.num_requests is not None:
             base = with_overrides(base, {"workload.num_requests": search.num_requests + search.warmup_requests})
         self.base = base
@@ -322,6 +328,13 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
             warnings.append(f"every probe passed up to {lo.request_rate} req/s: raise search.max_probes")
         elif not converged:
             warnings.append(f"stopped after {len(s.probes)} probes before reaching the tolerance")
+        if cfg.uncertainty is not None:
+            def search_at(c: Any) -> float | None:
+                found, _, _ = _search_rate(_Searcher(c, search, run_fn, progress), start, cfg.replicas)
+                return found.request_rate if found else None
+
+            result.max_request_rate_low, result.max_request_rate_high = rate_range(cfg, search_at)
+            result.interval_level = cfg.uncertainty.level
     if point is not None:
         result.num_gpus = point.summary.get("num_gpus")
         result.cost_per_hour_usd = point.summary.get("cost_per_hour_usd")

@@ -6,6 +6,7 @@ planning (sim.plan), fidelity checks (sim.fidelity) and reports build on it.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from sim.measure.vllm_compat import (
 from sim.runs.progress import RunProgress
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
+from sim.runs.uncertainty import drawn_profiles, sources, summary_intervals
 from sim.version import __version__
 from workloads import build_workload
 from workloads.scenarios import mlperf_validity
@@ -84,6 +86,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     summary.update(_benchmark_keys(cfg, dep, out, summary))
     if "spec_decode" in out.stats:
         summary["spec_decode"] = spec_decode_metrics(out.stats["spec_decode"])
+    if cfg.uncertainty is not None:
+        summary["intervals"] = _intervals(cfg, dep.hardware, summary)
     result = RunResult(summary=summary, requests=out.requests, iterations=out.iterations,
                        timeline=out.timeline, config=cfg.to_dict(), meta=meta)
     if out_dir is not None:
@@ -91,6 +95,22 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
         if save_detailed:
             write_detailed(result, out_dir)
     return result
+
+
+def _intervals(cfg: ExperimentConfig, hardware: Any, point: dict[str, Any]) -> dict[str, Any]:
+    """Re-run ``cfg`` with drawn profile parameters and new seeds (``sim.runs.uncertainty``); the intervals."""
+    ucfg = cfg.uncertainty
+    profiles = drawn_profiles(hardware, ucfg)
+    samples = []
+    with tempfile.TemporaryDirectory(prefix="simctl-uncertainty-") as tmp:
+        for k, prof in enumerate(profiles):
+            path = Path(tmp) / f"draw{k}.yaml"
+            path.write_text(prof.to_yaml())
+            update: dict[str, Any] = {"hardware": str(path), "uncertainty": None}
+            if ucfg.seeds:
+                update["seed"] = cfg.seed + 1 + k
+            samples.append(run(cfg.model_copy(update=update)).summary)
+    return summary_intervals(point, samples, ucfg, sources(hardware, ucfg))
 
 
 def _benchmark_keys(cfg: ExperimentConfig, dep: Deployment, out: Any, summary: dict[str, Any]) -> dict[str, Any]:
@@ -146,4 +166,6 @@ def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_k
         "workload": workload.describe(),
         "backlog": out.backlog, "horizon_reached": out.horizon_reached, "end_s": out.end_s,
         "seed": cfg.seed, "warnings": warnings,
+        "resolved_engine_defaults": [{"key": r.key, "value": r.value, "reason": r.reason}
+                                     for r in dep.resolved_defaults],
     })
