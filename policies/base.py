@@ -50,6 +50,9 @@ class SchedulerOutput:
     # running requests advanced in aggregate, one decode token each, NOT listed in
     # num_scheduled_tokens/scheduled (see DecodeGroup); they are counted in ``shape``
     num_grouped: int = 0
+    # speculative decoding: request -> draft tokens it verifies this step (included in its
+    # num_scheduled_tokens; empty without speculation)
+    num_draft_tokens: dict[int, int] = field(default_factory=dict)
 
 
 class StepBuilder:
@@ -60,7 +63,7 @@ class StepBuilder:
     """
 
     __slots__ = ("token_budget", "scheduled", "num_scheduled_tokens", "shape", "preempted_ids",
-                 "rejected_ids", "now_s", "num_grouped")
+                 "rejected_ids", "now_s", "num_grouped", "num_draft_tokens")
 
     def __init__(self, token_budget: int, now_s: float) -> None:
         self.token_budget = token_budget  # tokens still available in this step
@@ -71,6 +74,7 @@ class StepBuilder:
         self.rejected_ids: list[int] = []
         self.now_s = now_s
         self.num_grouped = 0
+        self.num_draft_tokens: dict[int, int] | None = None  # a dict while speculation is on this step
 
     def add_decodes(self, num_seqs: int, sum_context_tokens: int) -> None:
         """Schedule ``num_seqs`` plain decodes (1 new token each, ``Σ ctx = sum_context_tokens``) in O(1)."""
@@ -91,7 +95,14 @@ class StepBuilder:
         """Schedule ``num_new_tokens`` of ``req`` on top of its ``num_computed_tokens``."""
         self.scheduled.append(req)
         self.num_scheduled_tokens[req.request_id] = num_new_tokens
-        self.shape.add(num_new_tokens, req.num_computed_tokens)
+        drafts = self.num_draft_tokens
+        # speculation: tokens past num_tokens are drafts to verify
+        d = 0 if drafts is None else req.num_computed_tokens + num_new_tokens - req.num_tokens
+        if d > 0:
+            drafts[req.request_id] = d
+            self.shape.add_verify(num_new_tokens, req.num_computed_tokens, d)
+        else:
+            self.shape.add(num_new_tokens, req.num_computed_tokens)
         self.token_budget -= num_new_tokens
         if req.first_scheduled_s < 0:
             req.first_scheduled_s = self.now_s
@@ -110,7 +121,7 @@ class StepBuilder:
                 kind = "mixed"
         return SchedulerOutput(self.num_scheduled_tokens, tuple(self.scheduled), shape,
                                tuple(self.preempted_ids), tuple(self.rejected_ids), kind, info or {},
-                               self.num_grouped)
+                               self.num_grouped, self.num_draft_tokens or {})
 
 
 class DecodeGroup:
@@ -261,6 +272,9 @@ class Scheduler(abc.ABC):
     # Policies that never split a prompt set this reason: a prompt longer than the whole token budget
     # (``max_num_batched_tokens``) could never run, so it is rejected with it at admission.
     reject_prompt_over_budget: str | None = None
+    #: whether the policy schedules speculative draft tokens (``engine.speculative``); see
+    #: :meth:`enable_speculation`
+    supports_speculation: bool = False
 
     def __init__(self, engine_cfg: Any, kv: KVCacheManager, max_model_len: int, **policy_options: Any) -> None:
         self.cfg = engine_cfg
@@ -288,6 +302,10 @@ class Scheduler(abc.ABC):
         self.individual: list[Request] = []
         self.next_iteration = 0  # index the next non-empty step will run as (the engine's numbering)
         self.last_step_end_s = 0.0  # end time of the last completed step
+        # speculative decoding (policies.speculative.Speculator), off by default; num_lookahead is the
+        # number of draft tokens a decoding request carries in the step being built (0 = none)
+        self.speculator: Any = None
+        self.num_lookahead = 0
 
     # ------------------------------------------------------------------ options
     def budget_bounded_option(self, key: str, value: int | None) -> int:
@@ -361,11 +379,37 @@ class Scheduler(abc.ABC):
 
     def new_step(self, now_s: float) -> StepBuilder:
         """A :class:`StepBuilder` with this scheduler's full token budget."""
-        return StepBuilder(self.max_num_batched_tokens, now_s)
+        step = StepBuilder(self.max_num_batched_tokens, now_s)
+        if self.speculator is not None:
+            self.num_lookahead = self.speculator.num_lookahead(len(self.running))
+            if self.num_lookahead:
+                step.num_draft_tokens = {}
+        return step
+
+    def enable_speculation(self, speculator: Any) -> None:
+        """Schedule speculative draft tokens from now on (``policies.speculative``); before any request.
+
+        Decoding requests then advance by a random number of tokens per step, so the decode group's
+        one-token-per-step bookkeeping is off: every step takes the exact per-request path.
+        """
+        if not self.supports_speculation:
+            raise ConfigError(
+                f"engine.speculative: policy '{self.policy_name}' does not schedule speculative draft tokens "
+                "(policies that do: vllm, sglang); remove engine.speculative or use one of those")
+        self.speculator = speculator
+        self.decode_group = None
 
     def num_new_tokens(self, req: Request, token_budget: int) -> int:
-        """Tokens ``req`` would compute now: min(remaining, long_prefill_token_threshold if > 0, budget)."""
+        """Tokens ``req`` would compute now: min(remaining, long_prefill_token_threshold if > 0, budget).
+
+        With speculation on, a running decoding request (one token to compute, at least one emitted;
+        not one just resumed, whose drafts were dropped) also carries ``num_lookahead`` draft tokens,
+        never more than its remaining output minus one; the budget cuts drafts first, as vLLM's
+        scheduler does."""
         n = req.num_tokens - req.num_computed_tokens
+        if n == 1 and self.num_lookahead and req.num_output_tokens and req.status is RequestStatus.RUNNING:
+            d = req.max_output_tokens - req.num_output_tokens - 1
+            n += d if d < self.num_lookahead else self.num_lookahead
         threshold = self.long_prefill_token_threshold
         if 0 < threshold < n:
             n = threshold
@@ -441,7 +485,14 @@ class Scheduler(abc.ABC):
         """Allocate ``req``'s chunk, preempting the last running request (:meth:`preempt`) until it
         fits. Returns False when ``req`` itself had to be preempted (nothing behind it is left)."""
         running = self.running
-        while not self.kv.allocate_slots(req, num_new_tokens):
+        lookahead = 0
+        if self.num_lookahead:  # draft tokens get lookahead slots (never hashed into the prefix cache)
+            lookahead = req.num_computed_tokens + num_new_tokens - req.num_tokens
+            if lookahead > 0:
+                num_new_tokens -= lookahead
+            else:
+                lookahead = 0
+        while not self.kv.allocate_slots(req, num_new_tokens, lookahead):
             victim = running.pop()
             self.preempt(victim, step)
             if victim is req:
@@ -543,21 +594,30 @@ class Scheduler(abc.ABC):
         samples one token (``Request.record_emission``). At ``max_output_tokens`` it finishes: KV
         freed, status FINISHED, ``finish_s`` set, removed from ``running``. ``prefill_compute_s``
         accumulates ``step_time_s`` over the steps that computed its prompt the first time.
+
+        Speculative drafts (``out.num_draft_tokens``): the accepted ones count as computed, the rejected
+        ones are rolled back, and the accepted drafts are emitted together with the sampled token.
         """
         finished: list[Request] = []
         group = self.decode_group
         joining: list[Request] = []
-        for req, n in zip(out.scheduled, out.num_scheduled_tokens.values()):
+        counts = out.num_scheduled_tokens.values()
+        if out.num_draft_tokens:
+            counts = self.speculator.verified_tokens(out)
+        for req, n in zip(out.scheduled, counts):
             if req.prefill_done_s < 0:
                 req.prefill_compute_s += step_time_s
             c = req.num_computed_tokens + n
             req.num_computed_tokens = c
-            if c < req.num_prompt_tokens + req.num_output_tokens:
+            total = req.num_prompt_tokens + req.num_output_tokens
+            if c < total:
                 continue  # a prefill chunk that did not reach the end: no token yet
             if req.prefill_done_s < 0:
                 req.prefill_done_s = now_s
             if req.num_output_tokens < req.max_output_tokens:
                 req.record_emission(iteration, now_s)
+                if c > total:  # accepted drafts arrive with it
+                    req.record_burst(iteration, c - total)
             if req.num_output_tokens >= req.max_output_tokens:
                 self._finish(req, now_s)
                 finished.append(req)
@@ -587,6 +647,8 @@ class Scheduler(abc.ABC):
         self.kv.free(req)
         req.status = RequestStatus.FINISHED
         req.finish_s = now_s
+        if self.speculator is not None:
+            self.speculator.forget(req)
 
     def _materialize(self, req: Request, last_iteration: int, last_time_s: float) -> None:
         """Take ``req`` out of the decode group with its true counters (and cache its full blocks)."""

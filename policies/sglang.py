@@ -74,6 +74,8 @@ class SGLangScheduler(Scheduler):
     """SGLang: prefill batches (chunked, fcfs/lpm) before decode batches, retraction on decode OOM."""
 
     uses_decode_group = True
+    # SGLang verifies EAGLE/MTP drafts in its decode batch (linear drafts: topk 1)
+    supports_speculation = True
 
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
@@ -238,7 +240,8 @@ class SGLangScheduler(Scheduler):
         if not decodes:
             return
         kv = self.kv
-        needed = sum(kv.num_blocks_for(r.num_computed_tokens + 1) - kv.num_held_blocks(r) for r in decodes)
+        ahead = 1 + self.num_lookahead  # speculative decoding: the sampled token plus its drafts
+        needed = sum(kv.num_blocks_for(r.num_computed_tokens + ahead) - kv.num_held_blocks(r) for r in decodes)
         if needed > kv.num_free_blocks:
             decodes = self._retract(decodes, step)
         else:
@@ -246,10 +249,11 @@ class SGLangScheduler(Scheduler):
         for req in decodes:
             if step.token_budget <= 0:
                 return  # only if max_num_seqs > max_num_batched_tokens: the rest decode next step
-            if not kv.allocate_slots(req, 1):
+            n = self.num_new_tokens(req, step.token_budget) if ahead > 1 else 1
+            if not kv.allocate_slots(req, 1, n - 1):  # drafts get lookahead slots
                 self._retract_one(req, step)  # only when the chunked request holds the rest
                 continue
-            step.add(req, 1)
+            step.add(req, n)
 
     def _decay_new_token_ratio(self) -> None:
         """A decode step without retraction: ``new_token_ratio`` decays linearly to its minimum."""

@@ -39,6 +39,8 @@ class VLLMV1Scheduler(Scheduler):
     """
 
     uses_decode_group = True
+    # vLLM V1 schedules draft tokens of every speculative method (policies.speculative)
+    supports_speculation = True
     # vLLM turned async scheduling on by default in late 2025 (vllm-project/vllm PR #27614); the
     # bundled v0.15.1 calibration runs use it
     async_scheduling_default = True

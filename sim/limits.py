@@ -22,3 +22,6 @@ MAX_PREFIX_GROUPS = 1_000_000
 # Largest magnitude of any float in a config: no simctl quantity (seconds, req/s, bytes/s, FLOP/s,
 # dollars) is within orders of magnitude of it, so a bigger value is a typo or an overflow probe.
 MAX_FLOAT = 1e18
+# Speculative draft tokens per request per step (engine.speculative.num_speculative_tokens): each
+# step draws a (verifying requests × k) acceptance matrix; published deployments use 1-10.
+MAX_SPECULATIVE_TOKENS = 64

@@ -79,6 +79,11 @@ def experiments(draw: Any) -> dict[str, Any]:
         exp["slo"] = {"ttft_ms": {"p99": draw(st.sampled_from([50, 500]))}, "tpot_ms": {"mean": 50}}
     if draw(st.booleans()):
         exp["cost"] = {"gpu_hour_usd": draw(st.sampled_from([2.0, 4.5]))}
+    if draw(st.booleans()):
+        exp["engine"]["speculative"] = {"method": draw(st.sampled_from(["ngram", "eagle3", "mtp"])),
+                                        "num_speculative_tokens": draw(st.integers(1, 3)),
+                                        "acceptance": draw(st.sampled_from([{"rate": 0.6},
+                                                                            {"per_position": [0.9, 0.6, 0.3]}]))}
     return exp
 
 

@@ -17,6 +17,7 @@ from sim.deploy.engine_defaults import (LEGACY_MAX_NUM_SEQS, ResolvedSetting, re
 from sim.deploy.memory_plan import plan_memory
 from sim.deploy.models import load_model
 from sim.deploy.roofline import RooflineCostModel
+from sim.deploy.speculative_cost import speculative_deployment
 from sim.errors import ConfigError
 
 @dataclass(frozen=True)
@@ -65,8 +66,27 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
                                                          "capped by the request pool"))
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
+    if engine.speculative is not None:
+        engine = _resolve_speculative(cfg, engine)
+        spec = engine.speculative
+        draft = load_model(str(_maybe_path(cfg, spec.draft_model))) if spec.method == "draft_model" else None
+        cost_model, plan = speculative_deployment(spec, model, draft, hardware, cfg.parallel, cfg.precision, plan,
+                                                  cost_model)
     return Deployment(model, hardware, plan, cost_model, engine, max_model_len, cfg.parallel.num_gpus, cfg.parallel.dp,
                       tuple(notes))
+
+
+def _resolve_speculative(cfg: ExperimentConfig, engine: Any) -> Any:
+    """``engine`` with the speculative acceptance trace path resolved against the experiment file."""
+    spec = engine.speculative
+    trace = spec.acceptance.trace
+    if trace is None:
+        return engine
+    path = cfg.resolve_path(trace)
+    if not path.is_file():
+        raise ConfigError(f"{cfg.name}: engine.speculative.acceptance.trace: no such file: {path}")
+    acc = spec.acceptance.model_copy(update={"trace": str(path)})
+    return engine.model_copy(update={"speculative": spec.model_copy(update={"acceptance": acc})})
 
 
 def _maybe_path(cfg: ExperimentConfig, name: str) -> str | Path:

@@ -433,17 +433,19 @@ class RooflineCostModel:
 
         # LM head, logits gather and sampler: one row per scheduled request
         rows = float(shape.num_seqs)
+        # speculative decoding: every verified draft position needs logits too (rejection sampler)
+        logit_rows = rows + shape.num_spec_tokens
         if rows > 0:
-            tm = self._head_w + self._head_a * rows
+            tm = self._head_w + self._head_a * logit_rows
             if self._head_shape is not None:
-                th = overlap(self._head_shape.compute_s(rows), tm, p)
+                th = overlap(self._head_shape.compute_s(logit_rows), tm, p)
             else:
-                tc = self._head_c * (rows + n_half)
+                tc = self._head_c * (logit_rows + n_half)
                 th = tc if tc > tm else tm
-            th += kernel + self._gather_fixed_s + self._gather_s_per_row * rows
-            ts = self._sampler_fixed_s + self._sampler_s_per_row * rows
+            th += kernel + self._gather_fixed_s + self._gather_s_per_row * logit_rows
+            ts = self._sampler_fixed_s + self._sampler_s_per_row * logit_rows
             t += th + ts
-            bytes_moved += self.lm_head_weight_bytes + (self.lm_head_act_bytes_per_row + self.sampler_bytes_per_row) * rows
+            bytes_moved += self.lm_head_weight_bytes + (self.lm_head_act_bytes_per_row + self.sampler_bytes_per_row) * logit_rows
             if bd is not None:
                 bd["lm_head"] = th
                 bd["sampler"] = ts
@@ -461,7 +463,7 @@ class RooflineCostModel:
         if bd is not None:
             bd["overhead"] = tov
 
-        flops = self.gemm_flops_per_token * nf + a_flops + self.lm_head_flops_per_row * rows
+        flops = self.gemm_flops_per_token * nf + a_flops + self.lm_head_flops_per_row * logit_rows
         bytes_moved += a_bytes
         # per GPU: with pipeline parallelism each GPU holds 1/pp of the layers
         flops_gpu = flops / self.pp
@@ -509,12 +511,15 @@ class RooflineCostModel:
         pairs = float(shape.causal_pairs)
         kv_tokens = float(shape.sum_kv_tokens)
         nf = float(shape.num_tokens)
-        dec_pairs = float(shape.sum_decode_kv_tokens)
+        plain_dec_pairs = float(shape.sum_decode_kv_tokens)
+        # speculative verification chunks (1 + k queries) run as decodes too: vLLM's attention backends
+        # treat requests of up to 1 + num_speculative_tokens queries as decodes (MLA: absorbed form)
+        dec_pairs = plain_dec_pairs + shape.sum_spec_pairs
         pre_pairs = pairs - dec_pairs
         if self.is_mla:
             # decode requests (1 new token) use the absorbed latent form: each decode query attends
             # to its ctx + 1 keys, summed exactly by the scheduler in sum_decode_kv_tokens
-            pre_ctx = max(0.0, kv_tokens - dec_pairs - shape.num_prefill_tokens)
+            pre_ctx = max(0.0, kv_tokens - plain_dec_pairs - shape.num_prefill_tokens - shape.sum_spec_kv_tokens)
             dec_flops = dec_pairs * self.attn_flops_per_pair_decode
             flops_layer = dec_flops + pre_pairs * self.attn_flops_per_pair + pre_ctx * self.mla_up_flops_per_ctx_token
         else:

@@ -27,6 +27,12 @@ class BatchShape:
     num_prefill_tokens: int = 0  # Σ new_i over requests that are not plain decodes
     swap_bytes: int = 0  # bytes moved host<->device for swap preemption in this step
     sum_decode_kv_tokens: int = 0  # Σ (ctx_i + 1) over plain decodes: keys their queries attend to
+    # speculative decoding: requests verifying k_i > 0 draft tokens (a (1 + k_i)-token chunk each) count
+    # as decodes (num_decode_seqs), not as prefill tokens, and not in sum_decode_kv_tokens
+    num_spec_seqs: int = 0  # requests verifying drafts in this step
+    num_spec_tokens: int = 0  # Σ k_i: draft tokens verified (each needs logits and the rejection sampler)
+    sum_spec_pairs: int = 0  # Σ over those requests of their (query, key) pairs: (1+k_i)·ctx_i + (1+k_i)(2+k_i)/2
+    sum_spec_kv_tokens: int = 0  # Σ (ctx_i + 1 + k_i) over those requests: KV entries they read/write
 
     @property
     def causal_pairs(self) -> int:
@@ -41,19 +47,23 @@ class BatchShape:
                           num_decode_seqs=self.num_decode_seqs * f, sum_ctx_x_new=self.sum_ctx_x_new * f,
                           sum_new_sq=self.sum_new_sq * f, sum_kv_tokens=self.sum_kv_tokens * f,
                           num_prefill_tokens=self.num_prefill_tokens * f, swap_bytes=self.swap_bytes * f,
-                          sum_decode_kv_tokens=self.sum_decode_kv_tokens * f)
+                          sum_decode_kv_tokens=self.sum_decode_kv_tokens * f, num_spec_seqs=self.num_spec_seqs * f,
+                          num_spec_tokens=self.num_spec_tokens * f, sum_spec_pairs=self.sum_spec_pairs * f,
+                          sum_spec_kv_tokens=self.sum_spec_kv_tokens * f)
 
 
 class BatchShapeBuilder:
     """Accumulates a :class:`BatchShape` while a scheduler walks its requests (O(1) per request)."""
 
     __slots__ = ("num_seqs", "num_tokens", "num_decode_seqs", "sum_ctx_x_new", "sum_new_sq",
-                 "sum_kv_tokens", "num_prefill_tokens", "swap_bytes", "sum_decode_kv_tokens")
+                 "sum_kv_tokens", "num_prefill_tokens", "swap_bytes", "sum_decode_kv_tokens",
+                 "num_spec_seqs", "num_spec_tokens", "sum_spec_pairs", "sum_spec_kv_tokens")
 
     def __init__(self) -> None:
         self.num_seqs = self.num_tokens = self.num_decode_seqs = 0
         self.sum_ctx_x_new = self.sum_new_sq = self.sum_kv_tokens = 0
         self.num_prefill_tokens = self.swap_bytes = self.sum_decode_kv_tokens = 0
+        self.num_spec_seqs = self.num_spec_tokens = self.sum_spec_pairs = self.sum_spec_kv_tokens = 0
 
     def add(self, num_new_tokens: int, num_context_tokens: int) -> None:
         """Add one request scheduled for ``num_new_tokens`` on top of ``num_context_tokens`` cached."""
@@ -69,13 +79,30 @@ class BatchShapeBuilder:
         self.sum_new_sq += n * n
         self.sum_kv_tokens += c + n
 
+    def add_verify(self, num_new_tokens: int, num_context_tokens: int, num_draft_tokens: int) -> None:
+        """Add one request verifying ``num_draft_tokens`` drafts: ``num_new_tokens`` = 1 + drafts on top
+        of ``num_context_tokens`` cached (speculative decoding; counted as a decode, see BatchShape)."""
+        n, c = num_new_tokens, num_context_tokens
+        self.num_seqs += 1
+        self.num_tokens += n
+        self.num_decode_seqs += 1
+        self.sum_ctx_x_new += c * n
+        self.sum_new_sq += n * n
+        self.sum_kv_tokens += c + n
+        self.num_spec_seqs += 1
+        self.num_spec_tokens += num_draft_tokens
+        self.sum_spec_pairs += c * n + n * (n + 1) // 2
+        self.sum_spec_kv_tokens += c + n
+
     def build(self) -> BatchShape:
         """Freeze the sums into a :class:`BatchShape`."""
         return BatchShape(num_seqs=self.num_seqs, num_tokens=self.num_tokens,
                           num_decode_seqs=self.num_decode_seqs, sum_ctx_x_new=self.sum_ctx_x_new,
                           sum_new_sq=self.sum_new_sq, sum_kv_tokens=self.sum_kv_tokens,
                           num_prefill_tokens=self.num_prefill_tokens, swap_bytes=self.swap_bytes,
-                          sum_decode_kv_tokens=self.sum_decode_kv_tokens)
+                          sum_decode_kv_tokens=self.sum_decode_kv_tokens, num_spec_seqs=self.num_spec_seqs,
+                          num_spec_tokens=self.num_spec_tokens, sum_spec_pairs=self.sum_spec_pairs,
+                          sum_spec_kv_tokens=self.sum_spec_kv_tokens)
 
 
 @dataclass(frozen=True, slots=True)

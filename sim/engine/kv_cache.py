@@ -147,18 +147,20 @@ class KVCacheManager:
         return self.num_prefix_hit_tokens / q if q else 0.0
 
     # ------------------------------------------------------------------ allocation
-    def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
-        """Make ``req`` hold ``req.num_computed_tokens + num_new_tokens`` positions.
+    def allocate_slots(self, req: Request, num_new_tokens: int, num_lookahead_tokens: int = 0) -> bool:
+        """Make ``req`` hold ``req.num_computed_tokens + num_new_tokens + num_lookahead_tokens`` positions.
 
         Returns False — allocating nothing — when there are not enough free blocks.
-        With prefix caching, blocks that these tokens fill are hashed (registered in the cache).
+        With prefix caching, blocks that the ``num_new_tokens`` fill are hashed (registered in the
+        cache); lookahead slots (speculative draft tokens, which may be rejected) are never hashed, as
+        in vLLM's ``KVCacheManager.allocate_slots``.
         """
         st = self._reqs.get(req.request_id)
         if st is None:
             st = self._reqs[req.request_id] = _ReqKV()
         blocks = st.blocks
         total = req.num_computed_tokens + num_new_tokens
-        need = -(-total // self.block_size) - len(blocks)
+        need = -(-(total + num_lookahead_tokens) // self.block_size) - len(blocks)
         if need > 0:
             free = self._free
             if need > len(free):

@@ -10,7 +10,9 @@ Token timestamps are never stored one by one. A token is emitted at the end of a
 request's token times are ``iteration_end_s[k]`` for the iterations ``k`` it emitted in. Those form
 few contiguous *runs* of the replica's iteration index (a run breaks only when the request is skipped
 in an iteration, e.g. preempted or a prefill-only step of vllm-v0), kept as a flat list
-``[start0, end0, start1, end1, ...]`` (inclusive iteration indices).
+``[start0, end0, start1, end1, ...]`` (inclusive iteration indices). With speculative decoding an
+emission may carry several tokens (accepted drafts + the sampled one); those few emissions are listed
+apart as ``(iteration, extra tokens)`` pairs (``Request.bursts``), so a run still marks emission steps.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ class Request:
         "num_output_tokens", "num_computed_tokens", "num_cached_tokens", "status", "reject_reason",
         "arrival_s", "first_scheduled_s", "prefill_done_s", "first_token_s", "last_token_s",
         "finish_s", "num_preemptions", "runs", "last_emit_iter", "done_event", "prefill_compute_s",
-        "block_hashes",
+        "block_hashes", "bursts",
     )
 
     def __init__(self, request_id: int, spec: RequestSpec, arrival_s: float, replica: int = 0) -> None:
@@ -84,6 +86,8 @@ class Request:
         self.done_event = None  # simpy.Event succeeded when the request ends (closed-loop clients)
         self.prefill_compute_s = 0.0  # Σ iteration time of steps that computed its prompt tokens
         self.block_hashes: list | None = None  # prefix-cache hashes of full blocks (lazily computed)
+        # speculative decoding: flat [iteration, extra, ...] for emissions of 1 + extra tokens (None: none)
+        self.bursts: list[int] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -112,6 +116,17 @@ class Request:
             self.first_token_s = now_s
         self.last_token_s = now_s
         self.num_output_tokens += 1
+
+    def record_burst(self, iteration: int, num_extra_tokens: int) -> None:
+        """Note that the emission at the end of ``iteration`` (already recorded by
+        :meth:`record_emission`) carried ``num_extra_tokens`` more tokens: accepted speculative drafts
+        arrive together with the token the verification pass sampled."""
+        bursts = self.bursts
+        if bursts is None:
+            bursts = self.bursts = []
+        bursts.append(iteration)
+        bursts.append(num_extra_tokens)
+        self.num_output_tokens += num_extra_tokens
 
     def __repr__(self) -> str:
         return (f"Request(id={self.request_id}, prompt={self.num_prompt_tokens}, "
@@ -168,3 +183,8 @@ class TokenTimeline:
     replica_of: "object" = None  # np.ndarray[int] per request row
     runs: "object" = None  # np.ndarray[int64], flat start/end pairs
     run_offsets: "object" = None  # np.ndarray[int64], len = num_requests + 1 (indexes into runs, step 2)
+    # speculative decoding (None without it): request i's multi-token emissions are the flat
+    # (iteration, extra tokens) pairs bursts[burst_offsets[i]:burst_offsets[i+1]]; each such iteration
+    # of its runs emitted 1 + extra tokens at once
+    bursts: "object" = None  # np.ndarray[int64] or None
+    burst_offsets: "object" = None  # np.ndarray[int64], len = num_requests + 1, or None

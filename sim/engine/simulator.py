@@ -48,6 +48,7 @@ import simpy
 
 from policies.base import Scheduler
 from policies.registry import get_policy, get_router
+from policies.speculative import Speculator, spec_decode_counters
 from sim.deploy.step_cost import CostModel, StepCost
 from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
 from sim.engine.dp_group import DPGroup
@@ -179,6 +180,9 @@ class _Replica:
                                  num_cpu_blocks=num_cpu_blocks, block_bytes=setup.kv_block_bytes)
         policy_cls = get_policy(eng.policy)
         self.scheduler: Scheduler = policy_cls(eng, self.kv, setup.max_model_len, **dict(eng.policy_options))
+        if getattr(eng, "speculative", None) is not None:  # its own random stream per replica
+            rng = np.random.default_rng(cluster.stream(1, index))
+            self.scheduler.enable_speculation(Speculator(eng.speculative, rng))
         self.cost_model = setup.cost_model
         self.swap_s_per_byte = 0.0 if getattr(setup.cost_model, "prices_swap", False) else (
             1.0 / (setup.swap_bandwidth_bytes_per_s or DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S))
@@ -331,15 +335,14 @@ class _Cluster:
         self.workload = workload
         self.max_duration_s = max_duration_s
         self.setup = setup
+        self.seed_seq = seed_seq
         # with DP attention every rank is an engine core of its own, behind the same router
         groups = [DPGroup(env, setup.dp, setup.cost_model) if setup.dp > 1 else None for _ in range(num_replicas)]
         self.replicas = [_Replica(i, setup, self, groups[i // setup.dp]) for i in range(num_replicas * setup.dp)]
         num_replicas *= setup.dp
         self.routable = self.replicas  # replicas taking new requests (an autoscaler changes it)
         self.autoscaler: Any = None  # sim.engine.autoscaler.Autoscaler when the pool autoscales
-        # Derive the routing stream without mutating the caller's SeedSequence (spawn() would).
-        router_seq = np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (0,))
-        self.router = get_router(router)(num_replicas, np.random.default_rng(router_seq))
+        self.router = get_router(router)(num_replicas, np.random.default_rng(self.stream(0)))
         self.requests: list[Request] = []
         self.num_ended = 0
         self.num_rejected = 0
@@ -353,6 +356,12 @@ class _Cluster:
         self.stop_reason = ""
         self.progress = progress
         self._last_progress_wall = time.perf_counter()
+
+    def stream(self, *key: int) -> np.random.SeedSequence:
+        """The engine's random stream ``key`` (routing: (0,); speculative acceptance of replica i:
+        (1, i); the autoscaler's cold-start draws: (2,)), derived without mutating the caller's SeedSequence (spawn() would)."""
+        seq = self.seed_seq
+        return np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + key)
 
     # -------------------------------------------------------------- arrivals
     def submit(self, spec: RequestSpec) -> simpy.Event:
@@ -506,8 +515,7 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
         if setup.dp > 1:
             raise ConfigError("autoscaling: replicas with data-parallel attention ranks (dp > 1) cannot be "
                               "autoscaled yet (a replica would have to start and drain its ranks together)")
-        scale_seq = np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (1,))
-        cluster.autoscaler = Autoscaler(cluster, autoscaling, np.random.default_rng(scale_seq))
+        cluster.autoscaler = Autoscaler(cluster, autoscaling, np.random.default_rng(cluster.stream(2)))
         env.process(cluster.autoscaler.run())
     env.process(cluster.arrivals())
     if max_duration_s is not None:
@@ -564,6 +572,9 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "num_preemptions": int(sum(r.num_preempted for r in replicas)),
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
     }
+    specs = [r.scheduler.speculator for r in replicas if r.scheduler.speculator is not None]
+    if specs:
+        stats["spec_decode"] = spec_decode_counters(specs)
     horizon_reached = num_unfinished > 0 or backlog.get("not_arrived", 0) > 0
     fleet = None
     if cluster.autoscaler is not None:
@@ -636,7 +647,15 @@ def _timeline(requests: list[Request], replicas: list[_Replica]) -> TokenTimelin
     offsets = np.zeros(len(requests) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     runs = np.fromiter((i for r in requests for i in r.runs), dtype=np.int64, count=int(offsets[-1]))
+    bursts = burst_offsets = None
+    if any(r.bursts for r in requests):  # speculative decoding: multi-token emissions
+        blen = np.fromiter((len(r.bursts) if r.bursts else 0 for r in requests), dtype=np.int64,
+                           count=len(requests))
+        burst_offsets = np.zeros(len(requests) + 1, dtype=np.int64)
+        np.cumsum(blen, out=burst_offsets[1:])
+        bursts = np.fromiter((i for r in requests if r.bursts for i in r.bursts), dtype=np.int64,
+                             count=int(burst_offsets[-1]))
     return TokenTimeline(
         iteration_end_s={rep.index: np.array(rep.log.end_s, dtype=np.float64) for rep in replicas},
         replica_of=np.fromiter((r.replica for r in requests), dtype=np.int64, count=len(requests)),
-        runs=runs, run_offsets=offsets)
+        runs=runs, run_offsets=offsets, bursts=bursts, burst_offsets=burst_offsets)

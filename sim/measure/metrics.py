@@ -77,6 +77,7 @@ __all__ = [
     "percentile_key", "np_percentile_weighted", "weighted_stats", "latency_stats", "itl_sample",
     "request_token_times", "fluidity_counts", "fluidity_index", "min_decode_deadline_s",
     "min_decode_deadlines_rows", "fluid_token_generation_rate", "request_fluidity", "summarize",
+    "spec_decode_metrics",
 ]
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (50, 90, 95, 99)
@@ -433,7 +434,30 @@ def request_token_times(timeline: TokenTimeline, row: int) -> np.ndarray:
         return np.zeros(0)
     ends_s = np.asarray(timeline.iteration_end_s[int(replica[0])], dtype=np.float64)
     idx = np.concatenate([np.arange(s, e + 1) for s, e in zip(start, end)])
+    if timeline.bursts is not None:  # speculative decoding: 1 + extra tokens per such emission
+        idx = np.repeat(idx, _burst_repeats(timeline, row_a, np.zeros(idx.size, dtype=np.int64), idx))
     return ends_s[idx]
+
+
+def _burst_repeats(timeline: TokenTimeline, rows: np.ndarray, tok_rpos: np.ndarray, tok_iter: np.ndarray
+                   ) -> np.ndarray:
+    """Tokens of each emission (1 + the extra tokens of a speculative burst), for emissions given in
+    (row position, iteration) order: ``tok_rpos`` indexes ``rows``, ``tok_iter`` is the iteration."""
+    offs = np.asarray(timeline.burst_offsets, dtype=np.int64)
+    flat = np.asarray(timeline.bursts, dtype=np.int64)
+    npairs = (offs[rows + 1] - offs[rows]) // 2
+    reps = np.ones(tok_iter.size, dtype=np.int64)
+    total = int(npairs.sum())
+    if total == 0:
+        return reps
+    first = np.repeat(offs[rows], npairs) + 2 * (np.arange(total) - np.repeat(np.cumsum(npairs) - npairs, npairs))
+    b_rpos = np.repeat(np.arange(rows.size, dtype=np.int64), npairs)
+    # emissions are sorted by (row position, iteration): find each burst's emission by that key
+    span = int(max(tok_iter.max(initial=0), flat[first].max(initial=0))) + 1
+    keys = tok_rpos * span + tok_iter
+    at = np.searchsorted(keys, b_rpos * span + flat[first])
+    np.add.at(reps, at, flat[first + 1])
+    return reps
 
 
 def _token_matrix(timeline: TokenTimeline, rows: np.ndarray, origin_s: np.ndarray
@@ -454,6 +478,12 @@ def _token_matrix(timeline: TokenTimeline, rows: np.ndarray, origin_s: np.ndarra
     iter_idx = np.repeat(start - run_start_in_flat, lengths) + np.arange(total)
     tok_rpos = np.repeat(rpos, lengths)
     tok_rep = np.repeat(replica, lengths)
+    if timeline.bursts is not None:  # speculative decoding: several tokens at one emission
+        reps = _burst_repeats(timeline, rows, tok_rpos, iter_idx)
+        iter_idx, tok_rpos, tok_rep = np.repeat(iter_idx, reps), np.repeat(tok_rpos, reps), np.repeat(tok_rep, reps)
+        total = int(reps.sum())
+        num_tokens = np.bincount(tok_rpos, minlength=rows.size).astype(np.int64)
+        mat = np.zeros((rows.size, max(int(num_tokens.max()), 1)), dtype=np.int64)
     times = np.empty(total)
     for rep in np.unique(tok_rep):
         sel = tok_rep == rep
@@ -859,3 +889,23 @@ def _per_group(req: pd.DataFrame, measured: np.ndarray, col: str, timeline: Toke
             block["p99_fluidity_miss_rate"] = float(np.percentile(1 - idx, 99)) if idx.size else None
         out[label] = block
     return out
+
+
+def spec_decode_metrics(counters: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's speculative-decoding metrics from the engine's counters (``EngineOutput.stats["spec_decode"]``;
+    ``vllm/v1/spec_decode/metrics.py``), over the whole run:
+
+    - ``mean_acceptance_length`` = 1 + accepted / drafts (tokens a verifying request gets per step);
+    - ``draft_acceptance_rate`` = accepted / draft tokens;
+    - ``acceptance_rate_per_position[i]`` = drafts whose position i+1 was accepted / drafts.
+    """
+    drafts, tokens = int(counters["num_drafts"]), int(counters["num_draft_tokens"])
+    accepted = int(counters["num_accepted_tokens"])
+    per_pos = [int(x) for x in counters["num_accepted_tokens_per_pos"]]
+    return {
+        "num_speculative_tokens": int(counters["num_speculative_tokens"]),
+        "num_drafts": drafts, "num_draft_tokens": tokens, "num_accepted_tokens": accepted,
+        "mean_acceptance_length": 1.0 + accepted / drafts if drafts else None,
+        "draft_acceptance_rate": accepted / tokens if tokens else None,
+        "acceptance_rate_per_position": [x / drafts for x in per_pos] if drafts else None,
+    }

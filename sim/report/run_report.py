@@ -180,6 +180,7 @@ def _setup_section(doc: Document, result: Any) -> None:
                    f"chunked prefill {eng.get('enable_chunked_prefill')}, prefix caching {eng.get('enable_prefix_caching')}, "
                    f"block size {eng.get('block_size')}, gpu_memory_utilization {eng.get('gpu_memory_utilization')}, "
                    f"max_model_len {meta.get('max_model_len') or eng.get('max_model_len')}"],
+        *([["Speculative decoding", fmt.scalar(eng["speculative"])]] if eng.get("speculative") else []),
         ["KV cache", f"{fmt.num(meta.get('num_kv_blocks_used'))} blocks per replica"],
         ["Workload", fmt.describe_workload(wl) if wl else fmt.scalar(wl_cfg)],
         ["Run", f"seed {cfg.get('seed', 0)}, warm-up {cfg.get('warmup_s', 0)} s, "
@@ -230,6 +231,10 @@ def _results_section(doc: Document, result: Any, criteria: list[Criterion]) -> N
                 if ok else "Not a valid MLPerf result: " + "; ".join(mlperf.get("failed_rules", [])) + ".")
         sec.add(Note(text, "good" if ok else "warn", f"MLPerf {mlperf.get('scenario')} {'VALID' if ok else 'INVALID'}"))
     rows = [[label, f(s.get(key))] for label, key, f in HEADLINE + COST if s.get(key) is not None]
+    spec = s.get("spec_decode")
+    if isinstance(spec, dict):  # vLLM's spec-decode metrics (docs/metrics.md)
+        rows += [["mean acceptance length (tokens/verification)", fmt.num(spec.get("mean_acceptance_length"))],
+                 ["draft acceptance rate", fmt.pct(spec.get("draft_acceptance_rate"))]]
     sec.add(Table(["metric", "value"], rows))
     api = s.get("api_price_comparison")
     if isinstance(api, dict) and api:

@@ -19,7 +19,7 @@ from sim.deploy.deployment import Deployment, build_deployment
 from sim.deploy.models.spec import dtype_bytes
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
-from sim.measure.metrics import summarize
+from sim.measure.metrics import spec_decode_metrics, summarize
 from sim.measure.vllm_compat import (
     closed_loop_clients,
     detailed_lists,
@@ -92,6 +92,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     summary.update(_benchmark_keys(cfg, dep, out, summary))
     if fleet_block is not None:
         summary["autoscaling"] = fleet_block
+    if "spec_decode" in out.stats:
+        summary["spec_decode"] = spec_decode_metrics(out.stats["spec_decode"])
     if cfg.uncertainty is not None:
         summary["intervals"] = _intervals(cfg, dep.hardware, summary)
     result = RunResult(summary=summary, requests=out.requests, iterations=out.iterations,

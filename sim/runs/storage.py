@@ -66,8 +66,9 @@ def save_result(result: RunResult, out_dir: str | Path, *, csv: bool = False) ->
         result.requests.to_csv(out / "requests.csv", index=False)
         result.iterations.to_csv(out / "iterations.csv", index=False)
     tl = result.timeline
+    bursts = {} if tl.bursts is None else {"bursts": tl.bursts, "burst_offsets": tl.burst_offsets}
     np.savez_compressed(out / "timeline.npz", runs=tl.runs, run_offsets=tl.run_offsets,
-                        replica_of=tl.replica_of,
+                        replica_of=tl.replica_of, **bursts,
                         **{f"iteration_end_s_{r}": v for r, v in tl.iteration_end_s.items()})
     _atomic_write_text(out / "config.yaml", yaml.safe_dump(to_jsonable(result.config), sort_keys=False))
     _atomic_write_text(out / "meta.json", json.dumps(to_jsonable(result.meta), indent=2))
@@ -86,7 +87,8 @@ def load_result(out_dir: str | Path) -> RunResult:
     z = np.load(out / "timeline.npz")
     iters = {int(k.rsplit("_", 1)[1]): z[k] for k in z.files if k.startswith("iteration_end_s_")}
     tl = TokenTimeline(iteration_end_s=iters, replica_of=z["replica_of"], runs=z["runs"],
-                       run_offsets=z["run_offsets"])
+                       run_offsets=z["run_offsets"], bursts=z["bursts"] if "bursts" in z.files else None,
+                       burst_offsets=z["burst_offsets"] if "burst_offsets" in z.files else None)
     return RunResult(
         summary=json.loads((out / "summary.json").read_text()),
         requests=pd.read_parquet(out / "requests.parquet"),
