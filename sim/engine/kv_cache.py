@@ -169,11 +169,16 @@ class KVCacheManager:
                 return False
             ref_cnt = self.ref_cnt
             if self.enable_prefix_caching:
-                block_hash = self.block_hash
+                block_hash, cached, popitem = self.block_hash, self._cached, free.popitem
                 for _ in range(need):
-                    b, _none = free.popitem(last=False)
-                    if block_hash[b] is not None:  # evict the stale cache entry of a reused block
-                        self._evict(b)
+                    b, _none = popitem(last=False)
+                    h = block_hash[b]
+                    if h is not None:  # evict the stale cache entry of a reused block (_evict, inlined)
+                        copies = cached[h]
+                        del copies[b]
+                        if not copies:
+                            del cached[h]
+                        block_hash[b] = None
                     ref_cnt[b] = 1
                     blocks.append(b)
             else:
@@ -300,13 +305,16 @@ class KVCacheManager:
                 elif c < 0:
                     raise KVInvariantError(f"block {b} freed more often than allocated")
             return
+        freed = []
         for b in reversed(blocks):
             c = ref_cnt[b] - 1
             ref_cnt[b] = c
             if c == 0:
-                free[b] = None
+                freed.append(b)
             elif c < 0:
                 raise KVInvariantError(f"block {b} freed more often than allocated")
+        # in bulk, in the same order (an unreferenced block is never already in the free queue)
+        free.update(dict.fromkeys(freed))
 
     # ------------------------------------------------------------------ swap
     def swap_out(self, req: Request) -> int | None:
