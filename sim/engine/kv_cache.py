@@ -101,6 +101,8 @@ class KVCacheManager:
         # counters for reports
         self.num_prefix_queries_tokens = 0
         self.num_prefix_hit_tokens = 0
+        # KV tiers below the GPU (sim.engine.kv_tiers.ReplicaTiers), told of every newly hashed block
+        self.tier_hook = None
 
     # ------------------------------------------------------------------ queries
     @property
@@ -353,6 +355,78 @@ class KVCacheManager:
         st = self._reqs.get(req.request_id)
         return st.num_cpu_blocks if st is not None else 0
 
+    # ------------------------------------------------------------------ tiers (sim.engine.kv_tiers)
+    def content_hashes(self, req: Request, num_blocks: int) -> list[int]:
+        """Content hashes of ``req``'s first ``num_blocks`` full blocks (the prefix-cache keys)."""
+        st = self._reqs.get(req.request_id)
+        return self._block_hashes(req, st if st is not None else _ReqKV(), num_blocks)[:num_blocks]
+
+    def num_cached_prefix_blocks(self, hashes: list[int]) -> int:
+        """How many leading ``hashes`` the GPU prefix cache holds (the GPU part of a prefix hit)."""
+        cached, n = self._cached, 0
+        for h in hashes:
+            if h not in cached:
+                break
+            n += 1
+        return n
+
+    def cached_hashes(self):
+        """Hashes of the blocks in the GPU prefix cache (a read-only view; routers' cache index)."""
+        return self._cached.keys()
+
+    def num_insertable_blocks(self, prefix: list[int]) -> int:
+        """Blocks :meth:`insert_cached_blocks` could fill without evicting the cached ``prefix``."""
+        if not self.enable_prefix_caching:
+            return 0
+        ref_cnt, cached = self.ref_cnt, self._cached
+        protected = sum(1 for h in prefix if h in cached and ref_cnt[next(iter(cached[h]))] == 0)
+        return len(self._free) - protected
+
+    def insert_cached_blocks(self, hashes: list[int], prefix: list[int]) -> int:
+        """Put blocks with content ``hashes`` (loaded from a lower tier) into the prefix cache as free
+        cached blocks, right behind the cached blocks of ``prefix``; returns how many are now cached.
+
+        The blocks come from the free queue's LRU end (their old content is evicted, as any
+        allocation does) but never from ``prefix``'s own free blocks; the result is the queue a
+        request holding ``prefix + hashes`` would leave when freed (its head most recently used).
+        Stops early when no free block is left. Invariants of the module docstring are kept: the new
+        blocks are free (``ref_cnt == 0``) and hashed.
+        """
+        if not self.enable_prefix_caching:
+            return 0
+        free, ref_cnt, cached, block_hash = self._free, self.ref_cnt, self._cached, self.block_hash
+        prefix_free = [next(iter(cached[h])) for h in prefix if h in cached]
+        prefix_free = [b for b in prefix_free if ref_cnt[b] == 0]
+        for b in reversed(prefix_free):  # protect the prefix: move it off the eviction end
+            free.move_to_end(b)
+        room = len(free) - len(prefix_free)
+        placed: list[int] = []
+        n = 0
+        for h in hashes:
+            copies = cached.get(h)
+            if copies is not None:  # computed or loaded meanwhile: already cached
+                b = next(iter(copies))
+                if ref_cnt[b] == 0:
+                    placed.append(b)
+                n += 1
+                continue
+            if room <= 0:
+                break
+            b, _none = free.popitem(last=False)
+            room -= 1
+            if block_hash[b] is not None:
+                self._evict(b)
+            block_hash[b] = h
+            cached[h] = {b: None}
+            free[b] = None
+            placed.append(b)
+            n += 1
+        for b in reversed(placed):
+            free.move_to_end(b)
+        for b in reversed(prefix_free):
+            free.move_to_end(b)
+        return n
+
     # ------------------------------------------------------------------ prefix hashing
     def _evict(self, b: int) -> None:
         """Drop block ``b``'s prefix-cache entry (it is being reused for other content)."""
@@ -385,6 +459,8 @@ class KVCacheManager:
                 else:
                     copies[b] = None
         st.num_registered = num_full
+        if self.tier_hook is not None:
+            self.tier_hook.blocks_stored(req, hashes, first, num_full)
 
     def _block_hashes(self, req: Request, st: _ReqKV, num_blocks: int) -> list[int]:
         """Hashes of ``req``'s first ``num_blocks`` full blocks (computed incrementally, kept on req)."""
