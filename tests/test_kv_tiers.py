@@ -66,13 +66,9 @@ def test_tier_read_invariant_absent_and_in_flight():
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
-        self.timers: list[tuple[float, object]] = []
 
     def __call__(self) -> float:
         return self.now
-
-    def schedule(self, delay: float, fn) -> None:
-        self.timers.append((self.now + delay, fn))
 
 
 def _spec(mode: str, cpu_blocks: int = 1000, pcie: float = 25e9, lat: float = 10e-6) -> TierSpec:
@@ -92,62 +88,64 @@ def _compute(kv: KVCacheManager, req: Request) -> None:
     kv.free(req)
 
 
-@pytest.mark.parametrize("mode", ["vllm-native", "lmcache", "hicache"])
-def test_load_time_oracle_idle_system(mode):
-    """A prefix evicted from the GPU is loaded back from the CPU tier in bytes / bandwidth + latency
-    (idle links), enters the GPU prefix cache and is taken as an ordinary hit."""
+def _setup(mode: str, **kw):
     clock = _Clock()
     kv = KVCacheManager(64, 16, enable_prefix_caching=True, block_bytes=1 << 20)
-    tiers = ClusterTiers(_spec(mode), clock, clock.schedule).attach(kv)
-    a = _req(0, doc=1, n=40 * 16)
-    _compute(kv, a)
+    tiers = ClusterTiers(_spec(mode, **kw), clock).attach(kv)
+    _compute(kv, _req(0, doc=1, n=40 * 16))
     tiers.after_step(0.0)  # write-through of the 40 blocks
-    assert len(tiers.cpu) == 40
-    clock.now = 1.0  # writes long done
+    clock.now = 1.0
     _compute(kv, _req(1, doc=2, n=64 * 16))  # evicts doc 1 from the 64-block GPU cache
     tiers.after_step(1.0)
     clock.now = 2.0
+    return clock, kv, tiers
+
+
+@pytest.mark.parametrize("mode", ["vllm-native", "lmcache", "hicache"])
+def test_load_time_oracle_idle_system(mode):
+    """A prefix evicted from the GPU is loaded back from the CPU tier when the scheduler admits the
+    request; on idle links the load takes bytes / bandwidth + latency and the step pays it per mode."""
+    clock, kv, tiers = _setup(mode)
+    assert len(tiers.cpu) == 40 + 64
     b = _req(2, doc=1, n=40 * 16 + 8)  # same 40 blocks + a tail
-    assert kv.peek_prefix_hit(b) == 0
-    delivered = []
-    held = tiers.on_hand_over(b, delivered.append)
+    assert kv.peek_prefix_hit(b) == 0  # nothing on the GPU
+    assert kv.get_computed_blocks(b) == 40 * 16  # the scheduler takes the tier blocks as a hit
     nbytes = 40 * (1 << 20)
     expect = nbytes / 25e9 + 10e-6
-    if mode == "vllm-native":
-        assert held and len(clock.timers) == 1
-        t_done, fn = clock.timers[0]
-        assert t_done - 2.0 == pytest.approx(expect)
-        assert kv.peek_prefix_hit(b) == 0  # not in GPU memory before the load completes
-        clock.now = t_done
-        fn()
-        assert delivered == [b]
-    else:
-        assert not held
-        dt = tiers.step_time(2.0, 0.005)
-        assert dt == pytest.approx(0.005 + expect if mode == "lmcache" else max(0.005, expect))
-    assert kv.get_computed_blocks(b) == 40 * 16
+    dt = tiers.step_time(2.0, 0.005)
+    assert dt == pytest.approx(0.005 + expect if mode == "lmcache" else max(0.005, expect))
+    assert tiers.load_s_total == pytest.approx(expect)
     assert tiers.cpu.hit_tokens == 40 * 16 and tiers.cpu.bytes_read == nbytes
     kv.free(b)
+    kv.check_invariants()
+    assert kv.peek_prefix_hit(b) == 40 * 16  # loaded blocks stay cached on the GPU
+
+
+def test_load_called_off_when_admission_is_undone():
+    """The scheduler admits, then gives the request back in the same step (not enough blocks for the
+    rest): the load never starts and its blocks lose the content."""
+    clock, kv, tiers = _setup("vllm-native")
+    b = _req(2, doc=1, n=40 * 16 + 8)
+    assert kv.get_computed_blocks(b) == 40 * 16
+    kv.free(b)  # undo_prefix
+    assert kv.peek_prefix_hit(b) == 0
+    assert tiers.step_time(2.0, 0.005) == 0.005
+    assert tiers.cpu.hit_tokens == 0 and tiers.num_called_off == 1
+    assert kv.num_prefix_hit_tokens == 0
     kv.check_invariants()
 
 
 def test_write_in_flight_is_not_read():
     """A block whose device→host write has not completed cannot serve a load."""
-    clock = _Clock()
-    kv = KVCacheManager(64, 16, enable_prefix_caching=True, block_bytes=1 << 20)
-    tiers = ClusterTiers(_spec("vllm-native", pcie=1e6), clock, clock.schedule).attach(kv)  # 1 MB/s: slow writes
-    _compute(kv, _req(0, doc=1, n=40 * 16))
-    tiers.after_step(0.0)  # 40 MiB at 1 MB/s: ready at ~42 s
-    _compute(kv, _req(1, doc=2, n=64 * 16))
-    clock.now = 1.0
-    assert not tiers.on_hand_over(_req(2, doc=1, n=40 * 16 + 8), lambda r: None)  # nothing ready to load
+    clock, kv, tiers = _setup("vllm-native", pcie=1e6)  # 1 MB/s: 40 MiB ready only after ~42 s
+    assert kv.get_computed_blocks(_req(2, doc=1, n=40 * 16 + 8)) == 0
     assert tiers.cpu.num_reads_checked == 0
 
 
 def test_lmcache_mode_stores_prompt_blocks_only():
     clock = _Clock()
     kv = KVCacheManager(64, 16, enable_prefix_caching=True, block_bytes=1 << 20)
-    tiers = ClusterTiers(_spec("lmcache"), clock, clock.schedule).attach(kv)
+    tiers = ClusterTiers(_spec("lmcache"), clock).attach(kv)
     r = _req(0, doc=1, n=10 * 16)
     assert kv.allocate_slots(r, r.num_prompt_tokens)
     r.num_computed_tokens = r.num_prompt_tokens

@@ -240,6 +240,9 @@ class KVCacheManager:
                 del free[b]
             ref_cnt[b] += 1
             blocks.append(b)
+        if self.tier_hook is not None and len(blocks) < max_hit_blocks:
+            # the rest of the prefix may sit in a lower tier: the hook loads what it can (take_loaded)
+            self.tier_hook.extend_hit(req, hashes, len(blocks), max_hit_blocks)
         st.num_registered = len(blocks)
         hit = len(blocks) * self.block_size
         self.num_prefix_hit_tokens += hit
@@ -283,6 +286,8 @@ class KVCacheManager:
         st = self._reqs.pop(req.request_id, None)
         if st is None:
             return
+        if self.tier_hook is not None:
+            self.tier_hook.on_free(req, st.blocks)  # a tier load not yet started is called off
         if st.num_cpu_blocks:
             self.num_free_cpu_blocks += st.num_cpu_blocks
             st.num_cpu_blocks = 0
@@ -374,58 +379,38 @@ class KVCacheManager:
         """Hashes of the blocks in the GPU prefix cache (a read-only view; routers' cache index)."""
         return self._cached.keys()
 
-    def num_insertable_blocks(self, prefix: list[int]) -> int:
-        """Blocks :meth:`insert_cached_blocks` could fill without evicting the cached ``prefix``."""
-        if not self.enable_prefix_caching:
-            return 0
-        ref_cnt, cached = self.ref_cnt, self._cached
-        protected = sum(1 for h in prefix if h in cached and ref_cnt[next(iter(cached[h]))] == 0)
-        return len(self._free) - protected
-
-    def insert_cached_blocks(self, hashes: list[int], prefix: list[int]) -> int:
-        """Put blocks with content ``hashes`` (loaded from a lower tier) into the prefix cache as free
-        cached blocks, right behind the cached blocks of ``prefix``; returns how many are now cached.
-
-        The blocks come from the free queue's LRU end (their old content is evicted, as any
-        allocation does) but never from ``prefix``'s own free blocks; the result is the queue a
-        request holding ``prefix + hashes`` would leave when freed (its head most recently used).
-        Stops early when no free block is left. Invariants of the module docstring are kept: the new
-        blocks are free (``ref_cnt == 0``) and hashed.
-        """
-        if not self.enable_prefix_caching:
-            return 0
-        free, ref_cnt, cached, block_hash = self._free, self.ref_cnt, self._cached, self.block_hash
-        prefix_free = [next(iter(cached[h])) for h in prefix if h in cached]
-        prefix_free = [b for b in prefix_free if ref_cnt[b] == 0]
-        for b in reversed(prefix_free):  # protect the prefix: move it off the eviction end
-            free.move_to_end(b)
-        room = len(free) - len(prefix_free)
-        placed: list[int] = []
+    def take_loaded(self, req: Request, hashes: list[int]) -> int:
+        """Give ``req`` (inside :meth:`get_computed_blocks`) blocks for content ``hashes`` that a lower
+        tier is loading: taken from the free queue's LRU end (evicting their old content), hashed,
+        held by ``req`` right after its GPU hit. Returns how many it got (fewer when the free queue
+        runs out). The tier hook calls this; the blocks count as part of the prefix hit."""
+        st = self._reqs[req.request_id]
+        free, ref_cnt, block_hash, cached = self._free, self.ref_cnt, self.block_hash, self._cached
         n = 0
         for h in hashes:
-            copies = cached.get(h)
-            if copies is not None:  # computed or loaded meanwhile: already cached
-                b = next(iter(copies))
-                if ref_cnt[b] == 0:
-                    placed.append(b)
-                n += 1
-                continue
-            if room <= 0:
+            if not free:
                 break
             b, _none = free.popitem(last=False)
-            room -= 1
             if block_hash[b] is not None:
                 self._evict(b)
+            ref_cnt[b] = 1
             block_hash[b] = h
-            cached[h] = {b: None}
-            free[b] = None
-            placed.append(b)
+            copies = cached.get(h)
+            if copies is None:
+                cached[h] = {b: None}
+            else:
+                copies[b] = None
+            st.blocks.append(b)
             n += 1
-        for b in reversed(placed):
-            free.move_to_end(b)
-        for b in reversed(prefix_free):
-            free.move_to_end(b)
         return n
+
+    def unhash_blocks(self, blocks: list[int], num_hit_tokens: int) -> None:
+        """Drop the cache entries of ``blocks`` (a tier load called off before it started: their
+        content never arrived) and take ``num_hit_tokens`` back out of the hit counter."""
+        for b in blocks:
+            if self.block_hash[b] is not None:
+                self._evict(b)
+        self.num_prefix_hit_tokens -= num_hit_tokens
 
     # ------------------------------------------------------------------ prefix hashing
     def _evict(self, b: int) -> None:

@@ -241,17 +241,16 @@ def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_si
 class ReplicaTiers:
     """The tiers and links of one replica, hooked to its KV allocator (``kv.tier_hook``).
 
-    The replica calls :meth:`on_hand_over` when a request reaches it, :meth:`step_time` before each
-    step (sync / layer-wise loads stretch it) and :meth:`after_step` after it (write-through of the
-    blocks the step filled). Counters feed :meth:`ClusterTiers.report`.
+    The allocator calls :meth:`extend_hit` when a request's GPU prefix hit stops short and
+    :meth:`on_free` when it releases a request; the replica calls :meth:`step_time` before each step
+    (the loads of the requests it admitted start then) and :meth:`after_step` after it (write-through
+    of the blocks the step filled). Counters feed :meth:`ClusterTiers.report`.
     """
 
-    def __init__(self, spec: TierSpec, kv: Any, store: TierStore | None, clock: Callable[[], float],
-                 schedule: Callable[[float, Callable[[], None]], None]) -> None:
+    def __init__(self, spec: TierSpec, kv: Any, store: TierStore | None, clock: Callable[[], float]) -> None:
         self.spec = spec
         self.kv = kv
         self.clock = clock
-        self.schedule = schedule  # schedule(delay_s, callback): run callback after delay_s
         self.cpu = TierStore("cpu", spec.cpu_blocks) if spec.cpu_blocks > 0 else None
         self.disk = TierStore("disk", spec.disk_blocks) if spec.disk_blocks > 0 else None
         self.store = store
@@ -263,15 +262,13 @@ class ReplicaTiers:
         self.nic_out = Link("nic_out", spec.nic_bytes_per_s, spec.store_latency_s) if store is not None else None
         self.prompt_only = spec.mode == "lmcache"
         self._pending_writes: list[int] = []  # hashes filled by the step now running
-        self._pending_loads: list[tuple[int, int, int]] = []  # (cpu, disk, store) blocks for the next step
-        self.stall_s = 0.0  # engine time added by synchronous / layer-wise loads
-        self.num_query_tokens = 0
-        self.gpu_hit_tokens = 0
+        # request id -> (first loaded block index, [(hash, tier)]): admitted this step, not started
+        self._pending_loads: dict[int, tuple[int, list[tuple[int, TierStore]]]] = {}
+        self.stall_s = 0.0  # engine time the loads added to steps
         self.num_loads = 0
-        self.num_loads_in_flight = 0
         self.load_s_total = 0.0
-        self.num_lost_blocks = 0  # loaded blocks that did not fit in the GPU's free pool
-        self.store_hit_tokens = 0  # this replica's hits in the shared store
+        self.num_lost_blocks = 0  # tier blocks not loaded: no free GPU block left
+        self.num_called_off = 0  # loads called off: the scheduler gave the request back before its step
         kv.tier_hook = self
 
     # ---------------------------------------------------------------- writes
@@ -313,25 +310,20 @@ class ReplicaTiers:
                     store.insert(h, sready)
 
     # ---------------------------------------------------------------- loads
-    def on_hand_over(self, req: Any, deliver: Callable[[Any], None]) -> bool:
-        """``req`` reached this replica. Load the part of its prefix held below the GPU. Returns True
-        when the request is held back (asynchronous load: ``deliver(req)`` is called when the load is
-        done); False when the caller hands it to the scheduler now."""
+    def extend_hit(self, req: Any, hashes: list[int], num_gpu_blocks: int, max_blocks: int) -> None:
+        """Called by the KV allocator inside ``get_computed_blocks`` once ``req``'s GPU prefix hit
+        stops at ``num_gpu_blocks``: find the longest run of the following blocks held (ready) in the
+        CPU tier, then disk, then the store, and have the allocator give ``req`` blocks for them
+        (:meth:`KVCacheManager.take_loaded`). The load is *pending* until the step that runs the
+        request is priced (:meth:`step_time`); if the scheduler gives the request back first
+        (:meth:`on_free`) it is called off and the blocks lose their content again."""
         now = self.clock()
-        kv, bs = self.kv, self.spec.block_size
-        self.num_query_tokens += req.num_prompt_tokens
-        max_blocks = (req.num_prompt_tokens + req.num_output_tokens - 1) // bs
-        if max_blocks <= 0:
-            return False
-        hashes = kv.content_hashes(req, max_blocks)
-        g = kv.num_cached_prefix_blocks(hashes)
-        self.gpu_hit_tokens += g * bs
         cpu, disk, store = self.cpu, self.disk, self.store
         if cpu is not None:  # follow use in the CPU LRU (vLLM's offloading manager touches on lookup)
-            for h in hashes[:g]:
+            for h in hashes[:num_gpu_blocks]:
                 cpu.touch(h)
         plan: list[tuple[int, TierStore]] = []
-        for i in range(g, max_blocks):
+        for i in range(num_gpu_blocks, max_blocks):
             h = hashes[i]
             if cpu is not None and cpu.holds(h, now):
                 plan.append((h, cpu))
@@ -342,53 +334,31 @@ class ReplicaTiers:
             else:
                 break
         if not plan:
-            return False
-        room = kv.num_insertable_blocks(hashes[:g])
-        if len(plan) > room:
-            self.num_lost_blocks += len(plan) - room
-            plan = plan[:room]
-            if not plan:
-                return False
-        bb = self.spec.block_bytes
-        counts = {"cpu": 0, "disk": 0, "store": 0}
-        for h, tier in plan:
-            tier.read(h, now)  # the tier-read invariant: raises if the copy is absent or in flight
-            tier.hit_tokens += bs
-            tier.num_hit_blocks += 1
-            tier.bytes_read += bb
-            counts[tier.name if tier is not store else "store"] += 1
-        self.store_hit_tokens += counts["store"] * bs
-        if disk is not None and cpu is not None and counts["disk"]:  # disk loads pass through host memory
+            return
+        n = self.kv.take_loaded(req, [h for h, _ in plan])
+        if n < len(plan):
+            self.num_lost_blocks += len(plan) - n  # no free GPU block left for the rest
+            plan = plan[:n]
+        if plan:
             for h, tier in plan:
-                if tier is disk:
-                    cpu.insert(h, now)
-        loaded = [h for h, _ in plan]
-        self.num_loads += 1
-        if self.spec.mode == "vllm-native":
-            end = self._book_load(now, counts["cpu"], counts["disk"], counts["store"])
-            self.load_s_total += end - now
-            self.num_loads_in_flight += 1
+                tier.read(h, now)  # the tier-read invariant: raises if the copy is absent or in flight
+            self._pending_loads[req.request_id] = (num_gpu_blocks, plan)
 
-            def done(req=req, loaded=loaded, prefix=hashes[:g]) -> None:
-                self.num_loads_in_flight -= 1
-                self._insert(loaded, prefix)
-                deliver(req)
-            self.schedule(end - now, done)
-            return True
-        self._insert(loaded, hashes[:g])
-        self._pending_loads.append((counts["cpu"], counts["disk"], counts["store"]))
-        return False
-
-    def _insert(self, loaded: list[int], prefix: list[int]) -> None:
-        """Put loaded blocks into the GPU prefix cache behind the GPU-held ``prefix``."""
-        n = self.kv.insert_cached_blocks(loaded, prefix)
-        if n < len(loaded):  # the free pool shrank while the load was in flight
-            self.num_lost_blocks += len(loaded) - n
+    def on_free(self, req: Any, blocks: list[int]) -> None:
+        """``req`` releases its blocks: a load still pending is called off (its blocks never got the
+        content, so they must not stay in the prefix cache)."""
+        pending = self._pending_loads.pop(req.request_id, None)
+        if pending is None:
+            return
+        first, plan = pending
+        self.num_called_off += 1
+        self.kv.unhash_blocks(blocks[first:first + len(plan)], len(plan) * self.spec.block_size)
 
     def _book_load(self, start_s: float, n_cpu: int, n_disk: int, n_store: int) -> float:
         """Book the links of one load starting at ``start_s``; its completion time. Each tier's part is
         one transfer; parts on different links proceed in parallel, on one link in turn; a disk part
-        is pipelined through PCIe (the slower of the two sets its end)."""
+        is pipelined through PCIe (the slower of the two sets its end); a store part arrives over the
+        NIC straight into GPU memory (GPUDirect RDMA)."""
         bb = self.spec.block_bytes
         end = start_s
         if n_cpu or n_disk:
@@ -400,18 +370,30 @@ class ReplicaTiers:
         return end
 
     def step_time(self, now_s: float, dt: float) -> float:
-        """The step starting at ``now_s`` with compute time ``dt``, stretched by the synchronous
-        (``lmcache``: load, then compute) or layer-wise (``hicache``: max of the two) loads of the
-        requests handed over since the last step."""
+        """Start the pending loads of the requests this step admitted and return the step's time:
+        ``lmcache`` loads before the forward pass (``dt + load``); ``vllm-native`` and ``hicache``
+        overlap it (``max(dt, load)``: the step cannot end before its requests' KV has arrived)."""
         pending = self._pending_loads
         if not pending:
             return dt
-        self._pending_loads = []
+        self._pending_loads = {}
+        bs, bb = self.spec.block_size, self.spec.block_bytes
+        cpu, disk = self.cpu, self.disk
         end = now_s
-        for n_cpu, n_disk, n_store in pending:
-            end = max(end, self._book_load(now_s, n_cpu, n_disk, n_store))
+        for _first, plan in pending.values():
+            counts = {"cpu": 0, "disk": 0, "store": 0}
+            for h, tier in plan:
+                tier.hit_tokens += bs
+                tier.num_hit_blocks += 1
+                tier.bytes_read += bb
+                counts[tier.name] += 1
+                if tier is disk and cpu is not None:  # disk loads pass through host memory
+                    cpu.insert(h, now_s)
+            e = self._book_load(now_s, counts["cpu"], counts["disk"], counts["store"])
+            self.num_loads += 1
+            self.load_s_total += e - now_s
+            end = max(end, e)
         load = end - now_s
-        self.load_s_total += load * len(pending)
         new_dt = dt + load if self.spec.mode == "lmcache" else max(dt, load)
         self.stall_s += new_dt - dt
         return new_dt
@@ -422,8 +404,8 @@ class ReplicaTiers:
         for tier in (self.cpu, self.disk):
             if tier is not None:
                 tier.check()
-        if self.num_loads_in_flight < 0:
-            raise TierInvariantError("more loads completed than started")
+        if self._pending_loads:
+            raise TierInvariantError(f"{len(self._pending_loads)} tier loads neither started nor called off")
         links = [self.h2d, self.d2h, self.disk_link, self.nic_in, self.nic_out]
         if any(lk is not None and (lk.bytes_moved < 0 or lk.busy_s < 0) for lk in links):
             raise TierInvariantError("a link counter went negative")
@@ -436,40 +418,34 @@ class ReplicaTiers:
 class ClusterTiers:
     """The tiers of a whole run: the shared remote store and one :class:`ReplicaTiers` per replica."""
 
-    def __init__(self, spec: TierSpec, clock: Callable[[], float],
-                 schedule: Callable[[float, Callable[[], None]], None]) -> None:
+    def __init__(self, spec: TierSpec, clock: Callable[[], float]) -> None:
         self.spec = spec
         self.clock = clock
-        self.schedule = schedule
         self.store = TierStore("store", spec.store_blocks) if spec.store_blocks > 0 else None
         self.replicas: list[ReplicaTiers] = []
 
     def attach(self, kv: Any) -> ReplicaTiers:
         """Tiers for a new replica whose KV allocator is ``kv``."""
-        rt = ReplicaTiers(self.spec, kv, self.store, self.clock, self.schedule)
+        rt = ReplicaTiers(self.spec, kv, self.store, self.clock)
         self.replicas.append(rt)
         return rt
 
-    def check_invariants(self, num_unfinished: int) -> tuple[str, ...]:
+    def check_invariants(self) -> tuple[str, ...]:
         """End-of-run checks; raise :class:`TierInvariantError` on the first that fails."""
         for rt in self.replicas:
             rt.check()
         if self.store is not None:
             self.store.check()
-        in_flight = sum(rt.num_loads_in_flight for rt in self.replicas)
-        if in_flight > num_unfinished:
-            raise TierInvariantError(f"{in_flight} tier loads in flight but only {num_unfinished} requests unfinished")
         return ("tier reads only from tiers holding a ready copy", "tier capacities respected",
-                "tier loads all delivered or unfinished")
+                "tier loads all started or called off")
 
     def report(self, span_s: float) -> dict[str, Any]:
         """The ``kv_tiers`` block of the summary (docs/metrics.md)."""
         spec, reps = self.spec, self.replicas
         bb = spec.block_bytes
-        q = sum(rt.num_query_tokens for rt in reps)
-        out: dict[str, Any] = {"mode": spec.mode, "block_bytes": bb, "num_query_tokens": int(q),
-                               "gpu_hit_tokens": int(sum(rt.gpu_hit_tokens for rt in reps))}
-        out["gpu_hit_rate"] = out["gpu_hit_tokens"] / q if q else 0.0
+        q = sum(rt.kv.num_prefix_queries_tokens for rt in reps)
+        served = sum(rt.kv.num_prefix_hit_tokens for rt in reps)  # every prefix hit, tier loads included
+        out: dict[str, Any] = {"mode": spec.mode, "block_bytes": bb, "num_query_tokens": int(q)}
         tiers: dict[str, Any] = {}
         for name in ("cpu", "disk"):
             stores = [getattr(rt, name) for rt in reps if getattr(rt, name) is not None]
@@ -484,13 +460,15 @@ class ClusterTiers:
         if self.store is not None:
             tiers["store"] = self.store.report(bb, q)
         out["tiers"] = tiers
-        served = out["gpu_hit_tokens"] + sum(t["hit_tokens"] for t in tiers.values())
+        out["gpu_hit_tokens"] = int(served - sum(t["hit_tokens"] for t in tiers.values()))
+        out["gpu_hit_rate"] = out["gpu_hit_tokens"] / q if q else 0.0
         out["total_hit_rate"] = served / q if q else 0.0
         num_loads = sum(rt.num_loads for rt in reps)
         out["num_loads"] = int(num_loads)
         out["mean_load_s"] = sum(rt.load_s_total for rt in reps) / num_loads if num_loads else 0.0
         out["engine_stall_s"] = sum(rt.stall_s for rt in reps)
         out["num_lost_blocks"] = int(sum(rt.num_lost_blocks for rt in reps))
+        out["num_loads_called_off"] = int(sum(rt.num_called_off for rt in reps))
         links: dict[str, Any] = {}
         for rt in reps:
             for lk in rt.links():

@@ -345,8 +345,7 @@ class _Cluster:
         self.max_duration_s = max_duration_s
         self.setup = setup
         self.seed_seq = seed_seq
-        self.tiers = None if setup.kv_tiers is None else ClusterTiers(  # sim.engine.kv_tiers
-            setup.kv_tiers, lambda: env.now, lambda d, f: env.timeout(d).callbacks.append(lambda _e: f()))
+        self.tiers = None if setup.kv_tiers is None else ClusterTiers(setup.kv_tiers, lambda: env.now)  # kv_tiers
         # with DP attention every rank is an engine core of its own, behind the same router
         groups = [DPGroup(env, setup.dp, setup.cost_model) if setup.dp > 1 else None for _ in range(num_replicas)]
         self.replicas = [_Replica(i, setup, self, groups[i // setup.dp]) for i in range(num_replicas * setup.dp)]
@@ -405,22 +404,6 @@ class _Cluster:
             self._hand_over(req)
 
     def _hand_over(self, req: Request) -> None:
-        rep = self.replicas[req.replica]
-        if rep.tiers is not None and rep.scheduler.rejection_reason(req) is None and \
-                rep.tiers.on_hand_over(req, self._loaded):
-            self.num_in_frontend += 1  # held while its KV loads (vllm-native): counted like the API server's
-            rep.outstanding += 1
-            return
-        self._hand_over_now(req)
-
-    def _loaded(self, req: Request) -> None:
-        """``req``'s asynchronous tier load finished: hand it to its scheduler now."""
-        self.num_in_frontend -= 1
-        self.replicas[req.replica].outstanding -= 1
-        if not self.stop.triggered:
-            self._hand_over_now(req)
-
-    def _hand_over_now(self, req: Request) -> None:
         if not self.replicas[req.replica].submit(req):
             self.num_rejected += 1
             self._end(req)
@@ -657,7 +640,7 @@ def _check_invariants(cluster: _Cluster, num_unfinished: int) -> tuple[str, ...]
               "KV allocator invariants", "time never went backwards", "completed requests got all tokens")
     if cluster.tiers is not None:
         try:
-            checks += cluster.tiers.check_invariants(num_unfinished)
+            checks += cluster.tiers.check_invariants()
         except TierInvariantError as exc:
             raise SimulationInvariantError(str(exc)) from None
     return checks
