@@ -110,6 +110,9 @@ def test_load_time_oracle_idle_system(mode):
     b = _req(2, doc=1, n=40 * 16 + 8)  # same 40 blocks + a tail
     assert kv.peek_prefix_hit(b) == 0  # nothing on the GPU
     assert kv.get_computed_blocks(b) == 40 * 16  # the scheduler takes the tier blocks as a hit
+    b.num_computed_tokens = 40 * 16
+    assert kv.num_blocks_to_allocate(b, 8) == 41  # loaded + new blocks, allocated together
+    assert kv.allocate_slots(b, 8)
     nbytes = 40 * (1 << 20)
     expect = nbytes / 25e9 + 10e-6
     dt = tiers.step_time(2.0, 0.005)

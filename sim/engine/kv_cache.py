@@ -240,11 +240,13 @@ class KVCacheManager:
                 del free[b]
             ref_cnt[b] += 1
             blocks.append(b)
-        if self.tier_hook is not None and len(blocks) < max_hit_blocks:
-            # the rest of the prefix may sit in a lower tier: the hook loads what it can (take_loaded)
-            self.tier_hook.extend_hit(req, hashes, len(blocks), max_hit_blocks)
         st.num_registered = len(blocks)
         hit = len(blocks) * self.block_size
+        if self.tier_hook is not None:
+            # The rest of the prefix may sit in a lower tier: those tokens count as computed, their
+            # blocks are allocated with the request's new ones by the next allocate_slots (all or
+            # nothing, as vLLM's allocate_slots with external tokens) and hashed there.
+            hit += self.tier_hook.extend_hit(req, hashes, len(blocks), max_hit_blocks) * self.block_size
         self.num_prefix_hit_tokens += hit
         return hit
 
@@ -378,31 +380,6 @@ class KVCacheManager:
     def cached_hashes(self):
         """Hashes of the blocks in the GPU prefix cache (a read-only view; routers' cache index)."""
         return self._cached.keys()
-
-    def take_loaded(self, req: Request, hashes: list[int]) -> int:
-        """Give ``req`` (inside :meth:`get_computed_blocks`) blocks for content ``hashes`` that a lower
-        tier is loading: taken from the free queue's LRU end (evicting their old content), hashed,
-        held by ``req`` right after its GPU hit. Returns how many it got (fewer when the free queue
-        runs out). The tier hook calls this; the blocks count as part of the prefix hit."""
-        st = self._reqs[req.request_id]
-        free, ref_cnt, block_hash, cached = self._free, self.ref_cnt, self.block_hash, self._cached
-        n = 0
-        for h in hashes:
-            if not free:
-                break
-            b, _none = free.popitem(last=False)
-            if block_hash[b] is not None:
-                self._evict(b)
-            ref_cnt[b] = 1
-            block_hash[b] = h
-            copies = cached.get(h)
-            if copies is None:
-                cached[h] = {b: None}
-            else:
-                copies[b] = None
-            st.blocks.append(b)
-            n += 1
-        return n
 
     def unhash_blocks(self, blocks: list[int], num_hit_tokens: int) -> None:
         """Drop the cache entries of ``blocks`` (a tier load called off before it started: their

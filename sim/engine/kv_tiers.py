@@ -267,8 +267,10 @@ class ReplicaTiers:
         self.stall_s = 0.0  # engine time the loads added to steps
         self.num_loads = 0
         self.load_s_total = 0.0
-        self.num_lost_blocks = 0  # tier blocks not loaded: no free GPU block left
         self.num_called_off = 0  # loads called off: the scheduler gave the request back before its step
+        self._admitted: dict[int, tuple[int, int]] = {}  # request id -> (query tokens, GPU hit tokens)
+        self.num_query_tokens = 0  # tokens looked up by admissions that ran
+        self.gpu_hit_tokens = 0
         kv.tier_hook = self
 
     # ---------------------------------------------------------------- writes
@@ -310,13 +312,20 @@ class ReplicaTiers:
                     store.insert(h, sready)
 
     # ---------------------------------------------------------------- loads
-    def extend_hit(self, req: Any, hashes: list[int], num_gpu_blocks: int, max_blocks: int) -> None:
-        """Called by the KV allocator inside ``get_computed_blocks`` once ``req``'s GPU prefix hit
-        stops at ``num_gpu_blocks``: find the longest run of the following blocks held (ready) in the
-        CPU tier, then disk, then the store, and have the allocator give ``req`` blocks for them
-        (:meth:`KVCacheManager.take_loaded`). The load is *pending* until the step that runs the
-        request is priced (:meth:`step_time`); if the scheduler gives the request back first
-        (:meth:`on_free`) it is called off and the blocks lose their content again."""
+    def extend_hit(self, req: Any, hashes: list[int], num_gpu_blocks: int, max_blocks: int) -> int:
+        """Called by the KV allocator inside ``get_computed_blocks`` (the scheduler admitting ``req``)
+        once its GPU prefix hit is known (``num_gpu_blocks``). Finds the longest run of the following
+        blocks held (ready) in the CPU tier, then disk, then the store — pinned from here on, as
+        vLLM's offloading manager does in ``prepare_load`` — and returns how many: they count as
+        computed tokens, and the request's next ``allocate_slots`` allocates them together with its
+        new blocks, or says no for all of it (vLLM allocates external tokens the same way). The load
+        and the counters are *pending* until the step that runs the request is priced
+        (:meth:`step_time`); if the scheduler gives the request back first (:meth:`on_free`), they
+        are called off."""
+        bs = self.spec.block_size
+        self._admitted[req.request_id] = (req.num_prompt_tokens + req.num_output_tokens, num_gpu_blocks * bs)
+        if num_gpu_blocks >= max_blocks:
+            return 0
         now = self.clock()
         cpu, disk, store = self.cpu, self.disk, self.store
         if cpu is not None:  # follow use in the CPU LRU (vLLM's offloading manager touches on lookup)
@@ -334,19 +343,17 @@ class ReplicaTiers:
             else:
                 break
         if not plan:
-            return
-        n = self.kv.take_loaded(req, [h for h, _ in plan])
-        if n < len(plan):
-            self.num_lost_blocks += len(plan) - n  # no free GPU block left for the rest
-            plan = plan[:n]
-        if plan:
-            for h, tier in plan:
-                tier.read(h, now)  # the tier-read invariant: raises if the copy is absent or in flight
-            self._pending_loads[req.request_id] = (num_gpu_blocks, plan)
+            return 0
+        for h, tier in plan:
+            tier.read(h, now)  # the tier-read invariant: raises if the copy is absent or in flight
+        self._pending_loads[req.request_id] = (num_gpu_blocks, plan)
+        return len(plan)
 
     def on_free(self, req: Any, blocks: list[int]) -> None:
-        """``req`` releases its blocks: a load still pending is called off (its blocks never got the
-        content, so they must not stay in the prefix cache)."""
+        """``req`` releases its blocks: an admission not yet run is called off, with its pending load
+        (nothing was moved; the blocks, if the allocation happened, were hashed as any computed block
+        would be — the step that would have filled them never ran, so drop their hashes)."""
+        self._admitted.pop(req.request_id, None)
         pending = self._pending_loads.pop(req.request_id, None)
         if pending is None:
             return
@@ -373,6 +380,11 @@ class ReplicaTiers:
         """Start the pending loads of the requests this step admitted and return the step's time:
         ``lmcache`` loads before the forward pass (``dt + load``); ``vllm-native`` and ``hicache``
         overlap it (``max(dt, load)``: the step cannot end before its requests' KV has arrived)."""
+        if self._admitted:  # the admissions this step runs: count their queries and GPU hits
+            for q, g in self._admitted.values():
+                self.num_query_tokens += q
+                self.gpu_hit_tokens += g
+            self._admitted = {}
         pending = self._pending_loads
         if not pending:
             return dt
@@ -404,7 +416,7 @@ class ReplicaTiers:
         for tier in (self.cpu, self.disk):
             if tier is not None:
                 tier.check()
-        if self._pending_loads:
+        if self._pending_loads or self._admitted:
             raise TierInvariantError(f"{len(self._pending_loads)} tier loads neither started nor called off")
         links = [self.h2d, self.d2h, self.disk_link, self.nic_in, self.nic_out]
         if any(lk is not None and (lk.bytes_moved < 0 or lk.busy_s < 0) for lk in links):
@@ -443,8 +455,7 @@ class ClusterTiers:
         """The ``kv_tiers`` block of the summary (docs/metrics.md)."""
         spec, reps = self.spec, self.replicas
         bb = spec.block_bytes
-        q = sum(rt.kv.num_prefix_queries_tokens for rt in reps)
-        served = sum(rt.kv.num_prefix_hit_tokens for rt in reps)  # every prefix hit, tier loads included
+        q = sum(rt.num_query_tokens for rt in reps)
         out: dict[str, Any] = {"mode": spec.mode, "block_bytes": bb, "num_query_tokens": int(q)}
         tiers: dict[str, Any] = {}
         for name in ("cpu", "disk"):
@@ -460,14 +471,14 @@ class ClusterTiers:
         if self.store is not None:
             tiers["store"] = self.store.report(bb, q)
         out["tiers"] = tiers
-        out["gpu_hit_tokens"] = int(served - sum(t["hit_tokens"] for t in tiers.values()))
+        out["gpu_hit_tokens"] = int(sum(rt.gpu_hit_tokens for rt in reps))
         out["gpu_hit_rate"] = out["gpu_hit_tokens"] / q if q else 0.0
+        served = out["gpu_hit_tokens"] + sum(t["hit_tokens"] for t in tiers.values())
         out["total_hit_rate"] = served / q if q else 0.0
         num_loads = sum(rt.num_loads for rt in reps)
         out["num_loads"] = int(num_loads)
         out["mean_load_s"] = sum(rt.load_s_total for rt in reps) / num_loads if num_loads else 0.0
         out["engine_stall_s"] = sum(rt.stall_s for rt in reps)
-        out["num_lost_blocks"] = int(sum(rt.num_lost_blocks for rt in reps))
         out["num_loads_called_off"] = int(sum(rt.num_called_off for rt in reps))
         links: dict[str, Any] = {}
         for rt in reps:
