@@ -68,5 +68,8 @@ class KVStoreConfig(Frozen):
     capacity_gib: float = Field(..., gt=0.0, description="store capacity, GiB (the DRAM the store's nodes contribute)")
     bandwidth_gbps: float = Field(..., gt=0.0, description="one replica's NIC bandwidth to the store, GB/s (10⁹ B/s), "
                                   "per direction")
+    mode: Literal["vllm-native", "lmcache", "hicache"] = Field(
+        "vllm-native", description="how a load meets the prefill when there is no engine.kv_offload (whose mode "
+        "rules otherwise); see engine.kv_offload.mode")
     latency_us: float = Field(20.0, ge=0.0, description="fixed cost of one store transfer, µs (an RDMA round trip "
                               "plus the store's metadata lookup)")

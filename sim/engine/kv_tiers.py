@@ -213,9 +213,8 @@ def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_si
     pcie = float(pcie_bytes_per_s_per_gpu) * num_kv_gpus
     cpu_lat = disk_lat = 0.0
     disk_bw = 1.0
-    mode = "vllm-native"  # a store alone: loads as vLLM's KV connectors do (asynchronous)
+    mode = store.mode if offload is None else offload.mode
     if offload is not None:
-        mode = offload.mode
         cpu_blocks = int(offload.cpu_gib * GIB // block_bytes)
         disk_blocks = int(offload.disk_gib * GIB // block_bytes)
         if offload.cpu_bandwidth_gbps is not None:
