@@ -231,7 +231,12 @@ def _both_paths(t_ns, num, target, max_steps=400):
 
     if not fluidity_kernel.AVAILABLE:
         pytest.skip("numba not installed: only the numpy path exists")
-    k = min_decode_deadlines_rows(t_ns, num, target, max_steps=max_steps, bounds=True)
+    min_cells, fluidity_kernel.MIN_CELLS = fluidity_kernel.MIN_CELLS, 0  # use the kernel at any size
+    try:
+        k = min_decode_deadlines_rows(t_ns, num, target, max_steps=max_steps, bounds=True)
+    finally:
+        fluidity_kernel.MIN_CELLS = min_cells
+    assert fluidity_kernel._kernel is not None  # the compiled path ran
     metrics._USE_KERNEL = False
     try:
         n = min_decode_deadlines_rows(t_ns, num, target, max_steps=max_steps, bounds=True)

@@ -9,28 +9,37 @@ sums of integer-valued floats, the midpoint ``0.5·(lo + hi)``; no fastmath), so
 bounds; ``tests/test_fluidity.py`` checks that on random and adversarial rows.
 
 numba is a dependency with wheels for every supported platform, so ``pip install`` needs no compiler;
-when it cannot be imported (or ``SIMCTL_NO_NUMBA=1`` is set) :data:`AVAILABLE` is False and the numpy
+when it is not installed (or ``SIMCTL_NO_NUMBA=1`` is set) :data:`AVAILABLE` is False and the numpy
 path runs instead.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
 
-try:  # pragma: no cover - exercised by whichever path the environment has
-    if os.environ.get("SIMCTL_NO_NUMBA"):
-        raise ImportError("SIMCTL_NO_NUMBA set")
-    from numba import njit
-    AVAILABLE = True
-except ImportError:  # pragma: no cover
-    AVAILABLE = False
-
-    def njit(*_a, **_k):  # noqa: D103 - identity decorator so the module still imports
-        return lambda f: f
+# numba is imported (and the cached kernel loaded, ~0.5 CPU-s) only when a run has enough tokens for
+# the kernel to pay; below that the numpy passes are as fast and give the same bits.
+AVAILABLE = importlib.util.find_spec("numba") is not None and not os.environ.get("SIMCTL_NO_NUMBA")
+MIN_CELLS = 200_000  # B × W token cells from which :func:`kernel` is used (tests set 0)
+_kernel = None
+_bisect_row_compiled = None  # the compiled _bisect_row, set by kernel()
 
 
-@njit(cache=True, nogil=True)
+def kernel():
+    """The compiled :func:`bisect_rows` (compiling or loading it on first use), or None without numba."""
+    global _kernel
+    if _kernel is None and AVAILABLE:
+        from numba import njit
+
+        global _bisect_row_compiled
+        # bisect_rows calls the global _bisect_row_compiled: numba resolves it at compile time
+        _bisect_row_compiled = njit(cache=True, nogil=True)(_bisect_row)
+        _kernel = njit(cache=True, nogil=True)(bisect_rows)
+    return _kernel
+
+
 def _bisect_row(t: np.ndarray, n: int, max_miss_rate: float, max_steps: int, eps: float,
                 lo: float, hi: float) -> tuple[float, float]:  # pragma: no cover - compiled
     """Bisect one row's deadline: ``t[:n]`` token times (float ns, t[0] = 0); returns final (lo, hi)."""
@@ -89,7 +98,6 @@ def _bisect_row(t: np.ndarray, n: int, max_miss_rate: float, max_steps: int, eps
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
 def bisect_rows(t: np.ndarray, num_tok: np.ndarray, max_miss_rate: float, max_steps: int,
                 eps: float) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """(lo, hi) in ns for every row of ``t`` (B × W float64 ns, row-relative), as the numpy bisection."""
@@ -105,5 +113,5 @@ def bisect_rows(t: np.ndarray, num_tok: np.ndarray, max_miss_rate: float, max_st
             g = t[r, k] - t[r, k - 1] if k < n else 0.0
             if g > h:
                 h = g
-        lo[r], hi[r] = _bisect_row(t[r], n, max_miss_rate, max_steps, eps, 0.0, h)
+        lo[r], hi[r] = _bisect_row_compiled(t[r], n, max_miss_rate, max_steps, eps, 0.0, h)
     return lo, hi

@@ -280,9 +280,9 @@ def min_decode_deadlines_rows(t_ns: np.ndarray, num_tokens: np.ndarray, target: 
         return (out, out.copy()) if bounds else out
     t = t_ns[rows].astype(np.float64)
     num_tok = num_tokens[rows]
-    if fluidity_kernel.AVAILABLE and _USE_KERNEL:
+    if _USE_KERNEL and t.size >= fluidity_kernel.MIN_CELLS and fluidity_kernel.AVAILABLE:
         # compiled row-by-row bisection: the same float operations, bit-identical (fluidity_kernel.py)
-        lo, hi = fluidity_kernel.bisect_rows(t, np.asarray(num_tok, dtype=np.int64), max_miss_rate,
+        lo, hi = fluidity_kernel.kernel()(t, np.asarray(num_tok, dtype=np.int64), max_miss_rate,
                                              max_steps, _RATE_EPS)
         out[rows] = hi / NS_PER_S
         if not bounds:
