@@ -193,8 +193,7 @@ class _Replica:
         self.num_preempted = 0
         # Async scheduling (vLLM V1 default): step k+1 is planned when step k starts, so it sees only
         # requests delivered by then. Delivered requests wait in the inbox until a plan can see them.
-        self.async_scheduling = (policy_cls.async_scheduling_default if eng.async_scheduling is None
-                                 else eng.async_scheduling)
+        self.async_scheduling = self.scheduler.async_scheduling  # engine flag, else the policy's default
         self.inbox: deque[tuple[float, Request]] = deque()  # (delivered_s, request), in delivery order
         self.plan_cutoff_s = 0.0  # requests delivered at or before this time are visible to the next plan
         # DP attention: this engine core is one rank of a group whose steps are synchronous
