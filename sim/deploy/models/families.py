@@ -152,7 +152,7 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
     if entry.windows == "chunked_nope":
         # Llama 4: layers whose no_rope_layers flag is 0 are global NoPE attention; the others use
         # chunked local attention over attention_chunk_size tokens (a window of at most that size)
-        chunk = c.opt_int("attention_chunk_size")
+        chunk = c.int("attention_chunk_size", 8192)  # transformers default
         flags = c.int_list("no_rope_layers")
         if not flags:
             interval = c.int("no_rope_layer_interval", 4)

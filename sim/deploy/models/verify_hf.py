@@ -19,8 +19,11 @@ import json
 import re
 import sys
 
-from sim.deploy.models import list_models, load_model
-from sim.deploy.models.hf_config import read_config_file
+from sim.deploy.models import catalog, list_models, load_model, resolve_name
+from sim.deploy.models.hf_config import WRAPPERS, read_config_file
+
+#: model_type values transformers does not register, and the class their ``architectures`` name
+MODEL_TYPE_ALIASES = {"kimi_k2": "deepseek_v3"}
 
 
 def hf_category(name: str) -> str:
@@ -35,11 +38,11 @@ def hf_category(name: str) -> str:
         return "experts"
     if "shared_expert" in name:
         return "shared_experts"
-    if re.search(r"mlp\.(gate|router)\.", name):
+    if re.search(r"(mlp|feed_forward|block_sparse_moe)\.(gate|router)\.", name):
         return "router"
-    if re.search(r"(self_attn|\.attn\.)", name):
+    if re.search(r"(self_attn|\.attn\.|linear_attn)", name):
         return "attention"
-    if re.search(r"(mlp|fc1|fc2)", name):
+    if re.search(r"(mlp|fc1|fc2|feed_forward)", name):
         return "mlp"
     return "other"
 
@@ -52,6 +55,16 @@ def hf_counts(config: dict) -> dict:
 
     transformers.logging.set_verbosity_error()
     d = dict(config)
+    if isinstance(d.get("text_config"), dict) and d.get("model_type") in WRAPPERS:
+        # multimodal wrapper: the language model (what simctl counts) is built from text_config
+        text = dict(d["text_config"])
+        text.setdefault("model_type", WRAPPERS[d["model_type"]])
+        for k in ("tie_word_embeddings",):
+            if k in d and k not in text:
+                text[k] = d[k]
+        d = text
+    if d.get("model_type") in MODEL_TYPE_ALIASES:
+        d["model_type"] = MODEL_TYPE_ALIASES[d["model_type"]]
     for k in ("quantization_config", "auto_map"):  # build the plain (unquantized, in-library) model
         d.pop(k, None)
     model_type = d.pop("model_type")
@@ -77,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ref: dict[str, dict] = {}
     for n in names:
         spec = load_model(n)
-        short = models.resolve_name(n)
-        cfg = read_config_file(models.catalog()[short].path if short else spec.source)
+        short = resolve_name(n)
+        cfg = read_config_file(catalog()[short].path if short else spec.source)
         hf = hf_counts(cfg)
         ref[spec.name] = hf
         ours = {k: v for k, v in spec.param_breakdown().items() if v}
