@@ -419,6 +419,9 @@ PARSERS: dict[str, Callable[[_Cfg], dict[str, Any]]] = {
     "kimi_k2": lambda c: {**_deepseek(c, v3=True), "family": "Kimi-K2"},  # DeepseekV3ForCausalLM
     "deepseek_v32": lambda c: {**_deepseek(c, v3=True), "family": "DeepSeek-V3.2"},
     "glm4_moe_lite": lambda c: {**_deepseek(c, v3=True), "family": "GLM-4.7-Flash"},
+    # language models of multimodal wrappers (Qwen3-VL's text model is Qwen3 with multimodal rope)
+    "qwen3_vl_text": lambda c: {**_qwen3(c), "family": "Qwen3-VL"},
+    "qwen3_vl_moe_text": lambda c: {**_qwen3_moe(c), "family": "Qwen3-VL-MoE"},
 }
 
 
@@ -441,10 +444,17 @@ _register_declarative()
 #: -> model_type its text_config defaults to when it names none
 WRAPPERS: dict[str, str] = {
     "llama4": "llama4_text",
-    "qwen3_vl": "qwen3",
-    "qwen3_vl_moe": "qwen3_moe",
+    "qwen3_vl": "qwen3_vl_text",
+    "qwen3_vl_moe": "qwen3_vl_moe_text",
     "gemma3": "gemma3_text",
     "mistral3": "mistral",
+}
+
+#: transformers' defaults for text-config keys that real wrapper configs leave out (Gemma 3's
+#: text_config omits vocab_size and, for the 4B, the head counts; values of Gemma3TextConfig)
+TEXT_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {"vocab_size": 262_208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                    "max_position_embeddings": 131_072, "sliding_window": 4096},
 }
 
 #: model_type values accepted (for error messages and docs)
@@ -462,6 +472,8 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
         # inherited when the text config does not set them
         text = dict(data["text_config"])
         text.setdefault("model_type", WRAPPERS[mt])
+        for k, v in TEXT_CONFIG_DEFAULTS.get(text["model_type"], {}).items():
+            text.setdefault(k, v)
         for k in ("tie_word_embeddings", "torch_dtype", "dtype"):
             if k in data and k not in text:
                 text[k] = data[k]

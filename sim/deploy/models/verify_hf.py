@@ -56,13 +56,7 @@ def hf_counts(config: dict) -> dict:
     transformers.logging.set_verbosity_error()
     d = dict(config)
     if isinstance(d.get("text_config"), dict) and d.get("model_type") in WRAPPERS:
-        # multimodal wrapper: the language model (what simctl counts) is built from text_config
-        text = dict(d["text_config"])
-        text.setdefault("model_type", WRAPPERS[d["model_type"]])
-        for k in ("tie_word_embeddings",):
-            if k in d and k not in text:
-                text[k] = d[k]
-        d = text
+        return _wrapper_counts(d)
     if d.get("model_type") in MODEL_TYPE_ALIASES:
         d["model_type"] = MODEL_TYPE_ALIASES[d["model_type"]]
     for k in ("quantization_config", "auto_map"):  # build the plain (unquantized, in-library) model
@@ -76,6 +70,32 @@ def hf_counts(config: dict) -> dict:
         k = hf_category(name)
         breakdown[k] = breakdown.get(k, 0) + p.numel()
     return {"total": int(model.num_parameters()), "breakdown": breakdown,
+            "transformers_version": transformers.__version__}
+
+
+def _wrapper_counts(d: dict) -> dict:
+    """A multimodal wrapper, built whole (AutoModelForImageTextToText): ``total`` and ``breakdown`` are
+    the language model's (decoder + LM head, what simctl prices per token), ``whole_model`` counts
+    everything, ``vision`` the rest (vision tower + projector)."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    transformers.logging.set_verbosity_error()
+    d = {k: v for k, v in d.items() if k not in ("quantization_config", "auto_map")}
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(cfg)
+    breakdown: dict[str, int] = {}
+    vision = 0
+    for name, p in model.named_parameters():
+        if "language_model" in name or name.startswith("lm_head"):
+            k = hf_category(name)
+            breakdown[k] = breakdown.get(k, 0) + p.numel()
+        else:
+            vision += p.numel()
+    whole = int(model.num_parameters())
+    return {"total": whole - vision, "breakdown": breakdown, "whole_model": whole, "vision": vision,
             "transformers_version": transformers.__version__}
 
 
