@@ -490,7 +490,7 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
                 f"(its text_config has model_type '{text['model_type']}')")
         raise UnsupportedModelError(
             f"{source}: model_type '{mt}' is not supported{suggest(str(mt), PARSERS)}. "
-            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}; multimodal wrappers: {', '.join(sorted(WRAPPERS))}")
     c = _Cfg(data, source)
     fields = PARSERS[mt](c)
     try:
