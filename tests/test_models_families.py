@@ -222,3 +222,23 @@ def test_linear_attention_decode_cost_does_not_grow_with_context():
     # only the 12 full-attention layers read more KV; the 36 linear layers move 2 x state per sequence
     kv = cm.kv_bytes_per_token_layer
     assert b_l - b_s == pytest.approx(12 * 8 * 29000 * kv)
+
+
+@pytest.mark.parametrize("name", ["qwen3-vl-4b", "qwen3-vl-8b", "qwen3-vl-32b", "qwen3-vl-30b-a3b",
+                                  "qwen3-vl-235b-a22b"])
+def test_qwen3_vl_whole_model_equals_transformers(name):
+    spec = load_model(name)
+    assert spec.whole_model_params() == NEW_REFERENCE[name][2]
+
+
+def test_vision_encoder_flops_per_image_by_hand():
+    from sim.deploy.models.vision import vision_tower
+    spec = load_model("qwen3-vl-8b")
+    t = vision_tower("qwen3_vl", spec.multimodal["vision_config"])
+    h, inter, d = 1152, 4304, 27
+    tokens = 256  # a 512x512 image: 32x32 patches of 16 px merged 2x2
+    patches = 1024
+    gemm = 2 * patches * (3 * 2 * 16 * 16 * h + d * (4 * h * h + 2 * h * inter))
+    attn = 4 * h * patches * patches * d
+    merger = 2 * tokens * (4 * h * 4 * h + 4 * h * 4096) * 4
+    assert t.flops_per_image(tokens) == gemm + attn + merger

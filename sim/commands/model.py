@@ -88,7 +88,10 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
                      f"{la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}, "
                      f"state {spec.state_bytes_per_sequence('bf16'):,} B/sequence (bf16)")
     if spec.multimodal:
-        lines.append(f"  multimodal    {spec.multimodal['wrapper']} wrapper: counts below are the language model")
+        v = spec.vision_params()
+        extra = (f"; vision tower {v:,} (whole model {spec.whole_model_params():,})" if v is not None
+                 else "; vision tower not modelled")
+        lines.append(f"  multimodal    {spec.multimodal['wrapper']} wrapper: counts below are the language model{extra}")
     if spec.sliding_window:
         lines.append(f"  sliding win.  {spec.sliding_window} on {spec.num_sliding_layers}/{spec.num_layers} layers")
     if spec.intermediate_size:

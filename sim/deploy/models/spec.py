@@ -407,6 +407,19 @@ class ModelSpec:
             return "hybrid"
         return "MoE" if self.is_moe else "dense"
 
+    def vision_params(self) -> int | None:
+        """Parameters of a multimodal wrapper's vision tower when simctl models it (Qwen3-VL), else None."""
+        from sim.deploy.models.vision import vision_tower
+        if not self.multimodal:
+            return None
+        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"))
+        return t.params() if t is not None else None
+
+    def whole_model_params(self) -> int | None:
+        """Language model + vision tower (multimodal wrappers whose tower is modelled); None otherwise."""
+        v = self.vision_params()
+        return None if v is None else self.total_params() + v
+
     @property
     def num_sliding_layers(self) -> int:
         """Layers with sliding-window attention."""
@@ -807,6 +820,7 @@ class ModelSpec:
             "num_attention_layers": self.num_attention_layers,
             "num_linear_attention_layers": self.num_linear_attention_layers,
             "state_bytes_per_sequence": self.state_bytes_per_sequence("bf16"),
+
             "total_params": self.total_params(),
             "active_params": self.active_params(),
             "buffer_params": self.buffer_params(),
@@ -816,6 +830,9 @@ class ModelSpec:
             "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token("bf16"),
             "linear_flops_per_token": self.linear_flops_per_token(),
         }
+        if self.multimodal:
+            d["multimodal"] = {"wrapper": self.multimodal["wrapper"], "vision_params": self.vision_params(),
+                               "whole_model_params": self.whole_model_params()}
         if self.mla is not None:
             d["mla"] = {"q_lora_rank": self.mla.q_lora_rank, "kv_lora_rank": self.mla.kv_lora_rank,
                         "qk_nope_head_dim": self.mla.qk_nope_head_dim, "qk_rope_head_dim": self.mla.qk_rope_head_dim,
