@@ -26,6 +26,8 @@ DATA = Path(__file__).parent / "data" / "models" / "families"
 # model (decoder + LM head), the last the whole model (None for text-only models).
 # Regenerate: python -m sim.deploy.models.verify_hf NAME... --json out.json
 NEW_REFERENCE: dict[str, tuple[int, dict[str, int], int | None]] = {
+    "nemotron-h-8b": (8100852736, {"embeddings": 536870912, "norms": 413696, "attention": 2798838784, "mlp": 4227858432, "lm_head": 536870912}, None),
+    "nemotron-h-4b": (4489223040, {"embeddings": 402653184, "norms": 334848, "attention": 1871642496, "mlp": 1811939328, "lm_head": 402653184}, None),
     "qwen3-next-80b-a3b": (79674391296, {"embeddings": 311164928, "attention": 1541015808, "norms": 209408, "router": 50331648, "experts": 77309411328, "shared_experts": 151093248, "lm_head": 311164928}, None),
     "glm-4.5": (352797814784, {"embeddings": 775946240, "attention": 12542287872, "norms": 970752, "mlp": 566231040, "experts": 335963750400, "router": 72908800, "shared_experts": 2099773440, "lm_head": 775946240}, None),
     "glm-4.5-air": (106852245504, {"embeddings": 620756992, "attention": 5017047040, "mlp": 134479872, "norms": 380928, "experts": 99656663040, "router": 23592960, "shared_experts": 778567680, "lm_head": 620756992}, None),
@@ -76,7 +78,7 @@ def test_at_least_twenty_new_configs_and_every_required_family():
     assert len(new) >= 20
     types = {_load(n).model_type for n in new}
     for mt in ("llama4_text", "qwen3_next", "qwen3_vl_text", "qwen3_vl_moe_text", "gemma3_text", "deepseek_v32",
-               "kimi_k2", "glm4_moe", "minimax_m2", "olmo2", "phi3", "granite", "mistral"):
+               "kimi_k2", "glm4_moe", "minimax_m2", "olmo2", "phi3", "granite", "mistral", "nemotron_h"):
         assert mt in types, mt
 
 
@@ -242,3 +244,37 @@ def test_vision_encoder_flops_per_image_by_hand():
     attn = 4 * h * patches * patches * d
     merger = 2 * tokens * (4 * h * 4 * h + 4 * h * 4096) * 4
     assert t.flops_per_image(tokens) == gemm + attn + merger
+
+
+def test_nemotron_h_mamba2_blocks_by_hand():
+    s = load_model("nemotron-h-8b")
+    assert s.total_params() == 8_100_852_736  # also quoted in a public analysis of the checkpoint
+    assert (s.num_attention_layers, s.num_linear_attention_layers, s.num_layers) == (4, 24, 52)
+    H, heads, hd, N, g = 4096, 128, 64, 128, 8
+    inter, conv_dim = heads * hd, heads * hd + 2 * g * N
+    mamba = H * (inter + conv_dim + heads) + inter * H + conv_dim * 4 + conv_dim + 3 * heads + inter + H
+    grp = next(x for x in s.layer_groups() if x.mixer == "mamba")
+    assert grp.kind == "none" and grp.params_per_layer == mamba
+    mlp = next(x for x in s.layer_groups() if x.mixer == "none")
+    assert mlp.params_per_layer == 2 * H * 21504 + H  # up/down (squared ReLU) + its norm
+    # state: 128 heads x 64 x 128 SSM + 10240 conv channels x 3 taps, per Mamba layer
+    assert s.state_bytes_per_sequence("bf16") == 24 * (heads * hd * N + conv_dim * 3) * 2
+    assert s.kv_cache_bytes_per_token("bf16") == 4 * 2 * 8 * 128 * 2  # only 4 attention layers
+
+
+def test_nemotron_h_memory_and_cost_on_h200():
+    s = load_model("nemotron-h-8b")
+    plan = plan_memory(s, H200, ParallelConfig(), PrecisionConfig(), ENGINE, 8192)
+    assert plan.block_bytes == 16 * 4 * 2 * 8 * 128 * 2
+    assert plan.state_bytes_per_seq == s.state_bytes_per_sequence("bf16")
+    cm = _roofline(s)
+    assert cm._linear_layers == 24 and cm._full_attn_layers == 4
+    assert cm._linear_flops_per_token == 6 * 128 * 64 * 128
+
+
+def test_nemotron_moe_blocks_are_refused_clearly():
+    from sim.errors import ConfigError
+    c = read_config_file(catalog()["nemotron-h-4b"].path)
+    c["hybrid_override_pattern"] = "ME" * 26
+    with pytest.raises(ConfigError, match="hybrid_override_pattern.*MoE"):
+        spec_from_config(c, name="x", source="nano.json")

@@ -83,10 +83,13 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
         lines.append(f"  attention     {kind}, {spec.num_attention_heads} q / {spec.num_kv_heads} kv heads x {spec.head_dim}"
                      + (f" ({', '.join(extras)})" if extras else ""))
     if spec.is_hybrid:
-        la = spec.linear_attention
-        lines.append(f"  linear attn.  Gated DeltaNet on {spec.num_linear_attention_layers}/{spec.num_layers} layers, "
-                     f"{la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}, "
-                     f"state {spec.state_bytes_per_sequence('bf16'):,} B/sequence (bf16)")
+        la, mb = spec.linear_attention, spec.mamba
+        what = (f"Gated DeltaNet, {la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}"
+                if la is not None else
+                f"Mamba-2, {mb.num_heads} heads x {mb.head_dim}, d_state {mb.state_size}, {mb.n_groups} groups")
+        lines.append(f"  recurrent     {what} on {spec.num_linear_attention_layers}/{spec.num_layers} layers "
+                     f"({spec.num_attention_layers} attention); state {spec.state_bytes_per_sequence('bf16'):,} "
+                     f"B/sequence (bf16)")
     if spec.multimodal:
         v = spec.vision_params()
         extra = (f"; vision tower {v:,} (whole model {spec.whole_model_params():,})" if v is not None

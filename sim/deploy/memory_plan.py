@@ -137,12 +137,12 @@ def state_bytes_per_seq(model: ModelSpec, parallel: ParallelConfig, kv_dtype: st
     Gated DeltaNet heads are split over TP ranks as vLLM shards them (value heads and key heads with
     their q/k/v conv channels). The state is kept in the KV-cache dtype (vLLM's default mamba_ssm_cache
     dtype follows the model dtype; simplification: one dtype for both)."""
-    la = model.linear_attention
-    if la is None or model.num_linear_attention_layers == 0:
+    spec = model.linear_attention or model.mamba  # Gated DeltaNet or Mamba-2 (heads split over TP)
+    if spec is None or model.num_linear_attention_layers == 0:
         return 0
     tp = parallel.tp
     layers = layers_per_stage(model.num_linear_attention_layers, parallel.pp)
-    per_layer = la.state_elements / tp
+    per_layer = spec.state_elements / tp
     return int(per_layer * layers * dtype_bytes(kv_dtype))
 
 
@@ -226,7 +226,7 @@ def _largest_transient_per_token(model: ModelSpec, parallel: ParallelConfig) -> 
     for g in model.layer_groups():
         if g.kind == "dense":
             largest = max(largest, gated * model.intermediate_size / tp)
-        elif model.moe is not None:
+        elif g.kind == "moe" and model.moe is not None:
             m = model.moe
             width = m.expert_intermediate_size / (1 if parallel.ep > 1 else tp)
             # fused-MoE caches: top-k copies of (gate_up + activation) and of the hidden output, + router logits

@@ -215,11 +215,16 @@ class RooflineCostModel:
         # recurrent state once per step (decode: one token; chunked prefill: once per chunk), and each
         # token spends three dk×dv products per value head (k·S for the delta rule, the rank-1 state
         # update, q·S for the output); heads are split over TP
-        la = model.linear_attention
+        # Mamba-2 (Nemotron-H) is priced the same way: per head a head_dim × d_state state, decayed,
+        # updated by the rank-1 x·Bᵀ and read out by C (three head_dim × d_state products per token)
+        la, mb = model.linear_attention, model.mamba
         self._linear_layers = model.num_linear_attention_layers
         if la is not None and self._linear_layers:
             self._linear_flops_per_token = 6.0 * la.num_v_heads / tp * la.k_head_dim * la.v_head_dim
             self._linear_state_bytes_seq = la.state_elements / tp * kvb
+        elif mb is not None and self._linear_layers:
+            self._linear_flops_per_token = 6.0 * mb.num_heads / tp * mb.head_dim * mb.state_size
+            self._linear_state_bytes_seq = mb.state_elements / tp * kvb
         else:
             self._linear_flops_per_token = self._linear_state_bytes_seq = 0.0
 
@@ -243,11 +248,15 @@ class RooflineCostModel:
                 width = m.top_k * m.expert_intermediate_size / (ep if ep > 1 else tp)
                 width += m.shared_intermediate_size / tp
                 ops.setdefault("moe_routing", [0.0, 0.0, 0.0])[1] += g.num_layers * MOE_EXTRA_KERNELS
+            elif g.kind == "none":  # Nemotron-H mixer-only layers have no MLP
+                width = 0.0
             else:
                 width = model.intermediate_size / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
-            add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
-            add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
+            if g.mixer == "attention":
+                add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
+            if width:
+                add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
         add("embedding", 1, 2 * h * ACT_BYTES, 1)  # gather: read the row, write the hidden state
         ew_eff = bw * eff.elementwise_efficiency.value
         t_ew = ovh.elementwise_kernel_s.value

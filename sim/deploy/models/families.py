@@ -165,3 +165,46 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
             d["layer_windows"] = w if any(x is not None for x in w) else ()
             d["sliding_window"] = chunk
     return d
+
+
+#: Nemotron-H block letters (``hybrid_override_pattern``) and their transformers 5 names (``layers_block_type``)
+_NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
+                    "mamba": "mamba", "linear_attention": "mamba", "attention": "attention",
+                    "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
+
+
+def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Nemotron-H: every layer is one norm + ONE block (Mamba-2, attention or a squared-ReLU MLP), laid out
+    by ``hybrid_override_pattern`` (4.x) or ``layers_block_type`` (5.x)."""
+    from sim.deploy.models.spec import MambaSpec
+
+    pattern = c.raw("layers_block_type")
+    key = "layers_block_type"
+    if pattern is None:
+        pattern, key = c.str("hybrid_override_pattern"), "hybrid_override_pattern"
+    if not pattern:
+        raise ConfigError(f"{c.source}: missing required key 'hybrid_override_pattern' (needed for model_type 'nemotron_h')")
+    blocks = []
+    for b in pattern:
+        if b not in _NEMOTRON_BLOCKS:
+            raise c._err(key, f"unknown block {b!r} (known: M, *, -, E)")
+        blocks.append(_NEMOTRON_BLOCKS[b])
+    if "moe" in blocks:
+        raise c._err(key, "MoE blocks ('E', Nemotron-3-Nano) are not supported yet; Mamba-2, attention and MLP are")
+    L = len(blocks)
+    d = dict(base)
+    d.update(
+        family="Nemotron-H", num_layers=L,
+        head_dim=c.int("head_dim", base["head_dim"], aliases=("attention_head_dim",)),
+        intermediate_size=c.int("intermediate_size"), mlp_kind="plain", mlp_bias=c.bool("mlp_bias", False),
+        hidden_act=c.str("mlp_hidden_act", "relu2") or "relu2",
+        qkv_bias=c.bool("attention_bias", False), o_bias=c.bool("attention_bias", False),
+        tie_word_embeddings=c.bool("tie_word_embeddings", False), norms_per_layer=1,
+        layer_mixers=tuple({"mamba": "mamba", "attention": "attention"}.get(b, "none") for b in blocks),
+        layer_kinds=tuple("dense" if b == "mlp" else "none" for b in blocks),
+        mamba=MambaSpec(num_heads=c.int("mamba_num_heads"), head_dim=c.int("mamba_head_dim"),
+                        state_size=c.int("ssm_state_size"), n_groups=c.int("n_groups"),
+                        conv_kernel=c.int("conv_kernel"), conv_bias=c.bool("use_conv_bias", True),
+                        bias=c.bool("use_bias", False)),
+    )
+    return d

@@ -431,10 +431,16 @@ def _declarative(model_type: str) -> Callable[[_Cfg], dict[str, Any]]:
     return parse
 
 
+def _nemotron_h(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_nemotron_h
+    return build_nemotron_h(c, _base(c) | {"num_layers": 0})
+
+
 def _register_declarative() -> None:
     from sim.deploy.models.families import FAMILIES
     for mt in FAMILIES:
         PARSERS.setdefault(mt, _declarative(mt))
+    PARSERS.setdefault("nemotron_h", _nemotron_h)
 
 
 _register_declarative()

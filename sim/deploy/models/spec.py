@@ -32,10 +32,10 @@ from sim.errors import unknown_name
 
 Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
-LayerKind = Literal["dense", "moe"]
+LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotron-H)
 #: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), or
 #: an MLP-only layer with no mixer (Nemotron-H's '-' layers are not modelled yet)
-Mixer = Literal["attention", "linear_attention"]
+Mixer = Literal["attention", "linear_attention", "mamba", "none"]
 
 #: bytes per element of the dtypes the simulator knows
 DTYPE_BYTES: dict[str, float] = {
@@ -214,6 +214,40 @@ class LinearAttentionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class MambaSpec:
+    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``).
+
+    ``in_proj`` H → intermediate + conv_dim + num_heads (z, x/B/C, dt), a depthwise ``conv1d`` over
+    conv_dim = intermediate + 2·n_groups·state_size channels, ``dt_bias``, ``A_log``, ``D`` (one per
+    head), a gated RMSNorm over intermediate, ``out_proj`` intermediate → H. State per sequence: a
+    head_dim × state_size matrix per head plus the last ``conv_kernel − 1`` conv inputs.
+    """
+
+    num_heads: int
+    head_dim: int
+    state_size: int
+    n_groups: int
+    conv_kernel: int
+    conv_bias: bool
+    bias: bool
+
+    @property
+    def intermediate(self) -> int:
+        """Inner width (heads · head_dim)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal convolution (x, B and C)."""
+        return self.intermediate + 2 * self.n_groups * self.state_size
+
+    @property
+    def state_elements(self) -> int:
+        """Recurrent state elements one sequence keeps in one layer (SSM + conv window)."""
+        return self.num_heads * self.head_dim * self.state_size + self.conv_dim * (self.conv_kernel - 1)
+
+
+@dataclass(frozen=True, slots=True)
 class IndexerSpec:
     """DeepSeek-V3.2 sparse-attention lightning indexer (``DeepseekV32Indexer``).
 
@@ -334,6 +368,7 @@ class ModelSpec:
     qk_norm_full: bool = False  # OLMo-2, MiniMax-M2: RMSNorm over the whole q (heads·hd) and k (kv·hd) width
     attn_output_gate: bool = False  # Qwen3-Next: q_proj also emits a per-channel sigmoid gate (2× width)
     linear_attention: LinearAttentionSpec | None = None
+    mamba: MambaSpec | None = None
     layer_mixers: tuple[Mixer, ...] = ()  # per layer; empty = all softmax attention
     indexer: IndexerSpec | None = None  # DeepSeek-V3.2 sparse-attention indexer
     no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
@@ -390,8 +425,8 @@ class ModelSpec:
 
     @property
     def num_linear_attention_layers(self) -> int:
-        """Layers with linear attention (fixed recurrent state per sequence)."""
-        return self.num_layers - self.num_attention_layers
+        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence)."""
+        return sum(1 for m in self.mixers if m in ("linear_attention", "mamba"))
 
     @property
     def is_hybrid(self) -> bool:
@@ -501,10 +536,28 @@ class ModelSpec:
         extra = [("attention", la.conv_dim * la.conv_kernel + 2 * la.num_v_heads), ("norms", la.v_head_dim)]
         return ops, extra
 
+    def _mamba_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+        mb = self.mamba
+        assert mb is not None
+        H = self.hidden_size
+        ops = [LinearOp("in_proj", H, mb.intermediate + mb.conv_dim + mb.num_heads, "attention", "column", bias=mb.bias),
+               LinearOp("out_proj", mb.intermediate, H, "attention", "row", bias=mb.bias)]
+        conv = mb.conv_dim * mb.conv_kernel + (mb.conv_dim if mb.conv_bias else 0)
+        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate)]
+
     def _layer(self, kind: LayerKind, mixer: Mixer = "attention") -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
         H = self.hidden_size
-        ops, extra = self._attention_ops() if mixer == "attention" else self._linear_attention_ops()
-        if kind == "dense":
+        if mixer == "attention":
+            ops, extra = self._attention_ops()
+        elif mixer == "linear_attention":
+            ops, extra = self._linear_attention_ops()
+        elif mixer == "mamba":
+            ops, extra = self._mamba_ops()
+        else:
+            ops, extra = [], []
+        if kind == "none":
+            pass
+        elif kind == "dense":
             ops += self._mlp_ops(self.intermediate_size, "mlp")
         else:
             m = self.moe
@@ -529,8 +582,8 @@ class ModelSpec:
     @cached_property
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
-        for kind in ("dense", "moe"):
-            for mixer in ("attention", "linear_attention"):
+        for kind in ("dense", "moe", "none"):
+            for mixer in ("attention", "linear_attention", "mamba", "none"):
                 idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
                 if not idx:
                     continue
@@ -592,7 +645,7 @@ class ModelSpec:
 
     def layer_split(self) -> dict[str, int]:
         """Parameters in dense layers, in MoE layers, and outside the decoder layers."""
-        dense = sum(g.params for g in self.layer_groups() if g.kind == "dense")
+        dense = sum(g.params for g in self.layer_groups() if g.kind != "moe")  # incl. mixer-only layers
         moe = sum(g.params for g in self.layer_groups() if g.kind == "moe")
         return {"dense_layers": dense, "moe_layers": moe, "other": self.total_params() - dense - moe}
 
@@ -734,9 +787,10 @@ class ModelSpec:
 
     def state_bytes_per_sequence(self, dtype: str | float = "bf16") -> int:
         """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any)."""
-        if self.linear_attention is None:
+        spec = self.linear_attention or self.mamba
+        if spec is None:
             return 0
-        return int(self.linear_attention.state_elements * self.num_linear_attention_layers * dtype_bytes(dtype))
+        return int(spec.state_elements * self.num_linear_attention_layers * dtype_bytes(dtype))
 
     def kv_cache_bytes_for_tokens(self, num_tokens: int, dtype: str | float = "bf16") -> int:
         """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache

@@ -30,7 +30,7 @@ def hf_category(name: str) -> str:
     """Breakdown category of an HF parameter name (same categories as ModelSpec.param_breakdown)."""
     if "lm_head" in name:
         return "lm_head"
-    if re.search(r"(embed_tokens|embed_positions|\bwte\b|\bwpe\b|project_in|project_out)", name):
+    if re.search(r"(embed_tokens|embed_positions|\bwte\b|\bwpe\b|project_in|project_out|(backbone|model)\.embeddings\.)", name):
         return "embeddings"
     if re.search(r"(norm|ln_|layernorm|layer_norm)", name):
         return "norms"
@@ -40,7 +40,9 @@ def hf_category(name: str) -> str:
         return "shared_experts"
     if re.search(r"(mlp|feed_forward|block_sparse_moe)\.(gate|router)\.", name):
         return "router"
-    if re.search(r"(self_attn|\.attn\.|linear_attn)", name):
+    if re.search(r"\.mixer\.(up_proj|down_proj)", name):  # Nemotron-H MLP blocks
+        return "mlp"
+    if re.search(r"(self_attn|\.attn\.|linear_attn|\.mixer\.)", name):
         return "attention"
     if re.search(r"(mlp|fc1|fc2|feed_forward)", name):
         return "mlp"
