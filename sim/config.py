@@ -144,9 +144,10 @@ SECTION_MODELS: dict[str, str] = {
     "autoscaling": "sim.engine.autoscaling_config:AutoscalingConfig",
     "plan": "sim.plan.fleet_plan:PlanConfig",
     "uncertainty": "sim.runs.uncertainty:UncertaintyConfig",
+    "disaggregation": "sim.engine.disagg_config:DisaggregationConfig",
 }
 # Sections written into the resolved config only when present (older results stay byte-identical).
-OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan"})
+OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan", "disaggregation"})
 
 
 class ExperimentConfig(Frozen):
@@ -175,6 +176,7 @@ class ExperimentConfig(Frozen):
     autoscaling: Any = None
     plan: Any = None
     uncertainty: Any = None
+    disaggregation: Any = None  # sim.engine.disagg_config.DisaggregationConfig: prefill/decode pools
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
