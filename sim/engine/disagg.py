@@ -163,6 +163,7 @@ class PDCoordinator:
         for rep in self.decode:
             rep.post_step = self.on_decode_step
         cluster.replicas.extend(self.decode)
+        cluster.routable = self.prefill  # new requests go to the prefill pool only
         self.decode_router = decode_router
         self.links: dict[tuple[int, int], KVLink] = {}
         self.states: dict[int, _PDState] = {}  # request id -> state, while the request is in the pipeline

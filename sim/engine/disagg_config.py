@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sim.config import EngineConfig, Frozen, ParallelConfig
-from sim.errors import ConfigError
+from sim.errors import SimctlError
 from sim.limits import MAX_REPLICAS
 
 __all__ = ["PoolConfig", "KVTransferConfig", "PDRouterConfig", "DisaggregationConfig", "LINK_DEFAULTS"]
@@ -99,8 +99,8 @@ class PDRouterConfig(Frozen):
         for name in (self.prefill, self.decode):
             try:
                 get_router(name)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
+            except SimctlError as exc:  # unknown name: the registry's message
+                raise ValueError(str(exc).strip("'")) from None
         return self
 
 

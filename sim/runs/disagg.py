@@ -102,6 +102,33 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
     return PDSetup(configs, deps, setups, spec)
 
 
+def pool_capacity_rps(pd: PDSetup, prompt_tokens: float, output_tokens: float) -> dict[str, float]:
+    """Requests/s each pool can serve at most, from its cost model, for requests of the given mean
+    prompt and output lengths: the prefill pool at a full token budget of whole prompts, the decode
+    pool at its largest batch (``max_num_seqs``, or what its KV holds) at the shortest context."""
+    from sim.deploy.step_cost import BatchShapeBuilder
+
+    prompt, out = max(int(round(prompt_tokens)), 1), max(output_tokens, 1.0)
+    pre_cfg, dec_cfg = pd.configs["prefill"], pd.configs["decode"]
+    budget = pd.deployments["prefill"].engine.max_num_batched_tokens or prompt
+    per_step = max(budget // prompt, 1)
+    b = BatchShapeBuilder()
+    for _ in range(per_step):
+        b.add(min(prompt, budget), 0)
+    t_pre = pd.deployments["prefill"].cost_model.step(b.build()).time_s * (-(-prompt // budget))
+    prefill = pre_cfg.replicas * per_step / t_pre
+    if out <= 1:
+        return {"prefill": prefill, "decode": float("inf")}
+    setup = pd.setups["decode"]
+    fit = setup.num_kv_blocks * pd.deployments["decode"].engine.block_size // (prompt + int(out))
+    seqs = max(min(pd.deployments["decode"].engine.max_num_seqs, fit), 1)
+    b = BatchShapeBuilder()
+    for _ in range(seqs):
+        b.add(1, prompt + 1)
+    decode = dec_cfg.replicas * seqs / pd.deployments["decode"].cost_model.step(b.build()).time_s / (out - 1)
+    return {"prefill": prefill, "decode": decode}
+
+
 def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dict[str, Any]:
     """The summary's ``disaggregation`` block: per-pool GPUs, $ and utilization (busy share of the
     run), queueing, KV-wait and transfer-time distributions, link statistics."""
@@ -143,6 +170,10 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
             "max_link_utilization": max((link["busy_s"] / end_s for link in info["links"]), default=0.0),
         },
         "prefill_queue_time": np_stats(queue),
-        "bottleneck": max(ROLES, key=lambda r: pools[r]["utilization"]),
     }
+    rps = pool_capacity_rps(pd, float(out.requests["num_prompt_tokens"].mean()) if len(out.requests) else 0.0,
+                            float(out.requests["max_output_tokens"].mean()) if len(out.requests) else 0.0)
+    for role in ROLES:
+        pools[role]["capacity_rps"] = rps[role]
+    block["bottleneck"] = min(ROLES, key=lambda r: rps[r])
     return block
