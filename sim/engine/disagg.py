@@ -11,8 +11,13 @@ A request's life (vLLM/SGLang PD semantics; docs/disaggregation.md):
    ``layerwise`` the KV is ready to stream at the *start* of the request's last prefill step (each
    layer's KV is sent while the next layers compute).
 3. **Decode admission.** The decode router picks a decode instance. The instance must admit the
-   request: blocks for its prompt plus the first generated token are allocated from its KV cache in
-   FIFO order; a request waits (``kv_wait``) while they are short (KV capacity is a real constraint).
+   request, in FIFO order: its worst-case KV (prompt + max output) must fit next to the worst cases of
+   the requests already admitted there, and a sequence slot must be free (requests running, waiting
+   and in transfer stay within ``max_num_seqs``); then blocks for its prompt plus the first generated
+   token are allocated. A request waits (``kv_wait``) until both hold: KV capacity is a real
+   constraint. The worst-case reservation (SGLang's decode pre-allocation reserves decode tokens per
+   request for the same reason) means a decode instance never preempts; without it, transferred
+   requests holding blocks in the waiting queue can block a preempted request at its head for good.
 4. **Transfer.** ``kv_cache_bytes_for_tokens(prompt)`` bytes move over the link of the
    (prefill instance, decode instance) pair. A link is a processor-sharing server: its ``n``
    concurrent transfers each get ``bandwidth / n`` (the fair share of one NIC pair), so the link
@@ -162,6 +167,7 @@ class PDCoordinator:
         self.decode = [make_replica(len(cluster.replicas) + j, spec.decode) for j in range(spec.num_decode)]
         for rep in self.decode:
             rep.post_step = self.on_decode_step
+            rep.on_finished = self.on_decoded
         cluster.replicas.extend(self.decode)
         cluster.routable = self.prefill  # new requests go to the prefill pool only
         self.decode_router = decode_router
@@ -169,6 +175,10 @@ class PDCoordinator:
         self.states: dict[int, _PDState] = {}  # request id -> state, while the request is in the pipeline
         self.finished_states: list[_PDState] = []
         self.admission: dict[int, deque[_PDState]] = {rep.index: deque() for rep in self.decode}
+        # Σ worst-case blocks (prompt + max output) of the requests admitted to each decode instance and
+        # not ended: admission keeps it within the instance's KV, so a decode instance never preempts
+        self.committed_blocks = {rep.index: 0 for rep in self.decode}
+        self.num_admitted = {rep.index: 0 for rep in self.decode}  # decode blocks allocated, KV in flight
         self.num_in_transit = 0  # prefilled (or streaming), not yet handed to a decode scheduler
 
     # ------------------------------------------------------------------ prefill side
@@ -257,6 +267,14 @@ class PDCoordinator:
         self.admission[rep.index].append(st)
         self._admit(rep)
 
+    def on_decoded(self, finished: list[Request]) -> None:
+        """Requests that completed on a decode instance: release their reservation."""
+        committed = self.committed_blocks
+        for req in finished:
+            rep = self.cluster.replicas[req.replica]
+            committed[req.replica] -= rep.kv.num_blocks_for(req.num_prompt_tokens + req.max_output_tokens)
+        self.cluster.on_finished(finished)
+
     def on_decode_step(self, rep: Any) -> None:
         """After each decode step: blocks may have been freed; admit waiting transfers."""
         if self.admission[rep.index]:
@@ -264,10 +282,18 @@ class PDCoordinator:
 
     def _admit(self, rep: Any) -> None:
         """Allocate decode blocks (prompt + the first token) for waiting transfers, FIFO."""
-        queue, kv = self.admission[rep.index], rep.kv
+        queue, kv, sched = self.admission[rep.index], rep.kv, rep.scheduler
         while queue:
+            # a sequence slot too: admitted requests must be able to run once their KV lands, or requests
+            # holding blocks in the waiting queue could block a preempted one at its head for good
+            if (len(sched.running) + sched.num_waiting + len(rep.inbox) + self.num_admitted[rep.index]
+                    >= sched.max_num_seqs):
+                return
             st = queue[0]
             main = st.main
+            full = kv.num_blocks_for(main.num_prompt_tokens + main.max_output_tokens)
+            if self.committed_blocks[rep.index] + full > kv.num_blocks:
+                return
             main.num_computed_tokens = 0
             # the first generated token's slot as lookahead: allocated now, hashed when computed
             if not kv.allocate_slots(main, main.num_prompt_tokens, 1):
@@ -276,6 +302,8 @@ class PDCoordinator:
             queue.popleft()
             st.queued = False
             st.admit_s = self.env.now
+            self.num_admitted[rep.index] += 1
+            self.committed_blocks[rep.index] += full
             link = self.links.get((st.prefill_rep, rep.index))
             if link is None:
                 link = self.links[(st.prefill_rep, rep.index)] = KVLink(
@@ -311,12 +339,14 @@ class PDCoordinator:
         main.status = RequestStatus.WAITING
         st.delivered = True
         self.num_in_transit -= 1
+        self.num_admitted[st.decode_rep] -= 1
         del self.states[main.request_id]
         self.finished_states.append(st)
         rep = self.cluster.replicas[st.decode_rep]
         rep.outstanding -= 1  # submit() counts it again
         if not rep.submit(main):  # checked at hand-over; a decode scheduler that still refuses: rejected
             rep.kv.free(main)
+            self.committed_blocks[rep.index] -= rep.kv.num_blocks_for(main.num_prompt_tokens + main.max_output_tokens)
             self.cluster.num_rejected += 1
             self.cluster._end(main)
             self.cluster._check_stop()
