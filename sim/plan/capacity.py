@@ -46,6 +46,7 @@ from sim.config import Frozen, format_validation_error, load_experiment, with_ov
 from sim.errors import ConfigError
 from sim.measure.slo import evaluate_slo, resolve_slo
 from sim.plan.capacity_range import rate_range
+from sim.plan.pd_capacity import pd_probe_keys
 from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 
@@ -192,7 +193,8 @@ class _Searcher:
         probe = Probe(request_rate=key[0], replicas=replicas, passed=bool(verdict["passed"]),
                       binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
                       criteria=list(verdict.get("criteria", [])),
-                      summary={k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary})
+                      summary={**{k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary},
+                               **pd_probe_keys(summary)})
         self._cache[key] = probe
         self.probes.append(probe)
         if self.progress is not None:

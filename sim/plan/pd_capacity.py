@@ -23,10 +23,23 @@ from sim.measure.slo import evaluate_slo
 from sim.runs.disagg import pd_setup, pool_capacity_rps
 from sim.runs.runner import replica_setup
 
-__all__ = ["search_pd_replicas"]
+__all__ = ["search_pd_replicas", "pd_probe_keys"]
 
 # criteria more decode replicas cannot fix but more prefill replicas can (and vice versa)
 _DECODE_BOUND = ("tpot", "itl")
+
+
+def pd_probe_keys(summary: Any) -> dict[str, Any]:
+    """What a capacity probe keeps of a disaggregated run's summary (empty for an aggregated one): the
+    pool that binds by the cost model's capacity and each pool's measured utilization, so a sweep
+    report can say why a configuration stops where it does."""
+    block = summary.get("disaggregation") if isinstance(summary, dict) else None
+    if not isinstance(block, dict):
+        return {}
+    pools = block.get("pools", {})
+    return {"pd_bottleneck": block.get("bottleneck"),
+            "prefill_utilization": pools.get("prefill", {}).get("utilization"),
+            "decode_utilization": pools.get("decode", {}).get("utilization")}
 
 
 def _probe(s: Any, rate: float, num_prefill: int, num_decode: int, cache: dict) -> Any:
@@ -43,11 +56,7 @@ def _probe(s: Any, rate: float, num_prefill: int, num_decode: int, cache: dict) 
     if not isinstance(verdict, dict) or "passed" not in verdict:
         verdict = evaluate_slo(summary, cfg.slo, cfg.model)
     kept = {k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary}
-    block = summary.get("disaggregation") or {}
-    kept.update({"prefill_replicas": num_prefill, "decode_replicas": num_decode,
-                 "bottleneck": block.get("bottleneck"),
-                 "prefill_utilization": block.get("pools", {}).get("prefill", {}).get("utilization"),
-                 "decode_utilization": block.get("pools", {}).get("decode", {}).get("utilization")})
+    kept.update({"prefill_replicas": num_prefill, "decode_replicas": num_decode, **pd_probe_keys(summary)})
     probe = Probe(request_rate=float(f"{rate:.6g}"), replicas=num_prefill + num_decode,
                   passed=bool(verdict["passed"]), binding=verdict.get("binding"),
                   failed=list(verdict.get("failed", [])), criteria=list(verdict.get("criteria", [])), summary=kept)

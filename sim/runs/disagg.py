@@ -129,6 +129,21 @@ def pool_capacity_rps(pd: PDSetup, prompt_tokens: float, output_tokens: float) -
     return {"prefill": prefill, "decode": decode}
 
 
+def decode_side_ttft_s(out: Any) -> np.ndarray:
+    """Per transferred request: arrival to the end of its first step on the decode instance (the
+    second run of its timeline: :meth:`sim.engine.disagg.PDCoordinator.extend_timeline` puts the
+    prefill's token first). Requests that never produced a token there are left out."""
+    tl, req = out.timeline, out.requests
+    decode_ids = set(out.disagg["decode_replicas"])
+    offsets, runs = tl.run_offsets, tl.runs
+    vals = []
+    for i, (rep, arrival) in enumerate(zip(tl.replica_of, req["arrival_s"].to_numpy(float))):
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        if int(rep) in decode_ids and hi - lo >= 4:
+            vals.append(float(tl.iteration_end_s[int(rep)][runs[lo + 2]]) - arrival)
+    return np.asarray(vals, dtype=np.float64)
+
+
 def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dict[str, Any]:
     """The summary's ``disaggregation`` block: per-pool GPUs, $ and utilization (busy share of the
     run), queueing, KV-wait and transfer-time distributions, link statistics."""
@@ -170,6 +185,9 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
             "max_link_utilization": max((link["busy_s"] / end_s for link in info["links"]), default=0.0),
         },
         "prefill_queue_time": np_stats(queue),
+        # arrival -> first token generated on the decode instance: the TTFT a client sees through a PD
+        # proxy that streams from the decode server (vLLM's disagg proxy, the Mooncake benchmarks)
+        "ttft_decode_side": np_stats(decode_side_ttft_s(out)),
     }
     rps = pool_capacity_rps(pd, float(out.requests["num_prompt_tokens"].mean()) if len(out.requests) else 0.0,
                             float(out.requests["max_output_tokens"].mean()) if len(out.requests) else 0.0)
