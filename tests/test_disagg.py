@@ -186,3 +186,25 @@ def test_prefill_only_requests_end_on_the_prefill_pool():
     res = run(_cfg(**{"workload.num_requests": 3, "workload.output_tokens.value": 1}))
     assert (res.requests["status"] == "completed").all()
     assert res.summary["disaggregation"]["kv_transfer"]["num_transfers"] == 0
+
+
+def test_capacity_search_finds_the_cheapest_prefill_decode_pair(tmp_path):
+    """search: {target: replicas}: the (P, D) found passes at the target rate, one fewer prefill or one
+    fewer decode replica fails, and capacity.json carries the search detail."""
+    from sim.plan.capacity import capacity_search
+
+    cfg = _cfg(**{"disaggregation.decode.hardware": "h100-sxm",
+                  "workload.num_requests": 200, "workload.arrival": {"process": "poisson", "rate": 12},
+                  "workload.input_tokens.value": 3000, "workload.output_tokens.value": 64,
+                  "slo": {"ttft_ms": {"p99": 600}, "tpot_ms": {"p99": 30}},
+                  "search": {"target": "replicas", "target_rate": 12, "max_replicas": 6, "max_probes": 30}})
+    res = capacity_search(cfg, out_dir=tmp_path).to_dict()
+    detail = res["disaggregation"]
+    p, d = detail["prefill_replicas"], detail["decode_replicas"]
+    assert p is not None and d is not None and res["min_replicas"] == p + d
+    probes = {(pr["summary"]["prefill_replicas"], pr["summary"]["decode_replicas"]): pr for pr in res["probes"]}
+    assert probes[(p, d)]["passed"]
+    for fewer in ((p - 1, d), (p, d - 1)):
+        if min(fewer) >= 1 and fewer in probes:
+            assert not probes[fewer]["passed"]
+    assert detail["rate_matching_start"]["prefill"] >= 1

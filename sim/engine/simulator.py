@@ -508,7 +508,8 @@ class _Cluster:
 def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, router: str = "round-robin",
              seed_seq: np.random.SeedSequence | None = None, max_duration_s: float | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None,
-             autoscaling: AutoscalerSpec | None = None, disagg: PDSpec | None = None) -> EngineOutput:
+             autoscaling: AutoscalerSpec | None = None, disagg: PDSpec | None = None,
+             replica_setups: list[ReplicaSetup] | None = None) -> EngineOutput:
     """Simulate ``workload`` on ``num_replicas`` identical replicas behind ``router``.
 
     ``seed_seq`` feeds the engine's own randomness (the ``random`` router, cold-start draws); the
@@ -517,6 +518,8 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     controller of :mod:`sim.engine.autoscaler` (``num_replicas`` are then the replicas ready at t = 0).
     ``disagg`` makes it a disaggregated run (:mod:`sim.engine.disagg`): ``setup``/``num_replicas``/
     ``router`` are then the prefill pool's, and ``disagg`` adds the decode pool and the KV links.
+    ``replica_setups`` (one per replica, ``num_replicas`` of them) makes the replicas heterogeneous
+    (``sim.runs.replica_groups``); ``setup`` then only sets the API server's frontend time.
     See the module docstring for the horizon rules.
     """
     if num_replicas < 1:
@@ -526,6 +529,12 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     wall0 = time.perf_counter()
     env = simpy.Environment()
     cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress)
+    if replica_setups is not None:  # heterogeneous replicas behind the same router
+        if autoscaling is not None or disagg is not None or len(replica_setups) != num_replicas \
+                or any(s.dp > 1 for s in replica_setups):
+            raise ConfigError("replica_groups: one dp = 1 setup per replica, without autoscaling or disaggregation")
+        cluster.replicas = [_Replica(i, s, cluster) for i, s in enumerate(replica_setups)]
+        cluster.routable = cluster.replicas
     if disagg is not None:
         if autoscaling is not None or setup.dp > 1 or disagg.decode.dp > 1:
             raise ConfigError("disaggregation: autoscaling and data-parallel attention pools (dp > 1) are not "

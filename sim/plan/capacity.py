@@ -46,7 +46,7 @@ from sim.config import Frozen, format_validation_error, load_experiment, with_ov
 from sim.errors import ConfigError
 from sim.measure.slo import evaluate_slo, resolve_slo
 from sim.plan.capacity_range import rate_range
-from sim.plan.pd_capacity import pd_probe_keys
+from sim.runs.disagg import pd_probe_keys
 from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 
@@ -153,6 +153,7 @@ class _Searcher:
         self.run_fn = run_fn
         self.progress = progress
         self.probes: list[Probe] = []
+        self.probe_cls, self.summary_keys = Probe, PROBE_SUMMARY_KEYS  # for sim.plan.pd_capacity
         self._cache: dict[tuple[float, int], Probe] = {}
         base = cfg.model_copy(update={"uncertainty": None})  # probes are points; the range is searched apart
         if search.num_requests is not None:

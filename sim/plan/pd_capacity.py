@@ -20,30 +20,18 @@ from typing import Any
 
 from sim.config import with_overrides
 from sim.measure.slo import evaluate_slo
-from sim.runs.disagg import pd_setup, pool_capacity_rps
+from sim.runs.disagg import pd_probe_keys, pd_setup, pool_capacity_rps
 from sim.runs.runner import replica_setup
 
-__all__ = ["search_pd_replicas", "pd_probe_keys"]
+__all__ = ["search_pd_replicas"]
 
 # criteria more decode replicas cannot fix but more prefill replicas can (and vice versa)
 _DECODE_BOUND = ("tpot", "itl")
 
 
-def pd_probe_keys(summary: Any) -> dict[str, Any]:
-    """What a capacity probe keeps of a disaggregated run's summary (empty for an aggregated one): the
-    pool that binds by the cost model's capacity and each pool's measured utilization, so a sweep
-    report can say why a configuration stops where it does."""
-    block = summary.get("disaggregation") if isinstance(summary, dict) else None
-    if not isinstance(block, dict):
-        return {}
-    pools = block.get("pools", {})
-    return {"pd_bottleneck": block.get("bottleneck"),
-            "prefill_utilization": pools.get("prefill", {}).get("utilization"),
-            "decode_utilization": pools.get("decode", {}).get("utilization")}
-
-
 def _probe(s: Any, rate: float, num_prefill: int, num_decode: int, cache: dict) -> Any:
-    from sim.plan.capacity import PROBE_SUMMARY_KEYS, Probe
+    # the searcher's Probe class and kept keys (sim.plan.capacity passes them: no import back)
+    Probe, PROBE_SUMMARY_KEYS = s.probe_cls, s.summary_keys  # noqa: N806
 
     key = (num_prefill, num_decode)
     if key in cache:

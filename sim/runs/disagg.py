@@ -15,7 +15,7 @@ from sim.engine.disagg import PDSpec, np_stats
 from sim.errors import ConfigError
 from sim.measure.pricing import gpu_hour_price
 
-__all__ = ["PDSetup", "pool_config", "pd_setup"]
+__all__ = ["PDSetup", "pool_config", "pd_setup", "pd_summary", "pd_probe_keys"]
 
 ROLES = ("prefill", "decode")
 
@@ -195,3 +195,16 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
         pools[role]["capacity_rps"] = rps[role]
     block["bottleneck"] = min(ROLES, key=lambda r: rps[r])
     return block
+
+
+def pd_probe_keys(summary: Any) -> dict[str, Any]:
+    """What a capacity probe keeps of a disaggregated run's summary (empty for an aggregated one): the
+    pool that binds by the cost model's capacity and each pool's measured utilization, so a sweep
+    report can say why a configuration stops where it does."""
+    block = summary.get("disaggregation") if isinstance(summary, dict) else None
+    if not isinstance(block, dict):
+        return {}
+    pools = block.get("pools", {})
+    return {"pd_bottleneck": block.get("bottleneck"),
+            "prefill_utilization": pools.get("prefill", {}).get("utilization"),
+            "decode_utilization": pools.get("decode", {}).get("utilization")}
