@@ -100,6 +100,9 @@ def test_idle_single_request_oracles(layerwise):
         transfer = kv_bytes / bw + 20e-6
         assert pdreq["transfer_time"]["max_ms"] == pytest.approx(transfer * 1e3, rel=1e-9)
         assert r["e2el_s"] == pytest.approx(r["ttft_s"] + transfer + dec["time_s"].sum(), rel=1e-9)
+        # the TTFT a client sees through a PD proxy: prefill + transfer + the first decode step
+        side = res.summary["disaggregation"]["ttft_decode_side"]["mean_ms"]
+        assert side == pytest.approx((r["ttft_s"] + transfer + dec["time_s"].iloc[0]) * 1e3, rel=1e-9)
     else:
         # streamed during the (single) prefill step: only the last layer's bytes remain after it
         tail = kv_bytes / 32 / bw + 20e-6
