@@ -79,6 +79,9 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
     if cfg.autoscaling is not None:
         raise ConfigError(f"{cfg.name}: autoscaling: a disaggregated deployment cannot be autoscaled yet; "
                           "remove autoscaling or disaggregation")
+    if getattr(cfg, "kv_store", None) is not None:
+        raise ConfigError(f"{cfg.name}: kv_store: a shared KV store with a disaggregated deployment is not "
+                          "supported yet; remove kv_store or disaggregation")
     configs = {r: pool_config(cfg, r) for r in ROLES}
     for r in ROLES:
         if configs[r].parallel.dp > 1:

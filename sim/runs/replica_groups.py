@@ -121,6 +121,8 @@ def groups_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int
     where = f"{cfg.name}: replica_groups"
     if cfg.disaggregation is not None or cfg.autoscaling is not None:
         raise ConfigError(f"{where}: cannot be combined with disaggregation: or autoscaling: (remove one)")
+    if getattr(cfg, "kv_store", None) is not None:
+        raise ConfigError(f"{where}: cannot be combined with kv_store: yet (remove one)")
     if cfg.replicas != 1:
         raise ConfigError(f"{where}: the top-level 'replicas' key conflicts with the groups' counts (remove it)")
     if cfg.cost is not None and cfg.cost.gpu_hour_usd is not None and any(
