@@ -146,9 +146,14 @@ SECTION_MODELS: dict[str, str] = {
     "autoscaling": "sim.engine.autoscaling_config:AutoscalingConfig",
     "plan": "sim.plan.fleet_plan:PlanConfig",
     "uncertainty": "sim.runs.uncertainty:UncertaintyConfig",
+    "disaggregation": "sim.engine.disagg_config:DisaggregationConfig",
+    "replica_groups": "sim.runs.replica_groups:ReplicaGroupsConfig",
 }
 # Sections written into the resolved config only when present (older results stay byte-identical).
-OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan"})
+OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan", "disaggregation", "replica_groups"})
+# Sections whose pools/groups override the top-level keys they name: dumped as written, so that the
+# resolved config re-parses to the same overrides (a dumped default would override the top level).
+DUMP_AS_WRITTEN = frozenset({"disaggregation", "replica_groups"})
 
 
 class ExperimentConfig(Frozen):
@@ -179,6 +184,8 @@ class ExperimentConfig(Frozen):
     autoscaling: Any = None
     plan: Any = None
     uncertainty: Any = None
+    disaggregation: Any = None  # sim.engine.disagg_config.DisaggregationConfig: prefill/decode pools
+    replica_groups: Any = None  # sim.runs.replica_groups.ReplicaGroupsConfig: heterogeneous replicas
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
@@ -195,7 +202,8 @@ class ExperimentConfig(Frozen):
             val = getattr(self, key)
             if val is None and key in OMIT_WHEN_ABSENT:
                 continue
-            out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val
+            out[key] = (val.model_dump(mode="json", exclude_unset=key in DUMP_AS_WRITTEN)
+                        if isinstance(val, BaseModel) else val)
         return out
 
 
