@@ -101,8 +101,8 @@ def agentic_store() -> dict[str, Any]:
 
 
 def hicache() -> dict[str, Any]:
-    """SGL-HICACHE (Novita coding agent): GPU-only radix cache vs HiCache host tier."""
-    r = _yaml_case("sglang_hicache_coding_agent", no_offload=True)
+    """SGL-HICACHE (Novita coding agent): GPU-only radix cache vs HiCache host tier + 3FS store."""
+    r = _yaml_case("sglang_hicache_coding_agent", no_offload=True, no_store=True)
     b, o = r["base"], r["on"]
     return {"ttft_base_s": b["mean_ttft_ms"] / 1e3, "ttft_on_s": o["mean_ttft_ms"] / 1e3,
             "tput_base": b["total_token_throughput"], "tput_on": o["total_token_throughput"],
