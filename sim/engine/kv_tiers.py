@@ -26,8 +26,10 @@ GPU memory (GPUDirect RDMA, as Mooncake's transfer engine does). The loaded bloc
 prefix cache, so the scheduler takes them as an ordinary prefix hit. How the load time meets the
 request depends on ``mode``:
 
-- ``vllm-native``: asynchronous (vLLM V1 ``WAITING_FOR_REMOTE_KVS``): the request waits for its load
-  while the engine keeps stepping other requests; its TTFT includes the load, nobody else's does;
+- ``vllm-native``: asynchronous DMA overlapping the step (vLLM's ``OffloadingConnector``): the step
+  that runs the request takes ``max(compute, load)`` — it cannot end before its KV arrived. vLLM
+  V1's ``WAITING_FOR_REMOTE_KVS`` state (the engine steps others while one request waits) is not
+  modelled (docs/kv-tiers.md, "Modes");
 - ``lmcache``: synchronous (LMCache's ``start_load_kv`` before the forward pass): the next step
   starts its compute only when the loads handed to it are done — every request in it waits;
 - ``hicache``: layer-wise (SGLang's ``load_back`` with layer-by-layer overlap): the next step takes
