@@ -4,8 +4,11 @@ Each case recreates a published setup (model, GPUs, parallelism, tier sizes, wor
 twice — without and with the tier — through the whole engine; the table compares the simulated
 change of TTFT and throughput with the measured one (docs/validation.md, "KV-cache tiers").
 
-    python benchmarks/validate_kv_tiers.py            # the Markdown table (a few minutes)
+    python benchmarks/validate_kv_tiers.py            # the Markdown table (GB200 alone: well over 15 min)
     python benchmarks/validate_kv_tiers.py llmd       # only cases whose id contains "llmd"
+
+MOONCAKE-STORE-VLLM-A10-V1 is not here: it moves KV between prefill and decode instances through the
+store, and simctl has no prefill/decode pools on this branch (docs/validation.md, "KV-cache tiers").
 
 LMCACHE-MOONCAKE-H800 runs its two rounds on two identical replicas that share the store: round 1
 (cold) on the first, round 2 on the second — an engine restarted between rounds, as the published
