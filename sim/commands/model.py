@@ -2,6 +2,7 @@
 
     simctl model list [--json]
     simctl model info NAME|PATH [--json] [--kv-cache-dtype bf16|fp8|...] [--tp N] [--pp N]
+    simctl model verify NAME|PATH          (needs the [hf] extra: transformers + torch CPU)
 """
 from __future__ import annotations
 
@@ -81,6 +82,19 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
                                   ("sinks", spec.attention_sinks), ("fused qkv", spec.fused_qkv)) if on]
         lines.append(f"  attention     {kind}, {spec.num_attention_heads} q / {spec.num_kv_heads} kv heads x {spec.head_dim}"
                      + (f" ({', '.join(extras)})" if extras else ""))
+    if spec.is_hybrid:
+        la, mb = spec.linear_attention, spec.mamba
+        what = (f"Gated DeltaNet, {la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}"
+                if la is not None else
+                f"Mamba-2, {mb.num_heads} heads x {mb.head_dim}, d_state {mb.state_size}, {mb.n_groups} groups")
+        lines.append(f"  recurrent     {what} on {spec.num_linear_attention_layers}/{spec.num_layers} layers "
+                     f"({spec.num_attention_layers} attention); state {spec.state_bytes_per_sequence('bf16'):,} "
+                     f"B/sequence (bf16)")
+    if spec.multimodal:
+        v = spec.vision_params()
+        extra = (f"; vision tower {v:,} (whole model {spec.whole_model_params():,})" if v is not None
+                 else "; vision tower not modelled")
+        lines.append(f"  multimodal    {spec.multimodal['wrapper']} wrapper: counts below are the language model{extra}")
     if spec.sliding_window:
         lines.append(f"  sliding win.  {spec.sliding_window} on {spec.num_sliding_layers}/{spec.num_layers} layers")
     if spec.intermediate_size:
@@ -153,14 +167,48 @@ def list_cmd(as_json: bool) -> None:
     rows = []
     for name, entry in catalog().items():
         s = load_model(name)
-        rows.append({"name": name, "hf_repo": entry.hf_repo, "family": s.family, "total_params": s.total_params(),
+        rows.append({"name": name, "hf_repo": entry.hf_repo, "family": s.family, "type": s.model_class,
+                     "context_length": s.max_position_embeddings, "total_params": s.total_params(),
                      "active_params": s.active_params(), "kv_cache_bytes_per_token": s.kv_cache_bytes_per_token("bf16")})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     w = max(len(r["name"]) for r in rows)
     wr = max(len(r["hf_repo"]) for r in rows)
-    click.echo(f"{'name':<{w}}  {'hf repo':<{wr}}  {'family':<12}{'total':>10}{'active':>10}{'KV B/tok':>11}")
+    wf = max(12, max(len(r["family"]) for r in rows) + 1)
+    click.echo(f"{'name':<{w}}  {'hf repo':<{wr}}  {'family':<{wf}}{'type':<11}{'context':>9}{'total':>10}{'active':>10}"
+               f"{'KV B/tok':>11}")
     for r in rows:
-        click.echo(f"{r['name']:<{w}}  {r['hf_repo']:<{wr}}  {r['family']:<12}{_human(r['total_params']):>10}"
-                   f"{_human(r['active_params']):>10}{r['kv_cache_bytes_per_token']:>11,}")
+        click.echo(f"{r['name']:<{w}}  {r['hf_repo']:<{wr}}  {r['family']:<{wf}}{r['type']:<11}{r['context_length']:>9}"
+                   f"{_human(r['total_params']):>10}{_human(r['active_params']):>10}{r['kv_cache_bytes_per_token']:>11,}")
+
+
+@command.command("verify")
+@click.argument("path")
+def verify(path: str) -> None:
+    """Recount PATH (a config.json or catalog name) with transformers on the meta device and print the
+    difference per category (needs the optional extra: pip install 'simctl[hf]')."""
+    from sim.deploy.models import catalog, load_model, resolve_name
+    from sim.deploy.models.hf_config import read_config_file
+    from sim.errors import ConfigError
+
+    spec = load_model(path)
+    try:
+        from sim.deploy.models.verify_hf import hf_counts
+        short = resolve_name(path)
+        ref = hf_counts(read_config_file(catalog()[short].path if short else spec.source))
+    except ImportError as exc:
+        raise ConfigError(f"simctl model verify needs torch and transformers ({exc.name} is not installed): "
+                          f"pip install 'simctl[hf]'") from None
+    ours = {k: v for k, v in spec.param_breakdown().items() if v}
+    click.echo(f"{spec.name}: simctl {spec.total_params():,}  transformers {ref['total']:,}  "
+               f"(transformers {ref['transformers_version']})")
+    for k in sorted(set(ours) | set(ref["breakdown"])):
+        a, b = ours.get(k, 0), ref["breakdown"].get(k, 0)
+        click.echo(f"  {k:<16}{a:>18,}{b:>18,}{a - b:>+16,}")
+    if "whole_model" in ref:
+        click.echo(f"  whole multimodal model {ref['whole_model']:,} (vision tower + projector {ref['vision']:,})")
+    diff = spec.total_params() - ref["total"]
+    click.echo("exact match" if diff == 0 and ours == ref["breakdown"] else f"DIFFERENCE {diff:+,}")
+    if diff:
+        raise SystemExit(1)

@@ -18,27 +18,27 @@ direction of the NIC) first come first served: it starts when the link is free, 
 the same link therefore contend (a write-back storm delays a load). A block copy is *ready* in its
 tier only when its transfer completes; until then no read may use it.
 
-**Loads.** When a request reaches its replica, the blocks of its prompt beyond the GPU prefix hit
-are looked up tier by tier (CPU, then disk, then the remote store) and the longest contiguous run
-held somewhere is loaded: CPU blocks over PCIe host→device; disk blocks over the drive and then PCIe
-(pipelined chunk by chunk, so the slower link sets the pace); store blocks over the NIC straight into
-GPU memory (GPUDirect RDMA, as Mooncake's transfer engine does). The loaded blocks enter the GPU
-prefix cache, so the scheduler takes them as an ordinary prefix hit. How the load time meets the
-request depends on ``mode``:
+**Loads.** When the scheduler admits a request (``get_computed_blocks``), the blocks of its prefix
+beyond the GPU hit are looked up tier by tier (CPU, then disk, then the remote store) and the longest
+contiguous run held somewhere counts as computed; its GPU blocks are allocated with the request's
+new blocks by the next ``allocate_slots``, all or nothing, as vLLM allocates external tokens — a
+request whose loaded and new blocks do not fit waits, and its copies stay safe below. The load
+starts when the step that runs the request is priced: CPU blocks over PCIe host→device; disk
+blocks over the drive and then PCIe (pipelined chunk by chunk, so the slower link sets the pace);
+store blocks over the NIC straight into GPU memory (GPUDirect RDMA, as Mooncake's transfer engine
+does). How the load time meets the step depends on ``mode``:
 
-- ``vllm-native``: asynchronous DMA overlapping the step (vLLM's ``OffloadingConnector``): the step
-  that runs the request takes ``max(compute, load)`` — it cannot end before its KV arrived. vLLM
-  V1's ``WAITING_FOR_REMOTE_KVS`` state (the engine steps others while one request waits) is not
-  modelled (docs/kv-tiers.md, "Modes");
-- ``lmcache``: synchronous (LMCache's ``start_load_kv`` before the forward pass): the next step
-  starts its compute only when the loads handed to it are done — every request in it waits;
-- ``hicache``: layer-wise (SGLang's ``load_back`` with layer-by-layer overlap): the next step takes
-  ``max(compute, load)``.
+- ``lmcache``: synchronous (LMCache's ``start_load_kv`` before the forward pass): ``dt + load``;
+- ``hicache``: layer-wise (SGLang's ``load_back`` overlapping layer by layer): ``max(dt, load)``;
+- ``vllm-native``: asynchronous in vLLM (``WAITING_FOR_REMOTE_KVS``); here the request still runs in
+  the step that admitted it, so the step cannot end before its KV arrived: ``max(dt, load)`` —
+  other requests are delayed only by a load longer than the step, the loading request misses the
+  one step vLLM would make it wait (docs/kv-tiers.md).
 
 Invariants (checked on every read and at the end of every run): a read takes a block only from a
 tier that holds it and whose copy is ready; no tier ever holds more blocks than its capacity (or a
 negative count); every load that started either completed or belongs to a request reported
-unfinished; links' byte counters only grow.
+called off; links' byte counters only grow.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.deploy.models.spec import MLASpec, ModelSpec, MoESpec
+from sim.deploy.models.spec import IndexerSpec, MLASpec, ModelSpec, MoESpec
 from sim.errors import ConfigError, SimctlError, suggest
 
 _MISSING = object()
@@ -219,7 +219,7 @@ def _qwen2(c: _Cfg) -> dict[str, Any]:
 
 
 def _qwen_moe_kinds(c: _Cfg, L: int) -> tuple[str, ...]:
-    E = c.int("num_experts", 0, minimum=0)
+    E = c.int("num_experts", 0, minimum=0, aliases=("num_local_experts",))  # 4.x / 5.x spelling
     step = c.int("decoder_sparse_step", 1)
     only = set(c.int_list("mlp_only_layers"))
     return tuple("moe" if (i not in only and E > 0 and (i + 1) % step == 0) else "dense" for i in range(L))
@@ -252,7 +252,7 @@ def _qwen3_moe(c: _Cfg) -> dict[str, Any]:
     d = _qwen3(c)
     kinds = _qwen_moe_kinds(c, d["num_layers"])
     d.update(family="Qwen3-MoE", intermediate_size=c.int("intermediate_size", 0, minimum=0) if "dense" in kinds else 0,
-             moe=MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+             moe=MoESpec(num_experts=c.int("num_experts", aliases=("num_local_experts",)), top_k=c.int("num_experts_per_tok"),
                          expert_intermediate_size=c.int("moe_intermediate_size"),
                          norm_topk_prob=c.bool("norm_topk_prob", False)),
              layer_kinds=kinds)
@@ -284,6 +284,13 @@ def _deepseek(c: _Cfg, v3: bool) -> dict[str, Any]:
                       scoring_func=c.str("scoring_func", "sigmoid" if v3 else "softmax") or "softmax",
                       n_group=c.opt_int("n_group"), topk_group=c.opt_int("topk_group"),
                       routed_scaling_factor=c.float("routed_scaling_factor", 1.0) or 1.0)
+    indexer = None
+    if c.has("index_n_heads"):  # DeepSeek-V3.2 sparse attention
+        if q_lora is None:
+            raise ConfigError(f"{c.source}: index_n_heads needs q_lora_rank (the indexer reads the q latent)")
+        indexer = IndexerSpec(num_heads=c.int("index_n_heads"), head_dim=c.int("index_head_dim"),
+                              topk=c.int("index_topk"))
+        d["indexer"] = indexer
     d.update(family="DeepSeek-V3" if v3 else "DeepSeek-V2", attention="mla", mla=mla, moe=moe,
              num_kv_heads=d["num_attention_heads"], head_dim=mla.qk_head_dim,
              intermediate_size=c.int("intermediate_size") if "dense" in kinds else 0,
@@ -408,6 +415,51 @@ PARSERS: dict[str, Callable[[_Cfg], dict[str, Any]]] = {
     "gpt_oss": _gpt_oss,
     "opt": _opt,
     "gpt2": _gpt2,
+    # families whose transformers class is one of the above blocks under another name
+    "kimi_k2": lambda c: {**_deepseek(c, v3=True), "family": "Kimi-K2"},  # DeepseekV3ForCausalLM
+    "deepseek_v32": lambda c: {**_deepseek(c, v3=True), "family": "DeepSeek-V3.2"},
+    # language models of multimodal wrappers (Qwen3-VL's text model is Qwen3 with multimodal rope)
+    "qwen3_vl_text": lambda c: {**_qwen3(c), "family": "Qwen3-VL"},
+    "qwen3_vl_moe_text": lambda c: {**_qwen3_moe(c), "family": "Qwen3-VL-MoE"},
+}
+
+
+def _declarative(model_type: str) -> Callable[[_Cfg], dict[str, Any]]:
+    def parse(c: _Cfg) -> dict[str, Any]:
+        from sim.deploy.models.families import FAMILIES, build
+        return build(FAMILIES[model_type], c, _base(c))
+    return parse
+
+
+def _nemotron_h(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_nemotron_h
+    return build_nemotron_h(c, _base(c) | {"num_layers": 0})
+
+
+def _register_declarative() -> None:
+    from sim.deploy.models.families import FAMILIES
+    for mt in FAMILIES:
+        PARSERS.setdefault(mt, _declarative(mt))
+    PARSERS.setdefault("nemotron_h", _nemotron_h)
+
+
+_register_declarative()
+
+#: multimodal wrappers: the language model is read from ``text_config``; model_type of the wrapper
+#: -> model_type its text_config defaults to when it names none
+WRAPPERS: dict[str, str] = {
+    "llama4": "llama4_text",
+    "qwen3_vl": "qwen3_vl_text",
+    "qwen3_vl_moe": "qwen3_vl_moe_text",
+    "gemma3": "gemma3_text",
+    "mistral3": "mistral",
+}
+
+#: transformers' defaults for text-config keys that real wrapper configs leave out (Gemma 3's
+#: text_config omits vocab_size and, for the 4B, the head counts; values of Gemma3TextConfig)
+TEXT_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {"vocab_size": 262_208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                    "max_position_embeddings": 131_072, "sliding_window": 4096},
 }
 
 #: model_type values accepted (for error messages and docs)
@@ -419,6 +471,20 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level")
     mt = data.get("model_type")
+    multimodal = None
+    if mt in WRAPPERS and isinstance(data.get("text_config"), dict):
+        # the language model is what simctl counts and prices; the wrapper's own keys (tie, dtype) are
+        # inherited when the text config does not set them
+        text = dict(data["text_config"])
+        text.setdefault("model_type", WRAPPERS[mt])
+        for k, v in TEXT_CONFIG_DEFAULTS.get(text["model_type"], {}).items():
+            text.setdefault(k, v)
+        for k in ("tie_word_embeddings", "torch_dtype", "dtype"):
+            if k in data and k not in text:
+                text[k] = data[k]
+        vis = data.get("vision_config")
+        multimodal = {"wrapper": mt, "vision_config": vis if isinstance(vis, dict) else None}
+        data, mt = text, text["model_type"]
     if mt is None:
         raise ConfigError(f"{source}: missing required key 'model_type' "
                           f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
@@ -430,10 +496,12 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
                 f"(its text_config has model_type '{text['model_type']}')")
         raise UnsupportedModelError(
             f"{source}: model_type '{mt}' is not supported{suggest(str(mt), PARSERS)}. "
-            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}; multimodal wrappers: {', '.join(sorted(WRAPPERS))}")
     c = _Cfg(data, source)
     fields = PARSERS[mt](c)
     try:
+        if multimodal is not None:
+            fields["multimodal"] = multimodal
         return ModelSpec(name=name, model_type=mt, source=source, hf_repo=hf_repo,
                          **fields)
     except TypeError as exc:  # pragma: no cover - a parser bug, not a user error

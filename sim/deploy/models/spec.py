@@ -32,7 +32,10 @@ from sim.errors import unknown_name
 
 Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
-LayerKind = Literal["dense", "moe"]
+LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotron-H)
+#: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), or
+#: an MLP-only layer with no mixer (Nemotron-H's '-' layers are not modelled yet)
+Mixer = Literal["attention", "linear_attention", "mamba", "none"]
 
 #: bytes per element of the dtypes the simulator knows
 DTYPE_BYTES: dict[str, float] = {
@@ -126,6 +129,7 @@ class LayerGroup:
     linears: tuple[LinearOp, ...]
     extra_params: tuple[tuple[str, int], ...] = ()
     layer_indices: tuple[int, ...] = ()
+    mixer: Mixer = "attention"
 
     @property
     def params_per_layer(self) -> int:
@@ -169,6 +173,92 @@ class MLASpec:
     def qk_head_dim(self) -> int:
         """Per-head query/key dimension in the expanded form (nope + rope)."""
         return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+@dataclass(frozen=True, slots=True)
+class LinearAttentionSpec:
+    """Gated DeltaNet linear attention (Qwen3-Next ``Qwen3NextGatedDeltaNet``).
+
+    Per layer: ``in_proj_qkvz`` H → 2·key_dim + 2·value_dim, ``in_proj_ba`` H → 2·num_v_heads, a
+    depthwise causal ``conv1d`` over the q/k/v channels (``conv_kernel`` taps, no bias), ``dt_bias``
+    and ``A_log`` (one per value head), a gated RMSNorm over ``v_head_dim`` and ``out_proj``
+    value_dim → H. The recurrent state per sequence is one ``k_head_dim × v_head_dim`` matrix per value
+    head plus the last ``conv_kernel − 1`` inputs of the convolution: fixed, whatever the context.
+    """
+
+    num_k_heads: int
+    num_v_heads: int
+    k_head_dim: int
+    v_head_dim: int
+    conv_kernel: int
+
+    @property
+    def key_dim(self) -> int:
+        """Width of q (and of k)."""
+        return self.num_k_heads * self.k_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        """Width of v (and of z, the output gate)."""
+        return self.num_v_heads * self.v_head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal convolution (q, k and v)."""
+        return 2 * self.key_dim + self.value_dim
+
+    @property
+    def state_elements(self) -> int:
+        """Recurrent state elements one sequence keeps in one layer (SSM matrix + conv window)."""
+        return self.num_v_heads * self.k_head_dim * self.v_head_dim + self.conv_dim * (self.conv_kernel - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class MambaSpec:
+    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``).
+
+    ``in_proj`` H → intermediate + conv_dim + num_heads (z, x/B/C, dt), a depthwise ``conv1d`` over
+    conv_dim = intermediate + 2·n_groups·state_size channels, ``dt_bias``, ``A_log``, ``D`` (one per
+    head), a gated RMSNorm over intermediate, ``out_proj`` intermediate → H. State per sequence: a
+    head_dim × state_size matrix per head plus the last ``conv_kernel − 1`` conv inputs.
+    """
+
+    num_heads: int
+    head_dim: int
+    state_size: int
+    n_groups: int
+    conv_kernel: int
+    conv_bias: bool
+    bias: bool
+
+    @property
+    def intermediate(self) -> int:
+        """Inner width (heads · head_dim)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal convolution (x, B and C)."""
+        return self.intermediate + 2 * self.n_groups * self.state_size
+
+    @property
+    def state_elements(self) -> int:
+        """Recurrent state elements one sequence keeps in one layer (SSM + conv window)."""
+        return self.num_heads * self.head_dim * self.state_size + self.conv_dim * (self.conv_kernel - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexerSpec:
+    """DeepSeek-V3.2 sparse-attention lightning indexer (``DeepseekV32Indexer``).
+
+    ``wq_b`` q_lora_rank → heads·head_dim, ``wk`` H → head_dim, a LayerNorm (weight + bias) on the
+    key, ``weights_proj`` H → heads. It caches one ``head_dim`` key per token per layer and selects the
+    ``topk`` tokens each query attends to.
+    """
+
+    num_heads: int
+    head_dim: int
+    topk: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +364,15 @@ class ModelSpec:
     hf_repo: str | None = None
     source: str | None = None  # file the spec was read from
     num_mtp_layers: int = 0  # DeepSeek-V3 multi-token-prediction layers (not part of the main model)
+    # blocks added for 2025 families (defaults leave the older families untouched)
+    qk_norm_full: bool = False  # OLMo-2, MiniMax-M2: RMSNorm over the whole q (heads·hd) and k (kv·hd) width
+    attn_output_gate: bool = False  # Qwen3-Next: q_proj also emits a per-channel sigmoid gate (2× width)
+    linear_attention: LinearAttentionSpec | None = None
+    mamba: MambaSpec | None = None
+    layer_mixers: tuple[Mixer, ...] = ()  # per layer; empty = all softmax attention
+    indexer: IndexerSpec | None = None  # DeepSeek-V3.2 sparse-attention indexer
+    no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
+    multimodal: dict | None = field(default=None, compare=False, hash=False)  # wrapper info (see hf_config)
 
     # ---------------------------------------------------------------- shapes
 
@@ -315,6 +414,48 @@ class ModelSpec:
         return self.layer_windows or (None,) * self.num_layers
 
     @property
+    def mixers(self) -> tuple[Mixer, ...]:
+        """Token mixer of every layer (``attention`` unless the model is a linear-attention hybrid)."""
+        return self.layer_mixers or ("attention",) * self.num_layers
+
+    @property
+    def num_attention_layers(self) -> int:
+        """Layers with softmax attention (the ones holding a KV cache)."""
+        return sum(1 for m in self.mixers if m == "attention")
+
+    @property
+    def num_linear_attention_layers(self) -> int:
+        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence)."""
+        return sum(1 for m in self.mixers if m in ("linear_attention", "mamba"))
+
+    @property
+    def is_hybrid(self) -> bool:
+        """True for linear-attention / softmax-attention hybrids."""
+        return self.num_linear_attention_layers > 0
+
+    @property
+    def model_class(self) -> str:
+        """``multimodal``, ``hybrid``, ``MoE`` or ``dense`` (what ``simctl model list`` shows)."""
+        if self.multimodal:
+            return "multimodal"
+        if self.is_hybrid:
+            return "hybrid"
+        return "MoE" if self.is_moe else "dense"
+
+    def vision_params(self) -> int | None:
+        """Parameters of a multimodal wrapper's vision tower when simctl models it (Qwen3-VL), else None."""
+        from sim.deploy.models.vision import vision_tower
+        if not self.multimodal:
+            return None
+        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"))
+        return t.params() if t is not None else None
+
+    def whole_model_params(self) -> int | None:
+        """Language model + vision tower (multimodal wrappers whose tower is modelled); None otherwise."""
+        v = self.vision_params()
+        return None if v is None else self.total_params() + v
+
+    @property
     def num_sliding_layers(self) -> int:
         """Layers with sliding-window attention."""
         return sum(1 for w in self.windows if w is not None)
@@ -340,7 +481,12 @@ class ModelSpec:
             ops.append(LinearOp("o_proj", nh * m.v_head_dim, H, "attention", "row", bias=self.o_bias))
         else:
             q, kv = self.q_size, self.kv_size
-            if self.fused_qkv:
+            if self.attn_output_gate:
+                # Qwen3-Next: q_proj emits [q, gate] per head; o_proj reads q-width
+                ops.append(LinearOp("q_proj", H, 2 * q, "attention", "column", bias=self.qkv_bias))
+                ops.append(LinearOp("k_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+                ops.append(LinearOp("v_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            elif self.fused_qkv:
                 ops.append(LinearOp("qkv_proj", H, q + 2 * kv, "attention", "column", bias=self.qkv_bias))
             else:
                 ops.append(LinearOp("q_proj", H, q, "attention", "column", bias=self.qkv_bias))
@@ -349,6 +495,16 @@ class ModelSpec:
             ops.append(LinearOp("o_proj", q, H, "attention", "row", bias=self.o_bias))
             if self.qk_norm:
                 extra.append(("norms", 2 * self.head_dim))  # q_norm, k_norm (per-head RMSNorm)
+            if self.qk_norm_full:
+                extra.append(("norms", q + kv))  # q_norm over heads·hd, k_norm over kv·hd
+        if self.indexer is not None:
+            ix = self.indexer
+            assert self.mla is not None and self.mla.q_lora_rank is not None
+            ops.append(LinearOp("indexer.wq_b", self.mla.q_lora_rank, ix.num_heads * ix.head_dim, "attention",
+                                "replicated"))
+            ops.append(LinearOp("indexer.wk", H, ix.head_dim, "attention", "replicated"))
+            ops.append(LinearOp("indexer.weights_proj", H, ix.num_heads, "attention", "replicated"))
+            extra.append(("norms", 2 * ix.head_dim))  # indexer k_norm: LayerNorm with bias
         if self.attention_sinks:
             extra.append(("attention", nh))
         return ops, extra
@@ -369,10 +525,39 @@ class ModelSpec:
                   LinearOp(prefix + "up_proj", H, width, group, "column", **kw)]
         return up + [LinearOp(prefix + "down_proj", width, H, group, "row", **kw)]
 
-    def _layer(self, kind: LayerKind) -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
+    def _linear_attention_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+        la = self.linear_attention
+        assert la is not None
         H = self.hidden_size
-        ops, extra = self._attention_ops()
-        if kind == "dense":
+        ops = [LinearOp("in_proj_qkvz", H, 2 * la.key_dim + 2 * la.value_dim, "attention", "column"),
+               LinearOp("in_proj_ba", H, 2 * la.num_v_heads, "attention", "column"),
+               LinearOp("out_proj", la.value_dim, H, "attention", "row")]
+        # depthwise conv1d weights, dt_bias and A_log (per value head); gated RMSNorm over v_head_dim
+        extra = [("attention", la.conv_dim * la.conv_kernel + 2 * la.num_v_heads), ("norms", la.v_head_dim)]
+        return ops, extra
+
+    def _mamba_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+        mb = self.mamba
+        assert mb is not None
+        H = self.hidden_size
+        ops = [LinearOp("in_proj", H, mb.intermediate + mb.conv_dim + mb.num_heads, "attention", "column", bias=mb.bias),
+               LinearOp("out_proj", mb.intermediate, H, "attention", "row", bias=mb.bias)]
+        conv = mb.conv_dim * mb.conv_kernel + (mb.conv_dim if mb.conv_bias else 0)
+        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate)]
+
+    def _layer(self, kind: LayerKind, mixer: Mixer = "attention") -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
+        H = self.hidden_size
+        if mixer == "attention":
+            ops, extra = self._attention_ops()
+        elif mixer == "linear_attention":
+            ops, extra = self._linear_attention_ops()
+        elif mixer == "mamba":
+            ops, extra = self._mamba_ops()
+        else:
+            ops, extra = [], []
+        if kind == "none":
+            pass
+        elif kind == "dense":
             ops += self._mlp_ops(self.intermediate_size, "mlp")
         else:
             m = self.moe
@@ -397,15 +582,16 @@ class ModelSpec:
     @cached_property
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
-        for kind in ("dense", "moe"):
-            idx = tuple(i for i, k in enumerate(self.kinds) if k == kind)
-            if not idx:
-                continue
-            ops, extra = self._layer(kind)  # type: ignore[arg-type]
-            merged: dict[str, int] = {}
-            for k, n in extra:
-                merged[k] = merged.get(k, 0) + n
-            out.append(LayerGroup(len(idx), kind, ops, tuple(merged.items()), idx))  # type: ignore[arg-type]
+        for kind in ("dense", "moe", "none"):
+            for mixer in ("attention", "linear_attention", "mamba", "none"):
+                idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
+                if not idx:
+                    continue
+                ops, extra = self._layer(kind, mixer)  # type: ignore[arg-type]
+                merged: dict[str, int] = {}
+                for k, n in extra:
+                    merged[k] = merged.get(k, 0) + n
+                out.append(LayerGroup(len(idx), kind, ops, tuple(merged.items()), idx, mixer))  # type: ignore[arg-type]
         return tuple(out)
 
     def lm_head_op(self) -> LinearOp:
@@ -459,8 +645,8 @@ class ModelSpec:
 
     def layer_split(self) -> dict[str, int]:
         """Parameters in dense layers, in MoE layers, and outside the decoder layers."""
-        groups = {g.kind: g.params for g in self.layer_groups()}
-        dense, moe = groups.get("dense", 0), groups.get("moe", 0)
+        dense = sum(g.params for g in self.layer_groups() if g.kind != "moe")  # incl. mixer-only layers
+        moe = sum(g.params for g in self.layer_groups() if g.kind == "moe")
         return {"dense_layers": dense, "moe_layers": moe, "other": self.total_params() - dense - moe}
 
     def total_params(self) -> int:
@@ -585,17 +771,36 @@ class ModelSpec:
             return m.kv_lora_rank + m.qk_rope_head_dim
         return 2 * self.num_kv_heads * self.head_dim
 
-    def kv_cache_bytes_per_token(self, dtype: str | float = "bf16") -> int:
-        """KV-cache bytes one token occupies across all layers (``dtype`` name or bytes/element).
+    def indexer_elements_per_token_per_layer(self) -> int:
+        """DeepSeek-V3.2: elements of the indexer's own key cache per token per layer (0 otherwise)."""
+        return self.indexer.head_dim if self.indexer is not None else 0
 
-        Sliding-window layers are counted in full (an upper bound; see :meth:`kv_cache_bytes_for_tokens`).
+    def kv_cache_bytes_per_token(self, dtype: str | float = "bf16") -> int:
+        """KV-cache bytes one token occupies across all softmax-attention layers (``dtype`` name or
+        bytes/element), the V3.2 indexer's key cache included.
+
+        Sliding-window layers are counted in full (an upper bound; see :meth:`kv_cache_bytes_for_tokens`);
+        linear-attention layers hold no per-token cache (see :meth:`state_bytes_per_sequence`).
         """
-        return int(self.kv_elements_per_token_per_layer() * self.num_layers * dtype_bytes(dtype))
+        per_layer = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
+        return int(per_layer * self.num_attention_layers * dtype_bytes(dtype))
+
+    def state_bytes_per_sequence(self, dtype: str | float = "bf16") -> int:
+        """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any)."""
+        spec = self.linear_attention or self.mamba
+        if spec is None:
+            return 0
+        return int(spec.state_elements * self.num_linear_attention_layers * dtype_bytes(dtype))
 
     def kv_cache_bytes_for_tokens(self, num_tokens: int, dtype: str | float = "bf16") -> int:
-        """KV bytes a sequence of ``num_tokens`` needs when sliding-window layers keep only their window."""
-        per_layer = self.kv_elements_per_token_per_layer() * dtype_bytes(dtype)
-        return int(sum(per_layer * (num_tokens if w is None else min(num_tokens, w)) for w in self.windows))
+        """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache
+        manager keeps them: full attention grows with the context, sliding-window / chunked layers keep
+        at most their window, linear-attention layers a fixed state (:meth:`state_bytes_per_sequence`)."""
+        per_layer = (self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()) \
+            * dtype_bytes(dtype)
+        kv = sum(per_layer * (num_tokens if w is None else min(num_tokens, w))
+                 for w, m in zip(self.windows, self.mixers) if m == "attention")
+        return int(kv) + self.state_bytes_per_sequence(dtype)
 
     # ---------------------------------------------------------------- memory under parallelism
 
@@ -616,9 +821,9 @@ class ModelSpec:
             return op.params / tp
 
         per_layer: list[float] = []
-        groups = {g.kind: g for g in self.layer_groups()}
-        for kind in self.kinds:
-            g = groups[kind]
+        groups = {(g.kind, g.mixer): g for g in self.layer_groups()}
+        for kind, mixer in zip(self.kinds, self.mixers):
+            g = groups[(kind, mixer)]
             per_layer.append(sum(shard(op) for op in g.linears) + sum(n for _, n in g.extra_params))
         emb = self._embedding_params()
         first = emb["embed_tokens"] / tp + sum(v for k, v in emb.items() if k != "embed_tokens")
@@ -665,6 +870,11 @@ class ModelSpec:
             "attention": self.attention,
             "sliding_window": self.sliding_window,
             "num_sliding_layers": self.num_sliding_layers,
+            "model_class": self.model_class,
+            "num_attention_layers": self.num_attention_layers,
+            "num_linear_attention_layers": self.num_linear_attention_layers,
+            "state_bytes_per_sequence": self.state_bytes_per_sequence("bf16"),
+
             "total_params": self.total_params(),
             "active_params": self.active_params(),
             "buffer_params": self.buffer_params(),
@@ -674,6 +884,9 @@ class ModelSpec:
             "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token("bf16"),
             "linear_flops_per_token": self.linear_flops_per_token(),
         }
+        if self.multimodal:
+            d["multimodal"] = {"wrapper": self.multimodal["wrapper"], "vision_params": self.vision_params(),
+                               "whole_model_params": self.whole_model_params()}
         if self.mla is not None:
             d["mla"] = {"q_lora_rank": self.mla.q_lora_rank, "kv_lora_rank": self.mla.kv_lora_rank,
                         "qk_nope_head_dim": self.mla.qk_nope_head_dim, "qk_rope_head_dim": self.mla.qk_rope_head_dim,

@@ -1,0 +1,210 @@
+"""Declarative family entries: a model family is a recombination of shared blocks.
+
+Each :class:`Family` names which blocks a ``model_type`` uses and which ``config.json`` keys size
+them; :func:`build` turns an entry plus a config into :class:`ModelSpec` fields. The blocks are the
+ones :class:`~sim.deploy.models.spec.ModelSpec` counts and prices:
+
+* token mixer: GQA softmax attention (optional per-head or full-width QK-norm, output gate, biases),
+  or a per-layer pattern of GQA and Gated DeltaNet linear attention (``mixers``);
+* MLP: dense gated, or MoE (routed experts, optional shared experts sized by a count or a width,
+  optional sigmoid shared-expert gate, optional ``e_score_correction_bias`` buffer), with the MoE
+  layers chosen by ``first_k_dense_replace``, an interleave step, or every layer;
+* attention windows: sliding window or Llama 4's chunked local attention with NoPE global layers;
+* tying, norms, rope (partial rotary factor, ``rope_parameters``).
+
+Key renames between transformers 4.x and 5.x (``num_experts`` vs ``num_local_experts``,
+``torch_dtype`` vs ``dtype``, ``rope_theta`` vs ``rope_parameters``) are handled by listing every
+spelling in ``aliases``. Adding a family is one entry in :data:`FAMILIES`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sim.deploy.models.spec import LinearAttentionSpec, MoESpec
+from sim.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Family:
+    """Which blocks a ``model_type`` is built from and which config keys size them."""
+
+    family: str
+    # attention block
+    qk_norm: Literal["none", "head", "full"] = "none"
+    qk_norm_key: str | None = None  # config flag that switches the QK-norm on (GLM-4.5: use_qk_norm)
+    qk_norm_default: bool = True
+    qkv_bias_key: str | None = "attention_bias"  # key giving q/k/v bias (default false)
+    o_bias_follows_qkv: bool = True  # o_proj bias = the same key (False: GLM-4.5, o_proj never biased)
+    output_gate: bool = False  # Qwen3-Next gated attention
+    # MLP block
+    mlp: Literal["dense", "moe"] = "dense"
+    dense_width_key: str = "intermediate_size"
+    num_experts_keys: tuple[str, ...] = ("num_experts", "num_local_experts", "n_routed_experts")
+    expert_width_key: str = "moe_intermediate_size"
+    moe_layers: Literal["all", "first_k_dense", "interleave", "sparse_step"] = "all"
+    shared: Literal["none", "count", "width", "expert_width"] = "none"
+    shared_gate: bool = False  # sigmoid Linear(H, 1) gate on the shared expert (Qwen)
+    score_correction_bias: bool = False  # e_score_correction_bias buffer (not a parameter)
+    fused_experts: bool = False  # experts stored as one gate_up tensor (Llama 4)
+    # other blocks
+    mixers: Literal["none", "full_attention_interval"] = "none"
+    windows: Literal["none", "chunked_nope"] = "none"
+    tie_default: bool = False
+
+
+#: The declarative families. Values checked against transformers 5.25 on the meta device.
+FAMILIES: dict[str, Family] = {
+    "olmo2": Family("OLMo-2", qk_norm="full"),
+    "granite": Family("Granite", qkv_bias_key="attention_bias"),
+    "minimax_m2": Family("MiniMax-M2", qk_norm="full", mlp="moe", expert_width_key="intermediate_size",
+                         score_correction_bias=True),
+    "glm4_moe": Family("GLM-4.5", qk_norm="head", qk_norm_key="use_qk_norm", qk_norm_default=False,
+                       o_bias_follows_qkv=False, mlp="moe", moe_layers="first_k_dense", shared="count",
+                       score_correction_bias=True),
+    "qwen3_next": Family("Qwen3-Next", qk_norm="head", output_gate=True, mlp="moe", moe_layers="sparse_step",
+                         shared="width", shared_gate=True, mixers="full_attention_interval"),
+    "llama4_text": Family("Llama-4", mlp="moe", dense_width_key="intermediate_size_mlp",
+                          expert_width_key="intermediate_size", moe_layers="interleave", shared="expert_width",
+                          fused_experts=True, windows="chunked_nope"),
+}
+
+
+def _moe_kinds(entry: Family, c: Any, L: int, E: int) -> tuple[str, ...]:
+    if entry.moe_layers == "all":
+        return ("moe",) * L
+    if entry.moe_layers == "first_k_dense":
+        k = c.int("first_k_dense_replace", 0, minimum=0)
+        return tuple("moe" if i >= k else "dense" for i in range(L))
+    if entry.moe_layers == "interleave":
+        # Llama 4: moe_layers = list(range(step - 1, L, step)) unless given explicitly
+        step = c.int("interleave_moe_layer_step", 1)
+        explicit = c.int_list("moe_layers")
+        moe = set(explicit) if explicit else set(range(step - 1, L, step))
+        return tuple("moe" if i in moe else "dense" for i in range(L))
+    step = c.int("decoder_sparse_step", 1)
+    only = set(c.int_list("mlp_only_layers"))
+    return tuple("moe" if (i not in only and E > 0 and (i + 1) % step == 0) else "dense" for i in range(L))
+
+
+def _mixers(c: Any, L: int) -> tuple[str, ...]:
+    types = c.raw("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != L:
+            raise c._err("layer_types", f"expected a list of {L} layer types, got {types!r}")
+        out = []
+        for t in types:
+            if t == "linear_attention":
+                out.append("linear_attention")
+            elif t == "full_attention":
+                out.append("attention")
+            else:
+                raise c._err("layer_types", f"layer type {t!r} is not supported (linear_attention, full_attention)")
+        return tuple(out)
+    n = c.int("full_attention_interval", 4)
+    return tuple("attention" if (i + 1) % n == 0 else "linear_attention" for i in range(L))
+
+
+def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """ModelSpec fields for a config ``c`` (an ``hf_config._Cfg``) of a declarative family."""
+    d = dict(base)
+    L = d["num_layers"]
+    bias = c.bool(entry.qkv_bias_key, False) if entry.qkv_bias_key else False
+    qk_on = c.bool(entry.qk_norm_key, entry.qk_norm_default) if entry.qk_norm_key else True
+    d.update(family=entry.family, tie_word_embeddings=c.bool("tie_word_embeddings", entry.tie_default),
+             qkv_bias=bias, o_bias=bias and entry.o_bias_follows_qkv,
+             qk_norm=qk_on and entry.qk_norm == "head", qk_norm_full=qk_on and entry.qk_norm == "full",
+             attn_output_gate=entry.output_gate, mlp_bias=c.bool("mlp_bias", False))
+    if entry.mlp == "dense":
+        d["intermediate_size"] = c.int(entry.dense_width_key)
+    else:
+        E = c.int(entry.num_experts_keys[0], aliases=entry.num_experts_keys[1:])
+        kinds = _moe_kinds(entry, c, L, E)
+        I_e = c.int(entry.expert_width_key)
+        if entry.shared == "count":
+            n_sh = c.int("n_shared_experts", 0, minimum=0)
+            sh_w = n_sh * I_e
+        elif entry.shared == "width":
+            sh_w = c.int("shared_expert_intermediate_size", 0, minimum=0)
+            n_sh = 1 if sh_w else 0
+        elif entry.shared == "expert_width":
+            n_sh, sh_w = 1, I_e
+        else:
+            n_sh, sh_w = 0, 0
+        d.update(intermediate_size=c.int(entry.dense_width_key) if "dense" in kinds else 0, layer_kinds=kinds,
+                 moe=MoESpec(num_experts=E, top_k=c.int("num_experts_per_tok"), expert_intermediate_size=I_e,
+                             num_shared_experts=n_sh, shared_intermediate_size=sh_w,
+                             shared_expert_gate=entry.shared_gate and bool(sh_w),
+                             score_correction_bias=entry.score_correction_bias,
+                             fused_gate_up=entry.fused_experts,
+                             norm_topk_prob=c.bool("norm_topk_prob", False),
+                             scoring_func=c.str("scoring_func", "softmax") or "softmax",
+                             routed_scaling_factor=c.float("routed_scaling_factor", 1.0) or 1.0))
+    if entry.mixers == "full_attention_interval":
+        mixers = _mixers(c, L)
+        d["layer_mixers"] = mixers if "linear_attention" in mixers else ()
+        d["linear_attention"] = LinearAttentionSpec(
+            num_k_heads=c.int("linear_num_key_heads"), num_v_heads=c.int("linear_num_value_heads"),
+            k_head_dim=c.int("linear_key_head_dim"), v_head_dim=c.int("linear_value_head_dim"),
+            conv_kernel=c.int("linear_conv_kernel_dim"))
+        if d["linear_attention"].num_v_heads % d["linear_attention"].num_k_heads:
+            raise c._err("linear_num_value_heads", "must be a multiple of linear_num_key_heads")
+    if entry.windows == "chunked_nope":
+        # Llama 4: layers whose no_rope_layers flag is 0 are global NoPE attention; the others use
+        # chunked local attention over attention_chunk_size tokens (a window of at most that size)
+        chunk = c.int("attention_chunk_size", 8192)  # transformers default
+        flags = c.int_list("no_rope_layers")
+        if not flags:
+            interval = c.int("no_rope_layer_interval", 4)
+            flags = [int((i + 1) % interval != 0) for i in range(L)]
+        if len(flags) != L:
+            raise ConfigError(f"{c.source}: no_rope_layers: expected {L} entries, got {len(flags)}")
+        d["no_rope_layers"] = tuple(i for i, f in enumerate(flags) if not f)
+        if chunk:
+            w = tuple(chunk if f else None for f in flags)
+            d["layer_windows"] = w if any(x is not None for x in w) else ()
+            d["sliding_window"] = chunk
+    return d
+
+
+#: Nemotron-H block letters (``hybrid_override_pattern``) and their transformers 5 names (``layers_block_type``)
+_NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
+                    "mamba": "mamba", "linear_attention": "mamba", "attention": "attention",
+                    "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
+
+
+def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Nemotron-H: every layer is one norm + ONE block (Mamba-2, attention or a squared-ReLU MLP), laid out
+    by ``hybrid_override_pattern`` (4.x) or ``layers_block_type`` (5.x)."""
+    from sim.deploy.models.spec import MambaSpec
+
+    pattern = c.raw("layers_block_type")
+    key = "layers_block_type"
+    if pattern is None:
+        pattern, key = c.str("hybrid_override_pattern"), "hybrid_override_pattern"
+    if not pattern:
+        raise ConfigError(f"{c.source}: missing required key 'hybrid_override_pattern' (needed for model_type 'nemotron_h')")
+    blocks = []
+    for b in pattern:
+        if b not in _NEMOTRON_BLOCKS:
+            raise c._err(key, f"unknown block {b!r} (known: M, *, -, E)")
+        blocks.append(_NEMOTRON_BLOCKS[b])
+    if "moe" in blocks:
+        raise c._err(key, "MoE blocks ('E', Nemotron-3-Nano) are not supported yet; Mamba-2, attention and MLP are")
+    L = len(blocks)
+    d = dict(base)
+    d.update(
+        family="Nemotron-H", num_layers=L,
+        head_dim=c.int("head_dim", base["head_dim"], aliases=("attention_head_dim",)),
+        intermediate_size=c.int("intermediate_size"), mlp_kind="plain", mlp_bias=c.bool("mlp_bias", False),
+        hidden_act=c.str("mlp_hidden_act", "relu2") or "relu2",
+        qkv_bias=c.bool("attention_bias", False), o_bias=c.bool("attention_bias", False),
+        tie_word_embeddings=c.bool("tie_word_embeddings", False), norms_per_layer=1,
+        layer_mixers=tuple({"mamba": "mamba", "attention": "attention"}.get(b, "none") for b in blocks),
+        layer_kinds=tuple("dense" if b == "mlp" else "none" for b in blocks),
+        mamba=MambaSpec(num_heads=c.int("mamba_num_heads"), head_dim=c.int("mamba_head_dim"),
+                        state_size=c.int("ssm_state_size"), n_groups=c.int("n_groups"),
+                        conv_kernel=c.int("conv_kernel"), conv_bias=c.bool("use_conv_bias", True),
+                        bias=c.bool("use_bias", False)),
+    )
+    return d
