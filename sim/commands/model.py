@@ -11,7 +11,8 @@ import click
 
 KV_DTYPES = ["auto", "fp32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8"]
 
-BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head")
+BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head",
+                   "vision")
 
 
 def _human(n: float) -> str:
@@ -63,7 +64,11 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines: list[str] = []
     head = spec.name + (f"  ({spec.hf_repo})" if spec.hf_repo else "")
     lines.append(head)
-    lines.append(f"  family        {spec.family} (model_type {spec.model_type})")
+    lines.append(f"  family        {spec.family} (model_type {spec.model_type}, {spec.model_class})")
+    if spec.is_hybrid:
+        la = spec.linear_attention
+        lines.append(f"  mixers        {spec.num_attention_layers} full attention + {spec.num_linear_attention_layers} "
+                     f"Gated DeltaNet ({la.num_k_heads} k / {la.num_v_heads} v heads, {la.k_head_dim}x{la.v_head_dim} state)")
     layers = f"{spec.num_layers}"
     if spec.is_moe:
         layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
@@ -98,6 +103,9 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append(f"  {'total':<16}{total:>18,}  {_human(total):>10}")
     active = spec.active_params()
     lines.append(f"  {'active / token':<16}{active:>18,}  {_human(active):>10}")
+    if spec.vision is not None:
+        lm = spec.language_model_params()
+        lines.append(f"  {'language model':<16}{lm:>18,}  {_human(lm):>10}")
     b = spec.param_breakdown()
     for k in BREAKDOWN_ORDER:
         if b[k]:
@@ -115,6 +123,10 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append(f"KV cache ({kv_dtype})")
     lines.append(f"  per token     {kv:,} B ({_human_bytes(kv)})   "
                  f"{spec.kv_elements_per_token_per_layer()} elements/token/layer")
+    state = spec.state_bytes_per_sequence(kv_dtype)
+    if state:
+        lines.append(f"  state / seq   {state:,} B ({_human_bytes(state)})   fixed recurrent state of the "
+                     f"{spec.num_linear_attention_layers} linear-attention layers")
     return "\n".join(lines)
 
 
@@ -153,14 +165,17 @@ def list_cmd(as_json: bool) -> None:
     rows = []
     for name, entry in catalog().items():
         s = load_model(name)
-        rows.append({"name": name, "hf_repo": entry.hf_repo, "family": s.family, "total_params": s.total_params(),
+        rows.append({"name": name, "hf_repo": entry.hf_repo, "family": s.family, "type": s.model_class,
+                     "context_length": s.max_position_embeddings, "total_params": s.total_params(),
                      "active_params": s.active_params(), "kv_cache_bytes_per_token": s.kv_cache_bytes_per_token("bf16")})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     w = max(len(r["name"]) for r in rows)
     wr = max(len(r["hf_repo"]) for r in rows)
-    click.echo(f"{'name':<{w}}  {'hf repo':<{wr}}  {'family':<12}{'total':>10}{'active':>10}{'KV B/tok':>11}")
+    wf = max(12, max(len(r["family"]) for r in rows) + 1)
+    click.echo(f"{'name':<{w}}  {'hf repo':<{wr}}  {'family':<{wf}}{'type':<11}{'context':>9}{'total':>10}{'active':>10}"
+               f"{'KV B/tok':>11}")
     for r in rows:
-        click.echo(f"{r['name']:<{w}}  {r['hf_repo']:<{wr}}  {r['family']:<12}{_human(r['total_params']):>10}"
-                   f"{_human(r['active_params']):>10}{r['kv_cache_bytes_per_token']:>11,}")
+        click.echo(f"{r['name']:<{w}}  {r['hf_repo']:<{wr}}  {r['family']:<{wf}}{r['type']:<11}{r['context_length']:>9}"
+                   f"{_human(r['total_params']):>10}{_human(r['active_params']):>10}{r['kv_cache_bytes_per_token']:>11,}")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.deploy.models.spec import IndexerSpec, MLASpec, ModelSpec, MoESpec
+from sim.deploy.models.spec import IndexerSpec, MLASpec, ModelSpec, MoESpec, VisionSpec
 from sim.errors import ConfigError, SimctlError, suggest
 
 _MISSING = object()
@@ -437,6 +437,11 @@ def _register_declarative() -> None:
 
 _register_declarative()
 
+#: language models of multimodal wrappers saved under their own model_type: the text model is the
+#: same block layout as the family named here (transformers ``Qwen3VLMoeTextModel`` = Qwen3-MoE layers)
+for _text, _same in (("qwen3_vl_text", "qwen3"), ("qwen3_vl_moe_text", "qwen3_moe")):
+    PARSERS[_text] = PARSERS[_same]
+
 #: multimodal wrappers: the language model is read from ``text_config``; model_type of the wrapper
 #: -> model_type its text_config defaults to when it names none
 WRAPPERS: dict[str, str] = {
@@ -449,6 +454,24 @@ WRAPPERS: dict[str, str] = {
 
 #: model_type values accepted (for error messages and docs)
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(PARSERS))
+
+
+def vision_from_config(wrapper: str, vis: Any, text: dict, source: str) -> VisionSpec | None:
+    """The vision encoder of a multimodal wrapper (Qwen3-VL family), or None when simctl does not
+    count that wrapper's encoder (the language model is still counted and priced)."""
+    if wrapper not in ("qwen3_vl", "qwen3_vl_moe"):
+        return None
+    if not isinstance(vis, dict):
+        raise ConfigError(f"{source}: vision_config: expected a mapping for a {wrapper} model")
+    c = _Cfg(vis, f"{source} (vision_config)")
+    out = c.int("out_hidden_size", text.get("hidden_size"))
+    return VisionSpec(depth=c.int("depth", 27), hidden_size=c.int("hidden_size", 1152),
+                      intermediate_size=c.int("intermediate_size", 4304), num_heads=c.int("num_heads", 16),
+                      in_channels=c.int("in_channels", 3), patch_size=c.int("patch_size", 16),
+                      temporal_patch_size=c.int("temporal_patch_size", 2),
+                      spatial_merge_size=c.int("spatial_merge_size", 2), out_hidden_size=out,
+                      num_position_embeddings=c.int("num_position_embeddings", 2304),
+                      num_deepstack=len(c.int_list("deepstack_visual_indexes")) if c.has("deepstack_visual_indexes") else 3)
 
 
 def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo: str | None = None) -> ModelSpec:
@@ -467,6 +490,7 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
                 text[k] = data[k]
         vis = data.get("vision_config")
         multimodal = {"wrapper": mt, "vision_config": vis if isinstance(vis, dict) else None}
+        vision = vision_from_config(mt, vis, text, source)
         data, mt = text, text["model_type"]
     if mt is None:
         raise ConfigError(f"{source}: missing required key 'model_type' "
@@ -485,6 +509,7 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
     try:
         if multimodal is not None:
             fields["multimodal"] = multimodal
+            fields["vision"] = vision
         return ModelSpec(name=name, model_type=mt, source=source, hf_repo=hf_repo,
                          **fields)
     except TypeError as exc:  # pragma: no cover - a parser bug, not a user error

@@ -228,6 +228,65 @@ class IndexerSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class VisionSpec:
+    """Qwen3-VL vision encoder (``Qwen3VLMoeVisionModel``): a ViT over ``temporal × patch × patch``
+    pixel patches, then a patch merger that folds ``spatial_merge_size²`` patches into one language
+    token, plus ``num_deepstack`` extra mergers whose outputs are added to early LM layers.
+
+    Per block: LayerNorm(+bias) ×2, fused ``qkv`` H → 3H and ``proj`` H → H with biases, a plain MLP
+    H → I → H with biases. Patch embedding: a Conv3d (``in_ch·t·p·p → H``, bias); a learned position
+    table of ``num_position_embeddings`` rows. Merger: LayerNorm over H (deepstack: over H·m²), then
+    H·m² → H·m² → ``out_hidden_size`` with biases.
+    """
+
+    depth: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    in_channels: int
+    patch_size: int
+    temporal_patch_size: int
+    spatial_merge_size: int
+    out_hidden_size: int
+    num_position_embeddings: int
+    num_deepstack: int
+
+    @property
+    def merged_size(self) -> int:
+        """Width of one merged token before the merger MLP (H · m²)."""
+        return self.hidden_size * self.spatial_merge_size ** 2
+
+    def block_params(self) -> int:
+        """Parameters of one ViT block."""
+        H, I = self.hidden_size, self.intermediate_size
+        return 4 * H + (3 * H * H + 3 * H) + (H * H + H) + (H * I + I) + (I * H + H)
+
+    def merger_params(self, deepstack: bool) -> int:
+        """Parameters of one patch merger (the main one normalises H, a deepstack one H·m²)."""
+        M = self.merged_size
+        norm = 2 * (M if deepstack else self.hidden_size)
+        return norm + (M * M + M) + (M * self.out_hidden_size + self.out_hidden_size)
+
+    def total_params(self) -> int:
+        """All parameters of the vision encoder."""
+        H = self.hidden_size
+        patch = self.in_channels * self.temporal_patch_size * self.patch_size ** 2 * H + H
+        return (patch + self.num_position_embeddings * H + self.depth * self.block_params()
+                + self.merger_params(False) + self.num_deepstack * self.merger_params(True))
+
+    def flops_per_patch(self, num_patches: int) -> int:
+        """Forward FLOPs per patch of an image of ``num_patches`` patches: 2× every GEMM weight a patch
+        passes through (patch embed, blocks) + full bidirectional attention over the image
+        (QKᵀ and PV: 4·H per pair) + the merger GEMMs, once per m² patches (deepstack mergers too)."""
+        H, I = self.hidden_size, self.intermediate_size
+        patch = 2 * self.in_channels * self.temporal_patch_size * self.patch_size ** 2 * H
+        block = 2 * (4 * H * H + 2 * H * I) + 4 * H * num_patches
+        M = self.merged_size
+        merger = 2 * (M * M + M * self.out_hidden_size) * (1 + self.num_deepstack) / self.spatial_merge_size ** 2
+        return int(patch + self.depth * block + merger)
+
+
+@dataclass(frozen=True, slots=True)
 class MoESpec:
     """Mixture-of-experts block of the MoE layers."""
 
@@ -338,6 +397,7 @@ class ModelSpec:
     indexer: IndexerSpec | None = None  # DeepSeek-V3.2 sparse-attention indexer
     no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
     multimodal: dict | None = field(default=None, compare=False, hash=False)  # wrapper info (see hf_config)
+    vision: VisionSpec | None = None  # counted vision encoder of a multimodal wrapper (Qwen3-VL)
 
     # ---------------------------------------------------------------- shapes
 
@@ -575,7 +635,13 @@ class ModelSpec:
             out["norms"] += self.hidden_size * (2 if self.norm_bias else 1)
         if not self.tie_word_embeddings:
             out["lm_head"] = self.lm_head_op().params
+        if self.vision is not None:
+            out["vision"] = self.vision.total_params()
         return out
+
+    def language_model_params(self) -> int:
+        """Parameters of the language model alone (a multimodal model's total less its vision encoder)."""
+        return self.total_params() - (self.vision.total_params() if self.vision is not None else 0)
 
     def layer_split(self) -> dict[str, int]:
         """Parameters in dense layers, in MoE layers, and outside the decoder layers."""
@@ -760,6 +826,8 @@ class ModelSpec:
             per_layer.append(sum(shard(op) for op in g.linears) + sum(n for _, n in g.extra_params))
         emb = self._embedding_params()
         first = emb["embed_tokens"] / tp + sum(v for k, v in emb.items() if k != "embed_tokens")
+        if self.vision is not None:  # the vision encoder runs before the first stage, its linears TP-split
+            first += self.vision.total_params() / tp
         # a tied head shares the embedding table on a single stage; with pp > 1 the last stage holds a copy
         head = 0.0 if (self.tie_word_embeddings and pp == 1) else self.lm_head_op().params / tp
         final = self.hidden_size * (2 if self.norm_bias else 1) if self.final_norm else 0
@@ -809,6 +877,7 @@ class ModelSpec:
             "state_bytes_per_sequence": self.state_bytes_per_sequence("bf16"),
             "total_params": self.total_params(),
             "active_params": self.active_params(),
+            "language_model_params": self.language_model_params(),
             "buffer_params": self.buffer_params(),
             "breakdown": self.param_breakdown(),
             "layer_split": self.layer_split(),

@@ -19,14 +19,23 @@ import json
 import re
 import sys
 
+from sim.deploy import models
 from sim.deploy.models import list_models, load_model
 from sim.deploy.models.hf_config import read_config_file
+
+
+#: config model_type -> the transformers model_type that implements it (Kimi-K2 ships as
+#: ``DeepseekV3ForCausalLM``; transformers has no ``kimi_k2`` class)
+HF_CLASS_ALIASES: dict[str, str] = {"kimi_k2": "deepseek_v3"}
 
 
 def hf_category(name: str) -> str:
     """Breakdown category of an HF parameter name (same categories as ModelSpec.param_breakdown)."""
     if "lm_head" in name:
         return "lm_head"
+    if ".visual." in name or name.startswith(("visual.", "vision_tower.", "model.vision_tower.")) \
+            or "multi_modal_projector" in name:
+        return "vision"
     if re.search(r"(embed_tokens|embed_positions|\bwte\b|\bwpe\b|project_in|project_out)", name):
         return "embeddings"
     if re.search(r"(norm|ln_|layernorm|layer_norm)", name):
@@ -48,16 +57,19 @@ def hf_counts(config: dict) -> dict:
     """``{"total": num_parameters(), "breakdown": {...}}`` of the transformers model for ``config``."""
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     transformers.logging.set_verbosity_error()
     d = dict(config)
     for k in ("quantization_config", "auto_map"):  # build the plain (unquantized, in-library) model
         d.pop(k, None)
     model_type = d.pop("model_type")
+    # model types whose transformers class is another family's (vLLM maps them the same way)
+    model_type = HF_CLASS_ALIASES.get(model_type, model_type)
     cfg = AutoConfig.for_model(model_type, **d)
+    auto = AutoModelForImageTextToText if "vision_config" in d else AutoModelForCausalLM
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = auto.from_config(cfg)
     breakdown: dict[str, int] = {}
     for name, p in model.named_parameters():  # tied parameters are listed once
         k = hf_category(name)
