@@ -108,7 +108,7 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
         lines.append(f"  {'language model':<16}{lm:>18,}  {_human(lm):>10}")
     b = spec.param_breakdown()
     for k in BREAKDOWN_ORDER:
-        if b[k]:
+        if b.get(k):
             lines.append(f"    {k:<14}{b[k]:>18,}  {100 * b[k] / total:>9.2f}%")
     if spec.is_moe and spec.num_dense_layers:
         split = spec.layer_split()
