@@ -65,6 +65,10 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
         notes.append(ResolvedSetting("max_num_seqs", seqs, "SGLang max_running_requests default: KV pool tokens // 2, "
                                                          "capped by the request pool"))
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
+    if plan.block_size != engine.block_size:  # hybrid model: vLLM enlarges the attention block (sim.deploy.hybrid_kv)
+        notes.append(ResolvedSetting("block_size", plan.block_size, "hybrid KV cache: attention page sized to hold "
+                                                                     "one linear-attention state page"))
+        engine = engine.model_copy(update={"block_size": plan.block_size})
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
     if engine.speculative is not None:
         engine = _resolve_speculative(cfg, engine)

@@ -38,6 +38,7 @@ from typing import Any
 
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
 from sim.deploy.hardware import GIB, HardwareProfile
+from sim.deploy.hybrid_kv import hybrid_layout
 from sim.deploy.models.spec import ModelSpec, dtype_bytes
 from sim.errors import InfeasibleConfigError
 
@@ -72,6 +73,10 @@ class MemoryPlan:
     pp: int
     kv_dtype: str
     weights_dtype: str
+    # hybrid (linear-attention) models, vLLM's hybrid KV-cache manager (sim.deploy.hybrid_kv): blocks
+    # each sequence holds for its fixed recurrent state, and attention groups taking blocks per token block
+    state_blocks_per_seq: int = 0
+    attention_groups: int = 1
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -84,8 +89,10 @@ class MemoryPlan:
         return self.activation_bytes + self.non_torch_bytes
 
     def blocks_per_sequence(self, context_tokens: int) -> int:
-        """KV blocks one sequence of ``context_tokens`` tokens occupies."""
-        return max(1, math.ceil(context_tokens / self.block_size))
+        """KV blocks one sequence of ``context_tokens`` tokens occupies (hybrid models: every attention
+        group's token blocks plus the fixed state blocks)."""
+        return (self.attention_groups * max(1, math.ceil(context_tokens / self.block_size))
+                + self.state_blocks_per_seq)
 
     def max_concurrent_seqs(self, context_tokens: int) -> int:
         """Sequences of ``context_tokens`` tokens that fit in the KV cache at once (vLLM's
@@ -109,7 +116,8 @@ def kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, bl
     GQA/MQA KV heads are split over TP ranks and replicated when TP exceeds them (vLLM); MLA's latent
     cache is not split by TP.
     """
-    layers = layers_per_stage(model.num_layers, parallel.pp)
+    # only softmax-attention layers hold per-token KV (equal to num_layers for non-hybrid models)
+    layers = layers_per_stage(model.num_attention_layers, parallel.pp)
     if model.attention == "mla":
         per_token_layer = model.kv_elements_per_token_per_layer()
     else:
@@ -248,12 +256,18 @@ def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, preci
                                 hw.memory_reserve.activation_workspace_bytes.value)
     nt = non_torch_bytes(hw, parallel)
     kv = budget - weights - act - nt
-    block_bytes = kv_block_bytes(model, parallel, precision.kv_dtype, engine.block_size)
+    hybrid = hybrid_layout(model, parallel.tp, parallel.pp, precision.kv_dtype, engine.block_size)
+    if hybrid is not None:
+        block_bytes, block_size = hybrid.block_bytes, hybrid.block_size
+        extra = {"state_blocks_per_seq": hybrid.state_groups, "attention_groups": hybrid.attention_groups}
+    else:
+        block_bytes, block_size = kv_block_bytes(model, parallel, precision.kv_dtype, engine.block_size), engine.block_size
+        extra = {}
     blocks = max(0, math.floor(kv / block_bytes)) if block_bytes > 0 else 0
-    return MemoryPlan(
+    return MemoryPlan(**extra,
         capacity_bytes=hw.memory_bytes, gpu_memory_utilization=engine.gpu_memory_utilization,
         budget_bytes=budget, weights_bytes=weights, activation_bytes=act, non_torch_bytes=nt,
-        kv_cache_bytes=kv, block_size=engine.block_size, block_bytes=block_bytes, num_kv_blocks=blocks,
+        kv_cache_bytes=kv, block_size=block_size, block_bytes=block_bytes, num_kv_blocks=blocks,
         max_model_len=max_model_len, max_num_batched_tokens=mnbt, max_num_seqs=engine.max_num_seqs,
         tp=parallel.tp, pp=parallel.pp, kv_dtype=precision.kv_dtype, weights_dtype=precision.weights)
 

@@ -196,10 +196,25 @@ class RooflineCostModel:
         self.heads_per_gpu = heads_rank
         # sliding-window layers: (count, window); full-attention layers counted separately
         windows: dict[int | None, int] = {}
-        for w in model.windows:
-            windows[w] = windows.get(w, 0) + 1
+        for w, mixer in zip(model.windows, model.mixers):
+            if mixer == "attention":  # linear-attention layers have no KV to attend over
+                windows[w] = windows.get(w, 0) + 1
         self._full_attn_layers = windows.pop(None, 0)
         self._window_layers = tuple(sorted(windows.items()))
+        # linear-attention (Gated DeltaNet) layers: a fixed per-sequence state instead of a KV cache.
+        # Per token and value head the delta rule reads S·k, applies the rank-1 update and reads S·q:
+        # 3 matrix-vector products of k_head_dim × v_head_dim (2 FLOPs per MAC); the causal conv adds
+        # 2·kernel FLOPs per channel. Each step reads and writes every scheduled sequence's state once
+        # (chunked prefill keeps it on chip within a chunk).
+        la = model.linear_attention
+        self._linear_layers = model.num_linear_attention_layers
+        if la is not None and self._linear_layers:
+            self.la_flops_per_token = (3 * 2 * (la.num_v_heads / tp) * la.k_head_dim * la.v_head_dim
+                                       + 2 * (la.conv_dim / tp) * la.conv_kernel)
+            self.la_state_bytes = ((la.num_v_heads / tp) * la.k_head_dim * la.v_head_dim
+                                   + (la.conv_dim / tp) * (la.conv_kernel - 1)) * kvb
+        else:
+            self.la_flops_per_token = self.la_state_bytes = 0.0
 
         # ---- element-wise (per layer, per GPU), one line per operator in the breakdown
         gated = 3 if model.mlp_kind == "gated" else 2
@@ -561,6 +576,13 @@ class RooflineCostModel:
                 t += count * ((tc if tc > tm else tm) + self.attention_kernel_s)
                 flops += count * f
                 bytes_ += count * b
+        if self._linear_layers:
+            f = nf * self.la_flops_per_token
+            b = 2.0 * shape.num_seqs * self.la_state_bytes + nf * self.qo_bytes_per_token_layer
+            tc, tm = f * self._attn_c, b * self._attn_m
+            t += self._linear_layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
+            flops += self._linear_layers * f
+            bytes_ += self._linear_layers * b
         return t, flops, bytes_
 
     # ------------------------------------------------------------------ conveniences
