@@ -44,9 +44,9 @@ def hf_category(name: str) -> str:
         return "experts"
     if "shared_expert" in name:
         return "shared_experts"
-    if re.search(r"mlp\.(gate|router)\.", name):
+    if re.search(r"(mlp|feed_forward)\.(gate|router)\.", name):
         return "router"
-    if re.search(r"(self_attn|\.attn\.)", name):
+    if re.search(r"(self_attn|\.attn\.|linear_attn)", name):
         return "attention"
     if re.search(r"(mlp|fc1|fc2)", name):
         return "mlp"
