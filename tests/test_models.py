@@ -46,10 +46,17 @@ def test_known_exact_counts_from_the_issue(name, expected):
 PUBLISHED = sorted(n for n, e in catalog().items() if e.published_params is not None)
 
 
+#: families supported before issue 12; each has an exact published count. The families added since are
+#: pinned against transformers instead (tests/test_models_hf_reference.py)
+ORIGINAL_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+                  "gemma", "gemma2", "gemma3_text", "phi3", "gpt_oss", "opt", "gpt2"}
+
+
 def test_published_counts_cover_every_family():
     families = {load_model(n).model_type for n in PUBLISHED}
     assert len(PUBLISHED) >= 15
-    assert families == set(SUPPORTED_MODEL_TYPES)
+    assert families >= ORIGINAL_TYPES
+    assert ORIGINAL_TYPES <= set(SUPPORTED_MODEL_TYPES)
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -86,7 +93,8 @@ def test_active_equals_total_for_dense():
 def test_breakdown_sums_to_total(name):
     m = load_model(name)
     b = m.param_breakdown()
-    assert set(b) == {"embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head"}
+    assert set(b) == {"embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head"} \
+        | ({"vision"} if m.vision is not None else set())
     assert sum(b.values()) == m.total_params()
     split = m.layer_split()
     assert split["dense_layers"] + split["moe_layers"] + split["other"] == m.total_params()
@@ -419,7 +427,8 @@ def test_catalog_integrity():
     for name, e in cat.items():
         assert name == name.lower() and " " not in name
         assert e.path.is_file() and e.path.parent == CATALOG_DIR
-        assert e.source.startswith("https://huggingface.co/" + e.hf_repo)
+        # the HF page, or the public copy the values were transcribed from (docs/models.md)
+        assert e.source.startswith(("https://huggingface.co/" + e.hf_repo, "https://github.com/", "https://dappco.re/"))
         for k in (name, e.hf_repo, *e.aliases):
             assert keys.setdefault(k.lower(), name) == name, f"{k} is ambiguous"
         m = load_model(name)
@@ -431,7 +440,8 @@ def test_catalog_integrity():
 
 def test_catalog_spans_all_required_families():
     types = {load_model(n).model_type for n in list_models()}
-    assert types == set(SUPPORTED_MODEL_TYPES)
+    assert ORIGINAL_TYPES | {"qwen3_next", "qwen3_vl_moe_text", "kimi_k2", "glm4_moe", "glm4_moe_lite", "minimax_m2",
+                             "olmo2", "llama4_text", "deepseek_v32"} <= types <= set(SUPPORTED_MODEL_TYPES)
     names = set(list_models())
     for must in ("llama-7b", "llama-2-7b", "llama-3-8b", "llama-3.1-8b", "llama-3.2-1b", "mistral-7b", "mixtral-8x7b",
                  "qwen2-7b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
