@@ -2,6 +2,7 @@
 
     simctl model list [--json]
     simctl model info NAME|PATH [--json] [--kv-cache-dtype bf16|fp8|...] [--tp N] [--pp N]
+    simctl model verify NAME|PATH [--json]   (needs the [hf] extra: torch + transformers)
 """
 from __future__ import annotations
 
@@ -179,3 +180,47 @@ def list_cmd(as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['name']:<{w}}  {r['hf_repo']:<{wr}}  {r['family']:<{wf}}{r['type']:<11}{r['context_length']:>9}"
                    f"{_human(r['total_params']):>10}{_human(r['active_params']):>10}{r['kv_cache_bytes_per_token']:>11,}")
+
+
+@command.command("verify")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of the table.")
+def verify(name: str, as_json: bool) -> None:
+    """Recount NAME or PATH with Hugging Face transformers on the meta device and print the difference.
+
+    Needs torch and transformers (``pip install 'simctl[hf]'``); nothing is downloaded: the model is
+    built from the config alone. Exits with status 1 when the counts differ.
+    """
+    from sim.deploy import models
+    from sim.deploy.models.hf_config import read_config_file
+    from sim.deploy.models.verify_hf import hf_counts
+    from sim.errors import SimctlError
+
+    spec = models.load_model(name)
+    short = models.resolve_name(name)
+    cfg = read_config_file(models.catalog()[short].path if short else spec.source)
+    try:
+        hf = hf_counts(cfg)
+    except ImportError as exc:
+        raise SimctlError(f"simctl model verify needs torch and transformers ({exc.name} is missing): "
+                          f"pip install 'simctl[hf]' (torch's CPU wheel is enough)") from None
+    except Exception as exc:  # transformers refused the config: say so, with its reason
+        raise SimctlError(f"{spec.source}: transformers could not build this config: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:300]}") from None
+    ours = {k: v for k, v in spec.param_breakdown().items() if v}
+    diff = {k: ours.get(k, 0) - hf["breakdown"].get(k, 0) for k in sorted(set(ours) | set(hf["breakdown"]))
+            if ours.get(k, 0) != hf["breakdown"].get(k, 0)}
+    ok = hf["total"] == spec.total_params()
+    doc = {"name": spec.name, "simctl_total": spec.total_params(), "transformers_total": hf["total"],
+           "difference": spec.total_params() - hf["total"], "breakdown_difference": diff, "match": ok and not diff,
+           "transformers_version": hf["transformers_version"]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"{spec.name}: simctl {spec.total_params():,}  transformers {hf['transformers_version']} "
+                   f"{hf['total']:,}  difference {doc['difference']:+,}")
+        for k, v in diff.items():
+            click.echo(f"  {k:<16}{v:+,}")
+        click.echo("match" if doc["match"] else "MISMATCH")
+    if not doc["match"]:
+        raise SystemExit(1)
