@@ -447,3 +447,38 @@ def test_catalog_spans_all_required_families():
                  "qwen2-7b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",
                  "deepseek-v3", "gemma-7b", "gemma-2-9b", "phi-3-mini-4k", "gpt-oss-20b", "opt-125m", "gpt2"):
         assert must in names
+
+
+def test_active_params_of_2025_moe_families_match_their_model_cards():
+    # model cards: Qwen3-Next "80B total, 3B active"; Qwen3-VL "235B-A22B"; Kimi-K2 "1T total, 32B activated";
+    # GLM-4.5-Air "106B total, 12B active"; MiniMax-M2 "230B total, 10B active"; Llama 4 Scout "17B active";
+    # DeepSeek-V3.2 "685B" = 671.9B main model + the 14B MTP module
+    # (total B, active B incl. embeddings and LM head, active B without them): the cards round one of the two
+    cases = {"qwen3-next-80b-a3b": (80, 4, 3), "qwen3-vl-235b-a22b": (236, 23, 22), "kimi-k2-instruct": (1026, 33, 31),
+             "glm-4.5-air": (107, 13, 12), "minimax-m2": (229, 11, 10), "llama-4-scout": (108, 17, 15),
+             "deepseek-v3.2-exp": (672, 38, 37)}
+    for name, (total_b, active_b, core_b) in cases.items():
+        m = load_model(name)
+        b = m.param_breakdown()
+        assert round(m.total_params() / 1e9) == total_b, name
+        assert round(m.active_params() / 1e9) == active_b, name
+        assert round((m.active_params() - b["embeddings"] - b["lm_head"]) / 1e9) == core_b, name
+    # active = total minus the routed experts a token skips, by hand for Qwen3-Next:
+    # 48 MoE layers × (512 − 10) unused experts × 3 × 2048 × 512
+    m = load_model("qwen3-next-80b-a3b")
+    assert m.total_params() - m.active_params() == 48 * (512 - 10) * 3 * 2048 * 512
+
+
+def test_qwen3_next_blocks_by_hand():
+    m = load_model("qwen3-next-80b-a3b")
+    assert m.mixers.count("attention") == 12 and m.mixers[3] == "attention" and m.mixers[0] == "linear_attention"
+    lin = next(g for g in m.layer_groups() if g.mixer == "linear_attention")
+    H = 2048
+    gdn = (H * (2 * 16 * 128 + 2 * 32 * 128) + H * 2 * 32 + 32 * 128 * H  # in_proj_qkvz, in_proj_ba, out_proj
+           + (2 * 16 * 128 + 32 * 128) * 4 + 2 * 32 + 128)  # conv1d, dt_bias + A_log, gated norm
+    moe = H * 512 + 512 * 3 * H * 512 + 3 * H * 512 + H  # router, experts, shared expert, shared gate
+    assert lin.params_per_layer == gdn + moe + 2 * H
+    full = next(g for g in m.layer_groups() if g.mixer == "attention")
+    attn = H * 2 * 16 * 256 + 2 * H * 2 * 256 + 16 * 256 * H + 2 * 256  # gated q, k, v, o, QK-norm
+    assert full.params_per_layer == attn + moe + 2 * H
+    assert m.state_bytes_per_sequence("bf16") == 36 * (32 * 128 * 128 + 8192 * 3) * 2

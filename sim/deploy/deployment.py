@@ -46,16 +46,16 @@ def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[A
             f"max_position_embeddings = {model.max_position_embeddings}")
     updates, notes = resolve_engine_defaults(engine, hardware, max_model_len)
     if getattr(model, "is_hybrid", False):
-        # a prefix-cache hit cannot restore a linear-attention state (it is one running summary, not per
-        # token): vLLM's is_prefix_caching_supported is False for these hybrids, so the default is off
+        # a prefix-cache hit cannot restore a linear-attention state (one running summary of the whole
+        # prefix, not per-token entries); caching it would need per-block state snapshots, not modelled
         if engine.enable_prefix_caching:
             raise ConfigError(f"{cfg.name}: engine.enable_prefix_caching: {model.name} is a linear-attention hybrid; "
                               f"its recurrent state cannot be restored from cached KV blocks (set it to false)")
         if engine.enable_prefix_caching is None:
             notes = [n for n in notes if n.key != "enable_prefix_caching"]
             updates["enable_prefix_caching"] = False
-            notes.append(ResolvedSetting("enable_prefix_caching", False, "hybrid linear-attention model: vLLM does "
-                                                                         "not prefix-cache its recurrent state"))
+            notes.append(ResolvedSetting("enable_prefix_caching", False, "hybrid linear-attention model: cached KV "
+                                                                         "blocks cannot restore its recurrent state"))
     if engine.max_model_len is None:
         notes.insert(0, ResolvedSetting("max_model_len", max_model_len, "the model's max_position_embeddings"))
     updates["max_model_len"] = max_model_len

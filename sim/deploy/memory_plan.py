@@ -119,7 +119,8 @@ def kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, bl
     # only softmax-attention layers hold per-token KV (equal to num_layers for non-hybrid models)
     layers = layers_per_stage(model.num_attention_layers, parallel.pp)
     if model.attention == "mla":
-        per_token_layer = model.kv_elements_per_token_per_layer()
+        # the latent, plus DeepSeek-V3.2's indexer key (0 for other models), neither split by TP
+        per_token_layer = model.kv_elements_per_token_per_layer() + model.indexer_elements_per_token_per_layer()
     else:
         kv_heads_rank = max(1, model.num_kv_heads // parallel.tp)
         per_token_layer = 2 * kv_heads_rank * model.head_dim
