@@ -441,7 +441,7 @@ def test_catalog_integrity():
 def test_catalog_spans_all_required_families():
     types = {load_model(n).model_type for n in list_models()}
     assert ORIGINAL_TYPES | {"qwen3_next", "qwen3_vl_moe_text", "kimi_k2", "glm4_moe", "glm4_moe_lite", "minimax_m2",
-                             "olmo2", "llama4_text", "deepseek_v32"} <= types <= set(SUPPORTED_MODEL_TYPES)
+                             "olmo2", "llama4_text", "deepseek_v32", "qwen3_5_moe_text"} <= types <= set(SUPPORTED_MODEL_TYPES)
     names = set(list_models())
     for must in ("llama-7b", "llama-2-7b", "llama-3-8b", "llama-3.1-8b", "llama-3.2-1b", "mistral-7b", "mixtral-8x7b",
                  "qwen2-7b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "deepseek-v2", "deepseek-v2-lite",

@@ -82,6 +82,8 @@ HF_REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
     "olmo-2-13b": (13716198400, {"embeddings": 513802240, "attention": 4194304000, "norms": 824320, "mlp": 8493465600, "lm_head": 513802240}), 
     "llama-4-scout": (107769861120, {"embeddings": 1034485760, "attention": 3019898880, "experts": 96636764160, "router": 3932160, "shared_experts": 6039797760, "norms": 496640, "lm_head": 1034485760}), 
     "deepseek-v3.2-exp": (671877929216, {"embeddings": 926679040, "attention": 12264931328, "norms": 1022208, "mlp": 1189085184, "experts": 653908770816, "router": 106430464, "shared_experts": 2554331136, "lm_head": 926679040}), 
+    "qwen3.5-397b-a17b": (396802360816, {"vision": 456010480, "embeddings": 1017118720, "attention": 6883497600, "norms": 509056, "router": 125829120, "experts": 386547056640, "shared_experts": 755220480, "lm_head": 1017118720}),
+    "kimi-k2-thinking": (1026408209408, {"embeddings": 1174405120, "attention": 6168444928, "norms": 1006592, "mlp": 396361728, "experts": 1014686023680, "router": 165150720, "shared_experts": 2642411520, "lm_head": 1174405120}),
 }
 
 
@@ -118,7 +120,8 @@ def test_transformers_4_and_5_layouts_give_the_same_count():
 NEW_FAMILIES = {"qwen3-next-80b-a3b": "qwen3_next", "qwen3-vl-235b-a22b": "qwen3_vl_moe_text",
                 "kimi-k2-instruct": "kimi_k2", "glm-4.7-flash": "glm4_moe_lite", "glm-4.5-air": "glm4_moe",
                 "minimax-m2": "minimax_m2", "olmo-2-13b": "olmo2", "llama-4-scout": "llama4_text",
-                "deepseek-v3.2-exp": "deepseek_v32"}
+                "deepseek-v3.2-exp": "deepseek_v32", "qwen3.5-397b-a17b": "qwen3_5_moe_text",
+                "kimi-k2-thinking": "kimi_k2"}
 
 
 def test_new_families_are_pinned():

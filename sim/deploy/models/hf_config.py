@@ -448,6 +448,8 @@ WRAPPERS: dict[str, str] = {
     "llama4": "llama4_text",
     "qwen3_vl": "qwen3",
     "qwen3_vl_moe": "qwen3_moe",
+    "qwen3_5": "qwen3_5_text",
+    "qwen3_5_moe": "qwen3_5_moe_text",
     "gemma3": "gemma3_text",
     "mistral3": "mistral",
 }
@@ -459,7 +461,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(PARSERS))
 def vision_from_config(wrapper: str, vis: Any, text: dict, source: str) -> VisionSpec | None:
     """The vision encoder of a multimodal wrapper (Qwen3-VL family), or None when simctl does not
     count that wrapper's encoder (the language model is still counted and priced)."""
-    if wrapper not in ("qwen3_vl", "qwen3_vl_moe"):
+    if wrapper not in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
         return None
     if not isinstance(vis, dict):
         raise ConfigError(f"{source}: vision_config: expected a mapping for a {wrapper} model")
@@ -471,7 +473,9 @@ def vision_from_config(wrapper: str, vis: Any, text: dict, source: str) -> Visio
                       temporal_patch_size=c.int("temporal_patch_size", 2),
                       spatial_merge_size=c.int("spatial_merge_size", 2), out_hidden_size=out,
                       num_position_embeddings=c.int("num_position_embeddings", 2304),
-                      num_deepstack=len(c.int_list("deepstack_visual_indexes")) if c.has("deepstack_visual_indexes") else 3)
+                      # Qwen3-VL feeds 3 deepstack mergers by default; Qwen3.5's encoder has none
+                      num_deepstack=len(c.int_list("deepstack_visual_indexes")) if c.has("deepstack_visual_indexes")
+                      else (3 if wrapper.startswith("qwen3_vl") else 0))
 
 
 def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo: str | None = None) -> ModelSpec:
