@@ -14,13 +14,13 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from sim.errors import unknown_name
+from sim.errors import ConfigError, unknown_name
 
 _POLICIES: dict[str, type] = {}
 _ROUTERS: dict[str, type] = {}
 
 BUILTIN_POLICY_MODULES = ("vllm", "vllm_v0", "sarathi", "orca", "static", "sglang")
-BUILTIN_ROUTER_MODULES = ("routers",)
+BUILTIN_ROUTER_MODULES = ("routers", "cache_routers")
 
 
 def register_policy(name: str) -> Callable[[type], type]:
@@ -64,6 +64,17 @@ def get_router(name: str) -> Any:
     if name not in _ROUTERS:
         raise unknown_name("router", name, _ROUTERS)
     return _ROUTERS[name]
+
+
+def build_router(name: str, num_replicas: int, rng: Any, options: dict[str, Any] | None = None) -> Any:
+    """A router instance; ``options`` (the experiment's ``router_options``) only for routers that take
+    them (those with an ``Options`` model), else a one-line error."""
+    cls = get_router(name)
+    if not options:
+        return cls(num_replicas, rng)
+    if getattr(cls, "Options", None) is None:
+        raise ConfigError(f"router_options: router '{name}' takes no options, got {sorted(options)}")
+    return cls(num_replicas, rng, **options)
 
 
 def policy_names() -> list[str]:

@@ -25,6 +25,7 @@ from pydantic import (
 
 from sim.config_base import Frozen
 from sim.errors import ConfigError, suggest
+from sim.kv_tiers_config import KVOffloadConfig, KVStoreConfig
 from sim.limits import MAX_REPLICAS
 from sim.speculative_config import SpeculativeConfig
 from sim.strict_yaml import check_numbers, load_yaml_file, load_yaml_text
@@ -130,6 +131,7 @@ class EngineConfig(Frozen):
     async_scheduling: bool | None = Field(None, description="vLLM V1 async scheduling: step k+1 is planned while step k runs, so a request that arrives during step k first runs in step k+2. Default: the policy's (on for vllm — vLLM's default since PR #27614, late 2025 — off for the others)")
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
     speculative: SpeculativeConfig | None = Field(None, description="speculative decoding / multi-token prediction (docs/speculative.md); None = off")
+    kv_offload: KVOffloadConfig | None = Field(None, description="CPU/disk KV-cache tiers per replica (docs/kv-tiers.md); None = off")
 
 # Keys the loader sets; a file (or --set) may not.
 INTERNAL_KEYS = ("base_dir",)
@@ -164,6 +166,8 @@ class ExperimentConfig(Frozen):
     engine: EngineConfig = EngineConfig()
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     router: str = "round-robin"
+    router_options: dict[str, Any] = Field(default_factory=dict, description="router-specific parameters, validated by the router (docs/kv-tiers.md)")
+    kv_store: KVStoreConfig | None = Field(None, description="remote KV store shared by all replicas (docs/kv-tiers.md); None = none")
     max_duration_s: float | None = Field(None, gt=0, description="simulation horizon; unfinished requests are reported as backlog")
     warmup_s: float = Field(0.0, ge=0, description="requests arriving before this time are excluded from latency statistics")
     save_csv: bool = False

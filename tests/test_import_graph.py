@@ -21,7 +21,7 @@ PACKAGES = ("sim", "policies", "workloads", "hwprofiles")
 # (module-name prefix, rank); the longest matching prefix decides
 STAGES: list[tuple[str, int]] = [
     ("sim.errors", 0), ("sim.version", 0), ("sim.limits", 0), ("sim.strict_yaml", 0), ("sim.outpaths", 0),
-    ("sim.config", 1), ("sim.config_base", 1), ("sim.speculative_config", 1),
+    ("sim.config", 1), ("sim.config_base", 1), ("sim.speculative_config", 1), ("sim.kv_tiers_config", 1),
     ("sim.deploy", 2), ("hwprofiles", 2),
     ("sim.engine", 3), ("policies", 3), ("workloads", 3),
     ("sim.measure", 4),

@@ -308,6 +308,11 @@ class GeneratedWorkload:
                 conv = c.conversation
                 turns[name] = _Lazy(s.rng("turns", name), lambda g, n, d=conv.turns: d.sample(g, n))
                 think[name] = _Lazy(s.rng("session-think", name), lambda g, n, d=conv.think_time_s: d.sample_real(g, n))
+                # agentic streams exist only when configured, so other workloads draw exactly as before
+                if conv.first_input_tokens is not None:
+                    turns[("first", name)] = _Lazy(s.rng("first-input", name), lambda g, n, d=conv.first_input_tokens: d.sample(g, n))
+                if conv.parallel_calls is not None:
+                    turns[("calls", name)] = _Lazy(s.rng("parallel-calls", name), lambda g, n, d=conv.parallel_calls: d.sample(g, n))
         client_think = {}
         for src in self.sources:
             if isinstance(src.arrival, ClosedArrival):
@@ -510,10 +515,27 @@ class GeneratedWorkload:
         segments: tuple = ()
         if group >= 0:
             segments = ((("prefix", group), state.prefixes[cls.prefix_scope].length_of(group)),)  # type: ignore[index]
+        first = state.turns.get(("first", cls.name))
+        if first is not None:
+            inp = inp.copy()
+            inp[0] = int(first.take(1)[0])
+        calls = state.turns.get(("calls", cls.name))
         prev_uid, prev_out = None, 0
         for turn in range(num_turns):
             if not self._budget_left(state):
                 return
+            k = int(calls.take(1)[0]) if calls is not None and turn > 0 else 1
+            if k > 1:  # parallel tool calls: branches sharing the history, joined into the next turn
+                if prev_uid is not None:
+                    segments = segments + ((("out", prev_uid), prev_out),)
+                segments = yield from self._run_branches(env, submit, state, cls, session, group, segments,
+                                                         int(inp[turn]), int(out[turn]), k)
+                if segments is None:
+                    return
+                prev_uid = None
+                if turn + 1 < num_turns and thinks[turn] > 0:
+                    yield env.timeout(float(thinks[turn]))
+                continue
             uid = state.next_uid
             state.next_uid += 1
             if prev_uid is not None:
@@ -532,6 +554,41 @@ class GeneratedWorkload:
             prev_uid, prev_out = uid, int(getattr(req, "num_output_tokens", out[turn]) or out[turn])
             if turn + 1 < num_turns and thinks[turn] > 0:
                 yield env.timeout(float(thinks[turn]))
+
+    def _run_branches(self, env: simpy.Environment, submit: Submit, state: _RunState, cls: ClassSpec, session: int,
+                      group: int, history: tuple, inp0: int, out0: int, k: int) -> Generator[Any, Any, tuple | None]:
+        """One agentic turn with ``k`` parallel tool calls: ``k`` requests, each the whole ``history``
+        plus its own tool result, sent together; returns the history with every branch's result and
+        answer appended (in branch order), or None if the session must end."""
+        conv = cls.conversation
+        assert conv is not None
+        more_in, more_out = state.lengths[cls.name].take(k - 1)
+        ins, outs = [inp0, *map(int, more_in)], [out0, *map(int, more_out)]
+        events, uids = [], []
+        for j in range(k):
+            if not self._budget_left(state):
+                break
+            uid = state.next_uid
+            state.next_uid += 1
+            segs = history + ((("req", uid), ins[j]),)
+            prompt = sum(n for _, n in segs)
+            if conv.max_context_tokens is not None and prompt + outs[j] > conv.max_context_tokens:
+                break
+            spec = RequestSpec(arrival_s=env.now, num_prompt_tokens=prompt, max_output_tokens=outs[j],
+                               class_name=cls.name, prompt_segments=segs, session_id=session,
+                               prefix_group=group, output_key=("out", uid))
+            events.append(self._send(env, submit, state, spec))
+            uids.append(uid)
+        if not events:
+            return None
+        reqs = yield env.all_of(events)
+        for j, (uid, ev) in enumerate(zip(uids, events)):
+            req = reqs[ev]
+            if getattr(req, "status", None) is RequestStatus.REJECTED:
+                return None
+            n_out = int(getattr(req, "num_output_tokens", outs[j]) or outs[j])
+            history = history + ((("req", uid), ins[j]), (("out", uid), n_out))
+        return history if len(events) == k else None
 
     # ---- reporting ----------------------------------------------------------------------------
     @property

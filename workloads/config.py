@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.config import Frozen
 from sim.limits import MAX_PREFIX_GROUPS, MAX_REQUESTS
+from workloads.agentic import apply_agentic_preset
 from workloads.arrivals import ArrivalProcess, OfflineArrival, parse_arrival
 from workloads.lengths import LengthDistribution, parse_duration_dist, parse_length
 from workloads.registry import invalid
@@ -63,11 +64,18 @@ class ConversationConfig(_Frozen):
     turns: Any = Field(..., description="turns per session: a count or a distribution")
     think_time_s: Any = Field(0.0, validate_default=True, description="seconds between an answer and the next user message")
     max_context_tokens: int | None = Field(None, ge=1, description="end a session before a prompt would exceed this")
+    first_input_tokens: Any = Field(None, description="agentic: turn 0's new message (the task); default input_tokens (workloads/agentic.py)")
+    parallel_calls: Any = Field(None, description="agentic: parallel tool calls per turn, each a branch request sharing the history; default 1")
 
     @field_validator("turns", mode="before")
     @classmethod
     def _parse_turns(cls, v: Any) -> LengthDistribution:
         return parse_length(v)
+
+    @field_validator("first_input_tokens", "parallel_calls", mode="before")
+    @classmethod
+    def _parse_agentic(cls, v: Any) -> LengthDistribution | None:
+        return None if v is None else parse_length(v)
 
     @field_validator("think_time_s", mode="before")
     @classmethod
@@ -149,8 +157,14 @@ class WorkloadConfig(_RequestStream):
     trace: TraceConfig | None = None
     prefix: PrefixConfig | None = None
     conversation: ConversationConfig | None = None
+    agentic_preset: str | None = Field(None, description="fill unset keys from an agentic preset: codex-agent, coding-agent (workloads/agentic.py)")
 
     # ---- parsing ------------------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_agentic_preset(cls, data: Any) -> Any:
+        return apply_agentic_preset(data)
+
     @model_validator(mode="before")
     @classmethod
     def _apply_scenario(cls, data: Any) -> Any:

@@ -108,6 +108,8 @@ class KVCacheManager:
         # counters for reports
         self.num_prefix_queries_tokens = 0
         self.num_prefix_hit_tokens = 0
+        # KV tiers below the GPU (sim.engine.kv_tiers.ReplicaTiers), told of every newly hashed block
+        self.tier_hook = None
 
     # ------------------------------------------------------------------ queries
     @property
@@ -266,6 +268,11 @@ class KVCacheManager:
             blocks.append(b)
         st.num_registered = len(blocks)
         hit = len(blocks) * self.block_size
+        if self.tier_hook is not None:
+            # The rest of the prefix may sit in a lower tier: those tokens count as computed, their
+            # blocks are allocated with the request's new ones by the next allocate_slots (all or
+            # nothing, as vLLM's allocate_slots with external tokens) and hashed there.
+            hit += self.tier_hook.extend_hit(req, hashes, len(blocks), max_hit_blocks) * self.block_size
         self.num_prefix_hit_tokens += hit
         return hit
 
@@ -307,6 +314,8 @@ class KVCacheManager:
         st = self._reqs.pop(req.request_id, None)
         if st is None:
             return
+        if self.tier_hook is not None:
+            self.tier_hook.on_free(req, st.blocks)  # a tier load not yet started is called off
         if st.num_cpu_blocks:
             self.num_free_cpu_blocks += st.num_cpu_blocks
             st.num_cpu_blocks = 0
@@ -385,6 +394,33 @@ class KVCacheManager:
         st = self._reqs.get(req.request_id)
         return st.num_cpu_blocks if st is not None else 0
 
+    # ------------------------------------------------------------------ tiers (sim.engine.kv_tiers)
+    def content_hashes(self, req: Request, num_blocks: int) -> list[int]:
+        """Content hashes of ``req``'s first ``num_blocks`` full blocks (the prefix-cache keys)."""
+        st = self._reqs.get(req.request_id)
+        return self._block_hashes(req, st if st is not None else _ReqKV(), num_blocks)[:num_blocks]
+
+    def num_cached_prefix_blocks(self, hashes: list[int]) -> int:
+        """How many leading ``hashes`` the GPU prefix cache holds (the GPU part of a prefix hit)."""
+        cached, n = self._cached, 0
+        for h in hashes:
+            if h not in cached:
+                break
+            n += 1
+        return n
+
+    def cached_hashes(self):
+        """Hashes of the blocks in the GPU prefix cache (a read-only view; routers' cache index)."""
+        return self._cached.keys()
+
+    def unhash_blocks(self, blocks: list[int], num_hit_tokens: int) -> None:
+        """Drop the cache entries of ``blocks`` (a tier load called off before it started: their
+        content never arrived) and take ``num_hit_tokens`` back out of the hit counter."""
+        for b in blocks:
+            if self.block_hash[b] is not None:
+                self._evict(b)
+        self.num_prefix_hit_tokens -= num_hit_tokens
+
     # ------------------------------------------------------------------ prefix hashing
     def _evict(self, b: int) -> None:
         """Drop block ``b``'s prefix-cache entry (it is being reused for other content)."""
@@ -417,6 +453,8 @@ class KVCacheManager:
                 else:
                     copies[b] = None
         st.num_registered = num_full
+        if self.tier_hook is not None:
+            self.tier_hook.blocks_stored(req, hashes, first, num_full)
 
     def _block_hashes(self, req: Request, st: _ReqKV, num_blocks: int) -> list[int]:
         """Hashes of ``req``'s first ``num_blocks`` full blocks (computed incrementally, kept on req)."""

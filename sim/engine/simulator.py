@@ -47,12 +47,14 @@ import pandas as pd
 import simpy
 
 from policies.base import Scheduler
-from policies.registry import get_policy, get_router
+from policies.registry import build_router, get_policy
 from policies.speculative import Speculator, spec_decode_counters
 from sim.deploy.step_cost import CostModel, StepCost
 from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
 from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
+from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
+from sim.engine.routing_view import RoutingView
 from sim.engine.request import (
     RECORD_COLUMNS,
     Request,
@@ -98,6 +100,7 @@ class ReplicaSetup:
     swap_bandwidth_bytes_per_s: float = 0.0  # host<->device bandwidth; 0 = DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S
     frontend_s: float = 0.0  # API-server latency between a request's arrival and the engine seeing it
     dp: int = 1  # data-parallel attention ranks per replica, stepping in lockstep (sim.engine.dp_group)
+    kv_tiers: Any = None  # sim.engine.kv_tiers.TierSpec: CPU/disk tiers and a shared store (None = GPU only)
 
 
 @dataclass
@@ -202,6 +205,7 @@ class _Replica:
         # DP attention: this engine core is one rank of a group whose steps are synchronous
         self.dp_group = dp_group
         self.dp_rank = index % setup.dp
+        self.tiers = cluster.tiers.attach(self.kv) if cluster.tiers is not None else None  # sim.engine.kv_tiers
 
     def submit(self, req: Request) -> bool:
         """Hand ``req`` to the scheduler (through the inbox under async scheduling); wake the loop if it
@@ -240,6 +244,7 @@ class _Replica:
         ends = log.end_s
         inbox = self.inbox
         group = self.dp_group
+        tiers = self.tiers
         while True:
             if inbox:
                 self._admit_visible(sched.has_unfinished())
@@ -272,6 +277,8 @@ class _Replica:
                 dt += swap_bytes * swap_s_per_byte  # 0 when the cost model priced them
             if not dt >= 0.0:
                 raise SimulationInvariantError(f"cost model returned step time {dt!r} for {shape}")
+            if tiers is not None:
+                dt = tiers.step_time(now, dt)  # synchronous / layer-wise tier loads
             num_waiting, num_running, usage = sched.num_waiting + len(inbox), len(sched.running), kv.usage
             self.plan_cutoff_s = now  # the next step is planned while this one runs
             if group is None:
@@ -281,6 +288,8 @@ class _Replica:
             end = env.now
             iteration = len(ends)
             finished = update(out, iteration, end, dt)
+            if tiers is not None:
+                tiers.after_step(end)  # write-through of the blocks this step filled
             # all columns appended together: a run stopped at the horizon mid-step logs nothing of it
             a_end(end)
             a_waiting(num_waiting)
@@ -332,19 +341,22 @@ class _Cluster:
 
     def __init__(self, env: simpy.Environment, workload: Any, setup: ReplicaSetup, num_replicas: int,
                  router: str, seed_seq: np.random.SeedSequence, max_duration_s: float | None,
-                 progress: Callable[[dict[str, Any]], None] | None) -> None:
+                 progress: Callable[[dict[str, Any]], None] | None, router_options: dict | None = None) -> None:
         self.env = env
         self.workload = workload
         self.max_duration_s = max_duration_s
         self.setup = setup
         self.seed_seq = seed_seq
+        self.tiers = None if setup.kv_tiers is None else ClusterTiers(setup.kv_tiers, lambda: env.now)  # kv_tiers
         # with DP attention every rank is an engine core of its own, behind the same router
         groups = [DPGroup(env, setup.dp, setup.cost_model) if setup.dp > 1 else None for _ in range(num_replicas)]
         self.replicas = [_Replica(i, setup, self, groups[i // setup.dp]) for i in range(num_replicas * setup.dp)]
         num_replicas *= setup.dp
         self.routable = self.replicas  # replicas taking new requests (an autoscaler changes it)
         self.autoscaler: Any = None  # sim.engine.autoscaler.Autoscaler when the pool autoscales
-        self.router = get_router(router)(num_replicas, np.random.default_rng(self.stream(0)))
+        self.router = build_router(router, num_replicas, np.random.default_rng(self.stream(0)), router_options)
+        if hasattr(self.router, "bind"):  # cache-aware routers see the replicas' caches
+            self.router.bind(RoutingView(self))
         self.requests: list[Request] = []
         self.num_ended = 0
         self.num_rejected = 0
@@ -495,7 +507,7 @@ class _Cluster:
 def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, router: str = "round-robin",
              seed_seq: np.random.SeedSequence | None = None, max_duration_s: float | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None,
-             autoscaling: AutoscalerSpec | None = None) -> EngineOutput:
+             autoscaling: AutoscalerSpec | None = None, router_options: dict | None = None) -> EngineOutput:
     """Simulate ``workload`` on ``num_replicas`` identical replicas behind ``router``.
 
     ``seed_seq`` feeds the engine's own randomness (the ``random`` router, cold-start draws); the
@@ -510,7 +522,7 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
         seed_seq = np.random.SeedSequence(0)
     wall0 = time.perf_counter()
     env = simpy.Environment()
-    cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress)
+    cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress, router_options)
     for rep in cluster.replicas:
         env.process(rep.run(env))
     if autoscaling is not None:
@@ -574,6 +586,8 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "num_preemptions": int(sum(r.num_preempted for r in replicas)),
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
     }
+    if cluster.tiers is not None:
+        stats["kv_tiers"] = cluster.tiers.report(float(env.now))
     specs = [r.scheduler.speculator for r in replicas if r.scheduler.speculator is not None]
     if specs:
         stats["spec_decode"] = spec_decode_counters(specs)
@@ -624,8 +638,14 @@ def _check_invariants(cluster: _Cluster, num_unfinished: int) -> tuple[str, ...]
         if req.status is finished_status and req.num_output_tokens != req.max_output_tokens:
             raise SimulationInvariantError(f"request {req.request_id} finished with "
                                            f"{req.num_output_tokens}/{req.max_output_tokens} tokens")
-    return ("every request ended exactly once", "KV blocks all free at the end",
-            "KV allocator invariants", "time never went backwards", "completed requests got all tokens")
+    checks = ("every request ended exactly once", "KV blocks all free at the end",
+              "KV allocator invariants", "time never went backwards", "completed requests got all tokens")
+    if cluster.tiers is not None:
+        try:
+            checks += cluster.tiers.check_invariants()
+        except TierInvariantError as exc:
+            raise SimulationInvariantError(str(exc)) from None
+    return checks
 
 
 def _requests_frame(requests: list[Request]) -> pd.DataFrame:

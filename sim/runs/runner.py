@@ -17,6 +17,7 @@ import numpy as np
 from sim.config import ExperimentConfig, load_experiment
 from sim.deploy.deployment import Deployment, build_deployment
 from sim.deploy.models.spec import dtype_bytes
+from sim.engine.kv_tiers import tier_spec
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import spec_decode_metrics, summarize
@@ -36,10 +37,14 @@ from workloads import build_workload
 from workloads.scenarios import mlperf_validity
 
 
-def replica_setup(dep: Deployment, num_kv_blocks: int | None = None) -> ReplicaSetup:
+def replica_setup(dep: Deployment, num_kv_blocks: int | None = None, kv_store: Any = None) -> ReplicaSetup:
     """The engine's :class:`ReplicaSetup` for a deployment (``num_kv_blocks`` overrides the memory
-    plan's, as ``engine.num_kv_blocks`` does)."""
+    plan's, as ``engine.num_kv_blocks`` does; ``kv_store`` is the experiment's shared KV store)."""
     hw = dep.hardware
+    tiers = tier_spec(dep.engine.kv_offload, kv_store, enable_prefix_caching=bool(dep.engine.enable_prefix_caching),
+                      block_size=dep.engine.block_size, block_bytes_per_gpu=int(dep.memory_plan.block_bytes),
+                      num_kv_gpus=dep.num_gpus_per_replica // dep.dp,
+                      pcie_bytes_per_s_per_gpu=float(hw.pcie_bandwidth_bytes_per_s))
     return ReplicaSetup(
         # a hybrid plan with several attention groups is simulated as one group of their combined blocks
         engine=dep.engine, num_kv_blocks=num_kv_blocks or dep.memory_plan.num_kv_blocks
@@ -48,7 +53,7 @@ def replica_setup(dep: Deployment, num_kv_blocks: int | None = None) -> ReplicaS
         kv_block_bytes=int(dep.memory_plan.block_bytes),
         state_blocks_per_seq=getattr(dep.memory_plan, "state_blocks_per_seq", 0),
         swap_bandwidth_bytes_per_s=float(hw.pcie_bandwidth_bytes_per_s),
-        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp)
+        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp, kv_tiers=tiers)
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
@@ -71,14 +76,14 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     seq = np.random.SeedSequence(cfg.seed)
     workload_seq, engine_seq = seq.spawn(2)
     workload = build_workload(cfg.workload, workload_seq, Path(cfg.base_dir), model_name=dep.model.name)
-    setup = replica_setup(dep, cfg.engine.num_kv_blocks)
+    setup = replica_setup(dep, cfg.engine.num_kv_blocks, cfg.kv_store)
     num_kv_blocks = setup.num_kv_blocks
     scaling = autoscaler_spec(cfg, dep)
     bar = RunProgress(workload.describe().get("num_requests")) if progress is True else None
     try:
         out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
                        max_duration_s=cfg.max_duration_s, progress=bar or (progress if callable(progress) else None),
-                       autoscaling=scaling)
+                       autoscaling=scaling, router_options=dict(cfg.router_options))
     finally:
         if bar is not None:
             bar.close()
@@ -95,6 +100,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     summary.update(_benchmark_keys(cfg, dep, out, summary))
     if fleet_block is not None:
         summary["autoscaling"] = fleet_block
+    if "kv_tiers" in out.stats:
+        summary["kv_tiers"] = out.stats["kv_tiers"]
     if "spec_decode" in out.stats:
         summary["spec_decode"] = spec_decode_metrics(out.stats["spec_decode"])
     if cfg.uncertainty is not None:
