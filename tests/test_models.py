@@ -482,3 +482,31 @@ def test_qwen3_next_blocks_by_hand():
     attn = H * 2 * 16 * 256 + 2 * H * 2 * 256 + 16 * 256 * H + 2 * 256  # gated q, k, v, o, QK-norm
     assert full.params_per_layer == attn + moe + 2 * H
     assert m.state_bytes_per_sequence("bf16") == 36 * (32 * 128 * 128 + 8192 * 3) * 2
+
+
+def test_2025_family_bad_keys_name_the_key_and_file():
+    base = cfg("qwen3-next-80b-a3b")
+    bad = dict(base, linear_num_value_heads=24)
+    with pytest.raises(ConfigError, match="linear_num_value_heads"):
+        spec_from_config(bad, name="x", source="next.json")
+    bad = dict(base, layer_types=["full_attention"] * 3)
+    with pytest.raises(ConfigError, match=r"next\.json: layer_types"):
+        spec_from_config(bad, name="x", source="next.json")
+    bad = dict(base, layer_types=["mamba"] * 48)
+    with pytest.raises(ConfigError, match="layer type 'mamba'"):
+        spec_from_config(bad, name="x", source="next.json")
+    scout = cfg("llama-4-scout")
+    with pytest.raises(ConfigError, match="no_rope_layers"):
+        spec_from_config(dict(scout, no_rope_layers=[1, 0]), name="x", source="scout.json")
+    with pytest.raises(ConfigError, match="num_experts_per_tok"):
+        spec_from_config({k: v for k, v in cfg("minimax-m2").items() if k != "num_experts_per_tok"}, name="x",
+                         source="m2.json")
+    vl = cfg("qwen3-vl-235b-a22b")
+    with pytest.raises(ConfigError, match="vision_config"):
+        spec_from_config(dict(vl, vision_config=[1]), name="x", source="vl.json")
+
+
+def test_layer_types_and_interval_agree_for_qwen3_next():
+    base = cfg("qwen3-next-80b-a3b")
+    explicit = dict(base, layer_types=["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(48)])
+    assert spec_from_config(explicit, name="a").total_params() == load_model("qwen3-next-80b-a3b").total_params()
