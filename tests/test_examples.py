@@ -98,3 +98,22 @@ def test_every_example_validates():
     for p in sorted(EXPERIMENTS.glob("*.yaml")):
         cfg = load_experiment(p)
         assert re.fullmatch(r"[A-Za-z0-9_.\-]+", cfg.name), p
+
+
+@pytest.mark.parametrize("example", ["qwen3_next_hybrid.yaml", "glm45_air_moe.yaml"])
+def test_new_family_examples_run(tmp_path, monkeypatch, example):
+    """Issue #12: a hybrid (Qwen3-Next) and a new MoE family (GLM-4.5-Air) run end to end."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    _cli(["run", str(EXPERIMENTS / example), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    meta = json.loads((out / "meta.json").read_text())
+    assert summary["completed"] + summary["rejected"] + summary["unfinished"] == summary["num_requests"]
+    assert summary["completed"] == summary["num_requests"]
+    plan = meta["memory_plan"]
+    if example.startswith("qwen3_next"):
+        # 36 linear-attention layers hold a fixed state; 12 full-attention layers the per-token KV
+        assert plan["state_bytes_per_seq"] == 36 * (32 * 128 * 128 + 8192 * 3) * 2
+        assert plan["block_bytes"] == 16 * 12 * 2 * 256 * 2 * 2
+    else:
+        assert plan.get("state_bytes_per_seq", 0) == 0  # no linear-attention layers

@@ -5,8 +5,6 @@ The reference numbers below were produced by instantiating each bundled config.j
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from sim.deploy.models import list_models, load_model
@@ -71,24 +69,12 @@ HF_REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
     "gpt2-large": (774030080, {"embeddings": 65639680, "norms": 186880, "attention": 236113920, "mlp": 472089600}),
     "codellama-34b": (33743970304, {"embeddings": 262144000, "attention": 7247757312, "mlp": 25971130368, "norms": 794624, "lm_head": 262144000}),
     "gpt2-xl": (1557611200, {"embeddings": 82049600, "norms": 310400, "attention": 491827200, "mlp": 983424000}),
-    # families added for issue 12, counted with transformers 5.25.0 (torch 2.13.0 CPU) on the meta device;
-    # multimodal wrappers with AutoModelForImageTextToText, kimi_k2 as deepseek_v3 (its architectures entry)
-    "qwen3-next-80b-a3b": (79674391296, {"embeddings": 311164928, "attention": 1541015808, "norms": 209408, "router": 50331648, "experts": 77309411328, "shared_experts": 151093248, "lm_head": 311164928}), 
-    "qwen3-vl-235b-a22b": (235669608176, {"vision": 575973616, "embeddings": 622329856, "attention": 6702497792, "norms": 798208, "experts": 227096395776, "router": 49283072, "lm_head": 622329856}), 
-    "kimi-k2-instruct": (1026408209408, {"embeddings": 1174405120, "attention": 6168444928, "norms": 1006592, "mlp": 396361728, "experts": 1014686023680, "router": 165150720, "shared_experts": 2642411520, "lm_head": 1174405120}), 
-    "glm-4.7-flash": (29943390976, {"embeddings": 317194240, "attention": 1022623744, "norms": 254720, "mlp": 62914560, "experts": 27783069696, "router": 6029312, "shared_experts": 434110464, "lm_head": 317194240}), 
-    "glm-4.5-air": (106852245504, {"embeddings": 620756992, "attention": 5017047040, "mlp": 134479872, "norms": 380928, "experts": 99656663040, "router": 23592960, "shared_experts": 778567680, "lm_head": 620756992}), 
-    "minimax-m2": (228689748992, {"embeddings": 614596608, "attention": 2730491904, "norms": 828416, "router": 48758784, "experts": 224680476672, "lm_head": 614596608}), 
-    "olmo-2-13b": (13716198400, {"embeddings": 513802240, "attention": 4194304000, "norms": 824320, "mlp": 8493465600, "lm_head": 513802240}), 
-    "llama-4-scout": (107769861120, {"embeddings": 1034485760, "attention": 3019898880, "experts": 96636764160, "router": 3932160, "shared_experts": 6039797760, "norms": 496640, "lm_head": 1034485760}), 
-    "deepseek-v3.2-exp": (671877929216, {"embeddings": 926679040, "attention": 12264931328, "norms": 1022208, "mlp": 1189085184, "experts": 653908770816, "router": 106430464, "shared_experts": 2554331136, "lm_head": 926679040}), 
-    "qwen3.5-397b-a17b": (396802360816, {"vision": 456010480, "embeddings": 1017118720, "attention": 6883497600, "norms": 509056, "router": 125829120, "experts": 386547056640, "shared_experts": 755220480, "lm_head": 1017118720}),
-    "kimi-k2-thinking": (1026408209408, {"embeddings": 1174405120, "attention": 6168444928, "norms": 1006592, "mlp": 396361728, "experts": 1014686023680, "router": 165150720, "shared_experts": 2642411520, "lm_head": 1174405120}),
 }
 
 
 def test_reference_covers_the_whole_catalog():
-    assert set(HF_REFERENCE) == set(list_models())
+    from tests.test_models_families import NEW_REFERENCE  # issue #12's families, pinned there
+    assert set(HF_REFERENCE) | (set(NEW_REFERENCE) & set(list_models())) == set(list_models())
 
 
 @pytest.mark.parametrize("name", sorted(HF_REFERENCE))
@@ -97,45 +83,3 @@ def test_total_and_breakdown_match_transformers(name):
     spec = load_model(name)
     assert spec.total_params() == total
     assert {k: v for k, v in spec.param_breakdown().items() if v} == breakdown
-
-
-#: the same model saved by transformers 4.x (the catalog file) and re-saved by transformers 5.25
-#: (``num_local_experts`` for ``num_experts``, ``dtype`` for ``torch_dtype``, ``rope_parameters`` for
-#: ``rope_theta``): one count, the transformers one
-TRANSFORMERS5_QWEN3_MOE = Path(__file__).parent / "data" / "models" / "qwen3-30b-a3b-transformers5.json"
-
-
-def test_transformers_4_and_5_layouts_give_the_same_count():
-    from sim.deploy.models.hf_config import read_config_file
-
-    v5 = read_config_file(TRANSFORMERS5_QWEN3_MOE)
-    assert "num_experts" not in v5 and v5["num_local_experts"] == 128 and "rope_parameters" in v5 and "dtype" in v5
-    old, new = load_model("qwen3-30b-a3b"), load_model(str(TRANSFORMERS5_QWEN3_MOE))
-    assert new.total_params() == old.total_params() == HF_REFERENCE["qwen3-30b-a3b"][0]
-    assert new.active_params() == old.active_params()
-    assert new.rope_theta == old.rope_theta == 1_000_000 and new.torch_dtype == "bfloat16"
-    assert new.kv_cache_bytes_per_token() == old.kv_cache_bytes_per_token()
-
-
-NEW_FAMILIES = {"qwen3-next-80b-a3b": "qwen3_next", "qwen3-vl-235b-a22b": "qwen3_vl_moe_text",
-                "kimi-k2-instruct": "kimi_k2", "glm-4.7-flash": "glm4_moe_lite", "glm-4.5-air": "glm4_moe",
-                "minimax-m2": "minimax_m2", "olmo-2-13b": "olmo2", "llama-4-scout": "llama4_text",
-                "deepseek-v3.2-exp": "deepseek_v32", "qwen3.5-397b-a17b": "qwen3_5_moe_text",
-                "kimi-k2-thinking": "kimi_k2"}
-
-
-def test_new_families_are_pinned():
-    for name, mt in NEW_FAMILIES.items():
-        assert name in HF_REFERENCE and load_model(name).model_type == mt
-
-
-@pytest.mark.parametrize("name", ["olmo-2-13b", "qwen3-next-80b-a3b"])
-def test_live_recount_with_transformers(name):
-    """Recount on the meta device when transformers is installed (the optional [hf] extra)."""
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from sim.deploy.models import catalog
-    from sim.deploy.models.hf_config import read_config_file
-    from sim.deploy.models.verify_hf import hf_counts
-
-    assert hf_counts(read_config_file(catalog()[name].path))["total"] == load_model(name).total_params()

@@ -2,7 +2,7 @@
 
     simctl model list [--json]
     simctl model info NAME|PATH [--json] [--kv-cache-dtype bf16|fp8|...] [--tp N] [--pp N]
-    simctl model verify NAME|PATH [--json]   (needs the [hf] extra: torch + transformers)
+    simctl model verify NAME|PATH          (needs the [hf] extra: transformers + torch CPU)
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import click
 
 KV_DTYPES = ["auto", "fp32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8"]
 
-BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head",
-                   "vision")
+BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head")
 
 
 def _human(n: float) -> str:
@@ -65,11 +64,7 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines: list[str] = []
     head = spec.name + (f"  ({spec.hf_repo})" if spec.hf_repo else "")
     lines.append(head)
-    lines.append(f"  family        {spec.family} (model_type {spec.model_type}, {spec.model_class})")
-    if spec.is_hybrid:
-        la = spec.linear_attention
-        lines.append(f"  mixers        {spec.num_attention_layers} full attention + {spec.num_linear_attention_layers} "
-                     f"Gated DeltaNet ({la.num_k_heads} k / {la.num_v_heads} v heads, {la.k_head_dim}x{la.v_head_dim} state)")
+    lines.append(f"  family        {spec.family} (model_type {spec.model_type})")
     layers = f"{spec.num_layers}"
     if spec.is_moe:
         layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
@@ -87,6 +82,19 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
                                   ("sinks", spec.attention_sinks), ("fused qkv", spec.fused_qkv)) if on]
         lines.append(f"  attention     {kind}, {spec.num_attention_heads} q / {spec.num_kv_heads} kv heads x {spec.head_dim}"
                      + (f" ({', '.join(extras)})" if extras else ""))
+    if spec.is_hybrid:
+        la, mb = spec.linear_attention, spec.mamba
+        what = (f"Gated DeltaNet, {la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}"
+                if la is not None else
+                f"Mamba-2, {mb.num_heads} heads x {mb.head_dim}, d_state {mb.state_size}, {mb.n_groups} groups")
+        lines.append(f"  recurrent     {what} on {spec.num_linear_attention_layers}/{spec.num_layers} layers "
+                     f"({spec.num_attention_layers} attention); state {spec.state_bytes_per_sequence('bf16'):,} "
+                     f"B/sequence (bf16)")
+    if spec.multimodal:
+        v = spec.vision_params()
+        extra = (f"; vision tower {v:,} (whole model {spec.whole_model_params():,})" if v is not None
+                 else "; vision tower not modelled")
+        lines.append(f"  multimodal    {spec.multimodal['wrapper']} wrapper: counts below are the language model{extra}")
     if spec.sliding_window:
         lines.append(f"  sliding win.  {spec.sliding_window} on {spec.num_sliding_layers}/{spec.num_layers} layers")
     if spec.intermediate_size:
@@ -104,12 +112,9 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append(f"  {'total':<16}{total:>18,}  {_human(total):>10}")
     active = spec.active_params()
     lines.append(f"  {'active / token':<16}{active:>18,}  {_human(active):>10}")
-    if spec.vision is not None:
-        lm = spec.language_model_params()
-        lines.append(f"  {'language model':<16}{lm:>18,}  {_human(lm):>10}")
     b = spec.param_breakdown()
     for k in BREAKDOWN_ORDER:
-        if b.get(k):
+        if b[k]:
             lines.append(f"    {k:<14}{b[k]:>18,}  {100 * b[k] / total:>9.2f}%")
     if spec.is_moe and spec.num_dense_layers:
         split = spec.layer_split()
@@ -124,10 +129,6 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append(f"KV cache ({kv_dtype})")
     lines.append(f"  per token     {kv:,} B ({_human_bytes(kv)})   "
                  f"{spec.kv_elements_per_token_per_layer()} elements/token/layer")
-    state = spec.state_bytes_per_sequence(kv_dtype)
-    if state:
-        lines.append(f"  state / seq   {state:,} B ({_human_bytes(state)})   fixed recurrent state of the "
-                     f"{spec.num_linear_attention_layers} linear-attention layers")
     return "\n".join(lines)
 
 
@@ -183,44 +184,31 @@ def list_cmd(as_json: bool) -> None:
 
 
 @command.command("verify")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of the table.")
-def verify(name: str, as_json: bool) -> None:
-    """Recount NAME or PATH with Hugging Face transformers on the meta device and print the difference.
-
-    Needs torch and transformers (``pip install 'simctl[hf]'``); nothing is downloaded: the model is
-    built from the config alone. Exits with status 1 when the counts differ.
-    """
-    from sim.deploy import models
+@click.argument("path")
+def verify(path: str) -> None:
+    """Recount PATH (a config.json or catalog name) with transformers on the meta device and print the
+    difference per category (needs the optional extra: pip install 'simctl[hf]')."""
+    from sim.deploy.models import catalog, load_model, resolve_name
     from sim.deploy.models.hf_config import read_config_file
-    from sim.deploy.models.verify_hf import hf_counts
-    from sim.errors import SimctlError
+    from sim.errors import ConfigError
 
-    spec = models.load_model(name)
-    short = models.resolve_name(name)
-    cfg = read_config_file(models.catalog()[short].path if short else spec.source)
+    spec = load_model(path)
     try:
-        hf = hf_counts(cfg)
+        from sim.deploy.models.verify_hf import hf_counts
+        short = resolve_name(path)
+        ref = hf_counts(read_config_file(catalog()[short].path if short else spec.source))
     except ImportError as exc:
-        raise SimctlError(f"simctl model verify needs torch and transformers ({exc.name} is missing): "
-                          f"pip install 'simctl[hf]' (torch's CPU wheel is enough)") from None
-    except Exception as exc:  # transformers refused the config: say so, with its reason
-        raise SimctlError(f"{spec.source}: transformers could not build this config: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:300]}") from None
+        raise ConfigError(f"simctl model verify needs torch and transformers ({exc.name} is not installed): "
+                          f"pip install 'simctl[hf]'") from None
     ours = {k: v for k, v in spec.param_breakdown().items() if v}
-    diff = {k: ours.get(k, 0) - hf["breakdown"].get(k, 0) for k in sorted(set(ours) | set(hf["breakdown"]))
-            if ours.get(k, 0) != hf["breakdown"].get(k, 0)}
-    ok = hf["total"] == spec.total_params()
-    doc = {"name": spec.name, "simctl_total": spec.total_params(), "transformers_total": hf["total"],
-           "difference": spec.total_params() - hf["total"], "breakdown_difference": diff, "match": ok and not diff,
-           "transformers_version": hf["transformers_version"]}
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        click.echo(f"{spec.name}: simctl {spec.total_params():,}  transformers {hf['transformers_version']} "
-                   f"{hf['total']:,}  difference {doc['difference']:+,}")
-        for k, v in diff.items():
-            click.echo(f"  {k:<16}{v:+,}")
-        click.echo("match" if doc["match"] else "MISMATCH")
-    if not doc["match"]:
+    click.echo(f"{spec.name}: simctl {spec.total_params():,}  transformers {ref['total']:,}  "
+               f"(transformers {ref['transformers_version']})")
+    for k in sorted(set(ours) | set(ref["breakdown"])):
+        a, b = ours.get(k, 0), ref["breakdown"].get(k, 0)
+        click.echo(f"  {k:<16}{a:>18,}{b:>18,}{a - b:>+16,}")
+    if "whole_model" in ref:
+        click.echo(f"  whole multimodal model {ref['whole_model']:,} (vision tower + projector {ref['vision']:,})")
+    diff = spec.total_params() - ref["total"]
+    click.echo("exact match" if diff == 0 and ours == ref["breakdown"] else f"DIFFERENCE {diff:+,}")
+    if diff:
         raise SystemExit(1)

@@ -45,17 +45,6 @@ def _resolve_engine(cfg: ExperimentConfig, model: Any, hardware: Any) -> tuple[A
             f"{cfg.name}: engine.max_model_len = {engine.max_model_len} exceeds the model's "
             f"max_position_embeddings = {model.max_position_embeddings}")
     updates, notes = resolve_engine_defaults(engine, hardware, max_model_len)
-    if getattr(model, "is_hybrid", False):
-        # a prefix-cache hit cannot restore a linear-attention state (one running summary of the whole
-        # prefix, not per-token entries); caching it would need per-block state snapshots, not modelled
-        if engine.enable_prefix_caching:
-            raise ConfigError(f"{cfg.name}: engine.enable_prefix_caching: {model.name} is a linear-attention hybrid; "
-                              f"its recurrent state cannot be restored from cached KV blocks (set it to false)")
-        if engine.enable_prefix_caching is None:
-            notes = [n for n in notes if n.key != "enable_prefix_caching"]
-            updates["enable_prefix_caching"] = False
-            notes.append(ResolvedSetting("enable_prefix_caching", False, "hybrid linear-attention model: cached KV "
-                                                                         "blocks cannot restore its recurrent state"))
     if engine.max_model_len is None:
         notes.insert(0, ResolvedSetting("max_model_len", max_model_len, "the model's max_position_embeddings"))
     updates["max_model_len"] = max_model_len
@@ -76,10 +65,6 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
         notes.append(ResolvedSetting("max_num_seqs", seqs, "SGLang max_running_requests default: KV pool tokens // 2, "
                                                          "capped by the request pool"))
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
-    if plan.block_size != engine.block_size:  # hybrid model: vLLM enlarges the attention block (sim.deploy.hybrid_kv)
-        notes.append(ResolvedSetting("block_size", plan.block_size, "hybrid KV cache: attention page sized to hold "
-                                                                     "one linear-attention state page"))
-        engine = engine.model_copy(update={"block_size": plan.block_size})
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
     if engine.speculative is not None:
         engine = _resolve_speculative(cfg, engine)

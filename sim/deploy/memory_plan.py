@@ -38,7 +38,6 @@ from typing import Any
 
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
 from sim.deploy.hardware import GIB, HardwareProfile
-from sim.deploy.hybrid_kv import hybrid_layout
 from sim.deploy.models.spec import ModelSpec, dtype_bytes
 from sim.errors import InfeasibleConfigError
 
@@ -73,10 +72,8 @@ class MemoryPlan:
     pp: int
     kv_dtype: str
     weights_dtype: str
-    # hybrid (linear-attention) models, vLLM's hybrid KV-cache manager (sim.deploy.hybrid_kv): blocks
-    # each sequence holds for its fixed recurrent state, and attention groups taking blocks per token block
-    state_blocks_per_seq: int = 0
-    attention_groups: int = 1
+    state_bytes_per_seq: int = 0  # linear-attention recurrent state of one sequence on this GPU (hybrids)
+    state_reserve_bytes: float = 0.0  # state pages reserved for max_num_seqs sequences (hybrids)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -89,19 +86,26 @@ class MemoryPlan:
         return self.activation_bytes + self.non_torch_bytes
 
     def blocks_per_sequence(self, context_tokens: int) -> int:
-        """KV blocks one sequence of ``context_tokens`` tokens occupies (hybrid models: every attention
-        group's token blocks plus the fixed state blocks)."""
-        return (self.attention_groups * max(1, math.ceil(context_tokens / self.block_size))
-                + self.state_blocks_per_seq)
+        """KV blocks one sequence of ``context_tokens`` tokens occupies."""
+        return max(1, math.ceil(context_tokens / self.block_size))
 
     def max_concurrent_seqs(self, context_tokens: int) -> int:
         """Sequences of ``context_tokens`` tokens that fit in the KV cache at once (vLLM's
-        "Maximum concurrency for N tokens per request", in whole blocks)."""
+        "Maximum concurrency for N tokens per request", in whole blocks).
+
+        Hybrid (linear-attention) models: each sequence needs its attention blocks plus one fixed
+        recurrent state, all from the same cache memory (vLLM's hybrid KV-cache manager)."""
+        if self.state_bytes_per_seq:
+            per_seq = self.blocks_per_sequence(context_tokens) * self.block_bytes + self.state_bytes_per_seq
+            return int(max(0.0, self.kv_cache_bytes) // per_seq)
         return self.num_kv_blocks // self.blocks_per_sequence(context_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with GiB conveniences and the max concurrency at max_model_len."""
         d = asdict(self)
+        if not self.state_bytes_per_seq:  # only hybrids report their recurrent state
+            d.pop("state_bytes_per_seq")
+            d.pop("state_reserve_bytes")
         for k in ("budget_bytes", "weights_bytes", "activation_bytes", "non_torch_bytes", "kv_cache_bytes"):
             d[k.replace("_bytes", "_gib")] = round(d[k] / GIB, 3)
         d["capacity_gib"] = round(self.capacity_bytes / GIB, 3)
@@ -116,15 +120,30 @@ def kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, bl
     GQA/MQA KV heads are split over TP ranks and replicated when TP exceeds them (vLLM); MLA's latent
     cache is not split by TP.
     """
-    # only softmax-attention layers hold per-token KV (equal to num_layers for non-hybrid models)
+    # only softmax-attention layers hold per-token KV (== all layers except in linear-attention hybrids)
     layers = layers_per_stage(model.num_attention_layers, parallel.pp)
     if model.attention == "mla":
-        # the latent, plus DeepSeek-V3.2's indexer key (0 for other models), neither split by TP
+        # the latent cache is not split by TP; DeepSeek-V3.2's indexer keys ride in the same block
         per_token_layer = model.kv_elements_per_token_per_layer() + model.indexer_elements_per_token_per_layer()
     else:
         kv_heads_rank = max(1, model.num_kv_heads // parallel.tp)
         per_token_layer = 2 * kv_heads_rank * model.head_dim
     return int(block_size * per_token_layer * layers * dtype_bytes(kv_dtype))
+
+
+def state_bytes_per_seq(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str) -> int:
+    """Recurrent state one sequence holds on one GPU across its stage's linear-attention layers.
+
+    Gated DeltaNet heads are split over TP ranks as vLLM shards them (value heads and key heads with
+    their q/k/v conv channels). The state is kept in the KV-cache dtype (vLLM's default mamba_ssm_cache
+    dtype follows the model dtype; simplification: one dtype for both)."""
+    spec = model.linear_attention or model.mamba  # Gated DeltaNet or Mamba-2 (heads split over TP)
+    if spec is None or model.num_linear_attention_layers == 0:
+        return 0
+    tp = parallel.tp
+    layers = layers_per_stage(model.num_linear_attention_layers, parallel.pp)
+    per_layer = spec.state_elements / tp
+    return int(per_layer * layers * dtype_bytes(kv_dtype))
 
 
 def layers_per_stage(num_layers: int, pp: int) -> int:
@@ -207,7 +226,7 @@ def _largest_transient_per_token(model: ModelSpec, parallel: ParallelConfig) -> 
     for g in model.layer_groups():
         if g.kind == "dense":
             largest = max(largest, gated * model.intermediate_size / tp)
-        elif model.moe is not None:
+        elif g.kind == "moe" and model.moe is not None:
             m = model.moe
             width = m.expert_intermediate_size / (1 if parallel.ep > 1 else tp)
             # fused-MoE caches: top-k copies of (gate_up + activation) and of the hidden output, + router logits
@@ -257,20 +276,19 @@ def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, preci
                                 hw.memory_reserve.activation_workspace_bytes.value)
     nt = non_torch_bytes(hw, parallel)
     kv = budget - weights - act - nt
-    hybrid = hybrid_layout(model, parallel.tp, parallel.pp, precision.kv_dtype, engine.block_size)
-    if hybrid is not None:
-        block_bytes, block_size = hybrid.block_bytes, hybrid.block_size
-        extra = {"state_blocks_per_seq": hybrid.state_groups, "attention_groups": hybrid.attention_groups}
-    else:
-        block_bytes, block_size = kv_block_bytes(model, parallel, precision.kv_dtype, engine.block_size), engine.block_size
-        extra = {}
-    blocks = max(0, math.floor(kv / block_bytes)) if block_bytes > 0 else 0
-    return MemoryPlan(**extra,
+    block_bytes = kv_block_bytes(model, parallel, precision.kv_dtype, engine.block_size)
+    state = state_bytes_per_seq(model, parallel, precision.kv_dtype)
+    # hybrids: state pages for the engine's max_num_seqs running sequences come out of the same pool
+    # before it is cut into attention blocks (simplification of vLLM's page-per-request allocation)
+    reserve = float(state * engine.max_num_seqs)
+    blocks = max(0, math.floor((kv - reserve) / block_bytes)) if block_bytes > 0 else 0
+    return MemoryPlan(
         capacity_bytes=hw.memory_bytes, gpu_memory_utilization=engine.gpu_memory_utilization,
         budget_bytes=budget, weights_bytes=weights, activation_bytes=act, non_torch_bytes=nt,
-        kv_cache_bytes=kv, block_size=block_size, block_bytes=block_bytes, num_kv_blocks=blocks,
+        kv_cache_bytes=kv, block_size=engine.block_size, block_bytes=block_bytes, num_kv_blocks=blocks,
         max_model_len=max_model_len, max_num_batched_tokens=mnbt, max_num_seqs=engine.max_num_seqs,
-        tp=parallel.tp, pp=parallel.pp, kv_dtype=precision.kv_dtype, weights_dtype=precision.weights)
+        tp=parallel.tp, pp=parallel.pp, kv_dtype=precision.kv_dtype, weights_dtype=precision.weights,
+        state_bytes_per_seq=state, state_reserve_bytes=reserve)
 
 
 def check_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:

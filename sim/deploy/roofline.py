@@ -196,25 +196,37 @@ class RooflineCostModel:
         self.heads_per_gpu = heads_rank
         # sliding-window layers: (count, window); full-attention layers counted separately
         windows: dict[int | None, int] = {}
+        ix = model.indexer
         for w, mixer in zip(model.windows, model.mixers):
-            if mixer == "attention":  # linear-attention layers have no KV to attend over
-                windows[w] = windows.get(w, 0) + 1
+            if mixer != "attention":
+                continue
+            if ix is not None:
+                # DeepSeek-V3.2 sparse attention: each query attends to at most index_topk selected keys
+                w = ix.topk if w is None else min(w, ix.topk)
+            windows[w] = windows.get(w, 0) + 1
         self._full_attn_layers = windows.pop(None, 0)
         self._window_layers = tuple(sorted(windows.items()))
-        # linear-attention (Gated DeltaNet) layers: a fixed per-sequence state instead of a KV cache.
-        # Per token and value head the delta rule reads S·k, applies the rank-1 update and reads S·q:
-        # 3 matrix-vector products of k_head_dim × v_head_dim (2 FLOPs per MAC); the causal conv adds
-        # 2·kernel FLOPs per channel. Each step reads and writes every scheduled sequence's state once
-        # (chunked prefill keeps it on chip within a chunk).
-        la = model.linear_attention
+        # V3.2 lightning indexer: scores every cached key with index_n_heads small heads (replicated over
+        # TP like the latent cache): 2·heads·head_dim FLOPs per (query, key) pair, head_dim keys per token
+        self._indexer_layers = model.num_attention_layers if ix is not None else 0
+        self._indexer_flops_per_pair = 2.0 * ix.num_heads * ix.head_dim if ix is not None else 0.0
+        self._indexer_bytes_per_token = ix.head_dim * kvb if ix is not None else 0.0
+        # Gated DeltaNet linear attention (hybrids): per layer each sequence reads and writes its fixed
+        # recurrent state once per step (decode: one token; chunked prefill: once per chunk), and each
+        # token spends three dk×dv products per value head (k·S for the delta rule, the rank-1 state
+        # update, q·S for the output); heads are split over TP
+        # Mamba-2 (Nemotron-H) is priced the same way: per head a head_dim × d_state state, decayed,
+        # updated by the rank-1 x·Bᵀ and read out by C (three head_dim × d_state products per token)
+        la, mb = model.linear_attention, model.mamba
         self._linear_layers = model.num_linear_attention_layers
         if la is not None and self._linear_layers:
-            self.la_flops_per_token = (3 * 2 * (la.num_v_heads / tp) * la.k_head_dim * la.v_head_dim
-                                       + 2 * (la.conv_dim / tp) * la.conv_kernel)
-            self.la_state_bytes = ((la.num_v_heads / tp) * la.k_head_dim * la.v_head_dim
-                                   + (la.conv_dim / tp) * (la.conv_kernel - 1)) * kvb
+            self._linear_flops_per_token = 6.0 * la.num_v_heads / tp * la.k_head_dim * la.v_head_dim
+            self._linear_state_bytes_seq = la.state_elements / tp * kvb
+        elif mb is not None and self._linear_layers:
+            self._linear_flops_per_token = 6.0 * mb.num_heads / tp * mb.head_dim * mb.state_size
+            self._linear_state_bytes_seq = mb.state_elements / tp * kvb
         else:
-            self.la_flops_per_token = self.la_state_bytes = 0.0
+            self._linear_flops_per_token = self._linear_state_bytes_seq = 0.0
 
         # ---- element-wise (per layer, per GPU), one line per operator in the breakdown
         gated = 3 if model.mlp_kind == "gated" else 2
@@ -236,11 +248,15 @@ class RooflineCostModel:
                 width = m.top_k * m.expert_intermediate_size / (ep if ep > 1 else tp)
                 width += m.shared_intermediate_size / tp
                 ops.setdefault("moe_routing", [0.0, 0.0, 0.0])[1] += g.num_layers * MOE_EXTRA_KERNELS
+            elif g.kind == "none":  # Nemotron-H mixer-only layers have no MLP
+                width = 0.0
             else:
                 width = model.intermediate_size / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
-            add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
-            add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
+            if g.mixer == "attention":
+                add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
+            if width:
+                add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
         add("embedding", 1, 2 * h * ACT_BYTES, 1)  # gather: read the row, write the hidden state
         ew_eff = bw * eff.elementwise_efficiency.value
         t_ew = ovh.elementwise_kernel_s.value
@@ -576,9 +592,16 @@ class RooflineCostModel:
                 t += count * ((tc if tc > tm else tm) + self.attention_kernel_s)
                 flops += count * f
                 bytes_ += count * b
+        if self._indexer_layers:
+            f = pairs * self._indexer_flops_per_pair
+            b = (kv_tokens + nf) * self._indexer_bytes_per_token
+            tc, tm = f * self._attn_c, b * self._attn_m
+            t += self._indexer_layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
+            flops += self._indexer_layers * f
+            bytes_ += self._indexer_layers * b
         if self._linear_layers:
-            f = nf * self.la_flops_per_token
-            b = 2.0 * shape.num_seqs * self.la_state_bytes + nf * self.qo_bytes_per_token_layer
+            f = nf * self._linear_flops_per_token
+            b = 2.0 * float(shape.num_seqs) * self._linear_state_bytes_seq
             tc, tm = f * self._attn_c, b * self._attn_m
             t += self._linear_layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
             flops += self._linear_layers * f

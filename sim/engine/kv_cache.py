@@ -55,13 +55,10 @@ class KVInvariantError(AssertionError):
 class _ReqKV:
     """Per-request allocator state (private): blocks held on the GPU or on the host, segment index."""
 
-    __slots__ = ("blocks", "num_registered", "num_cpu_blocks", "seg_starts", "seg_keys", "state_blocks",
-                 "num_cpu_state")
+    __slots__ = ("blocks", "num_registered", "num_cpu_blocks", "seg_starts", "seg_keys")
 
     def __init__(self) -> None:
         self.blocks: list[int] = []
-        self.state_blocks: list[int] = []  # hybrid models: fixed recurrent-state pages (never hashed)
-        self.num_cpu_state = 0
         self.num_registered = 0  # leading blocks already hashed into the prefix cache (or hits)
         self.num_cpu_blocks = 0  # blocks held in the host pool while swapped out
         self.seg_starts: list[int] | None = None  # prefix-caching content index (lazily built)
@@ -73,13 +70,10 @@ class KVCacheManager:
 
     ``num_cpu_blocks`` sizes the host swap pool (vLLM ``swap_space``); ``block_bytes`` is the size of one
     block on the device, so swapping ``n`` blocks moves ``n * block_bytes`` bytes over PCIe.
-    ``state_blocks_per_seq``: hybrid (linear-attention) models, as vLLM's hybrid KV-cache manager —
-    each request also holds this many blocks for its fixed recurrent state, taken with its first
-    allocation and released with its blocks (see ``sim.deploy.hybrid_kv``).
     """
 
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = False,
-                 num_cpu_blocks: int = 0, block_bytes: int = 0, state_blocks_per_seq: int = 0) -> None:
+                 num_cpu_blocks: int = 0, block_bytes: int = 0) -> None:
         if num_blocks < 1:
             raise InfeasibleConfigError(
                 f"no KV-cache blocks ({num_blocks}): the model leaves no GPU memory for the KV cache")
@@ -90,7 +84,6 @@ class KVCacheManager:
         self.enable_prefix_caching = enable_prefix_caching
         self.num_cpu_blocks = num_cpu_blocks
         self.block_bytes = block_bytes
-        self.state_blocks_per_seq = state_blocks_per_seq
         self.ref_cnt = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
         # Free blocks. With prefix caching: an LRU queue in eviction order (front = next to reuse);
@@ -136,17 +129,14 @@ class KVCacheManager:
 
         Used to reject requests that could never run.
         """
-        return self.num_blocks_for(num_tokens) + self.state_blocks_per_seq <= self.num_blocks
+        return self.num_blocks_for(num_tokens) <= self.num_blocks
 
     def num_blocks_to_allocate(self, req: Request, num_new_tokens: int) -> int:
         """New blocks :meth:`allocate_slots` would take for ``num_new_tokens`` more tokens of ``req``."""
         st = self._reqs.get(req.request_id)
         held = len(st.blocks) if st is not None else 0
         need = -(-(req.num_computed_tokens + num_new_tokens) // self.block_size) - held
-        need = need if need > 0 else 0
-        if self.state_blocks_per_seq and (st is None or not st.state_blocks):
-            need += self.state_blocks_per_seq
-        return need
+        return need if need > 0 else 0
 
     def num_held_blocks(self, req: Request) -> int:
         """Blocks ``req`` holds on the device."""
@@ -173,11 +163,6 @@ class KVCacheManager:
         blocks = st.blocks
         total = req.num_computed_tokens + num_new_tokens
         need = -(-(total + num_lookahead_tokens) // self.block_size) - len(blocks)
-        if self.state_blocks_per_seq and not st.state_blocks:
-            if max(need, 0) + self.state_blocks_per_seq > len(self._free):
-                return False
-            for _ in range(self.state_blocks_per_seq):
-                st.state_blocks.append(self._take_free())
         if need > 0:
             free = self._free
             if need > len(free):
@@ -201,17 +186,6 @@ class KVCacheManager:
             if num_full > st.num_registered:
                 self._cache_full_blocks(req, st, num_full)
         return True
-
-    def _take_free(self) -> int:
-        """Pop one free block for a request (evicting its stale prefix-cache entry)."""
-        if self.enable_prefix_caching:
-            b, _none = self._free.popitem(last=False)
-            if self.block_hash[b] is not None:
-                self._evict(b)
-        else:
-            b = self._free.pop()
-        self.ref_cnt[b] = 1
-        return b
 
     def append_block_each(self, reqs: list[Request]) -> None:
         """Give each of ``reqs`` one more block (decode requests crossing a block boundary).
@@ -320,8 +294,6 @@ class KVCacheManager:
             self.num_free_cpu_blocks += st.num_cpu_blocks
             st.num_cpu_blocks = 0
         self._release(st.blocks)
-        if st.state_blocks:
-            self._release(st.state_blocks)
 
     def _release(self, blocks: list[int]) -> None:
         """Drop one reference to each of ``blocks``, tail first; unreferenced ones become free."""
@@ -348,17 +320,14 @@ class KVCacheManager:
         """Move ``req``'s device blocks to the host pool; returns the bytes moved, or None if the
         host pool lacks room (nothing changes then; the caller falls back to recompute)."""
         st = self._reqs.get(req.request_id)
-        n = len(st.blocks) + len(st.state_blocks) if st is not None else 0
+        n = len(st.blocks) if st is not None else 0
         if n > self.num_free_cpu_blocks:
             return None
         if st is None:
             return 0
-        blocks, state = st.blocks, st.state_blocks
-        st.blocks, st.state_blocks = [], []
+        blocks = st.blocks
+        st.blocks = []
         self._release(blocks)
-        if state:  # the recurrent state travels with the KV blocks
-            self._release(state)
-            st.num_cpu_state = len(state)
         st.num_cpu_blocks = n
         self.num_free_cpu_blocks -= n
         return n * self.block_bytes
@@ -382,9 +351,8 @@ class KVCacheManager:
                 if block_hash[b] is not None:
                     self._evict(b)
             ref_cnt[b] = 1
-            (st.state_blocks if len(st.state_blocks) < st.num_cpu_state else st.blocks).append(b)
+            st.blocks.append(b)
         st.num_cpu_blocks = 0
-        st.num_cpu_state = 0
         st.num_registered = 0  # fresh blocks: register their hashes again on the next allocation
         self.num_free_cpu_blocks += n
         return n * self.block_bytes
@@ -514,10 +482,9 @@ class KVCacheManager:
         holders = [0] * self.num_blocks
         cpu = 0
         for rid, st in self._reqs.items():
-            held = st.blocks + st.state_blocks
-            if len(set(held)) != len(held):
+            if len(set(st.blocks)) != len(st.blocks):
                 raise KVInvariantError(f"request {rid} holds a block twice")
-            for b in held:
+            for b in st.blocks:
                 holders[b] += 1
             cpu += st.num_cpu_blocks
         if holders != ref_cnt:

@@ -96,7 +96,6 @@ class ReplicaSetup:
     max_model_len: int
     cost_model: CostModel
     kv_block_bytes: int = 0  # bytes of one KV block on one GPU (sizes the swap pool, prices swaps)
-    state_blocks_per_seq: int = 0  # hybrid models: blocks each request holds for its recurrent state
     swap_bandwidth_bytes_per_s: float = 0.0  # host<->device bandwidth; 0 = DEFAULT_SWAP_BANDWIDTH_BYTES_PER_S
     frontend_s: float = 0.0  # API-server latency between a request's arrival and the engine seeing it
     dp: int = 1  # data-parallel attention ranks per replica, stepping in lockstep (sim.engine.dp_group)
@@ -181,8 +180,7 @@ class _Replica:
         self.index = index
         self.cluster = cluster
         self.kv = KVCacheManager(setup.num_kv_blocks, eng.block_size, bool(eng.enable_prefix_caching),
-                                 num_cpu_blocks=num_cpu_blocks, block_bytes=setup.kv_block_bytes,
-                                 state_blocks_per_seq=setup.state_blocks_per_seq)
+                                 num_cpu_blocks=num_cpu_blocks, block_bytes=setup.kv_block_bytes)
         policy_cls = get_policy(eng.policy)
         self.scheduler: Scheduler = policy_cls(eng, self.kv, setup.max_model_len, **dict(eng.policy_options))
         if getattr(eng, "speculative", None) is not None:  # its own random stream per replica

@@ -46,12 +46,9 @@ def replica_setup(dep: Deployment, num_kv_blocks: int | None = None, kv_store: A
                       num_kv_gpus=dep.num_gpus_per_replica // dep.dp,
                       pcie_bytes_per_s_per_gpu=float(hw.pcie_bandwidth_bytes_per_s))
     return ReplicaSetup(
-        # a hybrid plan with several attention groups is simulated as one group of their combined blocks
-        engine=dep.engine, num_kv_blocks=num_kv_blocks or dep.memory_plan.num_kv_blocks
-        // getattr(dep.memory_plan, "attention_groups", 1),
+        engine=dep.engine, num_kv_blocks=num_kv_blocks or dep.memory_plan.num_kv_blocks,
         max_model_len=dep.max_model_len, cost_model=dep.cost_model,
         kv_block_bytes=int(dep.memory_plan.block_bytes),
-        state_blocks_per_seq=getattr(dep.memory_plan, "state_blocks_per_seq", 0),
         swap_bandwidth_bytes_per_s=float(hw.pcie_bandwidth_bytes_per_s),
         frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp, kv_tiers=tiers)
 

@@ -37,7 +37,7 @@ class Family:
     qkv_bias_key: str | None = "attention_bias"  # key giving q/k/v bias (default false)
     o_bias_follows_qkv: bool = True  # o_proj bias = the same key (False: GLM-4.5, o_proj never biased)
     output_gate: bool = False  # Qwen3-Next gated attention
-    output_gate_key: str | None = None  # config flag for it (Qwen3.5: attn_output_gate, default on)
+    output_gate_key: str | None = None  # config flag for the gate (Qwen3.5: attn_output_gate, default on)
     # MLP block
     mlp: Literal["dense", "moe"] = "dense"
     dense_width_key: str = "intermediate_size"
@@ -65,12 +65,11 @@ FAMILIES: dict[str, Family] = {
                        score_correction_bias=True),
     "qwen3_next": Family("Qwen3-Next", qk_norm="head", output_gate=True, mlp="moe", moe_layers="sparse_step",
                          shared="width", shared_gate=True, mixers="full_attention_interval"),
-    # Qwen3.5: the Qwen3-Next blocks (transformers splits in_proj_qkvz/ba into four GEMMs of the same sizes)
+    # Qwen3.5-MoE: the Qwen3-Next blocks (transformers splits in_proj_qkvz / in_proj_ba into four GEMMs of the
+    # same total size)
     "qwen3_5_moe_text": Family("Qwen3.5-MoE", qk_norm="head", output_gate=True, output_gate_key="attn_output_gate",
                                mlp="moe", moe_layers="sparse_step", shared="width", shared_gate=True,
                                mixers="full_attention_interval"),
-    "qwen3_5_text": Family("Qwen3.5", qk_norm="head", output_gate=True, output_gate_key="attn_output_gate",
-                           mixers="full_attention_interval"),
     "llama4_text": Family("Llama-4", mlp="moe", dense_width_key="intermediate_size_mlp",
                           expert_width_key="intermediate_size", moe_layers="interleave", shared="expert_width",
                           fused_experts=True, windows="chunked_nope"),
@@ -160,7 +159,7 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
     if entry.windows == "chunked_nope":
         # Llama 4: layers whose no_rope_layers flag is 0 are global NoPE attention; the others use
         # chunked local attention over attention_chunk_size tokens (a window of at most that size)
-        chunk = c.opt_int("attention_chunk_size")
+        chunk = c.int("attention_chunk_size", 8192)  # transformers default
         flags = c.int_list("no_rope_layers")
         if not flags:
             interval = c.int("no_rope_layer_interval", 4)
@@ -172,4 +171,47 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
             w = tuple(chunk if f else None for f in flags)
             d["layer_windows"] = w if any(x is not None for x in w) else ()
             d["sliding_window"] = chunk
+    return d
+
+
+#: Nemotron-H block letters (``hybrid_override_pattern``) and their transformers 5 names (``layers_block_type``)
+_NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
+                    "mamba": "mamba", "linear_attention": "mamba", "attention": "attention",
+                    "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
+
+
+def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Nemotron-H: every layer is one norm + ONE block (Mamba-2, attention or a squared-ReLU MLP), laid out
+    by ``hybrid_override_pattern`` (4.x) or ``layers_block_type`` (5.x)."""
+    from sim.deploy.models.spec import MambaSpec
+
+    pattern = c.raw("layers_block_type")
+    key = "layers_block_type"
+    if pattern is None:
+        pattern, key = c.str("hybrid_override_pattern"), "hybrid_override_pattern"
+    if not pattern:
+        raise ConfigError(f"{c.source}: missing required key 'hybrid_override_pattern' (needed for model_type 'nemotron_h')")
+    blocks = []
+    for b in pattern:
+        if b not in _NEMOTRON_BLOCKS:
+            raise c._err(key, f"unknown block {b!r} (known: M, *, -, E)")
+        blocks.append(_NEMOTRON_BLOCKS[b])
+    if "moe" in blocks:
+        raise c._err(key, "MoE blocks ('E', Nemotron-3-Nano) are not supported yet; Mamba-2, attention and MLP are")
+    L = len(blocks)
+    d = dict(base)
+    d.update(
+        family="Nemotron-H", num_layers=L,
+        head_dim=c.int("head_dim", base["head_dim"], aliases=("attention_head_dim",)),
+        intermediate_size=c.int("intermediate_size"), mlp_kind="plain", mlp_bias=c.bool("mlp_bias", False),
+        hidden_act=c.str("mlp_hidden_act", "relu2") or "relu2",
+        qkv_bias=c.bool("attention_bias", False), o_bias=c.bool("attention_bias", False),
+        tie_word_embeddings=c.bool("tie_word_embeddings", False), norms_per_layer=1,
+        layer_mixers=tuple({"mamba": "mamba", "attention": "attention"}.get(b, "none") for b in blocks),
+        layer_kinds=tuple("dense" if b == "mlp" else "none" for b in blocks),
+        mamba=MambaSpec(num_heads=c.int("mamba_num_heads"), head_dim=c.int("mamba_head_dim"),
+                        state_size=c.int("ssm_state_size"), n_groups=c.int("n_groups"),
+                        conv_kernel=c.int("conv_kernel"), conv_bias=c.bool("use_conv_bias", True),
+                        bias=c.bool("use_bias", False)),
+    )
     return d

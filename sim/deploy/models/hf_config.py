@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.deploy.models.spec import IndexerSpec, MLASpec, ModelSpec, MoESpec, VisionSpec
+from sim.deploy.models.spec import IndexerSpec, MLASpec, ModelSpec, MoESpec
 from sim.errors import ConfigError, SimctlError, suggest
 
 _MISSING = object()
@@ -418,7 +418,10 @@ PARSERS: dict[str, Callable[[_Cfg], dict[str, Any]]] = {
     # families whose transformers class is one of the above blocks under another name
     "kimi_k2": lambda c: {**_deepseek(c, v3=True), "family": "Kimi-K2"},  # DeepseekV3ForCausalLM
     "deepseek_v32": lambda c: {**_deepseek(c, v3=True), "family": "DeepSeek-V3.2"},
-    "glm4_moe_lite": lambda c: {**_deepseek(c, v3=True), "family": "GLM-4.7-Flash"},
+    "glm4_moe_lite": lambda c: {**_deepseek(c, v3=True), "family": "GLM-4.7-Flash"},  # DeepSeek-V3 blocks
+    # language models of multimodal wrappers (Qwen3-VL's text model is Qwen3 with multimodal rope)
+    "qwen3_vl_text": lambda c: {**_qwen3(c), "family": "Qwen3-VL"},
+    "qwen3_vl_moe_text": lambda c: {**_qwen3_moe(c), "family": "Qwen3-VL-MoE"},
 }
 
 
@@ -429,53 +432,40 @@ def _declarative(model_type: str) -> Callable[[_Cfg], dict[str, Any]]:
     return parse
 
 
+def _nemotron_h(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_nemotron_h
+    return build_nemotron_h(c, _base(c) | {"num_layers": 0})
+
+
 def _register_declarative() -> None:
     from sim.deploy.models.families import FAMILIES
     for mt in FAMILIES:
         PARSERS.setdefault(mt, _declarative(mt))
+    PARSERS.setdefault("nemotron_h", _nemotron_h)
 
 
 _register_declarative()
-
-#: language models of multimodal wrappers saved under their own model_type: the text model is the
-#: same block layout as the family named here (transformers ``Qwen3VLMoeTextModel`` = Qwen3-MoE layers)
-for _text, _same in (("qwen3_vl_text", "qwen3"), ("qwen3_vl_moe_text", "qwen3_moe")):
-    PARSERS[_text] = PARSERS[_same]
 
 #: multimodal wrappers: the language model is read from ``text_config``; model_type of the wrapper
 #: -> model_type its text_config defaults to when it names none
 WRAPPERS: dict[str, str] = {
     "llama4": "llama4_text",
-    "qwen3_vl": "qwen3",
-    "qwen3_vl_moe": "qwen3_moe",
-    "qwen3_5": "qwen3_5_text",
+    "qwen3_vl": "qwen3_vl_text",
+    "qwen3_vl_moe": "qwen3_vl_moe_text",
     "qwen3_5_moe": "qwen3_5_moe_text",
     "gemma3": "gemma3_text",
     "mistral3": "mistral",
 }
 
+#: transformers' defaults for text-config keys that real wrapper configs leave out (Gemma 3's
+#: text_config omits vocab_size and, for the 4B, the head counts; values of Gemma3TextConfig)
+TEXT_CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {"vocab_size": 262_208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                    "max_position_embeddings": 131_072, "sliding_window": 4096},
+}
+
 #: model_type values accepted (for error messages and docs)
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(PARSERS))
-
-
-def vision_from_config(wrapper: str, vis: Any, text: dict, source: str) -> VisionSpec | None:
-    """The vision encoder of a multimodal wrapper (Qwen3-VL family), or None when simctl does not
-    count that wrapper's encoder (the language model is still counted and priced)."""
-    if wrapper not in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
-        return None
-    if not isinstance(vis, dict):
-        raise ConfigError(f"{source}: vision_config: expected a mapping for a {wrapper} model")
-    c = _Cfg(vis, f"{source} (vision_config)")
-    out = c.int("out_hidden_size", text.get("hidden_size"))
-    return VisionSpec(depth=c.int("depth", 27), hidden_size=c.int("hidden_size", 1152),
-                      intermediate_size=c.int("intermediate_size", 4304), num_heads=c.int("num_heads", 16),
-                      in_channels=c.int("in_channels", 3), patch_size=c.int("patch_size", 16),
-                      temporal_patch_size=c.int("temporal_patch_size", 2),
-                      spatial_merge_size=c.int("spatial_merge_size", 2), out_hidden_size=out,
-                      num_position_embeddings=c.int("num_position_embeddings", 2304),
-                      # Qwen3-VL feeds 3 deepstack mergers by default; Qwen3.5's encoder has none
-                      num_deepstack=len(c.int_list("deepstack_visual_indexes")) if c.has("deepstack_visual_indexes")
-                      else (3 if wrapper.startswith("qwen3_vl") else 0))
 
 
 def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo: str | None = None) -> ModelSpec:
@@ -489,12 +479,13 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
         # inherited when the text config does not set them
         text = dict(data["text_config"])
         text.setdefault("model_type", WRAPPERS[mt])
+        for k, v in TEXT_CONFIG_DEFAULTS.get(text["model_type"], {}).items():
+            text.setdefault(k, v)
         for k in ("tie_word_embeddings", "torch_dtype", "dtype"):
             if k in data and k not in text:
                 text[k] = data[k]
         vis = data.get("vision_config")
         multimodal = {"wrapper": mt, "vision_config": vis if isinstance(vis, dict) else None}
-        vision = vision_from_config(mt, vis, text, source)
         data, mt = text, text["model_type"]
     if mt is None:
         raise ConfigError(f"{source}: missing required key 'model_type' "
@@ -507,13 +498,12 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
                 f"(its text_config has model_type '{text['model_type']}')")
         raise UnsupportedModelError(
             f"{source}: model_type '{mt}' is not supported{suggest(str(mt), PARSERS)}. "
-            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}; multimodal wrappers: {', '.join(sorted(WRAPPERS))}")
     c = _Cfg(data, source)
     fields = PARSERS[mt](c)
     try:
         if multimodal is not None:
             fields["multimodal"] = multimodal
-            fields["vision"] = vision
         return ModelSpec(name=name, model_type=mt, source=source, hf_repo=hf_repo,
                          **fields)
     except TypeError as exc:  # pragma: no cover - a parser bug, not a user error

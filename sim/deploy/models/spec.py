@@ -32,10 +32,10 @@ from sim.errors import unknown_name
 
 Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
-LayerKind = Literal["dense", "moe"]
+LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotron-H)
 #: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), or
 #: an MLP-only layer with no mixer (Nemotron-H's '-' layers are not modelled yet)
-Mixer = Literal["attention", "linear_attention"]
+Mixer = Literal["attention", "linear_attention", "mamba", "none"]
 
 #: bytes per element of the dtypes the simulator knows
 DTYPE_BYTES: dict[str, float] = {
@@ -214,6 +214,40 @@ class LinearAttentionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class MambaSpec:
+    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``).
+
+    ``in_proj`` H → intermediate + conv_dim + num_heads (z, x/B/C, dt), a depthwise ``conv1d`` over
+    conv_dim = intermediate + 2·n_groups·state_size channels, ``dt_bias``, ``A_log``, ``D`` (one per
+    head), a gated RMSNorm over intermediate, ``out_proj`` intermediate → H. State per sequence: a
+    head_dim × state_size matrix per head plus the last ``conv_kernel − 1`` conv inputs.
+    """
+
+    num_heads: int
+    head_dim: int
+    state_size: int
+    n_groups: int
+    conv_kernel: int
+    conv_bias: bool
+    bias: bool
+
+    @property
+    def intermediate(self) -> int:
+        """Inner width (heads · head_dim)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal convolution (x, B and C)."""
+        return self.intermediate + 2 * self.n_groups * self.state_size
+
+    @property
+    def state_elements(self) -> int:
+        """Recurrent state elements one sequence keeps in one layer (SSM + conv window)."""
+        return self.num_heads * self.head_dim * self.state_size + self.conv_dim * (self.conv_kernel - 1)
+
+
+@dataclass(frozen=True, slots=True)
 class IndexerSpec:
     """DeepSeek-V3.2 sparse-attention lightning indexer (``DeepseekV32Indexer``).
 
@@ -225,65 +259,6 @@ class IndexerSpec:
     num_heads: int
     head_dim: int
     topk: int
-
-
-@dataclass(frozen=True, slots=True)
-class VisionSpec:
-    """Qwen3-VL vision encoder (``Qwen3VLMoeVisionModel``): a ViT over ``temporal × patch × patch``
-    pixel patches, then a patch merger that folds ``spatial_merge_size²`` patches into one language
-    token, plus ``num_deepstack`` extra mergers whose outputs are added to early LM layers.
-
-    Per block: LayerNorm(+bias) ×2, fused ``qkv`` H → 3H and ``proj`` H → H with biases, a plain MLP
-    H → I → H with biases. Patch embedding: a Conv3d (``in_ch·t·p·p → H``, bias); a learned position
-    table of ``num_position_embeddings`` rows. Merger: LayerNorm over H (deepstack: over H·m²), then
-    H·m² → H·m² → ``out_hidden_size`` with biases.
-    """
-
-    depth: int
-    hidden_size: int
-    intermediate_size: int
-    num_heads: int
-    in_channels: int
-    patch_size: int
-    temporal_patch_size: int
-    spatial_merge_size: int
-    out_hidden_size: int
-    num_position_embeddings: int
-    num_deepstack: int
-
-    @property
-    def merged_size(self) -> int:
-        """Width of one merged token before the merger MLP (H · m²)."""
-        return self.hidden_size * self.spatial_merge_size ** 2
-
-    def block_params(self) -> int:
-        """Parameters of one ViT block."""
-        H, I = self.hidden_size, self.intermediate_size
-        return 4 * H + (3 * H * H + 3 * H) + (H * H + H) + (H * I + I) + (I * H + H)
-
-    def merger_params(self, deepstack: bool) -> int:
-        """Parameters of one patch merger (the main one normalises H, a deepstack one H·m²)."""
-        M = self.merged_size
-        norm = 2 * (M if deepstack else self.hidden_size)
-        return norm + (M * M + M) + (M * self.out_hidden_size + self.out_hidden_size)
-
-    def total_params(self) -> int:
-        """All parameters of the vision encoder."""
-        H = self.hidden_size
-        patch = self.in_channels * self.temporal_patch_size * self.patch_size ** 2 * H + H
-        return (patch + self.num_position_embeddings * H + self.depth * self.block_params()
-                + self.merger_params(False) + self.num_deepstack * self.merger_params(True))
-
-    def flops_per_patch(self, num_patches: int) -> int:
-        """Forward FLOPs per patch of an image of ``num_patches`` patches: 2× every GEMM weight a patch
-        passes through (patch embed, blocks) + full bidirectional attention over the image
-        (QKᵀ and PV: 4·H per pair) + the merger GEMMs, once per m² patches (deepstack mergers too)."""
-        H, I = self.hidden_size, self.intermediate_size
-        patch = 2 * self.in_channels * self.temporal_patch_size * self.patch_size ** 2 * H
-        block = 2 * (4 * H * H + 2 * H * I) + 4 * H * num_patches
-        M = self.merged_size
-        merger = 2 * (M * M + M * self.out_hidden_size) * (1 + self.num_deepstack) / self.spatial_merge_size ** 2
-        return int(patch + self.depth * block + merger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,11 +368,11 @@ class ModelSpec:
     qk_norm_full: bool = False  # OLMo-2, MiniMax-M2: RMSNorm over the whole q (heads·hd) and k (kv·hd) width
     attn_output_gate: bool = False  # Qwen3-Next: q_proj also emits a per-channel sigmoid gate (2× width)
     linear_attention: LinearAttentionSpec | None = None
+    mamba: MambaSpec | None = None
     layer_mixers: tuple[Mixer, ...] = ()  # per layer; empty = all softmax attention
     indexer: IndexerSpec | None = None  # DeepSeek-V3.2 sparse-attention indexer
     no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
     multimodal: dict | None = field(default=None, compare=False, hash=False)  # wrapper info (see hf_config)
-    vision: VisionSpec | None = None  # counted vision encoder of a multimodal wrapper (Qwen3-VL)
 
     # ---------------------------------------------------------------- shapes
 
@@ -450,8 +425,8 @@ class ModelSpec:
 
     @property
     def num_linear_attention_layers(self) -> int:
-        """Layers with linear attention (fixed recurrent state per sequence)."""
-        return self.num_layers - self.num_attention_layers
+        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence)."""
+        return sum(1 for m in self.mixers if m in ("linear_attention", "mamba"))
 
     @property
     def is_hybrid(self) -> bool:
@@ -466,6 +441,19 @@ class ModelSpec:
         if self.is_hybrid:
             return "hybrid"
         return "MoE" if self.is_moe else "dense"
+
+    def vision_params(self) -> int | None:
+        """Parameters of a multimodal wrapper's vision tower when simctl models it (Qwen3-VL), else None."""
+        from sim.deploy.models.vision import vision_tower
+        if not self.multimodal:
+            return None
+        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"))
+        return t.params() if t is not None else None
+
+    def whole_model_params(self) -> int | None:
+        """Language model + vision tower (multimodal wrappers whose tower is modelled); None otherwise."""
+        v = self.vision_params()
+        return None if v is None else self.total_params() + v
 
     @property
     def num_sliding_layers(self) -> int:
@@ -548,10 +536,28 @@ class ModelSpec:
         extra = [("attention", la.conv_dim * la.conv_kernel + 2 * la.num_v_heads), ("norms", la.v_head_dim)]
         return ops, extra
 
+    def _mamba_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+        mb = self.mamba
+        assert mb is not None
+        H = self.hidden_size
+        ops = [LinearOp("in_proj", H, mb.intermediate + mb.conv_dim + mb.num_heads, "attention", "column", bias=mb.bias),
+               LinearOp("out_proj", mb.intermediate, H, "attention", "row", bias=mb.bias)]
+        conv = mb.conv_dim * mb.conv_kernel + (mb.conv_dim if mb.conv_bias else 0)
+        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate)]
+
     def _layer(self, kind: LayerKind, mixer: Mixer = "attention") -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
         H = self.hidden_size
-        ops, extra = self._attention_ops() if mixer == "attention" else self._linear_attention_ops()
-        if kind == "dense":
+        if mixer == "attention":
+            ops, extra = self._attention_ops()
+        elif mixer == "linear_attention":
+            ops, extra = self._linear_attention_ops()
+        elif mixer == "mamba":
+            ops, extra = self._mamba_ops()
+        else:
+            ops, extra = [], []
+        if kind == "none":
+            pass
+        elif kind == "dense":
             ops += self._mlp_ops(self.intermediate_size, "mlp")
         else:
             m = self.moe
@@ -576,8 +582,8 @@ class ModelSpec:
     @cached_property
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
-        for kind in ("dense", "moe"):
-            for mixer in ("attention", "linear_attention"):
+        for kind in ("dense", "moe", "none"):
+            for mixer in ("attention", "linear_attention", "mamba", "none"):
                 idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
                 if not idx:
                     continue
@@ -635,17 +641,11 @@ class ModelSpec:
             out["norms"] += self.hidden_size * (2 if self.norm_bias else 1)
         if not self.tie_word_embeddings:
             out["lm_head"] = self.lm_head_op().params
-        if self.vision is not None:
-            out["vision"] = self.vision.total_params()
         return out
-
-    def language_model_params(self) -> int:
-        """Parameters of the language model alone (a multimodal model's total less its vision encoder)."""
-        return self.total_params() - (self.vision.total_params() if self.vision is not None else 0)
 
     def layer_split(self) -> dict[str, int]:
         """Parameters in dense layers, in MoE layers, and outside the decoder layers."""
-        dense = sum(g.params for g in self.layer_groups() if g.kind == "dense")
+        dense = sum(g.params for g in self.layer_groups() if g.kind != "moe")  # incl. mixer-only layers
         moe = sum(g.params for g in self.layer_groups() if g.kind == "moe")
         return {"dense_layers": dense, "moe_layers": moe, "other": self.total_params() - dense - moe}
 
@@ -787,9 +787,10 @@ class ModelSpec:
 
     def state_bytes_per_sequence(self, dtype: str | float = "bf16") -> int:
         """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any)."""
-        if self.linear_attention is None:
+        spec = self.linear_attention or self.mamba
+        if spec is None:
             return 0
-        return int(self.linear_attention.state_elements * self.num_linear_attention_layers * dtype_bytes(dtype))
+        return int(spec.state_elements * self.num_linear_attention_layers * dtype_bytes(dtype))
 
     def kv_cache_bytes_for_tokens(self, num_tokens: int, dtype: str | float = "bf16") -> int:
         """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache
@@ -826,8 +827,6 @@ class ModelSpec:
             per_layer.append(sum(shard(op) for op in g.linears) + sum(n for _, n in g.extra_params))
         emb = self._embedding_params()
         first = emb["embed_tokens"] / tp + sum(v for k, v in emb.items() if k != "embed_tokens")
-        if self.vision is not None:  # the vision encoder runs before the first stage, its linears TP-split
-            first += self.vision.total_params() / tp
         # a tied head shares the embedding table on a single stage; with pp > 1 the last stage holds a copy
         head = 0.0 if (self.tie_word_embeddings and pp == 1) else self.lm_head_op().params / tp
         final = self.hidden_size * (2 if self.norm_bias else 1) if self.final_norm else 0
@@ -875,9 +874,9 @@ class ModelSpec:
             "num_attention_layers": self.num_attention_layers,
             "num_linear_attention_layers": self.num_linear_attention_layers,
             "state_bytes_per_sequence": self.state_bytes_per_sequence("bf16"),
+
             "total_params": self.total_params(),
             "active_params": self.active_params(),
-            "language_model_params": self.language_model_params(),
             "buffer_params": self.buffer_params(),
             "breakdown": self.param_breakdown(),
             "layer_split": self.layer_split(),
@@ -885,6 +884,9 @@ class ModelSpec:
             "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token("bf16"),
             "linear_flops_per_token": self.linear_flops_per_token(),
         }
+        if self.multimodal:
+            d["multimodal"] = {"wrapper": self.multimodal["wrapper"], "vision_params": self.vision_params(),
+                               "whole_model_params": self.whole_model_params()}
         if self.mla is not None:
             d["mla"] = {"q_lora_rank": self.mla.q_lora_rank, "kv_lora_rank": self.mla.kv_lora_rank,
                         "qk_nope_head_dim": self.mla.qk_nope_head_dim, "qk_rope_head_dim": self.mla.qk_rope_head_dim,

@@ -19,24 +19,18 @@ import json
 import re
 import sys
 
-from sim.deploy import models
-from sim.deploy.models import list_models, load_model
-from sim.deploy.models.hf_config import read_config_file
+from sim.deploy.models import catalog, list_models, load_model, resolve_name
+from sim.deploy.models.hf_config import WRAPPERS, read_config_file
 
-
-#: config model_type -> the transformers model_type that implements it (Kimi-K2 ships as
-#: ``DeepseekV3ForCausalLM``; transformers has no ``kimi_k2`` class)
-HF_CLASS_ALIASES: dict[str, str] = {"kimi_k2": "deepseek_v3"}
+#: model_type values transformers does not register, and the class their ``architectures`` name
+MODEL_TYPE_ALIASES = {"kimi_k2": "deepseek_v3"}
 
 
 def hf_category(name: str) -> str:
     """Breakdown category of an HF parameter name (same categories as ModelSpec.param_breakdown)."""
     if "lm_head" in name:
         return "lm_head"
-    if ".visual." in name or name.startswith(("visual.", "vision_tower.", "model.vision_tower.")) \
-            or "multi_modal_projector" in name:
-        return "vision"
-    if re.search(r"(embed_tokens|embed_positions|\bwte\b|\bwpe\b|project_in|project_out)", name):
+    if re.search(r"(embed_tokens|embed_positions|\bwte\b|\bwpe\b|project_in|project_out|(backbone|model)\.embeddings\.)", name):
         return "embeddings"
     if re.search(r"(norm|ln_|layernorm|layer_norm)", name):
         return "norms"
@@ -44,11 +38,13 @@ def hf_category(name: str) -> str:
         return "experts"
     if "shared_expert" in name:
         return "shared_experts"
-    if re.search(r"(mlp|feed_forward)\.(gate|router)\.", name):
+    if re.search(r"(mlp|feed_forward|block_sparse_moe)\.(gate|router)\.", name):
         return "router"
-    if re.search(r"(self_attn|\.attn\.|linear_attn)", name):
+    if re.search(r"\.mixer\.(up_proj|down_proj)", name):  # Nemotron-H MLP blocks
+        return "mlp"
+    if re.search(r"(self_attn|\.attn\.|linear_attn|\.mixer\.)", name):
         return "attention"
-    if re.search(r"(mlp|fc1|fc2)", name):
+    if re.search(r"(mlp|fc1|fc2|feed_forward)", name):
         return "mlp"
     return "other"
 
@@ -57,24 +53,51 @@ def hf_counts(config: dict) -> dict:
     """``{"total": num_parameters(), "breakdown": {...}}`` of the transformers model for ``config``."""
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
     d = dict(config)
+    if isinstance(d.get("text_config"), dict) and d.get("model_type") in WRAPPERS:
+        return _wrapper_counts(d)
+    if d.get("model_type") in MODEL_TYPE_ALIASES:
+        d["model_type"] = MODEL_TYPE_ALIASES[d["model_type"]]
     for k in ("quantization_config", "auto_map"):  # build the plain (unquantized, in-library) model
         d.pop(k, None)
     model_type = d.pop("model_type")
-    # model types whose transformers class is another family's (vLLM maps them the same way)
-    model_type = HF_CLASS_ALIASES.get(model_type, model_type)
     cfg = AutoConfig.for_model(model_type, **d)
-    auto = AutoModelForImageTextToText if "vision_config" in d else AutoModelForCausalLM
     with torch.device("meta"):
-        model = auto.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(cfg)
     breakdown: dict[str, int] = {}
     for name, p in model.named_parameters():  # tied parameters are listed once
         k = hf_category(name)
         breakdown[k] = breakdown.get(k, 0) + p.numel()
     return {"total": int(model.num_parameters()), "breakdown": breakdown,
+            "transformers_version": transformers.__version__}
+
+
+def _wrapper_counts(d: dict) -> dict:
+    """A multimodal wrapper, built whole (AutoModelForImageTextToText): ``total`` and ``breakdown`` are
+    the language model's (decoder + LM head, what simctl prices per token), ``whole_model`` counts
+    everything, ``vision`` the rest (vision tower + projector)."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    transformers.logging.set_verbosity_error()
+    d = {k: v for k, v in d.items() if k not in ("quantization_config", "auto_map")}
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(cfg)
+    breakdown: dict[str, int] = {}
+    vision = 0
+    for name, p in model.named_parameters():
+        if "language_model" in name or name.startswith("lm_head"):
+            k = hf_category(name)
+            breakdown[k] = breakdown.get(k, 0) + p.numel()
+        else:
+            vision += p.numel()
+    whole = int(model.num_parameters())
+    return {"total": whole - vision, "breakdown": breakdown, "whole_model": whole, "vision": vision,
             "transformers_version": transformers.__version__}
 
 
@@ -89,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ref: dict[str, dict] = {}
     for n in names:
         spec = load_model(n)
-        short = models.resolve_name(n)
-        cfg = read_config_file(models.catalog()[short].path if short else spec.source)
+        short = resolve_name(n)
+        cfg = read_config_file(catalog()[short].path if short else spec.source)
         hf = hf_counts(cfg)
         ref[spec.name] = hf
         ours = {k: v for k, v in spec.param_breakdown().items() if v}
