@@ -393,9 +393,13 @@ def _replica_section(doc: Document, result: Any, measured: pd.DataFrame) -> None
     if req.empty or req["replica"].nunique() < 2:
         return
     rows = []
+    # positions per replica from one grouping pass each (in row order), not a full-log scan per replica
+    none = np.zeros(0, dtype=np.int64)
+    m_pos = measured.groupby("replica", sort=False, observed=True).indices
+    it_pos = it.groupby("replica", sort=False, observed=True).indices if not it.empty else {}
     for rep, g in req.groupby("replica"):
-        mg = measured[measured["replica"] == rep]
-        itg = it[it["replica"] == rep] if not it.empty else it
+        mg = measured.iloc[m_pos.get(rep, none)]
+        itg = it.iloc[it_pos.get(rep, none)] if not it.empty else it
         busy = float(itg["time_s"].sum()) if not itg.empty else 0.0
         kv = float((itg["kv_usage"] * itg["time_s"]).sum() / busy) if busy else float("nan")
         rows.append([str(rep), fmt.num(len(g)), fmt.num(int((g["status"] == "completed").sum())),
