@@ -2,7 +2,7 @@
 
 Independent values: the Qwen3-VL-8B tower's encoder FLOPs per image written out GEMM by GEMM from its
 config.json (hand arithmetic, not the VisionTower formula), transformers' parameter count for the
-tower (8,767,123,696 whole model − 8,190,735,360 language model, transformers 4.57 meta device, pinned
+tower (8,767,123,696 whole model − 8,190,735,360 language model, transformers 5.25.0, meta device, pinned
 in tests/test_models_families.py), and the TTFT of one request on an idle replica.
 """
 from __future__ import annotations
