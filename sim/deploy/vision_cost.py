@@ -36,7 +36,6 @@ from sim.errors import ConfigError
 
 if TYPE_CHECKING:
     from sim.deploy.models.spec import ModelSpec
-    from sim.deploy.roofline import RooflineCostModel
 
 WEIGHT_BYTES = 2.0  # bf16 vision tower
 ACT_BYTES = 2.0
@@ -74,7 +73,9 @@ def check_vision_inputs(model: "ModelSpec", workload: Any, where: str) -> None:
 class VisionEncoderCost:
     """Prices the vision encoder's work of one step (see the module docstring)."""
 
-    def __init__(self, tower: VisionTower, rf: "RooflineCostModel") -> None:
+    def __init__(self, tower: VisionTower, rf: Any) -> None:
+        """``rf``: the language model's :class:`sim.deploy.roofline.RooflineCostModel` (hardware, TP degree,
+        attention constants and all-reduce model are shared with it; not imported here, which would cycle)."""
         self.tower = tower
         hw, tp = rf.hw, rf.tp
         eff = hw.efficiency
