@@ -296,6 +296,9 @@ class Scheduler(abc.ABC):
         self.long_prefill_token_threshold: int = engine_cfg.long_prefill_token_threshold
         self.enable_chunked_prefill: bool = engine_cfg.enable_chunked_prefill
         self.preemption_mode: str = engine_cfg.preemption_mode
+        # engine.async_scheduling, or the policy's default when unset (the replica reads it from here)
+        flag = getattr(engine_cfg, "async_scheduling", None)
+        self.async_scheduling: bool = type(self).async_scheduling_default if flag is None else bool(flag)
         self.options = self.parse_options(dict(policy_options))
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -651,11 +654,15 @@ class Scheduler(abc.ABC):
 
     def _finish(self, req: Request, now_s: float) -> None:
         """A request produced its last token: free its KV, mark it FINISHED (caller fixes ``running``)."""
-        self.kv.free(req)
+        self.release_finished(req)
         req.status = RequestStatus.FINISHED
         req.finish_s = now_s
         if self.speculator is not None:
             self.speculator.forget(req)
+
+    def release_finished(self, req: Request) -> None:
+        """Free a finished request's KV blocks (a policy may keep them until its next plan)."""
+        self.kv.free(req)
 
     def _materialize(self, req: Request, last_iteration: int, last_time_s: float) -> None:
         """Take ``req`` out of the decode group with its true counters (and cache its full blocks)."""

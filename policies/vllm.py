@@ -13,6 +13,14 @@ token budget ``max_num_batched_tokens``:
    allocation stops admission. Without chunked prefill a prompt larger than the remaining budget
    stops admission too (it waits for a step with enough budget).
 
+3. Under async scheduling (``engine.async_scheduling``, vLLM's default) step k+1 is planned before
+   step k's output is processed (``EngineCore.step_with_batch_queue``): a request that finishes in
+   step k is still in ``running`` and still holds its KV blocks when step k+1 is planned. vLLM's
+   scheduler skips it (it knows it reached ``max_tokens``: ``scheduler.py``, "Async scheduling: Avoid
+   scheduling an extra step"), so it computes nothing, but it counts against ``max_num_seqs`` and its
+   blocks are not free; they are released by ``update_from_output`` of step k, i.e. for the plan of
+   step k+2. Here: finishing requests are *held* through the next plan, then freed.
+
 V1 never swaps: ``engine.preemption_mode: swap`` is honoured through the shared
 :meth:`Scheduler.preempt` (an extension; swapped requests come back before new admissions).
 """
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 from policies.base import Scheduler, SchedulerOutput, StepBuilder
 from policies.registry import register_policy
-from sim.engine.request import RequestStatus
+from sim.engine.request import Request, RequestStatus
 from sim.errors import ConfigError
 
 _UNCAPPED = 1 << 62  # a token budget that never binds: what a request would take without the budget
@@ -45,8 +53,16 @@ class VLLMV1Scheduler(Scheduler):
     # bundled v0.15.1 calibration runs use it
     async_scheduling_default = True
 
+    #: whether, under async scheduling, requests finishing in step k keep their KV blocks and running
+    #: slot through the plan of step k+1 (what vLLM does; a class switch only so the size of the effect
+    #: can be measured: benchmarks/saturation.py)
+    holds_finishing_through_next_plan = True
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # finished in the last step, output not yet processed by the engine core: blocks still held
+        self.held: list[Request] = []
+        self._hold = self.async_scheduling and self.holds_finishing_through_next_plan
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             # vLLM refuses this at start-up: a prompt (or a recompute) longer than the budget would
             # never be scheduled.
@@ -57,6 +73,10 @@ class VLLMV1Scheduler(Scheduler):
 
     def schedule(self, now_s: float) -> SchedulerOutput:
         """One step: running requests first, then (if nothing was preempted) waiting ones."""
+        if self.held and now_s > self.last_step_end_s:
+            # the engine core went idle after the last step: its output was processed before this
+            # plan, so the requests that finished in it hold nothing any more
+            self.release_held()
         step = self.new_step(now_s)
         if not self._schedule_running_fast(step):
             self.dissolve_decode_group()
@@ -67,7 +87,33 @@ class VLLMV1Scheduler(Scheduler):
                 self.schedule_swapped(step)
             if not self.swapped:
                 self._schedule_waiting(step)
-        return step.build()
+        out = step.build()
+        if self.held:
+            self.release_held()  # step k's output is processed while step k+1 (this plan) runs
+            shape = out.shape
+            if not (shape.num_tokens or shape.swap_bytes or out.preempted_ids or out.rejected_ids):
+                # nothing to run: the engine core processes step k's output and plans again at once
+                return self.schedule(now_s)
+        return out
+
+    def release_finished(self, req: Request) -> None:
+        """Under async scheduling a finished request's blocks stay allocated through the next plan."""
+        if self._hold:
+            self.held.append(req)
+        else:
+            self.kv.free(req)
+
+    def release_held(self) -> None:
+        """Free the KV blocks of the requests finished in the last step (their output is processed)."""
+        free = self.kv.free
+        for req in self.held:
+            free(req)
+        self.held = []
+
+    def drain_unfinished(self) -> list[Request]:
+        """At the horizon: release the held requests' blocks too (they have finished)."""
+        self.release_held()
+        return super().drain_unfinished()
 
     def _schedule_running_fast(self, step: StepBuilder) -> bool:
         """Schedule all running requests in full if budget and free blocks allow; else change nothing.
@@ -106,7 +152,9 @@ class VLLMV1Scheduler(Scheduler):
     def _schedule_waiting(self, step: StepBuilder) -> None:
         """Admit waiting requests in FCFS order until the budget, max_num_seqs or KV runs out."""
         waiting, running = self.waiting, self.running
-        while waiting and step.token_budget > 0 and len(running) < self.max_num_seqs:
+        # held requests are still in vLLM's running list when this step is planned
+        max_running = self.max_num_seqs - len(self.held)
+        while waiting and step.token_budget > 0 and len(running) < max_running:
             req = waiting[0]
             self.admit_prefix(req)
             n = self.num_new_tokens(req, _UNCAPPED)

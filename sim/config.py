@@ -128,7 +128,7 @@ class EngineConfig(Frozen):
     preemption_mode: Literal["recompute", "swap"] = "recompute"
     swap_space_gib: float = Field(4.0, ge=0.0)
     num_kv_blocks: int | None = Field(None, ge=1, description="override the memory plan's KV block count (e.g. vLLM's logged '# GPU blocks')")
-    async_scheduling: bool | None = Field(None, description="vLLM V1 async scheduling: step k+1 is planned while step k runs, so a request that arrives during step k first runs in step k+2. Default: the policy's (on for vllm — vLLM's default since PR #27614, late 2025 — off for the others)")
+    async_scheduling: bool | None = Field(None, description="vLLM V1 async scheduling: step k+1 is planned while step k runs, so a request that arrives during step k first runs in step k+2 (and, for vllm, one finishing in step k keeps its slot and KV blocks through the plan of step k+1). Default: the policy's (on for vllm — vLLM's default since PR #27614, late 2025 — off for the others)")
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
     speculative: SpeculativeConfig | None = Field(None, description="speculative decoding / multi-token prediction (docs/speculative.md); None = off")
     kv_offload: KVOffloadConfig | None = Field(None, description="CPU/disk KV-cache tiers per replica (docs/kv-tiers.md); None = off")
@@ -146,9 +146,14 @@ SECTION_MODELS: dict[str, str] = {
     "autoscaling": "sim.engine.autoscaling_config:AutoscalingConfig",
     "plan": "sim.plan.fleet_plan:PlanConfig",
     "uncertainty": "sim.runs.uncertainty:UncertaintyConfig",
+    "disaggregation": "sim.engine.disagg_config:DisaggregationConfig",
+    "replica_groups": "sim.runs.replica_groups:ReplicaGroupsConfig",
 }
 # Sections written into the resolved config only when present (older results stay byte-identical).
-OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan"})
+OMIT_WHEN_ABSENT = frozenset({"autoscaling", "plan", "disaggregation", "replica_groups"})
+# Sections whose pools/groups override the top-level keys they name: dumped as written, so that the
+# resolved config re-parses to the same overrides (a dumped default would override the top level).
+DUMP_AS_WRITTEN = frozenset({"disaggregation", "replica_groups"})
 
 
 class ExperimentConfig(Frozen):
@@ -179,6 +184,8 @@ class ExperimentConfig(Frozen):
     autoscaling: Any = None
     plan: Any = None
     uncertainty: Any = None
+    disaggregation: Any = None  # sim.engine.disagg_config.DisaggregationConfig: prefill/decode pools
+    replica_groups: Any = None  # sim.runs.replica_groups.ReplicaGroupsConfig: heterogeneous replicas
     base_dir: str = Field(".", description="directory relative paths in the file are resolved against (set by the loader)")
 
     def resolve_path(self, p: str | Path) -> Path:
@@ -195,7 +202,8 @@ class ExperimentConfig(Frozen):
             val = getattr(self, key)
             if val is None and key in OMIT_WHEN_ABSENT:
                 continue
-            out[key] = val.model_dump(mode="json") if isinstance(val, BaseModel) else val
+            out[key] = (val.model_dump(mode="json", exclude_unset=key in DUMP_AS_WRITTEN)
+                        if isinstance(val, BaseModel) else val)
         return out
 
 

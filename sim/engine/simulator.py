@@ -51,6 +51,7 @@ from policies.registry import build_router, get_policy
 from policies.speculative import Speculator, spec_decode_counters
 from sim.deploy.step_cost import CostModel, StepCost
 from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
+from sim.engine.disagg import PDCoordinator, PDSpec
 from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
@@ -129,6 +130,7 @@ class EngineOutput:
     invariants: tuple[str, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
     fleet: dict[str, Any] | None = None  # autoscaled runs: replica lives and controller ticks
+    disagg: dict[str, Any] | None = None  # disaggregated runs: sim.engine.disagg.PDCoordinator.output()
 
 
 # Cost of a step that only swaps (no tokens): priced by the engine from swap_bytes alone.
@@ -196,13 +198,18 @@ class _Replica:
         self.num_preempted = 0
         # Async scheduling (vLLM V1 default): step k+1 is planned when step k starts, so it sees only
         # requests delivered by then. Delivered requests wait in the inbox until a plan can see them.
-        self.async_scheduling = (policy_cls.async_scheduling_default if eng.async_scheduling is None
-                                 else eng.async_scheduling)
+        self.async_scheduling = self.scheduler.async_scheduling  # engine flag, else the policy's default
         self.inbox: deque[tuple[float, Request]] = deque()  # (delivered_s, request), in delivery order
         self.plan_cutoff_s = 0.0  # requests delivered at or before this time are visible to the next plan
         # DP attention: this engine core is one rank of a group whose steps are synchronous
         self.dp_group = dp_group
         self.dp_rank = index % setup.dp
+        # where this replica's ended requests go, and per-step hooks (a disaggregated run's
+        # sim.engine.disagg.PDCoordinator sets them on its prefill and decode instances)
+        self.on_finished: Callable[[list[Request]], None] = cluster.on_finished
+        self.on_rejected: Callable[[tuple[int, ...]], None] = cluster.on_rejected
+        self.pre_step: Callable[[Any, float], None] | None = None
+        self.post_step: Callable[[_Replica], None] | None = None
         self.tiers = cluster.tiers.attach(self.kv) if cluster.tiers is not None else None  # sim.engine.kv_tiers
 
     def submit(self, req: Request) -> bool:
@@ -242,6 +249,7 @@ class _Replica:
         ends = log.end_s
         inbox = self.inbox
         group = self.dp_group
+        on_finished, on_rejected, pre_step, post_step = self.on_finished, self.on_rejected, self.pre_step, self.post_step
         tiers = self.tiers
         while True:
             if inbox:
@@ -252,7 +260,7 @@ class _Replica:
             now = env.now
             out = schedule(now)
             if out.rejected_ids:
-                cluster.on_rejected(out.rejected_ids)
+                on_rejected(out.rejected_ids)
             shape = out.shape
             swap_bytes = shape.swap_bytes
             if shape.num_tokens:
@@ -279,6 +287,8 @@ class _Replica:
                 dt = tiers.step_time(now, dt)  # synchronous / layer-wise tier loads
             num_waiting, num_running, usage = sched.num_waiting + len(inbox), len(sched.running), kv.usage
             self.plan_cutoff_s = now  # the next step is planned while this one runs
+            if pre_step is not None:
+                pre_step(out, now)
             if group is None:
                 yield timeout(dt)
             else:  # the group's slowest rank sets the step time; it may start later than planned
@@ -315,7 +325,9 @@ class _Replica:
                 self.num_preempted += npre
             if finished:
                 self.outstanding -= len(finished)
-                cluster.on_finished(finished)
+                on_finished(finished)
+            if post_step is not None:
+                post_step(self)
 
     def _admit_visible(self, busy: bool) -> None:
         """Move inbox requests the next plan can see into the scheduler. While the engine is busy that
@@ -368,10 +380,11 @@ class _Cluster:
         self.stop_reason = ""
         self.progress = progress
         self._last_progress_wall = time.perf_counter()
+        self.pd: Any = None  # sim.engine.disagg.PDCoordinator in a disaggregated run
 
     def stream(self, *key: int) -> np.random.SeedSequence:
         """The engine's random stream ``key`` (routing: (0,); speculative acceptance of replica i:
-        (1, i); the autoscaler's cold-start draws: (2,)), derived without mutating the caller's SeedSequence (spawn() would)."""
+        (1, i); the autoscaler's cold-start draws: (2,); a disaggregated run's decode router: (3,)), derived without mutating the caller's SeedSequence (spawn() would)."""
         seq = self.seed_seq
         return np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + key)
 
@@ -404,7 +417,7 @@ class _Cluster:
             self._hand_over(req)
 
     def _hand_over(self, req: Request) -> None:
-        if not self.replicas[req.replica].submit(req):
+        if not (self.replicas[req.replica].submit(req) if self.pd is None else self.pd.hand_over(req)):
             self.num_rejected += 1
             self._end(req)
             self._check_stop()
@@ -486,7 +499,8 @@ class _Cluster:
             return
         if self.num_ended == len(self.requests):
             self._trigger_stop("drained")
-        elif self.num_stalled + self.num_idle == len(self.replicas) and not self.num_in_frontend:
+        elif (self.num_stalled + self.num_idle == len(self.replicas) and not self.num_in_frontend
+              and not (self.pd is not None and self.pd.num_in_transit)):
             self._trigger_stop("stalled")  # nobody can progress and nothing will arrive
 
     def _trigger_stop(self, reason: str) -> None:
@@ -505,13 +519,19 @@ class _Cluster:
 def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, router: str = "round-robin",
              seed_seq: np.random.SeedSequence | None = None, max_duration_s: float | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None,
-             autoscaling: AutoscalerSpec | None = None, router_options: dict | None = None) -> EngineOutput:
+             autoscaling: AutoscalerSpec | None = None, disagg: PDSpec | None = None,
+             replica_setups: list[ReplicaSetup] | None = None,
+             router_options: dict | None = None) -> EngineOutput:
     """Simulate ``workload`` on ``num_replicas`` identical replicas behind ``router``.
 
     ``seed_seq`` feeds the engine's own randomness (the ``random`` router, cold-start draws); the
     workload carries its own streams. ``progress``, if given, is called about twice a second of wall
     time and once at the end with ``{"now_s", "num_submitted", "num_ended"}``. ``autoscaling`` adds the
     controller of :mod:`sim.engine.autoscaler` (``num_replicas`` are then the replicas ready at t = 0).
+    ``disagg`` makes it a disaggregated run (:mod:`sim.engine.disagg`): ``setup``/``num_replicas``/
+    ``router`` are then the prefill pool's, and ``disagg`` adds the decode pool and the KV links.
+    ``replica_setups`` (one per replica, ``num_replicas`` of them) makes the replicas heterogeneous
+    (``sim.runs.replica_groups``); ``setup`` then only sets the API server's frontend time.
     See the module docstring for the horizon rules.
     """
     if num_replicas < 1:
@@ -521,6 +541,19 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     wall0 = time.perf_counter()
     env = simpy.Environment()
     cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress, router_options)
+    if replica_setups is not None:  # heterogeneous replicas behind the same router
+        if autoscaling is not None or disagg is not None or len(replica_setups) != num_replicas \
+                or any(s.dp > 1 for s in replica_setups):
+            raise ConfigError("replica_groups: one dp = 1 setup per replica, without autoscaling or disaggregation")
+        cluster.replicas = [_Replica(i, s, cluster) for i, s in enumerate(replica_setups)]
+        cluster.routable = cluster.replicas
+    if disagg is not None:
+        if autoscaling is not None or setup.dp > 1 or disagg.decode.dp > 1:
+            raise ConfigError("disaggregation: autoscaling and data-parallel attention pools (dp > 1) are not "
+                              "supported in a disaggregated deployment")
+        cluster.pd = PDCoordinator(cluster, disagg, lambda i, s: _Replica(i, s, cluster),
+                                   build_router(disagg.decode_router, disagg.num_decode,
+                                                np.random.default_rng(cluster.stream(3))))
     for rep in cluster.replicas:
         env.process(rep.run(env))
     if autoscaling is not None:
@@ -570,14 +603,24 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         rep.inbox.clear()
     num_unfinished += cluster.num_in_frontend  # still in the API server when the run stopped
     backlog["waiting"] += cluster.num_in_frontend
+    if cluster.pd is not None:  # prefilled, not yet on a decode instance
+        backlog["kv_transfer"] = cluster.pd.drain()
+        num_unfinished += backlog["kv_transfer"]
     backlog["unfinished"] = num_unfinished
     num_total = _workload_size(workload)
     if num_total is not None:
         backlog["not_arrived"] = max(0, num_total - len(requests))
     invariants = _check_invariants(cluster, num_unfinished)
+    extra_ends = None
+    if cluster.pd is not None:
+        try:
+            invariants += cluster.pd.check_invariants()
+        except AssertionError as exc:
+            raise SimulationInvariantError(str(exc)) from None
+        extra_ends = cluster.pd.extend_timeline(requests)
     req_df = _requests_frame(requests)
     it_df = _iterations_frame(replicas)
-    timeline = _timeline(requests, replicas)
+    timeline = _timeline(requests, replicas, extra_ends)
     stats = {
         "wall_s": wall_s, "num_requests": len(requests),
         "num_iterations": int(sum(len(r.log) for r in replicas)),
@@ -599,7 +642,8 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         invariants += ("replica lives ordered; drained replicas released only when empty",)
         fleet = cluster.autoscaler.output()
     return EngineOutput(req_df, it_df, timeline, float(env.now), horizon_reached, backlog,
-                        cluster.stop_reason or "drained", invariants, stats, fleet)
+                        cluster.stop_reason or "drained", invariants, stats, fleet,
+                        cluster.pd.output() if cluster.pd is not None else None)
 
 
 def _workload_size(workload: Any) -> int | None:
@@ -661,8 +705,11 @@ def _iterations_frame(replicas: list[_Replica]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
-def _timeline(requests: list[Request], replicas: list[_Replica]) -> TokenTimeline:
-    """Token timestamps: per-replica iteration end times + flat emission runs per request row."""
+def _timeline(requests: list[Request], replicas: list[_Replica],
+              extra_ends: dict[int, list[float]] | None = None) -> TokenTimeline:
+    """Token timestamps: per-replica iteration end times + flat emission runs per request row.
+    ``extra_ends[replica]`` are entries after that replica's iterations (a disaggregated run's
+    first-token times, ``sim.engine.disagg``)."""
     lengths = np.fromiter((len(r.runs) for r in requests), dtype=np.int64, count=len(requests))
     offsets = np.zeros(len(requests) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -676,6 +723,9 @@ def _timeline(requests: list[Request], replicas: list[_Replica]) -> TokenTimelin
         bursts = np.fromiter((i for r in requests if r.bursts for i in r.bursts), dtype=np.int64,
                              count=int(burst_offsets[-1]))
     return TokenTimeline(
-        iteration_end_s={rep.index: np.array(rep.log.end_s, dtype=np.float64) for rep in replicas},
+        iteration_end_s={rep.index: np.array(rep.log.end_s, dtype=np.float64) if not (extra_ends or {}).get(rep.index)
+                         else np.concatenate([np.array(rep.log.end_s, dtype=np.float64),
+                                              np.array(extra_ends[rep.index], dtype=np.float64)])
+                         for rep in replicas},
         replica_of=np.fromiter((r.replica for r in requests), dtype=np.int64, count=len(requests)),
         runs=runs, run_offsets=offsets, bursts=bursts, burst_offsets=burst_offsets)

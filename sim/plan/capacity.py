@@ -46,6 +46,7 @@ from sim.config import Frozen, format_validation_error, load_experiment, with_ov
 from sim.errors import ConfigError
 from sim.measure.slo import evaluate_slo, resolve_slo
 from sim.plan.capacity_range import rate_range
+from sim.runs.disagg import pd_probe_keys
 from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 
@@ -120,10 +121,15 @@ class CapacityResult:
     slo: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # disaggregated experiments (sim.plan.pd_capacity): the (prefill, decode) replicas found and the search
+    disaggregation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (probes in the order they were run)."""
-        return to_jsonable(asdict(self))
+        out = asdict(self)
+        if out["disaggregation"] is None:
+            del out["disaggregation"]
+        return to_jsonable(out)
 
 
 def _default_run_fn() -> Callable[[Any], Any]:
@@ -147,6 +153,7 @@ class _Searcher:
         self.run_fn = run_fn
         self.progress = progress
         self.probes: list[Probe] = []
+        self.probe_cls, self.summary_keys = Probe, PROBE_SUMMARY_KEYS  # for sim.plan.pd_capacity
         self._cache: dict[tuple[float, int], Probe] = {}
         base = cfg.model_copy(update={"uncertainty": None})  # probes are points; the range is searched apart
         if search.num_requests is not None:
@@ -187,7 +194,8 @@ class _Searcher:
         probe = Probe(request_rate=key[0], replicas=replicas, passed=bool(verdict["passed"]),
                       binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
                       criteria=list(verdict.get("criteria", [])),
-                      summary={k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary})
+                      summary={**{k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary},
+                               **pd_probe_keys(summary)})
         self._cache[key] = probe
         self.probes.append(probe)
         if self.progress is not None:
@@ -301,14 +309,20 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
         if n_req is not None and tail > 0 and n_req * tail < 10:
             warnings.append(f"p{p} from {n_req} requests rests on {n_req * tail:.1f} tail samples: "
                             f"raise search.num_requests to ≥ {math.ceil(10 / tail - 1e-9)} for a stable estimate")
+    pd_detail = None
     if search.target == "replicas":
-        best, fail, converged = _search_replicas(s, search.target_rate)
+        if cfg.disaggregation is not None:  # the cheapest (prefill, decode) pair
+            from sim.plan.pd_capacity import search_pd_replicas
+
+            best, fail, converged, pd_detail = search_pd_replicas(s, cfg, search.target_rate)
+        else:
+            best, fail, converged = _search_replicas(s, search.target_rate)
         point = best
         result = CapacityResult(
             target="replicas", max_request_rate=search.target_rate if best else None,
             min_replicas=best.replicas if best else None, converged=converged,
             lowest_failing_rate=None, binding_constraint=(fail.binding if fail else (best.binding if best else None)),
-            num_gpus=None, cost_per_hour_usd=None, tolerance=search.tolerance)
+            num_gpus=None, cost_per_hour_usd=None, tolerance=search.tolerance, disaggregation=pd_detail)
         if best is None:
             tried = max((p.replicas for p in s.probes), default=0)
             warnings.append(f"the SLO is not met at {search.target_rate} req/s with up to {tried} replicas")

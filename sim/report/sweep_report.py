@@ -183,6 +183,39 @@ def recommend(configs: list[Configuration], target_rps: float | None, has_slo: b
     return best, f"Highest output throughput per GPU among {len(feasible)} configurations that {slo_text}."
 
 
+# what a binding SLO criterion means for the deployment (the mechanism behind it)
+_BINDING_MEANING = {
+    "ttft": "TTFT-bound: prompts queue for prefill compute",
+    "tpot": "TPOT-bound: decode steps grow too slow (batch size, and in an aggregated replica the prefill "
+            "chunks sharing each step)",
+    "itl": "ITL-bound: some decode steps grow too slow (prefill chunks or large batches in them)",
+    "e2e": "E2E-bound: the whole request takes too long",
+    "queue": "queue-bound: requests wait too long to start",
+}
+
+
+def binding_rows(configs: list[Configuration]) -> list[list[str]]:
+    """One row per configuration of a capacity sweep: its capacity, $/1M output tokens, the binding SLO
+    criterion and what it means; for a disaggregated configuration also each pool's utilization (busy
+    share of the run) at the capacity point and which pool is the busier. Empty when no capacity was
+    searched."""
+    rows = []
+    for c in configs:
+        at = c.at_capacity
+        binding = _get(at, "binding_constraint") if at is not None else None
+        if not isinstance(binding, str) or not binding:
+            continue
+        meaning = next((v for k, v in _BINDING_MEANING.items() if k in binding), "")
+        u_pre, u_dec = _num(at, "prefill_utilization"), _num(at, "decode_utilization")
+        if np.isfinite(u_pre) and np.isfinite(u_dec):
+            meaning = (meaning.split(" (")[0] if "tpot" in binding or "itl" in binding else meaning)
+            busier = "decode" if u_dec >= u_pre else "prefill"
+            meaning += (f"; disaggregated (decode steps never carry a prefill): the {busier} pool is the busier, "
+                        f"prefill {u_pre:.0%} / decode {u_dec:.0%} busy")
+        rows.append([c.label, c.capacity_text, fmt.usd(c.cost_per_1m_output), binding, meaning])
+    return rows
+
+
 def _pareto_front(latency: np.ndarray, throughput: np.ndarray) -> np.ndarray:
     """Mask of points no other point beats on both lower latency and higher throughput."""
     ok = np.isfinite(latency) & np.isfinite(throughput)
@@ -228,6 +261,11 @@ def build_sweep_document(sweep_dir: str | Path) -> Document:
         sec.add(Note(reason, "good", f"Recommended: {best.label}"))
     else:
         sec.add(Note(reason, "warn", "No recommendation"))
+    why = binding_rows(configs)
+    if why:
+        sec.add(Table(["configuration", "capacity (req/s)", "$/1M out tok", "binding constraint", "why it stops there"],
+                      why, caption="What limits each configuration at its capacity (the SLO criterion that fails "
+                      "first above it)", align="lrrll"))
     if criteria:
         sec.add(Text("SLO: " + "; ".join(c.label + (f" ({c.source})" if c.source != "SLO" else "")
                                          for c in criteria) + "."))

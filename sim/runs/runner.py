@@ -28,6 +28,8 @@ from sim.measure.vllm_compat import (
     setup_keys,
 )
 from sim.runs.autoscaled import autoscaler_spec, fleet_outputs
+from sim.runs.disagg import pd_setup, pd_summary
+from sim.runs.replica_groups import groups_setup, groups_summary
 from sim.runs.progress import RunProgress
 from sim.runs.result import RunResult
 from sim.runs.storage import save_result, to_jsonable
@@ -69,18 +71,26 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
         cfg = load_experiment(cfg)
     if cfg.workload is None:
         raise ConfigError(f"{cfg.name}: the experiment has no 'workload:' section")
-    dep = build_deployment(cfg)
+    pd = pd_setup(cfg, replica_setup) if cfg.disaggregation is not None else None  # prefill/decode pools
+    rg = groups_setup(cfg, replica_setup) if cfg.replica_groups is not None else None  # heterogeneous replicas
+    dep = (pd.deployments["prefill"] if pd is not None else rg.deployments[0] if rg is not None
+           else build_deployment(cfg))
     seq = np.random.SeedSequence(cfg.seed)
     workload_seq, engine_seq = seq.spawn(2)
     workload = build_workload(cfg.workload, workload_seq, Path(cfg.base_dir), model_name=dep.model.name)
-    setup = replica_setup(dep, cfg.engine.num_kv_blocks, cfg.kv_store)
+    setup = (pd.setups["prefill"] if pd is not None else rg.setups[0] if rg is not None
+             else replica_setup(dep, cfg.engine.num_kv_blocks, cfg.kv_store))
     num_kv_blocks = setup.num_kv_blocks
     scaling = autoscaler_spec(cfg, dep)
     bar = RunProgress(workload.describe().get("num_requests")) if progress is True else None
     try:
-        out = simulate(workload, setup, num_replicas=cfg.replicas, router=cfg.router, seed_seq=engine_seq,
+        num_replicas = pd.spec.num_prefill if pd is not None else rg.num_replicas if rg is not None else cfg.replicas
+        out = simulate(workload, setup, num_replicas=num_replicas,
+                       router=cfg.router if pd is None else pd.spec.prefill_router, seed_seq=engine_seq,
                        max_duration_s=cfg.max_duration_s, progress=bar or (progress if callable(progress) else None),
-                       autoscaling=scaling, router_options=dict(cfg.router_options))
+                       autoscaling=scaling, disagg=None if pd is None else pd.spec,
+                       replica_setups=None if rg is None else rg.replica_setups,
+                       router_options=dict(cfg.router_options))
     finally:
         if bar is not None:
             bar.close()
@@ -90,13 +100,19 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     replicas = cfg.replicas if fleet_block is None else fleet_block["peak_replicas_billed"]
     summary = summarize(
         out.requests, out.iterations, out.timeline, warmup_s=cfg.warmup_s, slo=cfg.slo,
-        cost=cfg.cost, hardware=dep.hardware, num_gpus=dep.num_gpus_per_replica * replicas,
+        cost=cfg.cost, hardware=(pd.price_hardware(cfg.cost) if pd is not None else rg.price_hardware()
+                                 if rg is not None else dep.hardware),
+        num_gpus=pd.num_gpus if pd is not None else rg.num_gpus if rg is not None else dep.num_gpus_per_replica * replicas,
         prefill_time_fn=dep.cost_model.prefill_time_s, model_name=dep.model.name,
         end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached,
         **({"percentiles": percentiles} if percentiles else {}))
     summary.update(_benchmark_keys(cfg, dep, out, summary))
     if fleet_block is not None:
         summary["autoscaling"] = fleet_block
+    if pd is not None:
+        summary["disaggregation"] = pd_summary(pd, out, cfg.cost, summary)
+    if rg is not None:
+        summary["replica_groups"] = groups_summary(rg, out)
     if "kv_tiers" in out.stats:
         summary["kv_tiers"] = out.stats["kv_tiers"]
     if "spec_decode" in out.stats:

@@ -1,0 +1,435 @@
+"""Disaggregated prefill/decode inside the SimPy cluster: prefill pool → KV-transfer links → decode pool.
+
+A request's life (vLLM/SGLang PD semantics; docs/disaggregation.md):
+
+1. **Prefill.** The prefill router picks a prefill instance. The instance's own scheduler runs the
+   request as a copy with ``max_output_tokens = 1`` (vLLM's PD proxy sends ``max_tokens=1`` to the
+   prefill server): its first token is produced there, so TTFT ends at the end of the prefill step.
+2. **KV ready.** When the prefill finishes the prompt's KV stays on the prefill instance: its blocks
+   are re-held at the same instant they were freed (no other request can take them in between), and
+   released only when the transfer ends (vLLM NIXL's delayed free, SGLang's sender). With
+   ``layerwise`` the KV is ready to stream at the *start* of the request's last prefill step (each
+   layer's KV is sent while the next layers compute).
+3. **Decode admission.** The decode router picks a decode instance. The instance must admit the
+   request, in FIFO order: its worst-case KV (prompt + max output) must fit next to the worst cases of
+   the requests already admitted there, and a sequence slot must be free (requests running, waiting
+   and in transfer stay within ``max_num_seqs``); then blocks for its prompt plus the first generated
+   token are allocated. A request waits (``kv_wait``) until both hold: KV capacity is a real
+   constraint. The worst-case reservation (SGLang's decode pre-allocation reserves decode tokens per
+   request for the same reason) means a decode instance never preempts; without it, transferred
+   requests holding blocks in the waiting queue can block a preempted request at its head for good.
+4. **Transfer.** ``kv_cache_bytes_for_tokens(prompt)`` bytes move over the link of the
+   (prefill instance, decode instance) pair. A link is a processor-sharing server: its ``n``
+   concurrent transfers each get ``bandwidth / n`` (the fair share of one NIC pair), so the link
+   never moves more than its bandwidth. A transfer ends ``latency`` after its last byte is sent; with
+   ``layerwise`` it cannot end before the prefill ends plus the last layer's bytes at full bandwidth.
+5. **Decode.** At the transfer's end the prefill instance frees its blocks and the decode instance's
+   scheduler receives the request with ``num_computed_tokens = prompt`` and one token emitted: it
+   decodes the rest there (a preemption there recomputes locally, as vLLM's decode instance does).
+
+Token times: the first token's time is the prefill instance's iteration end; the engine's compact
+timeline keeps one replica per request, so the decode instance's timeline array gets one extra entry
+per such request (after its real iteration ends) holding that time, and the request's runs start with it.
+
+Invariants checked at the end of every PD run (:meth:`PDCoordinator.check_invariants`): every link is
+idle, it never carried more bytes than bandwidth × busy time, and no transfer beat ``bytes / bandwidth``;
+no KV is held on either pool; no request is left in transit.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.engine.request import Request, RequestStatus
+
+__all__ = ["PDSpec", "KVLink", "PDCoordinator", "PD_REQUEST_COLUMNS"]
+
+# A flow with at most this many bytes left is complete (floating-point remainder of the fair shares).
+_BYTES_EPS = 1e-3
+
+PD_REQUEST_COLUMNS = ("request_id", "prefill_replica", "decode_replica", "kv_bytes", "prefill_done_s",
+                      "kv_ready_s", "transfer_start_s", "transfer_end_s", "kv_wait_s", "transfer_s")
+
+
+@dataclass(frozen=True)
+class PDSpec:
+    """What the engine needs for a disaggregated run (built by ``sim.runs.disagg``)."""
+
+    prefill: Any  # sim.engine.simulator.ReplicaSetup of one prefill instance
+    decode: Any  # ReplicaSetup of one decode instance
+    num_prefill: int
+    num_decode: int
+    prefill_router: str
+    decode_router: str
+    kv_bytes_fn: Callable[[int], float]  # prompt tokens -> KV bytes moved (all layers, whole model)
+    bandwidth_bytes_per_s: float  # per (prefill, decode) instance pair
+    latency_s: float
+    layerwise: bool = False
+    num_layers: int = 1  # for the layer-wise tail (the last layer's bytes after the prefill ends)
+
+
+class KVLink:
+    """A processor-sharing link: ``n`` active flows each progress at ``bandwidth / n`` bytes/s."""
+
+    def __init__(self, env: Any, bandwidth_bytes_per_s: float, name: str) -> None:
+        self.env = env
+        self.bandwidth = float(bandwidth_bytes_per_s)
+        self.name = name
+        self.flows: dict[int, list] = {}  # flow id -> [remaining bytes, on_sent callback]
+        self._last_s = 0.0
+        self._generation = 0  # stale completion timers carry an older generation
+        self.busy_s = 0.0  # time with at least one flow
+        self.bytes_carried = 0.0  # Σ bytes sent (= bandwidth × busy_s by construction)
+        self.bytes_requested = 0.0  # Σ bytes of the flows started
+        self.num_flows = 0
+        self.max_concurrent = 0
+
+    def start(self, flow_id: int, num_bytes: float, on_sent: Callable[[], None]) -> None:
+        """Start sending ``num_bytes``; ``on_sent()`` is called when the last byte left."""
+        self._advance()
+        self.flows[flow_id] = [float(num_bytes), on_sent]
+        self.bytes_requested += float(num_bytes)
+        self.num_flows += 1
+        self.max_concurrent = max(self.max_concurrent, len(self.flows))
+        self._reschedule()
+
+    def _advance(self) -> None:
+        now = self.env.now
+        dt = now - self._last_s
+        flows = self.flows
+        if flows and dt > 0.0:
+            share = self.bandwidth * dt / len(flows)
+            for f in flows.values():
+                f[0] -= share
+            self.busy_s += dt
+            self.bytes_carried += self.bandwidth * dt
+        self._last_s = now
+
+    def _reschedule(self) -> None:
+        self._generation += 1
+        if not self.flows:
+            return
+        smallest = min(f[0] for f in self.flows.values())
+        dt = max(smallest, 0.0) * len(self.flows) / self.bandwidth
+        gen = self._generation
+        self.env.timeout(dt).callbacks.append(lambda _ev: self._on_timer(gen))
+
+    def _on_timer(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # the flow set changed since this timer was set
+        self._advance()
+        done = [fid for fid, f in self.flows.items() if f[0] <= _BYTES_EPS]
+        callbacks = [self.flows.pop(fid)[1] for fid in done]
+        self._reschedule()
+        for cb in callbacks:
+            cb()
+
+
+class _PDState:
+    """One request's progress through the PD pipeline."""
+
+    __slots__ = ("main", "pre", "prefill_rep", "decode_rep", "kv_bytes", "holder", "kv_ready_s",
+                 "prefill_done_s", "admit_s", "sent_s", "end_s", "queued", "delivered", "last_step_start_s")
+
+    def __init__(self, main: Request, pre: Request, prefill_rep: int, kv_bytes: float) -> None:
+        self.main, self.pre, self.prefill_rep, self.kv_bytes = main, pre, prefill_rep, kv_bytes
+        self.decode_rep = -1
+        self.holder: Request | None = None  # holds the prompt's blocks on the prefill instance
+        self.kv_ready_s = -1.0
+        self.prefill_done_s = -1.0
+        self.admit_s = -1.0  # decode blocks allocated, transfer started
+        self.sent_s = -1.0  # last byte sent
+        self.end_s = -1.0  # transfer complete (KV usable on the decode instance)
+        self.queued = False  # waiting for decode admission
+        self.delivered = False
+        self.last_step_start_s = -1.0
+
+
+class PDCoordinator:
+    """Joins a cluster's prefill instances (replicas ``0…P−1``) to its decode instances (``P…P+D−1``)."""
+
+    def __init__(self, cluster: Any, spec: PDSpec, make_replica: Callable[[int, Any], Any], decode_router: Any) -> None:
+        self.cluster = cluster
+        self.spec = spec
+        self.env = cluster.env
+        self.prefill = list(cluster.replicas)
+        for rep in self.prefill:
+            rep.on_finished = self.on_prefilled
+            rep.on_rejected = self.on_prefill_rejected
+            if spec.layerwise:
+                rep.pre_step = self.on_prefill_step
+        self.decode = [make_replica(len(cluster.replicas) + j, spec.decode) for j in range(spec.num_decode)]
+        for rep in self.decode:
+            rep.post_step = self.on_decode_step
+            rep.on_finished = self.on_decoded
+        cluster.replicas.extend(self.decode)
+        cluster.routable = self.prefill  # new requests go to the prefill pool only
+        self.decode_router = decode_router
+        self.links: dict[tuple[int, int], KVLink] = {}
+        self.states: dict[int, _PDState] = {}  # request id -> state, while the request is in the pipeline
+        self.finished_states: list[_PDState] = []
+        self.admission: dict[int, deque[_PDState]] = {rep.index: deque() for rep in self.decode}
+        # Σ worst-case blocks (prompt + max output) of the requests admitted to each decode instance and
+        # not ended: admission keeps it within the instance's KV, so a decode instance never preempts
+        self.committed_blocks = {rep.index: 0 for rep in self.decode}
+        self.num_admitted = {rep.index: 0 for rep in self.decode}  # decode blocks allocated, KV in flight
+        self.num_in_transit = 0  # prefilled (or streaming), not yet handed to a decode scheduler
+
+    # ------------------------------------------------------------------ prefill side
+    def hand_over(self, main: Request) -> bool:
+        """Give ``main`` (routed to prefill instance ``main.replica``) to its prefill scheduler as a
+        one-token copy; False if either pool can never run it (the reason is set on ``main``)."""
+        reason = self.decode[0].scheduler.rejection_reason(main)
+        pre = Request(main.request_id, dataclasses.replace(main.spec, max_output_tokens=1), main.arrival_s,
+                      main.replica)
+        rep = self.cluster.replicas[main.replica]
+        if reason is None and not rep.submit(pre):
+            reason = pre.reject_reason
+        if reason is not None:
+            main.status = RequestStatus.REJECTED
+            main.reject_reason = reason
+            return False
+        self.states[main.request_id] = _PDState(main, pre, main.replica, float(self.spec.kv_bytes_fn(main.num_prompt_tokens)))
+        return True
+
+    def on_prefill_rejected(self, request_ids: tuple[int, ...]) -> None:
+        """A prefill scheduler rejected requests while scheduling: the requests end rejected."""
+        for rid in request_ids:
+            st = self.states.pop(rid)
+            st.main.status = RequestStatus.REJECTED
+            st.main.reject_reason = st.pre.reject_reason
+        self.cluster.on_rejected(request_ids)
+
+    def on_prefill_step(self, out: Any, start_s: float) -> None:
+        """Layer-wise: a request whose last prefill chunk starts now has its KV ready to stream."""
+        for req, n in zip(out.scheduled, out.num_scheduled_tokens.values()):
+            if req.num_output_tokens or req.num_computed_tokens + n < req.num_prompt_tokens:
+                continue
+            st = self.states.get(req.request_id)
+            if st is not None and st.kv_ready_s < 0 and st.main.max_output_tokens > 1:
+                st.kv_ready_s = start_s
+                self.num_in_transit += 1
+                self._route_decode(st)
+
+    def on_prefilled(self, finished: list[Request]) -> None:
+        """Prefill copies that produced their token: re-hold their KV and move them on."""
+        now = self.env.now
+        done_main: list[Request] = []
+        for pre in finished:
+            st = self.states[pre.request_id]
+            st.prefill_done_s = now
+            main = st.main
+            # what the prefill produced: the first token and the prefill timing
+            main.first_scheduled_s = pre.first_scheduled_s
+            main.prefill_done_s = pre.prefill_done_s
+            main.first_token_s = pre.first_token_s
+            main.last_token_s = pre.last_token_s
+            main.prefill_compute_s = pre.prefill_compute_s
+            main.num_cached_tokens = pre.num_cached_tokens
+            main.num_preemptions = pre.num_preemptions
+            if main.max_output_tokens == 1:  # nothing to decode: it ends on the prefill instance
+                main.runs = list(pre.runs)
+                main.num_output_tokens = 1
+                main.status = RequestStatus.FINISHED
+                main.finish_s = pre.finish_s
+                del self.states[pre.request_id]
+                done_main.append(main)
+                continue
+            # the scheduler freed the prompt's blocks a moment ago: hold as many again until the transfer ends
+            holder = Request(pre.request_id, pre.spec, now)
+            if not self.prefill[st.prefill_rep].kv.allocate_slots(holder, pre.num_prompt_tokens):
+                raise AssertionError("re-holding just-freed prefill blocks failed")
+            st.holder = holder
+            if st.kv_ready_s < 0:
+                st.kv_ready_s = now
+                self.num_in_transit += 1
+                self._route_decode(st)
+            elif st.sent_s >= 0:  # layer-wise: everything was sent while it computed
+                self._schedule_delivery(st)
+        if done_main:
+            self.cluster.on_finished(done_main)
+
+    # ------------------------------------------------------------------ decode side
+    def _route_decode(self, st: _PDState) -> None:
+        dec = self.decode
+        j = self.decode_router.route(st.main.spec, [r.outstanding for r in dec], [r.kv.usage for r in dec])
+        rep = dec[j]
+        st.decode_rep = rep.index
+        st.main.replica = rep.index
+        rep.outstanding += 1
+        st.queued = True
+        self.admission[rep.index].append(st)
+        self._admit(rep)
+
+    def on_decoded(self, finished: list[Request]) -> None:
+        """Requests that completed on a decode instance: release their reservation."""
+        committed = self.committed_blocks
+        for req in finished:
+            rep = self.cluster.replicas[req.replica]
+            committed[req.replica] -= rep.kv.num_blocks_for(req.num_prompt_tokens + req.max_output_tokens)
+        self.cluster.on_finished(finished)
+
+    def on_decode_step(self, rep: Any) -> None:
+        """After each decode step: blocks may have been freed; admit waiting transfers."""
+        if self.admission[rep.index]:
+            self._admit(rep)
+
+    def _admit(self, rep: Any) -> None:
+        """Allocate decode blocks (prompt + the first token) for waiting transfers, FIFO."""
+        queue, kv, sched = self.admission[rep.index], rep.kv, rep.scheduler
+        while queue:
+            # a sequence slot too: admitted requests must be able to run once their KV lands, or requests
+            # holding blocks in the waiting queue could block a preempted one at its head for good
+            if (len(sched.running) + sched.num_waiting + len(rep.inbox) + self.num_admitted[rep.index]
+                    >= sched.max_num_seqs):
+                return
+            st = queue[0]
+            main = st.main
+            full = kv.num_blocks_for(main.num_prompt_tokens + main.max_output_tokens)
+            if self.committed_blocks[rep.index] + full > kv.num_blocks:
+                return
+            main.num_computed_tokens = 0
+            # the first generated token's slot as lookahead: allocated now, hashed when computed
+            if not kv.allocate_slots(main, main.num_prompt_tokens, 1):
+                return
+            main.num_computed_tokens = main.num_prompt_tokens
+            queue.popleft()
+            st.queued = False
+            st.admit_s = self.env.now
+            self.num_admitted[rep.index] += 1
+            self.committed_blocks[rep.index] += full
+            link = self.links.get((st.prefill_rep, rep.index))
+            if link is None:
+                link = self.links[(st.prefill_rep, rep.index)] = KVLink(
+                    self.env, self.spec.bandwidth_bytes_per_s, f"{st.prefill_rep}->{rep.index}")
+            link.start(main.request_id, st.kv_bytes, lambda s=st: self._on_sent(s))
+
+    def _on_sent(self, st: _PDState) -> None:
+        st.sent_s = self.env.now
+        if st.prefill_done_s >= 0:  # layer-wise streams finish later, from on_prefilled
+            self._schedule_delivery(st)
+
+    def _layer_tail_s(self, st: _PDState) -> float:
+        """Layer-wise: the last layer's KV leaves after the prefill ends, at the link's full bandwidth."""
+        if not self.spec.layerwise:
+            return 0.0
+        return st.kv_bytes / max(self.spec.num_layers, 1) / self.spec.bandwidth_bytes_per_s
+
+    def _schedule_delivery(self, st: _PDState) -> None:
+        """The transfer completes ``latency`` after the later of the last byte sent and (layer-wise) the
+        prefill's end plus the last layer's bytes."""
+        end_s = max(st.sent_s, st.prefill_done_s + self._layer_tail_s(st)) + self.spec.latency_s
+        self.env.timeout(end_s - self.env.now).callbacks.append(lambda _ev, s=st: self._transferred(s))
+
+    def _transferred(self, st: _PDState) -> None:
+        """The KV is on the decode instance: free the prefill side, hand the request to the decode scheduler."""
+        if self.cluster.stop.triggered:
+            return  # the run is over; drain() releases it
+        st.end_s = self.env.now
+        self.prefill[st.prefill_rep].kv.free(st.holder)
+        st.holder = None
+        main = st.main
+        main.num_output_tokens = 1
+        main.status = RequestStatus.WAITING
+        st.delivered = True
+        self.num_in_transit -= 1
+        self.num_admitted[st.decode_rep] -= 1
+        del self.states[main.request_id]
+        self.finished_states.append(st)
+        rep = self.cluster.replicas[st.decode_rep]
+        rep.outstanding -= 1  # submit() counts it again
+        if not rep.submit(main):  # checked at hand-over; a decode scheduler that still refuses: rejected
+            rep.kv.free(main)
+            self.committed_blocks[rep.index] -= rep.kv.num_blocks_for(main.num_prompt_tokens + main.max_output_tokens)
+            self.cluster.num_rejected += 1
+            self.cluster._end(main)
+            self.cluster._check_stop()
+
+    # ------------------------------------------------------------------ end of run
+    def drain(self) -> int:
+        """At the horizon: release what requests in transit hold on both pools and cut the transfers
+        in flight; returns the number of requests in transit whose prefill had finished (those whose
+        prefill copy is still in a prefill scheduler are drained and counted by the engine)."""
+        n = 0
+        for st in list(self.states.values()):
+            if st.holder is not None:
+                self.prefill[st.prefill_rep].kv.free(st.holder)
+                st.holder = None
+            if st.decode_rep >= 0:
+                self.cluster.replicas[st.decode_rep].kv.free(st.main)
+            if st.prefill_done_s >= 0:
+                n += 1
+        for link in self.links.values():
+            link._advance()
+            link.bytes_requested -= sum(max(f[0], 0.0) for f in link.flows.values())  # never sent
+            link.flows.clear()
+        for q in self.admission.values():
+            q.clear()
+        return n
+
+    def extend_timeline(self, requests: list[Request]) -> dict[int, list[float]]:
+        """Extra timeline entries per decode instance (module docstring): the first token's time of each
+        request that moved there, placed after that instance's real iterations, and prepended to its runs."""
+        extra: dict[int, list[float]] = {rep.index: [] for rep in self.decode}
+        decode_ids = set(extra)
+        for req in requests:
+            if req.first_token_s < 0 or req.replica not in decode_ids:
+                continue
+            ext = extra[req.replica]
+            v = len(self.cluster.replicas[req.replica].log) + len(ext)
+            ext.append(req.first_token_s)
+            req.runs = [v, v] + req.runs
+        return extra
+
+    def check_invariants(self) -> tuple[str, ...]:
+        """The PD end-of-run checks (module docstring); raises AssertionError on the first failure."""
+        for key, link in self.links.items():
+            if link.flows:
+                raise AssertionError(f"KV link {link.name}: {len(link.flows)} transfer(s) still active")
+            if link.bytes_requested > link.bandwidth * link.busy_s * (1 + 1e-9) + 1.0:
+                raise AssertionError(f"KV link {link.name}: carried {link.bytes_requested:.0f} B in "
+                                     f"{link.busy_s:.6f} s busy, above its bandwidth")
+        bw = self.spec.bandwidth_bytes_per_s
+        for st in self.finished_states:
+            if st.sent_s - st.admit_s < st.kv_bytes / bw * (1 - 1e-9) - 1e-12:
+                raise AssertionError(f"request {st.main.request_id}: transfer faster than the link bandwidth")
+        if any(self.admission.values()):
+            raise AssertionError("requests left waiting for decode admission")
+        return ("KV links idle at the end; no link above its bandwidth", "KV blocks free on both pools")
+
+    def requests_frame(self) -> pd.DataFrame:
+        """One row per request that went through a transfer (:data:`PD_REQUEST_COLUMNS`)."""
+        rows = [(st.main.request_id, st.prefill_rep, st.decode_rep, st.kv_bytes, st.prefill_done_s,
+                 st.kv_ready_s, st.admit_s, st.end_s, st.admit_s - st.kv_ready_s, st.end_s - st.admit_s)
+                for st in self.finished_states]
+        if not rows:
+            return pd.DataFrame({c: [] for c in PD_REQUEST_COLUMNS})
+        return pd.DataFrame(rows, columns=list(PD_REQUEST_COLUMNS)).sort_values("request_id", ignore_index=True)
+
+    def output(self) -> dict[str, Any]:
+        """What the run reports about the PD pipeline (``EngineOutput.disagg``)."""
+        links = [{"link": link.name, "num_transfers": link.num_flows, "bytes": link.bytes_requested,
+                  "busy_s": link.busy_s, "max_concurrent": link.max_concurrent} for link in self.links.values()]
+        return {"requests": self.requests_frame(), "links": links,
+                "prefill_replicas": [r.index for r in self.prefill],
+                "decode_replicas": [r.index for r in self.decode],
+                "bandwidth_bytes_per_s": self.spec.bandwidth_bytes_per_s, "latency_s": self.spec.latency_s,
+                "layerwise": self.spec.layerwise}
+
+
+def np_stats(values: np.ndarray) -> dict[str, float | None]:
+    """mean/p50/p90/p99/max of ``values`` in ms (None when empty)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"mean_ms": None, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    ms = v * 1000.0
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
+            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(ms.max())}

@@ -1,0 +1,118 @@
+"""The ``disaggregation:`` section: prefill and decode on separate pools joined by a KV-transfer link.
+
+```yaml
+hardware: h100-sxm            # the top-level hardware/parallel/engine are the defaults of both pools
+parallel: {tp: 1}
+disaggregation:
+  prefill: {replicas: 2, hardware: h100-sxm, parallel: {tp: 2}, engine: {max_num_batched_tokens: 16384}}
+  decode:  {replicas: 1, hardware: h200, parallel: {tp: 4}, engine: {max_num_seqs: 256}}
+  kv_transfer: {link: rdma, bandwidth_gbps: 400, latency_us: 10, layerwise: false}
+  router: {prefill: least-outstanding-requests, decode: least-kv-usage}
+```
+
+A pool's ``parallel`` and ``engine`` are merged key by key over the top-level sections (what a pool
+does not say, it inherits); ``hardware`` replaces the top-level profile. The semantics (where TTFT
+ends, how the link is shared, when blocks are freed) are in :mod:`sim.engine.disagg` and
+docs/disaggregation.md.
+
+**Link defaults** (used when ``bandwidth_gbps`` / ``latency_us`` are left out; per direction, between
+one prefill instance and one decode instance):
+
+- ``nvlink``: 3600 Gb/s (NVLink 4 on H100/H200: 900 GB/s bidirectional = 450 GB/s per direction,
+  NVIDIA H100 datasheet), 2 µs;
+- ``rdma``: 400 Gb/s (one ConnectX-7 400G InfiniBand NDR / RoCE port, NVIDIA ConnectX-7 datasheet),
+  10 µs (RDMA verbs one-sided write latency at the few-µs scale plus the connector's bookkeeping,
+  as the issue's example);
+- ``pcie``: 512 Gb/s (PCIe 5.0 x16: 64 GB/s per direction, PCI-SIG), 10 µs;
+- ``tcp``: 100 Gb/s (a 100 GbE NIC), 50 µs (kernel TCP stack round trip).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from sim.config import EngineConfig, Frozen, ParallelConfig
+from sim.errors import SimctlError
+from sim.limits import MAX_REPLICAS
+
+__all__ = ["PoolConfig", "KVTransferConfig", "PDRouterConfig", "DisaggregationConfig", "LINK_DEFAULTS"]
+
+# link -> (Gb/s per direction, one-way latency in µs); sources in the module docstring
+LINK_DEFAULTS: dict[str, tuple[float, float]] = {
+    "nvlink": (3600.0, 2.0),
+    "rdma": (400.0, 10.0),
+    "pcie": (512.0, 10.0),
+    "tcp": (100.0, 50.0),
+}
+
+
+class PoolConfig(Frozen):
+    """One pool of a disaggregated deployment (``disaggregation.prefill`` / ``disaggregation.decode``)."""
+
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="instances in the pool")
+    hardware: str | None = Field(None, description="GPU profile of the pool; default: the top-level hardware")
+    parallel: ParallelConfig | None = Field(None, description="keys of `parallel` overriding the top-level ones")
+    engine: EngineConfig | None = Field(None, description="keys of `engine` overriding the top-level ones")
+
+    def overrides(self, section: str) -> dict[str, Any]:
+        """The keys this pool sets in ``parallel`` / ``engine`` (only those written in the file)."""
+        sub = getattr(self, section)
+        if sub is None:
+            return {}
+        return sub.model_dump(mode="json", include=set(sub.model_fields_set))
+
+
+class KVTransferConfig(Frozen):
+    """How a request's prompt KV moves from its prefill instance to its decode instance."""
+
+    link: Literal["nvlink", "rdma", "pcie", "tcp"] = Field("rdma", description="the interconnect (sets the defaults)")
+    bandwidth_gbps: float | None = Field(None, gt=0, description="Gb/s per direction between one prefill and one decode "
+                                         "instance, shared by their concurrent transfers; default: the link's")
+    latency_us: float | None = Field(None, ge=0, description="fixed per-transfer latency (µs); default: the link's")
+    layerwise: bool = Field(False, description="stream each layer's KV as the prefill computes it (the transfer "
+                            "overlaps the request's last prefill step)")
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        """Link bandwidth in bytes/s."""
+        gbps = self.bandwidth_gbps if self.bandwidth_gbps is not None else LINK_DEFAULTS[self.link][0]
+        return gbps * 1e9 / 8.0
+
+    @property
+    def latency_s(self) -> float:
+        """Per-transfer latency in seconds."""
+        us = self.latency_us if self.latency_us is not None else LINK_DEFAULTS[self.link][1]
+        return us * 1e-6
+
+
+class PDRouterConfig(Frozen):
+    """The router of each pool (names from ``policies/routers.py``)."""
+
+    prefill: str = "least-outstanding-requests"
+    decode: str = "least-kv-usage"
+
+    @model_validator(mode="after")
+    def _known(self) -> "PDRouterConfig":
+        from policies.registry import get_router  # the registry validates names with suggestions
+
+        for name in (self.prefill, self.decode):
+            try:
+                get_router(name)
+            except SimctlError as exc:  # unknown name: the registry's message
+                raise ValueError(str(exc).strip("'")) from None
+        return self
+
+
+class DisaggregationConfig(Frozen):
+    """The ``disaggregation:`` section (module docstring)."""
+
+    prefill: PoolConfig = PoolConfig()
+    decode: PoolConfig = PoolConfig()
+    kv_transfer: KVTransferConfig = KVTransferConfig()
+    router: PDRouterConfig = PDRouterConfig()
+
+    @property
+    def num_replicas(self) -> int:
+        """Instances in both pools."""
+        return self.prefill.replicas + self.decode.replicas

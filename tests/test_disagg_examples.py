@@ -1,0 +1,75 @@
+"""The disaggregated-serving examples run end to end (tolerances and orderings, not pinned digits).
+
+- pd_vs_aggregated_planning.yaml: long prompts, tight TTFT+TPOT SLO: disaggregated serves more per GPU
+  and is named the cheaper choice, with each configuration's binding constraint in the report;
+- pd_vs_aggregated_short_prompts.yaml: short prompts: aggregated is cheaper (the published result);
+- pd_validation_mooncake_a10.yaml: the MOONCAKE-STORE-VLLM-A10-V1 anchor (docs/validation.md).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.cli import main
+from sim.runs.runner import run
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+
+
+def _sweep(tmp_path: Path, name: str) -> tuple[pd.DataFrame, str]:
+    try:
+        main(["sweep", str(EXPERIMENTS / name), "--out", str(tmp_path / "sw")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return pd.read_parquet(tmp_path / "sw" / "sweep.parquet"), (tmp_path / "sw" / "report.md").read_text()
+
+
+def _by_kind(table: pd.DataFrame) -> dict[str, pd.Series]:
+    return {("aggregated" if pd.isna(r["disaggregation"]) else "disaggregated"): r for _, r in table.iterrows()}
+
+
+def test_long_prompts_disaggregated_is_cheaper(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table, report = _sweep(tmp_path, "pd_vs_aggregated_planning.yaml")
+    rows = _by_kind(table)
+    agg, dis = rows["aggregated"], rows["disaggregated"]
+    assert dis["max_request_rate"] > 1.3 * agg["max_request_rate"]  # same 2 GPUs
+    assert dis["usd_per_million_output_tokens"] < agg["usd_per_million_output_tokens"]
+    # aggregated: the 4k prompt chunks slow the decodes sharing their step, so TPOT binds
+    assert agg["binding_constraint"] == "p99_tpot_ms"
+    assert 0.0 < dis["prefill_utilization"] < dis["decode_utilization"] <= 1.0
+    assert "Recommended: disaggregation={" in report
+    assert "why it stops there" in report and "decode pool is the busier" in report
+    assert "Pareto" in report and "$/1M out tok" in report
+
+
+def test_short_prompts_aggregated_is_cheaper(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table, report = _sweep(tmp_path, "pd_vs_aggregated_short_prompts.yaml")
+    rows = _by_kind(table)
+    agg, dis = rows["aggregated"], rows["disaggregated"]
+    assert agg["max_request_rate"] > dis["max_request_rate"]
+    assert agg["usd_per_million_output_tokens"] < dis["usd_per_million_output_tokens"]
+    assert "Recommended: disaggregation=None" in report
+    assert dis["prefill_utilization"] < 0.7 < dis["decode_utilization"]  # one GPU decodes, one mostly idles
+
+
+def test_mooncake_a10_validation_example():
+    res = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml")
+    s = res.summary
+    assert s["completed"] == 200 and (res.requests["status"] == "completed").all()
+    block = s["disaggregation"]
+    assert block["kv_transfer"]["num_transfers"] == 200
+    # Qwen2.5-7B: 28 layers × 4 KV heads × 128 × (K, V) × 2 bytes per token, 1024-token prompts
+    assert block["kv_transfer"]["mean_kv_bytes"] == 1024 * 28 * 4 * 128 * 2 * 2
+    # the decode-side TTFT = prefill TTFT + transfer (+ wait) + the first decode step
+    side = block["ttft_decode_side"]["mean_ms"]
+    assert s["mean_ttft_ms"] + block["kv_transfer"]["transfer_time"]["mean_ms"] < side
+    assert side < s["mean_ttft_ms"] + block["kv_transfer"]["transfer_time"]["mean_ms"] + 2 * s["mean_tpot_ms"]
+    # measured 271.25 ms mean (docs/validation.md explains the gap); the simulated stays within 2x
+    assert 271.25 / 2 < side < 271.25 * 2
+    assert json.dumps(s)  # JSON-ready

@@ -1,0 +1,85 @@
+"""``replica_groups:``: heterogeneous aggregated replicas behind one router, priced per group.
+
+Oracle: one group of N replicas of the top-level hardware is the plain ``replicas: N`` deployment, request
+for request. Two GPU types: every request ends once, GPUs and $/hour add up per group, the faster GPU
+type serves its requests faster.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from sim.config import parse_experiment
+from hwprofiles import load_profile as load_hardware
+from sim.errors import ConfigError
+from sim.runs.runner import run
+
+BASE = {
+    "name": "groups", "seed": 0, "model": "llama-3.1-8b", "hardware": "h100-sxm",
+    "engine": {"policy": "vllm", "max_num_seqs": 64, "max_num_batched_tokens": 4096, "max_model_len": 4096,
+               "enable_prefix_caching": False},
+    "router": "least-outstanding-requests",
+    "replica_groups": [{"count": 2}, {"count": 1, "hardware": "a100-sxm-80gb"}],
+    "workload": {"num_requests": 300, "arrival": {"process": "poisson", "rate": 20},
+                 "input_tokens": {"dist": "uniform", "low": 200, "high": 2000},
+                 "output_tokens": {"dist": "uniform", "low": 20, "high": 200}},
+}
+
+
+def _cfg(data=None, **changes):
+    data = copy.deepcopy(data or BASE)
+    data.update(changes)
+    return parse_experiment(data, "g.yaml")
+
+
+def test_one_group_is_the_plain_deployment():
+    grouped = run(_cfg(replica_groups=[{"count": 3}]))
+    plain_data = copy.deepcopy(BASE)
+    del plain_data["replica_groups"]
+    plain = run(parse_experiment({**plain_data, "replicas": 3}, "p.yaml"))
+    assert grouped.requests.equals(plain.requests)
+    for key in ("mean_ttft_ms", "p99_tpot_ms", "output_throughput", "num_gpus", "cost_per_hour_usd"):
+        assert grouped.summary[key] == plain.summary[key]
+
+
+def test_two_gpu_types_priced_per_group():
+    res = run(_cfg())
+    req = res.requests
+    assert len(req) == 300 and req["request_id"].is_unique and (req["status"] == "completed").all()
+    groups = res.summary["replica_groups"]
+    assert [g["replicas"] for g in groups] == [[0, 1], [2]]
+    assert [g["hardware"] for g in groups] == ["h100-sxm", "a100-sxm-80gb"]
+    h100, a100 = (load_hardware(n).usd_per_gpu_hour for n in ("h100-sxm", "a100-sxm-80gb"))
+    assert res.summary["num_gpus"] == 3
+    assert res.summary["cost_per_hour_usd"] == pytest.approx(2 * h100 + a100, rel=1e-9)
+    assert sum(g["cost_per_hour_usd"] for g in groups) == pytest.approx(2 * h100 + a100, rel=1e-9)
+    assert sum(g["completed"] for g in groups) == 300
+    # the A100 (2.0 vs 3.35 TB/s, 312 vs 989 dense bf16 TFLOPS) is slower per request
+    assert groups[1]["mean_tpot_ms"] > groups[0]["mean_tpot_ms"]
+    assert groups[1]["mean_ttft_ms"] > groups[0]["mean_ttft_ms"]
+
+
+def test_group_price_and_overrides():
+    cfg = _cfg(replica_groups=[{"count": 1, "gpu_hour_usd": 2.0},
+                               {"count": 1, "hardware": "a100-sxm-80gb", "parallel": {"tp": 2}, "gpu_hour_usd": 1.0}],
+               workload={**BASE["workload"], "num_requests": 40})
+    res = run(cfg)
+    assert res.summary["num_gpus"] == 3
+    assert res.summary["cost_per_hour_usd"] == pytest.approx(2.0 + 2 * 1.0)
+    assert res.summary["replica_groups"][1]["parallel"]["tp"] == 2
+    again = parse_experiment(cfg.to_dict(), "again.yaml")  # the resolved config re-parses to the same groups
+    assert again.replica_groups == cfg.replica_groups
+    assert run(again).summary["cost_per_hour_usd"] == res.summary["cost_per_hour_usd"]
+
+
+def test_errors_name_key_and_file():
+    with pytest.raises(ConfigError, match=r"^g\.yaml: replica_groups\.0\.count"):
+        _cfg(replica_groups=[{"count": 0}])
+    with pytest.raises(ConfigError, match=r"^g\.yaml: replica_groups\.1\.hardwar"):
+        _cfg(replica_groups=[{"count": 1}, {"hardwar": "h200"}])
+    with pytest.raises(ConfigError, match="replica_groups"):
+        run(_cfg(replicas=2))
+    with pytest.raises(ConfigError, match="gpu_hour_usd"):
+        run(_cfg(replica_groups=[{"count": 1, "gpu_hour_usd": 2.0}], cost={"gpu_hour_usd": 3.0}))
+    assert "replica_groups" not in _cfg(replica_groups=None).to_dict()
