@@ -104,9 +104,10 @@ class StepBuilder:
         else:
             self.shape.add(num_new_tokens, req.num_computed_tokens)
         self.token_budget -= num_new_tokens
-        if req.images_pending:
+        if req.images_pending and req.num_computed_tokens < req.num_prompt_tokens:
             # vLLM V1 runs the encoder in the step whose chunk first reaches the image placeholders
-            # (Scheduler._try_schedule_encoder_inputs); the placeholders open the request's own prompt
+            # (Scheduler._try_schedule_encoder_inputs); the placeholders open the request's own prompt.
+            # A request whose prompt KV arrived computed (a disaggregated decode instance) encodes nothing.
             spec = req.spec
             self.shape.add_images(spec.num_images, spec.image_tokens)
             req.images_pending = False

@@ -142,3 +142,20 @@ def test_class_inherits_images_and_text_class_has_none():
     # every class inherits the top-level images (None on a class means "inherit")
     extra = req["num_prompt_tokens"] - 20
     assert set(extra.unique()) <= {64, 128, 192} and len(set(extra.unique())) > 1
+
+
+def test_disaggregated_decode_does_not_encode_again():
+    """With prefill/decode disaggregation the prefill instance runs the encoder; the decode instance
+    receives the prompt's KV computed and encodes nothing."""
+    from policies.base import StepBuilder
+    from sim.engine.request import Request, RequestSpec
+    spec = RequestSpec(arrival_s=0.0, num_prompt_tokens=612, max_output_tokens=4, num_images=2, image_tokens=256)
+    decode = Request(0, spec, 0.0)
+    decode.num_computed_tokens = decode.num_prompt_tokens  # KV handed over
+    step = StepBuilder(8192, 0.0)
+    step.add(decode, 1)
+    assert step.shape.num_images == 0
+    prefill = Request(1, spec, 0.0)
+    step = StepBuilder(8192, 0.0)
+    step.add(prefill, 612)
+    assert (step.shape.num_images, step.shape.sum_image_tokens) == (2, 512) and not prefill.images_pending
