@@ -139,3 +139,27 @@ def test_mixed_dp_and_plain_pools():
     res = run(parse_experiment(d, "mixed.yaml"))
     assert (res.requests["status"] == "completed").all()
     assert res.iterations[res.iterations["replica"] >= 8]["replica"].nunique() == 1  # one TP8 decode instance
+
+
+def _validate_pd():
+    import importlib.util
+    import sys
+
+    path = ROOT / "benchmarks" / "validate_pd.py"
+    spec = importlib.util.spec_from_file_location("validate_pd", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kimi_k2_128h200_anchor():
+    """SGL-KIMI-K2-128H200 (1P1D, prefill DP32/EP32 on 4 nodes, decode DP96/EP96 on 12): both pools
+    within 15 % of the published per-node throughput without two-batch overlap, and the measured decode
+    lies between no overlap and perfect overlap (the blog does not say whether TBO was on)."""
+    val = _validate_pd()
+    serial, overlap = val.kimi_rows(False), val.kimi_rows(True)
+    for _, what, sim, measured in serial:
+        assert sim == pytest.approx(measured, rel=0.15), what
+    assert serial[1][2] < serial[1][3] < overlap[1][2]
+    assert overlap[0][2] > serial[0][2]  # overlap never slows a step
