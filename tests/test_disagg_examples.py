@@ -85,3 +85,9 @@ def test_pd_run_report_has_the_pools_section():
     assert "## Disaggregated pools" in md
     assert "| prefill | 2 × a10g TP2 | 4 |" in md and "| decode | 2 × a10g TP2 | 4 |" in md
     assert "KV transfer" in md and "wait for decode admission" in md
+
+
+def test_pd_meta_counts_the_gpus_of_both_pools():
+    """meta.json's gpus_total counts every pool (2 prefill + 2 decode instances of TP2 = 8 GPUs)."""
+    res = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml")
+    assert res.meta["gpus_total"] == res.summary["num_gpus"] == 8
