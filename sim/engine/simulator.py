@@ -55,6 +55,7 @@ from sim.engine.disagg import PDCoordinator, PDSpec
 from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
+from sim.engine.output_server import apply_output_server
 from sim.engine.routing_view import RoutingView
 from sim.engine.request import (
     RECORD_COLUMNS,
@@ -101,6 +102,7 @@ class ReplicaSetup:
     frontend_s: float = 0.0  # API-server latency between a request's arrival and the engine seeing it
     dp: int = 1  # data-parallel attention ranks per replica, stepping in lockstep (sim.engine.dp_group)
     kv_tiers: Any = None  # sim.engine.kv_tiers.TierSpec: CPU/disk tiers and a shared store (None = GPU only)
+    output_server: Any = None  # sim.engine.output_server.OutputServerSpec: API-server output queue (None = off)
 
 
 @dataclass
@@ -548,6 +550,8 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
         cluster.replicas = [_Replica(i, s, cluster) for i, s in enumerate(replica_setups)]
         cluster.routable = cluster.replicas
     if disagg is not None:
+        if setup.output_server is not None:
+            raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")
         if autoscaling is not None or setup.dp > 1 or disagg.decode.dp > 1:
             raise ConfigError("disaggregation: autoscaling and data-parallel attention pools (dp > 1) are not "
                               "supported in a disaggregated deployment")
@@ -621,6 +625,8 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
     req_df = _requests_frame(requests)
     it_df = _iterations_frame(replicas)
     timeline = _timeline(requests, replicas, extra_ends)
+    if cluster.setup.output_server is not None:  # token times as the client sees them (API-server queue)
+        apply_output_server(req_df, timeline, cluster.setup.output_server)
     stats = {
         "wall_s": wall_s, "num_requests": len(requests),
         "num_iterations": int(sum(len(r.log) for r in replicas)),

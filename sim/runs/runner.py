@@ -18,6 +18,7 @@ from sim.config import ExperimentConfig, load_experiment
 from sim.deploy.deployment import Deployment, build_deployment
 from sim.deploy.models.spec import dtype_bytes
 from sim.engine.kv_tiers import tier_spec
+from sim.engine.output_server import output_server_spec
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import spec_decode_metrics, summarize
@@ -52,7 +53,8 @@ def replica_setup(dep: Deployment, num_kv_blocks: int | None = None, kv_store: A
         max_model_len=dep.max_model_len, cost_model=dep.cost_model,
         kv_block_bytes=int(dep.memory_plan.block_bytes),
         swap_bandwidth_bytes_per_s=float(hw.pcie_bandwidth_bytes_per_s),
-        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp, kv_tiers=tiers)
+        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp, kv_tiers=tiers,
+        output_server=output_server_spec(dep))
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
