@@ -156,3 +156,17 @@ def test_disaggregated_runs_refuse_it():
     with pytest.raises(ConfigError, match="output_server"):
         simulate(OpenLoopWorkload([RequestSpec(0.0, 10, 2)]), setup(OutputServerSpec(1e-3, 0.0)),
                  disagg=object())
+
+
+def test_experiment_key_turns_it_on_through_the_runner():
+    from sim.api import run as run_experiment
+    from sim.config import load_experiment, with_overrides
+    from sim.engine.output_server import output_server_spec
+    from sim.runs.runner import replica_setup  # noqa: F401  (the runner builds the spec from the profile)
+    base = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
+    cfg = with_overrides(base, {"engine.output_server": True, "workload.num_requests": 40})
+    off = run_experiment(with_overrides(base, {"workload.num_requests": 40})).summary
+    on = run_experiment(cfg).summary
+    assert on["mean_ttft_ms"] > off["mean_ttft_ms"] and on["mean_e2el_ms"] > off["mean_e2el_ms"]
+    assert on["completed"] == off["completed"]
+    assert output_server_spec(type("D", (), {"engine": base.engine})()) is None  # off: no spec
