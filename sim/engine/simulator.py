@@ -552,11 +552,10 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     if disagg is not None:
         if setup.output_server is not None:
             raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")
-        if autoscaling is not None or setup.dp > 1 or disagg.decode.dp > 1:
-            raise ConfigError("disaggregation: autoscaling and data-parallel attention pools (dp > 1) are not "
-                              "supported in a disaggregated deployment")
-        cluster.pd = PDCoordinator(cluster, disagg, lambda i, s: _Replica(i, s, cluster),
-                                   build_router(disagg.decode_router, disagg.num_decode,
+        if autoscaling is not None:
+            raise ConfigError("disaggregation: a disaggregated deployment cannot be autoscaled")
+        cluster.pd = PDCoordinator(cluster, disagg, lambda i, s, g: _Replica(i, s, cluster, g),
+                                   build_router(disagg.decode_router, disagg.num_decode * disagg.decode.dp,
                                                 np.random.default_rng(cluster.stream(3))))
     for rep in cluster.replicas:
         env.process(rep.run(env))
