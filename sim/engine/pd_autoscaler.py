@@ -26,7 +26,7 @@ import numpy as np
 
 from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
 
-__all__ = ["PDAutoscalers", "PoolView", "POOL_STREAM"]
+__all__ = ["POOL_STREAM", "PDAutoscalers", "PoolView"]
 
 POOL_STREAM = 4  # engine stream key of the pools' cold-start draws: (4, 0) prefill, (4, 1) decode
 ROLES = ("prefill", "decode")
