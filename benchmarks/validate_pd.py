@@ -10,6 +10,11 @@ Anchors, each set up as published (nothing fitted):
   decode instance: compared with the summary's ``disaggregation.ttft_decode_side``.
 - LMCACHE-PD-KVXFER: the KV of a 7500-token Llama-3.1-8B prompt over NVLink (vLLM v1 + LMCache + NIXL),
   one request on an idle 1P1D pair: compared with ``disaggregation.kv_transfer.transfer_time``.
+- SGL-KIMI-K2-128H200: Kimi-K2 1P1D on 128 H200s (SGLang, DeepEP, EPLB): a prefill instance DP32/EP32 on
+  4 nodes, a decode instance DP96/EP96 on 12 nodes with 96 redundant experts, 2000 in / 100 out, decode
+  batch 480 per rank. The pools are resolved as a ``disaggregation:`` experiment (each pool's layout,
+  memory plan and cost model); the published per-node throughputs are of saturated instances, so each
+  pool is priced at one synchronous step of its whole DP group (as benchmarks/validate_wide_ep.py does).
 """
 from __future__ import annotations
 
@@ -61,12 +66,66 @@ def lmcache_rows() -> list[tuple[str, str, float, float]]:
     return rows
 
 
+# Kimi-K2 on 128 H200 (measurements.json SGL-KIMI-K2-128H200): tokens/s per node, measured
+KIMI_PREFILL_PER_NODE, KIMI_DECODE_PER_NODE = 56000.0, 24000.0
+KIMI_DECODE_BATCH = 480  # per decode rank (the published decode batch size)
+KIMI_PREFILL_TOKENS = 16384  # per prefill rank and step: not published; SGLang's large-EP prefill budget
+
+
+def kimi_experiment(two_batch_overlap: bool = False) -> dict:
+    """The 1P1D Kimi-K2 deployment as a ``disaggregation:`` experiment (module docstring)."""
+    moe = {"eplb": True, "two_batch_overlap": two_batch_overlap}
+    return {
+        "name": "kimi-k2-128h200", "model": "kimi-k2", "hardware": "h200",
+        "parallel": {"tp": 1}, "precision": {"weights": "fp8"},  # the released checkpoint is block-FP8
+        "engine": {"policy": "sglang", "max_model_len": 4096, "enable_prefix_caching": False},
+        "disaggregation": {
+            "prefill": {"replicas": 1, "parallel": {"dp": 32, "ep": 32, "moe": {**moe, "all_to_all": "normal"}},
+                        "engine": {"max_num_batched_tokens": KIMI_PREFILL_TOKENS}},
+            "decode": {"replicas": 1, "engine": {"max_num_seqs": KIMI_DECODE_BATCH},
+                       "parallel": {"dp": 96, "ep": 96,
+                                    "moe": {**moe, "redundant_experts": 96, "all_to_all": "low_latency"}}},
+            "kv_transfer": {"link": "rdma"},
+        },
+        "workload": {"num_requests": 1, "arrival": {"process": "offline"},
+                     "input_tokens": {"dist": "fixed", "value": 2000}, "output_tokens": {"dist": "fixed", "value": 100}},
+    }
+
+
+def kimi_rows(two_batch_overlap: bool = False) -> list[tuple[str, str, float, float]]:
+    """(anchor, metric, simulated tok/s/node, measured tok/s/node) for both pools of the Kimi-K2 deployment."""
+    from sim.deploy.roofline import uniform_batch_shape
+    from sim.runs.disagg import pd_setup
+    from sim.runs.runner import replica_setup
+
+    pd = pd_setup(parse_experiment(kimi_experiment(two_batch_overlap), "validate_pd.py"), replica_setup)
+    gpn = 8  # GPUs per H200 node
+    pre, dec = pd.deployments["prefill"], pd.deployments["decode"]
+    context = 2000 + 100 // 2  # mean KV length of a request over its decode
+    fits = dec.memory_plan.max_concurrent_seqs(2100)
+    if fits < KIMI_DECODE_BATCH:
+        raise SystemExit(f"Kimi-K2 decode: {KIMI_DECODE_BATCH} requests per rank do not fit ({fits})")
+    t_dec, _ = dec.cost_model.group_step([uniform_batch_shape(KIMI_DECODE_BATCH, 1, context)] * dec.dp)
+    per_rank = KIMI_PREFILL_TOKENS // 2000
+    t_pre, _ = pre.cost_model.group_step([uniform_batch_shape(per_rank, 2000, 0)] * pre.dp)
+    tag = ", two-batch overlap" if two_batch_overlap else ""
+    return [("SGL-KIMI-K2-128H200", f"prefill DP32/EP32 tok/s per node{tag}", per_rank * 2000 / t_pre * gpn,
+             KIMI_PREFILL_PER_NODE),
+            ("SGL-KIMI-K2-128H200", f"decode DP96/EP96 tok/s per node{tag}", KIMI_DECODE_BATCH / t_dec * gpn,
+             KIMI_DECODE_PER_NODE)]
+
+
 def main() -> None:
     rows = mooncake_rows() + lmcache_rows()
     print("| anchor | metric | simulated (ms) | measured (ms) | error |")
     print("|:---|:---|---:|---:|---:|")
     for anchor, label, sim_ms, meas in rows:
         print(f"| {anchor} | {label} | {sim_ms:.1f} | {meas:.2f} | {100 * (sim_ms - meas) / meas:+.0f}% |")
+    print()
+    print("| anchor | metric | simulated | measured | error |")
+    print("|:---|:---|---:|---:|---:|")
+    for anchor, label, sim, meas in kimi_rows(False) + kimi_rows(True):
+        print(f"| {anchor} | {label} | {sim:,.0f} | {meas:,.0f} | {100 * (sim - meas) / meas:+.0f}% |")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,13 @@ class StepBuilder:
         else:
             self.shape.add(num_new_tokens, req.num_computed_tokens)
         self.token_budget -= num_new_tokens
+        if req.images_pending and req.num_computed_tokens < req.num_prompt_tokens:
+            # vLLM V1 runs the encoder in the step whose chunk first reaches the image placeholders
+            # (Scheduler._try_schedule_encoder_inputs); the placeholders open the request's own prompt.
+            # A request whose prompt KV arrived computed (a disaggregated decode instance) encodes nothing.
+            spec = req.spec
+            self.shape.add_images(spec.num_images, spec.image_tokens)
+            req.images_pending = False
         if req.first_scheduled_s < 0:
             req.first_scheduled_s = self.now_s
 
@@ -457,6 +464,7 @@ class Scheduler(abc.ABC):
                 return
         self.kv.free(req)
         req.num_computed_tokens = 0
+        req.images_pending = req.spec.num_images > 0  # vLLM frees the encoder cache of a preempted request
         req.status = RequestStatus.PREEMPTED
         self.waiting.appendleft(req)
 

@@ -283,6 +283,7 @@ class SGLangScheduler(Scheduler):
         self.running.remove(req)
         self.kv.free(req)
         req.num_computed_tokens = 0
+        req.images_pending = req.spec.num_images > 0  # recompute re-runs the vision encoder
         req.status = RequestStatus.PREEMPTED
         req.num_preemptions += 1
         self.num_preemptions_total += 1

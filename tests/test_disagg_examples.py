@@ -73,3 +73,21 @@ def test_mooncake_a10_validation_example():
     # measured 271.25 ms mean (docs/validation.md explains the gap); the simulated stays within 2x
     assert 271.25 / 2 < side < 271.25 * 2
     assert json.dumps(s)  # JSON-ready
+
+
+def test_pd_run_report_has_the_pools_section():
+    """The run report of a disaggregated run shows both pools and the KV-transfer pipeline."""
+    from sim.report.markdown import render_markdown
+    from sim.report.run_report import build_run_document
+
+    res = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml")
+    md, _ = render_markdown(build_run_document(res), "assets")
+    assert "## Disaggregated pools" in md
+    assert "| prefill | 2 × a10g TP2 | 4 |" in md and "| decode | 2 × a10g TP2 | 4 |" in md
+    assert "KV transfer" in md and "wait for decode admission" in md
+
+
+def test_pd_meta_counts_the_gpus_of_both_pools():
+    """meta.json's gpus_total counts every pool (2 prefill + 2 decode instances of TP2 = 8 GPUs)."""
+    res = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml")
+    assert res.meta["gpus_total"] == res.summary["num_gpus"] == 8

@@ -117,3 +117,17 @@ def test_new_family_examples_run(tmp_path, monkeypatch, example):
         assert plan["block_bytes"] == 16 * 12 * 2 * 256 * 2 * 2
     else:
         assert plan.get("state_bytes_per_seq", 0) == 0  # no linear-attention layers
+
+
+def test_qwen3_vl_images_example_runs(tmp_path, monkeypatch):
+    """Issue #12 (multimodal wrappers): image requests run end to end and the vision tower's weights
+    are in the memory plan."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    _cli(["run", str(EXPERIMENTS / "qwen3_vl_images.yaml"), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    meta = json.loads((out / "meta.json").read_text())
+    assert summary["completed"] == summary["num_requests"] == 300
+    # 8,190,735,360 LM + 576,388,336 vision-tower parameters, all bf16
+    assert meta["memory_plan"]["weights_bytes"] == 2 * 8_767_123_696
+

@@ -222,3 +222,40 @@ def test_summary_fluid_rate_is_the_exact_percentile_of_per_request_minima():
     assert mins.std() > 0.1 * mins.mean()  # a spread, not one value
     assert s["p99_min_decode_deadline_ms"] == float(np.percentile(mins, 99)) * 1000.0
     assert s["fluid_token_generation_rate"] == pytest.approx(1.0 / np.percentile(mins, 99), rel=1e-12)
+
+
+def _both_paths(t_ns, num, target, max_steps=400):
+    """(kernel, numpy) results of the bounded bisection on the same rows."""
+    import sim.measure.metrics as metrics
+    from sim.measure import fluidity_kernel
+
+    if not fluidity_kernel.AVAILABLE:
+        pytest.skip("numba not installed: only the numpy path exists")
+    min_cells, fluidity_kernel.MIN_CELLS = fluidity_kernel.MIN_CELLS, 0  # use the kernel at any size
+    try:
+        k = min_decode_deadlines_rows(t_ns, num, target, max_steps=max_steps, bounds=True)
+    finally:
+        fluidity_kernel.MIN_CELLS = min_cells
+    assert fluidity_kernel._kernel is not None  # the compiled path ran
+    metrics._USE_KERNEL = False
+    try:
+        n = min_decode_deadlines_rows(t_ns, num, target, max_steps=max_steps, bounds=True)
+    finally:
+        metrics._USE_KERNEL = True
+    return k, n
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("max_steps", [3, 400])
+def test_compiled_kernel_is_bit_identical_to_numpy(seed, max_steps):
+    """The numba kernel and the numpy passes give the same bits (random bursty rows, padding, ties)."""
+    rng = np.random.default_rng(seed)
+    rows, width = 60, 90
+    gaps = rng.choice([0, 1, 2, 7, 25, 300], size=(rows, width), p=[.2, .3, .2, .15, .1, .05])
+    gaps = gaps * rng.integers(1, 5_000_000, size=(rows, 1))
+    gaps[:, 0] = 0
+    t_ns = np.cumsum(gaps, axis=1).astype(np.int64)
+    num = rng.integers(0, width + 5, size=rows)  # some rows shorter than the width, some 0/1 tokens
+    for target in (0.5, 0.9, 0.99, 1.0):
+        (klo, khi), (nlo, nhi) = _both_paths(t_ns, num, target, max_steps)
+        assert np.array_equal(klo, nlo) and np.array_equal(khi, nhi)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.engine.kv_cache import KVCacheManager, KVInvariantError
+from sim.engine.kv_cache import KVCacheManager, KVInvariantError, _ReqKV
 from sim.engine.request import Request, RequestSpec
 
 
@@ -281,3 +281,51 @@ def test_duplicate_content_is_cached_in_every_copy():
     c = make_req(3, 9, segments=(("doc", 9),))
     assert kv.get_computed_blocks(c) == 8  # b's copies still serve the hit
     kv.check_invariants()
+
+
+def _reference_block_hashes(req: Request, block_size: int, num_blocks: int) -> list[int]:
+    """Content hash chain of a request's first ``num_blocks`` blocks, block by block and piece by piece
+    (the definition the memoised and fast paths of ``_block_hashes`` must reproduce)."""
+    spec = req.spec
+    segs = spec.prompt_segments or ((("req", req.request_id), req.num_prompt_tokens),)
+    starts, keys, pos = [], [], 0
+    for key, n in segs:
+        if n > 0 and pos < req.num_prompt_tokens:
+            starts.append(pos)
+            keys.append(key)
+            pos += n
+    if pos < req.num_prompt_tokens:
+        starts.append(pos)
+        keys.append(("req", req.request_id))
+    starts.append(req.num_prompt_tokens)
+    keys.append(spec.output_key if spec.output_key is not None else ("out", req.request_id))
+    out, parent = [], 0
+    for i in range(num_blocks):
+        lo, hi = i * block_size, (i + 1) * block_size
+        pieces = []
+        for s, (s_lo, key) in enumerate(zip(starts, keys)):
+            s_hi = starts[s + 1] if s + 1 < len(starts) else hi
+            a, z = max(lo, s_lo), min(hi, s_hi)
+            if a < z:
+                pieces.append((key, a - s_lo, z - s_lo))
+        parent = hash((parent, tuple(pieces)))
+        out.append(parent)
+    return out
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 70), st.integers(1, 60)), min_size=1, max_size=12),
+       st.sampled_from([1, 4, 16]))
+@settings(max_examples=60, deadline=None)
+def test_block_hashes_memo_and_fast_path_match_the_definition(reqs, block_size):
+    """Shared-prefix requests (memoised segment-0 hashes) and plain ones hash as the piecewise definition."""
+    kv = KVCacheManager(10_000, block_size, enable_prefix_caching=True)
+    for rid, (group, prefix, own) in enumerate(reqs):
+        segs = ((("prefix", group), prefix), (("req", rid), own))
+        spec = RequestSpec(0.0, prefix + own, 7, prompt_segments=segs, prefix_group=group, output_key=("out", rid))
+        req = Request(rid, spec, 0.0)
+        n = (prefix + own + 7) // block_size
+        st_ = kv._reqs[rid] = _ReqKV()
+        half = kv._block_hashes(req, st_, n // 2)[:]  # incremental: part now, the rest later
+        full = kv._block_hashes(req, st_, n)
+        assert full[: len(half)] == half
+        assert full == _reference_block_hashes(req, block_size, n)

@@ -54,6 +54,9 @@ NEW_REFERENCE: dict[str, tuple[int, dict[str, int], int | None]] = {
     "qwen3-vl-235b-a22b": (235093634560, {"embeddings": 622329856, "attention": 6702497792, "norms": 798208, "experts": 227096395776, "router": 49283072, "lm_head": 622329856}, 235670022896),
     "gemma-3-27b": (27009346304, {"embeddings": 1409630208, "attention": 4095737856, "norms": 1354496, "mlp": 21502623744}, 27432406640),
     "gemma-3-4b": (3880263168, {"embeddings": 671252480, "attention": 534773760, "norms": 368128, "mlp": 2673868800}, 4300079472),
+    "glm-4.7-flash": (29943390976, {"embeddings": 317194240, "attention": 1022623744, "norms": 254720, "mlp": 62914560, "experts": 27783069696, "router": 6029312, "shared_experts": 434110464, "lm_head": 317194240}, None),
+    "kimi-k2-thinking": (1026408209408, {"embeddings": 1174405120, "attention": 6168444928, "norms": 1006592, "mlp": 396361728, "experts": 1014686023680, "router": 165150720, "shared_experts": 2642411520, "lm_head": 1174405120}, None),
+    "qwen3.5-397b-a17b": (396346350336, {"embeddings": 1017118720, "attention": 6883497600, "norms": 509056, "router": 125829120, "experts": 386547056640, "shared_experts": 755220480, "lm_head": 1017118720}, 396802360816),
     "qwen3-30b-a3b-tf4": (30532122624, {"embeddings": 311164928, "attention": 905969664, "norms": 210944, "experts": 28991029248, "router": 12582912, "lm_head": 311164928}, None),
     "qwen3-30b-a3b-tf5": (30532122624, {"embeddings": 311164928, "attention": 905969664, "norms": 210944, "experts": 28991029248, "router": 12582912, "lm_head": 311164928}, None),
 }

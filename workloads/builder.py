@@ -84,6 +84,8 @@ class ClassSpec:
     prefix_scope: str | None  # which prefix sampler it uses ("" = workload level), None = no prefix
     conversation: ConversationConfig | None
     weight_curve: PiecewiseFunction | None = None  # time-varying weight (replaces ``weight``)
+    images: LengthDistribution | None = None  # images per request (multimodal), None = text only
+    image_tokens: int = 0  # LM placeholder tokens per image
 
     @property
     def joint_dataset(self) -> bool:
@@ -206,6 +208,7 @@ class _RunState:
     sent_by_source: dict = field(default_factory=dict)
     next_uid: int = 0
     next_session: int = 0
+    images: dict = field(default_factory=dict)  # class name -> _Lazy image counts (classes with images only)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,6 +247,8 @@ class GeneratedWorkload:
         if not class_cfgs:
             self.classes[DEFAULT_CLASS] = ClassSpec(DEFAULT_CLASS, 1.0, self._resolve(cfg.input_tokens), self._resolve(cfg.output_tokens),
                                                      "" if cfg.prefix is not None else None, cfg.conversation)
+            self.classes[DEFAULT_CLASS].images = cfg.images_per_request
+            self.classes[DEFAULT_CLASS].image_tokens = cfg.image_tokens or 0
             self.sources.append(_Source("", self._resolve_arrival(cfg.arrival), [self.classes[DEFAULT_CLASS]], None))
             return
         shared: list[ClassSpec] = []
@@ -260,6 +265,8 @@ class GeneratedWorkload:
             spec = ClassSpec(c.name, c.weight, self._resolve(c.input_tokens or cfg.input_tokens),
                              self._resolve(c.output_tokens or cfg.output_tokens), scope, c.conversation or cfg.conversation,
                              curve)
+            spec.images = c.images_per_request if c.images_per_request is not None else cfg.images_per_request
+            spec.image_tokens = (c.image_tokens if c.image_tokens is not None else cfg.image_tokens) or 0
             self.classes[c.name] = spec
             if c.arrival is None:
                 shared.append(spec)
@@ -318,7 +325,11 @@ class GeneratedWorkload:
             if isinstance(src.arrival, ClosedArrival):
                 d = src.arrival.think_time
                 client_think[src.name] = _Lazy(s.rng("client-think", src.name), lambda g, n, d=d: d.sample_real(g, n))
-        return _RunState(lengths, prefixes, choice, turns, think, client_think)
+        state = _RunState(lengths, prefixes, choice, turns, think, client_think)
+        # image streams exist only for classes with images, so text-only workloads draw exactly as before
+        state.images = {name: _Lazy(s.rng("images", name), lambda g, n, d=c.images: d.sample(g, n))
+                        for name, c in self.classes.items() if c.images is not None}
+        return state
 
     # ---- open loop ----------------------------------------------------------------------------
     def _open_sources(self) -> list[_Source]:
@@ -403,6 +414,9 @@ class GeneratedWorkload:
         return specs
 
     def _spec(self, state: _RunState, uid: int, t: float, name: str, inp: int, out: int, group: int) -> RequestSpec:
+        images = state.images.get(name) if state.images else None
+        if images is not None:
+            return self._image_spec(state, uid, t, name, inp, out, group, int(images.take(1)[0]))
         if group < 0:
             return RequestSpec(arrival_s=t, num_prompt_tokens=inp, max_output_tokens=out, class_name=name)
         scope = self.classes[name].prefix_scope
@@ -410,6 +424,21 @@ class GeneratedWorkload:
         segments = ((("prefix", group), length), (("req", uid), inp))
         return RequestSpec(arrival_s=t, num_prompt_tokens=length + inp, max_output_tokens=out, class_name=name,
                            prompt_segments=segments, prefix_group=group)
+
+    def _image_spec(self, state: _RunState, uid: int, t: float, name: str, inp: int, out: int, group: int,
+                    num_images: int) -> RequestSpec:
+        """A request whose own prompt opens with ``num_images`` images: their placeholder tokens
+        (``image_tokens`` each) come after any shared prefix and before the text (docs/workloads.md)."""
+        per = self.classes[name].image_tokens
+        own = num_images * per + inp
+        if group < 0:
+            return RequestSpec(arrival_s=t, num_prompt_tokens=own, max_output_tokens=out, class_name=name,
+                               num_images=num_images, image_tokens=per)
+        scope = self.classes[name].prefix_scope
+        length = state.prefixes[scope].length_of(group)  # type: ignore[index]
+        segments = ((("prefix", group), length), (("req", uid), own))
+        return RequestSpec(arrival_s=t, num_prompt_tokens=length + own, max_output_tokens=out, class_name=name,
+                           prompt_segments=segments, prefix_group=group, num_images=num_images, image_tokens=per)
 
     # ---- SimPy --------------------------------------------------------------------------------
     def process(self, env: simpy.Environment, submit: Submit) -> Generator[Any, Any, None]:

@@ -90,6 +90,13 @@ class _RequestStream(_Frozen):
     arrival: Any = None
     input_tokens: Any = None
     output_tokens: Any = None
+    images_per_request: Any = Field(None, description="images per request (multimodal models): a count or a distribution; needs image_tokens")
+    image_tokens: int | None = Field(None, ge=1, le=1_000_000, description="LM placeholder tokens per image (added to the prompt)")
+
+    @field_validator("images_per_request", mode="before")
+    @classmethod
+    def _parse_images(cls, v: Any) -> LengthDistribution | None:
+        return None if v is None else parse_length(v)
 
     @field_validator("arrival", mode="before")
     @classmethod
@@ -200,6 +207,7 @@ class WorkloadConfig(_RequestStream):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise invalid(f"classes: duplicate class name(s) {', '.join(dupes)}")
+        self._check_images()
         if self.trace is not None:
             if self.classes:
                 raise invalid("trace and classes cannot be combined")
@@ -225,6 +233,27 @@ class WorkloadConfig(_RequestStream):
                 if not (self.classes and all(c.num_requests for c in self.classes if c.arrival is proc)):
                     raise invalid("give num_requests or duration_s (the workload would never end)")
         return self
+
+    def _check_images(self) -> None:
+        """``images_per_request`` and ``image_tokens`` come together (a class inherits either from the
+        top level); images ride on single requests, not on traces or multi-turn sessions."""
+        streams = [("workload", self.images_per_request, self.image_tokens, self.conversation)]
+        streams += [(f"classes.{c.name}", c.images_per_request if c.images_per_request is not None else self.images_per_request,
+                     c.image_tokens if c.image_tokens is not None else self.image_tokens,
+                     c.conversation or self.conversation) for c in self.classes]
+        for where, images, tokens, conv in streams:
+            if (images is None) != (tokens is None):
+                missing = "image_tokens" if tokens is None else "images_per_request"
+                raise invalid(f"{where}: images_per_request and image_tokens go together; set {missing}")
+            if images is not None and conv is not None:
+                raise invalid(f"{where}: images_per_request is not supported with conversation (multi-turn prompts)")
+        if self.trace is not None and self.images_per_request is not None:
+            raise invalid("trace and images_per_request cannot be combined")
+
+    @property
+    def has_images(self) -> bool:
+        """True when some requests carry images."""
+        return self.images_per_request is not None or any(c.images_per_request is not None for c in self.classes)
 
     def _check_size(self) -> None:
         """Refuse workloads that would generate more than MAX_REQUESTS requests before any runs."""

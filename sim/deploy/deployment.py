@@ -18,6 +18,7 @@ from sim.deploy.memory_plan import plan_memory
 from sim.deploy.models import load_model
 from sim.deploy.roofline import RooflineCostModel
 from sim.deploy.speculative_cost import speculative_deployment
+from sim.deploy.vision_cost import check_vision_inputs
 from sim.errors import ConfigError
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
     """Resolve model, hardware, memory plan and cost model for ``cfg`` (raises clear errors)."""
 
     model = load_model(str(_maybe_path(cfg, cfg.model)))
+    check_vision_inputs(model, cfg.workload, cfg.name)
     hardware = load_profile(str(_maybe_path(cfg, cfg.hardware)))
     engine, max_model_len, notes = _resolve_engine(cfg, model, hardware)
     if engine.max_num_seqs is None:  # SGLang: max_running_requests follows the KV pool it sizes

@@ -39,6 +39,7 @@ from typing import Any
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
 from sim.deploy.hardware import GIB, HardwareProfile
 from sim.deploy.models.spec import ModelSpec, dtype_bytes
+from sim.deploy.vision_cost import vision_weight_bytes_per_gpu
 from sim.errors import InfeasibleConfigError
 
 #: fp32 copies of the (rows × vocab) logits alive at the sampler's peak in vLLM's profile run
@@ -158,6 +159,12 @@ def weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dt
     16-bit formats: every parameter at 2 bytes. Quantised formats (fp8/int8/int4): decoder linears at
     the quantised width, everything else (embeddings, LM head, norms, routers) at 2 bytes.
     """
+    vision = vision_weight_bytes_per_gpu(model, parallel.tp)  # multimodal wrappers: the bf16 vision tower
+    return vision + _lm_weights_bytes_per_gpu(model, parallel, weights_dtype, experts_dtype)
+
+
+def _lm_weights_bytes_per_gpu(model: ModelSpec, parallel: ParallelConfig, weights_dtype: str,
+                              experts_dtype: str | None) -> float:
     params = model.params_per_gpu(parallel.tp, parallel.pp, parallel.ep) + redundant_expert_params_per_gpu(model, parallel)
     wb = dtype_bytes(weights_dtype)
     if experts_dtype is not None and experts_dtype != weights_dtype:

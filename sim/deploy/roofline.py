@@ -45,6 +45,7 @@ from sim.deploy.hardware import HardwareProfile
 from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
 from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
+from sim.deploy.vision_cost import VisionEncoderCost, model_vision_tower
 
 ACT_BYTES = 2.0  # activations are bf16/fp16 whatever the weight format
 LOGIT_BYTES = 4.0  # the sampler works on fp32 logits
@@ -318,6 +319,9 @@ class RooflineCostModel:
         self._cache: dict[tuple[int, int | None], float] = {}
         # per token count: dense GEMM seconds and all-reduce seconds of a step (bounded by the token budget)
         self._dense_cache: dict[int, float] = {}
+        # vision encoder of a multimodal wrapper (None: the model cannot take images)
+        tower = model_vision_tower(model)
+        self.vision = VisionEncoderCost(tower, self) if tower is not None else None
         self._allreduce_cache: dict[int, float] = {}
 
     # ------------------------------------------------------------------ construction helpers
@@ -488,6 +492,17 @@ class RooflineCostModel:
             if bd is not None:
                 bd["swap"] = tsw
 
+        # vision encoder of the images whose first prefill chunk runs now (sim/deploy/vision_cost.py)
+        tv = 0.0
+        if shape.num_images:
+            if self.vision is None:
+                raise ValueError(f"model {self.model.name}: requests carry images but it has no modelled vision tower")
+            tv, v_flops, v_bytes = self.vision.price(shape)
+            t += tv
+            bytes_moved += v_bytes * self.pp  # the encoder runs on the first stage; undo the /pp below
+            if bd is not None:
+                bd["vision_encoder"] = tv
+
         # fixed overheads
         tov = self.per_iteration_s + self.per_request_s * rows + self._launch_s
         t += tov
@@ -499,9 +514,11 @@ class RooflineCostModel:
         # per GPU: with pipeline parallelism each GPU holds 1/pp of the layers
         flops_gpu = flops / self.pp
         bytes_gpu = bytes_moved / self.pp
+        if tv:
+            flops_gpu += v_flops
         mfu = flops_gpu / (t * self.peak_flops)
         mbu = bytes_gpu / (t * self.bandwidth)
-        prefill = t * shape.num_prefill_tokens / nf
+        prefill = t * shape.num_prefill_tokens / nf if not tv else (t - tv) * shape.num_prefill_tokens / nf + tv
         return StepCost(time_s=t, flops=flops_gpu, bytes_moved=bytes_gpu, mfu=mfu, mbu=mbu,
                         prefill_time_s=prefill, breakdown=bd if bd is not None else {})
 

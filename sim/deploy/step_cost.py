@@ -33,6 +33,11 @@ class BatchShape:
     num_spec_tokens: int = 0  # Σ k_i: draft tokens verified (each needs logits and the rejection sampler)
     sum_spec_pairs: int = 0  # Σ over those requests of their (query, key) pairs: (1+k_i)·ctx_i + (1+k_i)(2+k_i)/2
     sum_spec_kv_tokens: int = 0  # Σ (ctx_i + 1 + k_i) over those requests: KV entries they read/write
+    # images whose vision encoder runs in this step (multimodal models; sim/deploy/vision_cost.py): per
+    # image j of T_j LM tokens, the encoder's GEMMs grow with T_j and its attention with T_j²
+    num_images: int = 0  # images encoded
+    sum_image_tokens: int = 0  # Σ_j T_j
+    sum_image_tokens_sq: int = 0  # Σ_j T_j²
 
     @property
     def causal_pairs(self) -> int:
@@ -49,7 +54,9 @@ class BatchShape:
                           num_prefill_tokens=self.num_prefill_tokens * f, swap_bytes=self.swap_bytes * f,
                           sum_decode_kv_tokens=self.sum_decode_kv_tokens * f, num_spec_seqs=self.num_spec_seqs * f,
                           num_spec_tokens=self.num_spec_tokens * f, sum_spec_pairs=self.sum_spec_pairs * f,
-                          sum_spec_kv_tokens=self.sum_spec_kv_tokens * f)
+                          sum_spec_kv_tokens=self.sum_spec_kv_tokens * f, num_images=self.num_images * f,
+                          sum_image_tokens=self.sum_image_tokens * f,
+                          sum_image_tokens_sq=self.sum_image_tokens_sq * f)
 
 
 class BatchShapeBuilder:
@@ -57,13 +64,15 @@ class BatchShapeBuilder:
 
     __slots__ = ("num_seqs", "num_tokens", "num_decode_seqs", "sum_ctx_x_new", "sum_new_sq",
                  "sum_kv_tokens", "num_prefill_tokens", "swap_bytes", "sum_decode_kv_tokens",
-                 "num_spec_seqs", "num_spec_tokens", "sum_spec_pairs", "sum_spec_kv_tokens")
+                 "num_spec_seqs", "num_spec_tokens", "sum_spec_pairs", "sum_spec_kv_tokens",
+                 "num_images", "sum_image_tokens", "sum_image_tokens_sq")
 
     def __init__(self) -> None:
         self.num_seqs = self.num_tokens = self.num_decode_seqs = 0
         self.sum_ctx_x_new = self.sum_new_sq = self.sum_kv_tokens = 0
         self.num_prefill_tokens = self.swap_bytes = self.sum_decode_kv_tokens = 0
         self.num_spec_seqs = self.num_spec_tokens = self.sum_spec_pairs = self.sum_spec_kv_tokens = 0
+        self.num_images = self.sum_image_tokens = self.sum_image_tokens_sq = 0
 
     def add(self, num_new_tokens: int, num_context_tokens: int) -> None:
         """Add one request scheduled for ``num_new_tokens`` on top of ``num_context_tokens`` cached."""
@@ -78,6 +87,12 @@ class BatchShapeBuilder:
         self.sum_ctx_x_new += c * n
         self.sum_new_sq += n * n
         self.sum_kv_tokens += c + n
+
+    def add_images(self, num_images: int, image_tokens: int) -> None:
+        """Add ``num_images`` images of ``image_tokens`` LM tokens each for the vision encoder to run."""
+        self.num_images += num_images
+        self.sum_image_tokens += num_images * image_tokens
+        self.sum_image_tokens_sq += num_images * image_tokens * image_tokens
 
     def add_verify(self, num_new_tokens: int, num_context_tokens: int, num_draft_tokens: int) -> None:
         """Add one request verifying ``num_draft_tokens`` drafts: ``num_new_tokens`` = 1 + drafts on top
@@ -102,7 +117,8 @@ class BatchShapeBuilder:
                           num_prefill_tokens=self.num_prefill_tokens, swap_bytes=self.swap_bytes,
                           sum_decode_kv_tokens=self.sum_decode_kv_tokens, num_spec_seqs=self.num_spec_seqs,
                           num_spec_tokens=self.num_spec_tokens, sum_spec_pairs=self.sum_spec_pairs,
-                          sum_spec_kv_tokens=self.sum_spec_kv_tokens)
+                          sum_spec_kv_tokens=self.sum_spec_kv_tokens, num_images=self.num_images,
+                          sum_image_tokens=self.sum_image_tokens, sum_image_tokens_sq=self.sum_image_tokens_sq)
 
 
 @dataclass(frozen=True, slots=True)

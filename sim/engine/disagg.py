@@ -31,6 +31,12 @@ Token times: the first token's time is the prefill instance's iteration end; the
 timeline keeps one replica per request, so the decode instance's timeline array gets one extra entry
 per such request (after its real iteration ends) holding that time, and the request's runs start with it.
 
+**Data-parallel attention pools** (``parallel.dp > 1`` in a pool): each instance of the pool is a DP
+group of ``dp`` lockstep ranks (:mod:`sim.engine.dp_group`), and every rank is an engine core of its
+own behind the pool's router, exactly as in the aggregated DP path: the prefill router and the decode
+router each pick a *rank*. A KV transfer goes from the prefill rank that holds the KV to the decode
+rank that will hold it, over that rank pair's link (one NIC per GPU, as on 8-GPU HGX nodes).
+
 Invariants checked at the end of every PD run (:meth:`PDCoordinator.check_invariants`): every link is
 idle, it never carried more bytes than bandwidth × busy time, and no transfer beat ``bytes / bandwidth``;
 no KV is held on either pool; no request is left in transit.
@@ -46,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.engine.dp_group import DPGroup
 from sim.engine.request import Request, RequestStatus
 
 __all__ = ["PDSpec", "KVLink", "PDCoordinator", "PD_REQUEST_COLUMNS"]
@@ -61,10 +68,10 @@ PD_REQUEST_COLUMNS = ("request_id", "prefill_replica", "decode_replica", "kv_byt
 class PDSpec:
     """What the engine needs for a disaggregated run (built by ``sim.runs.disagg``)."""
 
-    prefill: Any  # sim.engine.simulator.ReplicaSetup of one prefill instance
-    decode: Any  # ReplicaSetup of one decode instance
-    num_prefill: int
-    num_decode: int
+    prefill: Any  # sim.engine.simulator.ReplicaSetup of one prefill instance (of one DP rank when dp > 1)
+    decode: Any  # ReplicaSetup of one decode instance (of one DP rank when dp > 1)
+    num_prefill: int  # instances; each is ``prefill.dp`` DP ranks
+    num_decode: int  # instances; each is ``decode.dp`` DP ranks
     prefill_router: str
     decode_router: str
     kv_bytes_fn: Callable[[int], float]  # prompt tokens -> KV bytes moved (all layers, whole model)
@@ -154,7 +161,8 @@ class _PDState:
 class PDCoordinator:
     """Joins a cluster's prefill instances (replicas ``0…P−1``) to its decode instances (``P…P+D−1``)."""
 
-    def __init__(self, cluster: Any, spec: PDSpec, make_replica: Callable[[int, Any], Any], decode_router: Any) -> None:
+    def __init__(self, cluster: Any, spec: PDSpec, make_replica: Callable[[int, Any, DPGroup | None], Any],
+                 decode_router: Any) -> None:
         self.cluster = cluster
         self.spec = spec
         self.env = cluster.env
@@ -164,7 +172,12 @@ class PDCoordinator:
             rep.on_rejected = self.on_prefill_rejected
             if spec.layerwise:
                 rep.pre_step = self.on_prefill_step
-        self.decode = [make_replica(len(cluster.replicas) + j, spec.decode) for j in range(spec.num_decode)]
+        # a decode instance with data-parallel attention is ``dp`` ranks (engine cores of their own,
+        # behind the decode router like every rank of the aggregated path) stepping in lockstep
+        dp = spec.decode.dp
+        groups = [DPGroup(self.env, dp, spec.decode.cost_model) if dp > 1 else None for _ in range(spec.num_decode)]
+        self.decode = [make_replica(len(cluster.replicas) + j, spec.decode, groups[j // dp])
+                       for j in range(spec.num_decode * dp)]
         for rep in self.decode:
             rep.post_step = self.on_decode_step
             rep.on_finished = self.on_decoded

@@ -101,6 +101,8 @@ class KVCacheManager:
         # counters for reports
         self.num_prefix_queries_tokens = 0
         self.num_prefix_hit_tokens = 0
+        # shared-prefix block hashes by segment-0 content key (_block_hashes); one list per prefix group
+        self._prefix_memo: dict = {}
         # KV tiers below the GPU (sim.engine.kv_tiers.ReplicaTiers), told of every newly hashed block
         self.tier_hook = None
 
@@ -169,11 +171,16 @@ class KVCacheManager:
                 return False
             ref_cnt = self.ref_cnt
             if self.enable_prefix_caching:
-                block_hash = self.block_hash
+                block_hash, cached, popitem = self.block_hash, self._cached, free.popitem
                 for _ in range(need):
-                    b, _none = free.popitem(last=False)
-                    if block_hash[b] is not None:  # evict the stale cache entry of a reused block
-                        self._evict(b)
+                    b, _none = popitem(last=False)
+                    h = block_hash[b]
+                    if h is not None:  # evict the stale cache entry of a reused block (_evict, inlined)
+                        copies = cached[h]
+                        del copies[b]
+                        if not copies:
+                            del cached[h]
+                        block_hash[b] = None
                     ref_cnt[b] = 1
                     blocks.append(b)
             else:
@@ -307,13 +314,16 @@ class KVCacheManager:
                 elif c < 0:
                     raise KVInvariantError(f"block {b} freed more often than allocated")
             return
+        freed = []
         for b in reversed(blocks):
             c = ref_cnt[b] - 1
             ref_cnt[b] = c
             if c == 0:
-                free[b] = None
+                freed.append(b)
             elif c < 0:
                 raise KVInvariantError(f"block {b} freed more often than allocated")
+        # in bulk, in the same order (an unreferenced block is never already in the free queue)
+        free.update(dict.fromkeys(freed))
 
     # ------------------------------------------------------------------ swap
     def swap_out(self, req: Request) -> int | None:
@@ -453,11 +463,34 @@ class KVCacheManager:
         nseg = len(starts)
         parent = hashes[-1] if hashes else 0
         i = len(hashes)
+        segs0 = req.spec.prompt_segments
+        if (req.spec.prefix_group >= 0 and nseg > 1 and i * bs < starts[1] and segs0
+                and keys[0] is segs0[0][0]):
+            # blocks inside the shared prefix (segment 0) hash the same for every request of the group:
+            # take them from the memo, and extend it, instead of hashing the system prompt again
+            memo = self._prefix_memo.get(keys[0])
+            if memo is None:
+                memo = self._prefix_memo[keys[0]] = []
+            n_in = min(num_blocks, starts[1] // bs)  # blocks wholly inside segment 0
+            while len(memo) < n_in:
+                j = len(memo)
+                memo.append(hash((memo[-1] if memo else 0, ((keys[0], j * bs, (j + 1) * bs),))))
+            if i < n_in:
+                hashes.extend(memo[i:n_in])
+                i = n_in
+                parent = hashes[-1]
         seg = bisect_right(starts, i * bs) - 1
         while i < num_blocks:
             lo, hi = i * bs, (i + 1) * bs
             while seg + 1 < nseg and starts[seg + 1] <= lo:
                 seg += 1
+            s_lo = starts[seg]
+            if seg + 1 >= nseg or starts[seg + 1] >= hi:
+                # fast path (most blocks): the block lies inside one segment, a single piece
+                parent = hash((parent, ((keys[seg], lo - s_lo, hi - s_lo),)))
+                hashes.append(parent)
+                i += 1
+                continue
             pieces = []
             s = seg
             while True:

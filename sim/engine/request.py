@@ -39,6 +39,10 @@ class RequestSpec:
     session_id: int = -1  # multi-turn conversation id, -1 if none
     prefix_group: int = -1  # shared-prefix group id, -1 if none
     output_key: Hashable | None = None  # content key of the generated answer (for multi-turn prompts)
+    # images (multimodal models): ``num_images`` images of ``image_tokens`` placeholder tokens each, part
+    # of ``num_prompt_tokens``; the vision encoder runs on the step of the first prefill chunk (docs/workloads.md)
+    num_images: int = 0
+    image_tokens: int = 0
 
 
 class RequestStatus(enum.Enum):
@@ -60,7 +64,7 @@ class Request:
         "num_output_tokens", "num_computed_tokens", "num_cached_tokens", "status", "reject_reason",
         "arrival_s", "first_scheduled_s", "prefill_done_s", "first_token_s", "last_token_s",
         "finish_s", "num_preemptions", "runs", "last_emit_iter", "done_event", "prefill_compute_s",
-        "block_hashes", "bursts",
+        "block_hashes", "bursts", "images_pending",
     )
 
     def __init__(self, request_id: int, spec: RequestSpec, arrival_s: float, replica: int = 0) -> None:
@@ -88,6 +92,8 @@ class Request:
         self.block_hashes: list | None = None  # prefix-cache hashes of full blocks (lazily computed)
         # speculative decoding: flat [iteration, extra, ...] for emissions of 1 + extra tokens (None: none)
         self.bursts: list[int] | None = None
+        # the vision encoder still has to run for this request's images (again after a recompute preemption)
+        self.images_pending = spec.num_images > 0
 
     @property
     def num_tokens(self) -> int:

@@ -550,11 +550,10 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
         cluster.replicas = [_Replica(i, s, cluster) for i, s in enumerate(replica_setups)]
         cluster.routable = cluster.replicas
     if disagg is not None:
-        if isinstance(autoscaling, AutoscalerSpec) or setup.dp > 1 or disagg.decode.dp > 1:
-            raise ConfigError("disaggregation: autoscaling and data-parallel attention pools (dp > 1) are not "
-                              "supported in a disaggregated deployment")
-        cluster.pd = PDCoordinator(cluster, disagg, lambda i, s: _Replica(i, s, cluster),
-                                   build_router(disagg.decode_router, disagg.num_decode,
+        if isinstance(autoscaling, AutoscalerSpec) or (autoscaling is not None and (setup.dp > 1 or disagg.decode.dp > 1)):
+            raise ConfigError("disaggregation: autoscale each pool (disaggregation.<pool>.autoscaling), with dp = 1 pools")
+        cluster.pd = PDCoordinator(cluster, disagg, lambda i, s, g: _Replica(i, s, cluster, g),
+                                   build_router(disagg.decode_router, disagg.num_decode * disagg.decode.dp,
                                                 np.random.default_rng(cluster.stream(3))))
     for rep in cluster.replicas:
         env.process(rep.run(env))

@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.request import TokenTimeline
+from sim.measure import fluidity_kernel
 from sim.measure.pricing import cost_summary
 from sim.measure.slo import evaluate_slo, resolve_slo
 
@@ -183,6 +184,8 @@ def _time_weighted(x: np.ndarray, w: np.ndarray) -> float | None:
 # Fraction slack when comparing a miss *rate* with its limit: rates are ratios of small integers,
 # so this only absorbs float error in ``1 − target`` (1 − 0.9 = 0.09999999999999998).
 _RATE_EPS = 1e-9
+# False forces the numpy bisection (tests compare both paths; fluidity_kernel.AVAILABLE says if numba is there)
+_USE_KERNEL = True
 _NEG = np.iinfo(np.int64).min // 4  # padding for integer cummax (never a record)
 
 
@@ -277,6 +280,18 @@ def min_decode_deadlines_rows(t_ns: np.ndarray, num_tokens: np.ndarray, target: 
         return (out, out.copy()) if bounds else out
     t = t_ns[rows].astype(np.float64)
     num_tok = num_tokens[rows]
+    if _USE_KERNEL and t.size >= fluidity_kernel.MIN_CELLS and fluidity_kernel.AVAILABLE:
+        # compiled row-by-row bisection: the same float operations, bit-identical (fluidity_kernel.py)
+        lo, hi = fluidity_kernel.kernel()(t, np.asarray(num_tok, dtype=np.int64), max_miss_rate,
+                                             max_steps, _RATE_EPS)
+        out[rows] = hi / NS_PER_S
+        if not bounds:
+            return out
+        mid = 0.5 * (lo + hi)
+        still = (hi > lo) & (mid > lo) & (mid < hi)
+        low = out.copy()
+        low[rows] = np.where(still, lo, hi) / NS_PER_S
+        return low, out
     idx = np.arange(width)
     valid = idx[None, :] < num_tok[:, None]
     gaps = np.where(valid[:, 1:], np.diff(t, axis=1), 0.0)

@@ -15,6 +15,7 @@ from sim.plan.sweep import flatten
 from sim.report import fmt, plots
 from sim.report.document import Document, Figure, Note, Table, Text
 from sim.report.fleet_report import fleet_section
+from sim.report.pd_report import pd_section
 from sim.report.thresholds import Criterion, mlperf_criteria, slo_criteria, slo_passed
 
 LATENCY_ROWS = (("TTFT", "ttft", "ttft_s"), ("TPOT", "tpot", "tpot_s"), ("ITL", "itl", None),
@@ -435,6 +436,7 @@ def build_run_document(result: Any, title: str | None = None) -> Document:
     _latency_section(doc, result, measured, criteria)
     _over_time_section(doc, b, replicas)
     fleet_section(doc, result)
+    pd_section(doc, result)
     _breakdown_section(doc, result, measured, b)
     _memory_section(doc, result, b)
     _replica_section(doc, result, measured)

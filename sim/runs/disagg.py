@@ -84,10 +84,6 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
         raise ConfigError(f"{cfg.name}: kv_store: a shared KV store with a disaggregated deployment is not "
                           "supported yet; remove kv_store or disaggregation")
     configs = {r: pool_config(cfg, r) for r in ROLES}
-    for r in ROLES:
-        if configs[r].parallel.dp > 1:
-            raise ConfigError(f"{cfg.name}: disaggregation.{r}.parallel.dp: data-parallel attention pools "
-                              "are not supported in a disaggregated deployment yet (dp must be 1)")
     deps = {r: build_deployment(configs[r]) for r in ROLES}
     if deps["prefill"].model.name != deps["decode"].model.name:
         raise ConfigError(f"{cfg.name}: disaggregation: both pools must serve the same model")
@@ -108,10 +104,20 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
     return PDSetup(configs, deps, setups, spec, pd_autoscaler_specs(cfg, configs, deps))
 
 
+def _full_step_s(dep: Deployment, shape: Any) -> float:
+    """Seconds of one step with every rank of an instance running ``shape`` (with DP attention the
+    ranks step together: :meth:`RooflineCostModel.group_step` over ``dp`` copies of the shape)."""
+    if dep.dp > 1:
+        return float(dep.cost_model.group_step([shape] * dep.dp)[0])
+    return float(dep.cost_model.step(shape).time_s)
+
+
 def pool_capacity_rps(pd: PDSetup, prompt_tokens: float, output_tokens: float) -> dict[str, float]:
     """Requests/s each pool can serve at most, from its cost model, for requests of the given mean
     prompt and output lengths: the prefill pool at a full token budget of whole prompts, the decode
-    pool at its largest batch (``max_num_seqs``, or what its KV holds) at the shortest context."""
+    pool at its largest batch (``max_num_seqs``, or what its KV holds) at the shortest context. With
+    DP attention these are per rank (budget, batch and KV are a rank's) and every rank of an instance
+    runs them at once."""
     from sim.deploy.step_cost import BatchShapeBuilder
 
     prompt, out = max(int(round(prompt_tokens)), 1), max(output_tokens, 1.0)
@@ -121,8 +127,8 @@ def pool_capacity_rps(pd: PDSetup, prompt_tokens: float, output_tokens: float) -
     b = BatchShapeBuilder()
     for _ in range(per_step):
         b.add(min(prompt, budget), 0)
-    t_pre = pd.deployments["prefill"].cost_model.step(b.build()).time_s * (-(-prompt // budget))
-    prefill = pre_cfg.replicas * per_step / t_pre
+    t_pre = _full_step_s(pd.deployments["prefill"], b.build()) * (-(-prompt // budget))
+    prefill = pre_cfg.replicas * pd.deployments["prefill"].dp * per_step / t_pre
     if out <= 1:
         return {"prefill": prefill, "decode": float("inf")}
     setup = pd.setups["decode"]
@@ -131,7 +137,8 @@ def pool_capacity_rps(pd: PDSetup, prompt_tokens: float, output_tokens: float) -
     b = BatchShapeBuilder()
     for _ in range(seqs):
         b.add(1, prompt + 1)
-    decode = dec_cfg.replicas * seqs / pd.deployments["decode"].cost_model.step(b.build()).time_s / (out - 1)
+    dec = pd.deployments["decode"]
+    decode = dec_cfg.replicas * dec.dp * seqs / _full_step_s(dec, b.build()) / (out - 1)
     return {"prefill": prefill, "decode": decode}
 
 

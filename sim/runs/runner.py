@@ -96,6 +96,8 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
         if bar is not None:
             bar.close()
     meta = _meta(cfg, dep, out, workload, num_kv_blocks)
+    if pd is not None or rg is not None:  # every pool / group, not the first one's replicas
+        meta["gpus_total"] = pd.num_gpus if pd is not None else rg.num_gpus
     fleet_block, fleet = ((None, None) if scaling is None else fleet_outputs(cfg, dep, out) if pd is None
                           else pd_fleet_outputs(pd, cfg, out))
     # an autoscaled run's top-level cost keys price its peak fleet; the autoscaling block what it used

@@ -37,6 +37,7 @@ class Family:
     qkv_bias_key: str | None = "attention_bias"  # key giving q/k/v bias (default false)
     o_bias_follows_qkv: bool = True  # o_proj bias = the same key (False: GLM-4.5, o_proj never biased)
     output_gate: bool = False  # Qwen3-Next gated attention
+    output_gate_key: str | None = None  # config flag for the gate (Qwen3.5: attn_output_gate, default on)
     # MLP block
     mlp: Literal["dense", "moe"] = "dense"
     dense_width_key: str = "intermediate_size"
@@ -64,6 +65,11 @@ FAMILIES: dict[str, Family] = {
                        score_correction_bias=True),
     "qwen3_next": Family("Qwen3-Next", qk_norm="head", output_gate=True, mlp="moe", moe_layers="sparse_step",
                          shared="width", shared_gate=True, mixers="full_attention_interval"),
+    # Qwen3.5-MoE: the Qwen3-Next blocks (transformers splits in_proj_qkvz / in_proj_ba into four GEMMs of the
+    # same total size)
+    "qwen3_5_moe_text": Family("Qwen3.5-MoE", qk_norm="head", output_gate=True, output_gate_key="attn_output_gate",
+                               mlp="moe", moe_layers="sparse_step", shared="width", shared_gate=True,
+                               mixers="full_attention_interval"),
     "llama4_text": Family("Llama-4", mlp="moe", dense_width_key="intermediate_size_mlp",
                           expert_width_key="intermediate_size", moe_layers="interleave", shared="expert_width",
                           fused_experts=True, windows="chunked_nope"),
@@ -114,7 +120,8 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
     d.update(family=entry.family, tie_word_embeddings=c.bool("tie_word_embeddings", entry.tie_default),
              qkv_bias=bias, o_bias=bias and entry.o_bias_follows_qkv,
              qk_norm=qk_on and entry.qk_norm == "head", qk_norm_full=qk_on and entry.qk_norm == "full",
-             attn_output_gate=entry.output_gate, mlp_bias=c.bool("mlp_bias", False))
+             attn_output_gate=entry.output_gate and (c.bool(entry.output_gate_key, True) if entry.output_gate_key else True),
+             mlp_bias=c.bool("mlp_bias", False))
     if entry.mlp == "dense":
         d["intermediate_size"] = c.int(entry.dense_width_key)
     else:

@@ -418,6 +418,7 @@ PARSERS: dict[str, Callable[[_Cfg], dict[str, Any]]] = {
     # families whose transformers class is one of the above blocks under another name
     "kimi_k2": lambda c: {**_deepseek(c, v3=True), "family": "Kimi-K2"},  # DeepseekV3ForCausalLM
     "deepseek_v32": lambda c: {**_deepseek(c, v3=True), "family": "DeepSeek-V3.2"},
+    "glm4_moe_lite": lambda c: {**_deepseek(c, v3=True), "family": "GLM-4.7-Flash"},  # DeepSeek-V3 blocks
     # language models of multimodal wrappers (Qwen3-VL's text model is Qwen3 with multimodal rope)
     "qwen3_vl_text": lambda c: {**_qwen3(c), "family": "Qwen3-VL"},
     "qwen3_vl_moe_text": lambda c: {**_qwen3_moe(c), "family": "Qwen3-VL-MoE"},
@@ -451,6 +452,7 @@ WRAPPERS: dict[str, str] = {
     "llama4": "llama4_text",
     "qwen3_vl": "qwen3_vl_text",
     "qwen3_vl_moe": "qwen3_vl_moe_text",
+    "qwen3_5_moe": "qwen3_5_moe_text",
     "gemma3": "gemma3_text",
     "mistral3": "mistral",
 }

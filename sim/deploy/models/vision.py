@@ -58,7 +58,7 @@ class VisionTower:
 
 def vision_tower(wrapper: str, vision_config: dict[str, Any] | None) -> VisionTower | None:
     """The tower of a wrapper's ``vision_config`` when simctl models it (Qwen3-VL), else None."""
-    if wrapper not in ("qwen3_vl", "qwen3_vl_moe") or not isinstance(vision_config, dict):
+    if wrapper not in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5_moe") or not isinstance(vision_config, dict):
         return None
     v = vision_config
     try:
