@@ -3,6 +3,7 @@
 
     python benchmarks/sglang_h200.py                 # the five random-dataset points, full size (minutes)
     python benchmarks/sglang_h200.py --rates 1,2,4
+    python benchmarks/sglang_h200.py --output-server # with the API-server output queue (docs/output-server.md)
 
 Setup (``datacrunch-research/h200-benchmarks``, ``sglang/experiments/llama_3_3_70b_sglang.sh``):
 Llama-3.3-70B-Instruct bf16 on 4×H200, TP4, radix cache off, torch.compile on, SGLang's other defaults;
@@ -36,10 +37,14 @@ MEASURED = {
 }
 
 
-def simulate(rate: float, num_requests: int | None = None) -> dict[str, float]:
-    """Simulated medians for one rate (``num_requests`` default: the benchmark's)."""
+def simulate(rate: float, num_requests: int | None = None, output_server: bool = False) -> dict[str, float]:
+    """Simulated medians for one rate (``num_requests`` default: the benchmark's; ``output_server``:
+    ``engine.output_server`` on)."""
     n = num_requests or MEASURED[rate][0]
-    cfg = with_overrides(load_experiment(EXPERIMENT), {"workload.arrival.rate": rate, "workload.num_requests": n})
+    overrides = {"workload.arrival.rate": rate, "workload.num_requests": n}
+    if output_server:
+        overrides["engine.output_server"] = True
+    cfg = with_overrides(load_experiment(EXPERIMENT), overrides)
     s = run(cfg).summary
     return {"median_e2el_ms": s["median_e2el_ms"], "median_ttft_ms": s["median_ttft_ms"],
             "median_itl_ms": s["median_itl_ms"], "output_throughput": s["output_throughput"]}
@@ -49,13 +54,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="1,2,4,8,16")
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument("--output-server", action="store_true", help="model the API-server output queue")
     args = ap.parse_args()
     rows = []
     print("| req/s | median E2E sim / meas (ms) | err | median TTFT sim / meas | median ITL sim / meas | out tok/s sim / meas |")
     print("|---|---|---|---|---|---|")
     for rate in (float(r) for r in args.rates.split(",")):
         n, e2e, ttft, itl, tput = MEASURED[rate]
-        s = simulate(rate)
+        s = simulate(rate, output_server=args.output_server)
         rows.append({"rate": rate, **s, "measured": {"median_e2el_ms": e2e, "median_ttft_ms": ttft,
                                                      "median_itl_ms": itl, "output_throughput": tput}})
         print(f"| {rate:g} | {s['median_e2el_ms']:.0f} / {e2e:.0f} | {(s['median_e2el_ms'] - e2e) / e2e:+.1%} | "

@@ -129,6 +129,7 @@ class EngineConfig(Frozen):
     swap_space_gib: float = Field(4.0, ge=0.0)
     num_kv_blocks: int | None = Field(None, ge=1, description="override the memory plan's KV block count (e.g. vLLM's logged '# GPU blocks')")
     async_scheduling: bool | None = Field(None, description="vLLM V1 async scheduling: step k+1 is planned while step k runs, so a request that arrives during step k first runs in step k+2 (and, for vllm, one finishing in step k keeps its slot and KV blocks through the plan of step k+1). Default: the policy's (on for vllm — vLLM's default since PR #27614, late 2025 — off for the others)")
+    output_server: bool = Field(False, description="model the API server's output path (vLLM's API-server process, SGLang's detokenizer) as one FIFO server per replica: the client sees a step's tokens when it has processed them (hardware output_per_chunk_s / output_per_token_s; docs/output-server.md)")
     policy_options: dict[str, Any] = Field(default_factory=dict, description="policy-specific parameters, validated by the policy")
     speculative: SpeculativeConfig | None = Field(None, description="speculative decoding / multi-token prediction (docs/speculative.md); None = off")
     kv_offload: KVOffloadConfig | None = Field(None, description="CPU/disk KV-cache tiers per replica (docs/kv-tiers.md); None = off")

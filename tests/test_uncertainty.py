@@ -76,7 +76,7 @@ def test_bad_uncertainty_section_is_a_clear_error():
 
 @pytest.mark.slow
 def test_coverage_check_on_a_bundled_run():
-    """The coverage machinery end to end on 10 s of one real run (benchmarks/coverage.py runs all stages)."""
+    """The coverage machinery end to end on 10 s of one real run (benchmarks/interval_coverage.py runs all stages)."""
     from sim.fidelity.coverage import CHECKED_METRICS, coverage_check
     from sim.fidelity.validate import load_runs
 

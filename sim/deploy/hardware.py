@@ -122,6 +122,17 @@ class OverheadSpec(Frozen):
         value=3.0e-3, status="assumed",
         basis="vLLM API-server latency per request (HTTP + tokenization + IPC to the engine core); "
               "the H100 profile's value is fitted on the bundled vLLM v0.15.1 runs (docs/validation.md)")
+    # the API server's output path (engine.output_server, sim/engine/output_server.py, docs/output-server.md):
+    # host CPU work per step output chunk (one per request that emitted) and per extra token in a chunk
+    output_per_chunk_s: Tunable = Tunable(
+        value=1.58e-5, status="assumed",
+        basis="median slope of Vidur's process_model_outputs vs batch size over its 6 A100 model/TP setups "
+              "(../shared/data/gpu_profiles/a100__cpu_overheads.csv: 9.2-16.6 us per request per step; vLLM "
+              "output processing incl. incremental detokenization of the step's token)")
+    output_per_token_s: Tunable = Tunable(
+        value=2.0e-5, status="assumed",
+        basis="vLLM detokenize_incrementally per call (= per token): 19-21 us logged in vllm-project/vllm#5206 "
+              "(v0.3.0); charged for each token of a chunk beyond its first (speculative bursts)")
 
 
 class MemoryReserveSpec(Frozen):

@@ -87,15 +87,20 @@ class ReplicaUnit:
 class ReplicaPool:
     """The replicas of one pool and their lives: start, wake, cancel, drain, release."""
 
-    def __init__(self, cluster: Any, env: simpy.Environment) -> None:
+    def __init__(self, cluster: Any, env: simpy.Environment, initial: list[Any] | None = None,
+                 busy: Callable[[Any], bool] | None = None) -> None:
         self.cluster = cluster
         self.env = env
         self.units: list[ReplicaUnit] = []
         self.by_replica: dict[int, ReplicaUnit] = {}
         self.draining: dict[int, ReplicaUnit] = {}
         self.sleeping: deque[ReplicaUnit] = deque()  # warm pool, ready to wake
-        cluster.set_routable(list(cluster.replicas))  # its own list: replicas are added to both separately
-        for rep in cluster.replicas:
+        # what keeps a draining replica alive: its outstanding requests (a PD prefill instance: also the
+        # KV it holds for transfers in flight)
+        self.busy = busy or (lambda rep: rep.outstanding > 0)
+        initial = list(cluster.replicas) if initial is None else list(initial)
+        cluster.set_routable(list(initial))  # its own list: replicas are added to both separately
+        for rep in initial:
             u = self._new_unit("initial", 0.0)
             u.asked_s = u.ready_s = 0.0
             u.cold_start_s = 0.0
@@ -165,7 +170,7 @@ class ReplicaPool:
 
     def release_if_empty(self, replica: Any) -> None:
         """Release a draining replica whose last request has ended."""
-        if replica.outstanding == 0 and replica.index in self.draining:
+        if replica.index in self.draining and not self.busy(replica):
             self.draining.pop(replica.index).released_s = self.env.now
 
     def records(self) -> list[dict[str, Any]]:
@@ -176,7 +181,12 @@ class ReplicaPool:
 class Autoscaler:
     """The controller process of one pool (module docstring)."""
 
-    def __init__(self, cluster: Any, spec: AutoscalerSpec, rng: np.random.Generator) -> None:
+    def __init__(self, cluster: Any, spec: AutoscalerSpec, rng: np.random.Generator,
+                 initial: list[Any] | None = None, busy: Callable[[Any], bool] | None = None) -> None:
+        """``cluster``: what the controller drives (``env``, ``replicas`` by index, ``requests``,
+        ``routable``, ``set_routable``, ``start_replica``); ``initial``: the pool's replicas at t = 0
+        (default: all of ``cluster.replicas``); ``busy(replica)``: whether a draining replica still has
+        work (default: outstanding requests)."""
         self.cluster = cluster
         self.env: simpy.Environment = cluster.env
         self.cfg = spec.config
@@ -184,7 +194,7 @@ class Autoscaler:
         self.rng = rng
         self.policy = get_autoscaling_policy(self.cfg.policy, self.cfg.policy_options)
         self.policy.check_runnable()
-        self.pool = ReplicaPool(cluster, self.env)
+        self.pool = ReplicaPool(cluster, self.env, initial, busy)
         for _ in range(self.cfg.provisioning.warm_pool):
             self.pool.add_sleeping(0.0)  # the pool is warm when the run starts
         self.lag = math.ceil(self.cfg.metrics_delay_s / self.cfg.interval_s - 1e-9)
@@ -336,7 +346,7 @@ class Autoscaler:
             times = [t for t in (u.requested_s, u.ready_s, u.drain_s, u.released_s) if not math.isnan(t)]
             if times != sorted(times) or (times and times[-1] > end_s + 1e-9):
                 raise AssertionError(f"replica unit {u.unit}: life out of order {times}")
-            if u.replica >= 0 and not math.isnan(u.released_s) and self.cluster.replicas[u.replica].outstanding:
+            if u.replica >= 0 and not math.isnan(u.released_s) and self.pool.busy(self.cluster.replicas[u.replica]):
                 raise AssertionError(f"replica {u.replica} was released with requests outstanding")
         if self.pool.num_ready < 1 and not self.pool.starting:
             raise AssertionError("the pool ended with no replica taking traffic")

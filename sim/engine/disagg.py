@@ -193,6 +193,28 @@ class PDCoordinator:
         self.committed_blocks = {rep.index: 0 for rep in self.decode}
         self.num_admitted = {rep.index: 0 for rep in self.decode}  # decode blocks allocated, KV in flight
         self.num_in_transit = 0  # prefilled (or streaming), not yet handed to a decode scheduler
+        # autoscaled pools (sim.engine.pd_autoscaler) change these: decode instances taking transfers, and
+        # the prefill-side KV each prefill instance still holds for transfers (a drain waits for both)
+        self.decode_routable = list(self.decode)
+        self.num_holding: dict[int, int] = {}
+        self.on_prefill_released: Callable[[Any], None] | None = None
+
+    def wire_prefill(self, rep: Any) -> None:
+        """Hook a prefill instance started at run time (autoscaling) into the pipeline."""
+        rep.on_finished = self.on_prefilled
+        rep.on_rejected = self.on_prefill_rejected
+        if self.spec.layerwise:
+            rep.pre_step = self.on_prefill_step
+        self.prefill.append(rep)
+
+    def wire_decode(self, rep: Any) -> None:
+        """Hook a decode instance started at run time (autoscaling) into the pipeline."""
+        rep.post_step = self.on_decode_step
+        rep.on_finished = self.on_decoded
+        self.decode.append(rep)
+        self.admission[rep.index] = deque()
+        self.committed_blocks[rep.index] = 0
+        self.num_admitted[rep.index] = 0
 
     # ------------------------------------------------------------------ prefill side
     def hand_over(self, main: Request) -> bool:
@@ -256,9 +278,10 @@ class PDCoordinator:
                 continue
             # the scheduler freed the prompt's blocks a moment ago: hold as many again until the transfer ends
             holder = Request(pre.request_id, pre.spec, now)
-            if not self.prefill[st.prefill_rep].kv.allocate_slots(holder, pre.num_prompt_tokens):
+            if not self.cluster.replicas[st.prefill_rep].kv.allocate_slots(holder, pre.num_prompt_tokens):
                 raise AssertionError("re-holding just-freed prefill blocks failed")
             st.holder = holder
+            self.num_holding[st.prefill_rep] = self.num_holding.get(st.prefill_rep, 0) + 1
             if st.kv_ready_s < 0:
                 st.kv_ready_s = now
                 self.num_in_transit += 1
@@ -270,7 +293,7 @@ class PDCoordinator:
 
     # ------------------------------------------------------------------ decode side
     def _route_decode(self, st: _PDState) -> None:
-        dec = self.decode
+        dec = self.decode_routable
         j = self.decode_router.route(st.main.spec, [r.outstanding for r in dec], [r.kv.usage for r in dec])
         rep = dec[j]
         st.decode_rep = rep.index
@@ -345,8 +368,12 @@ class PDCoordinator:
         if self.cluster.stop.triggered:
             return  # the run is over; drain() releases it
         st.end_s = self.env.now
-        self.prefill[st.prefill_rep].kv.free(st.holder)
+        pre_rep = self.cluster.replicas[st.prefill_rep]
+        pre_rep.kv.free(st.holder)
         st.holder = None
+        self.num_holding[st.prefill_rep] -= 1
+        if self.on_prefill_released is not None:
+            self.on_prefill_released(pre_rep)
         main = st.main
         main.num_output_tokens = 1
         main.status = RequestStatus.WAITING
@@ -372,8 +399,9 @@ class PDCoordinator:
         n = 0
         for st in list(self.states.values()):
             if st.holder is not None:
-                self.prefill[st.prefill_rep].kv.free(st.holder)
+                self.cluster.replicas[st.prefill_rep].kv.free(st.holder)
                 st.holder = None
+                self.num_holding[st.prefill_rep] -= 1
             if st.decode_rep >= 0:
                 self.cluster.replicas[st.decode_rep].kv.free(st.main)
             if st.prefill_done_s >= 0:

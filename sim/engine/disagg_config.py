@@ -8,6 +8,8 @@ disaggregation:
   decode:  {replicas: 1, hardware: h200, parallel: {tp: 4}, engine: {max_num_seqs: 256}}
   kv_transfer: {link: rdma, bandwidth_gbps: 400, latency_us: 10, layerwise: false}
   router: {prefill: least-outstanding-requests, decode: least-kv-usage}
+  # either pool may scale on its own: the `autoscaling:` schema under the pool (docs/autoscaling.md)
+  # decode: {replicas: 1, autoscaling: {max_replicas: 8, policy_options: {metrics: {kv_cache_usage: 0.7}}}}
 ```
 
 A pool's ``parallel`` and ``engine`` are merged key by key over the top-level sections (what a pool
@@ -33,6 +35,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sim.config import EngineConfig, Frozen, ParallelConfig
+from sim.engine.autoscaling_config import AutoscalingConfig
 from sim.errors import SimctlError
 from sim.limits import MAX_REPLICAS
 
@@ -54,6 +57,16 @@ class PoolConfig(Frozen):
     hardware: str | None = Field(None, description="GPU profile of the pool; default: the top-level hardware")
     parallel: ParallelConfig | None = Field(None, description="keys of `parallel` overriding the top-level ones")
     engine: EngineConfig | None = Field(None, description="keys of `engine` overriding the top-level ones")
+    autoscaling: AutoscalingConfig | None = Field(None, description="this pool's own controller (the `autoscaling:` "
+                                                  "schema; `replicas` are then the instances ready at t = 0)")
+
+    @model_validator(mode="after")
+    def _replicas_in_bounds(self) -> "PoolConfig":
+        a = self.autoscaling
+        if a is not None and not a.min_replicas <= self.replicas <= a.max_replicas:
+            raise ValueError(f"replicas = {self.replicas} (ready at t = 0) must lie within autoscaling.min_replicas = "
+                             f"{a.min_replicas} and autoscaling.max_replicas = {a.max_replicas}")
+        return self
 
     def overrides(self, section: str) -> dict[str, Any]:
         """The keys this pool sets in ``parallel`` / ``engine`` (only those written in the file)."""

@@ -55,6 +55,8 @@ from sim.engine.disagg import PDCoordinator, PDSpec
 from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
+from sim.engine.output_server import apply_output_server
+from sim.engine.pd_autoscaler import PDAutoscalers
 from sim.engine.routing_view import RoutingView
 from sim.engine.request import (
     RECORD_COLUMNS,
@@ -101,6 +103,7 @@ class ReplicaSetup:
     frontend_s: float = 0.0  # API-server latency between a request's arrival and the engine seeing it
     dp: int = 1  # data-parallel attention ranks per replica, stepping in lockstep (sim.engine.dp_group)
     kv_tiers: Any = None  # sim.engine.kv_tiers.TierSpec: CPU/disk tiers and a shared store (None = GPU only)
+    output_server: Any = None  # sim.engine.output_server.OutputServerSpec: API-server output queue (None = off)
 
 
 @dataclass
@@ -384,7 +387,7 @@ class _Cluster:
 
     def stream(self, *key: int) -> np.random.SeedSequence:
         """The engine's random stream ``key`` (routing: (0,); speculative acceptance of replica i:
-        (1, i); the autoscaler's cold-start draws: (2,); a disaggregated run's decode router: (3,)), derived without mutating the caller's SeedSequence (spawn() would)."""
+        (1, i); the autoscaler's cold-start draws: (2,); a disaggregated run's decode router: (3,); autoscaled PD pools: (4, i)), derived without mutating the caller's SeedSequence (spawn() would)."""
         seq = self.seed_seq
         return np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + key)
 
@@ -527,7 +530,8 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     ``seed_seq`` feeds the engine's own randomness (the ``random`` router, cold-start draws); the
     workload carries its own streams. ``progress``, if given, is called about twice a second of wall
     time and once at the end with ``{"now_s", "num_submitted", "num_ended"}``. ``autoscaling`` adds the
-    controller of :mod:`sim.engine.autoscaler` (``num_replicas`` are then the replicas ready at t = 0).
+    controller of :mod:`sim.engine.autoscaler` (``num_replicas`` are then the replicas ready at t = 0);
+    with ``disagg`` it is a ``{pool: AutoscalerSpec}`` dict (:mod:`sim.engine.pd_autoscaler`).
     ``disagg`` makes it a disaggregated run (:mod:`sim.engine.disagg`): ``setup``/``num_replicas``/
     ``router`` are then the prefill pool's, and ``disagg`` adds the decode pool and the KV links.
     ``replica_setups`` (one per replica, ``num_replicas`` of them) makes the replicas heterogeneous
@@ -548,14 +552,20 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
         cluster.replicas = [_Replica(i, s, cluster) for i, s in enumerate(replica_setups)]
         cluster.routable = cluster.replicas
     if disagg is not None:
-        if autoscaling is not None:
-            raise ConfigError("disaggregation: a disaggregated deployment cannot be autoscaled")
+        if setup.output_server is not None:
+            raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")
+        if isinstance(autoscaling, AutoscalerSpec) or (autoscaling is not None and (setup.dp > 1 or disagg.decode.dp > 1)):
+            raise ConfigError("disaggregation: autoscale each pool (disaggregation.<pool>.autoscaling), with dp = 1 pools")
         cluster.pd = PDCoordinator(cluster, disagg, lambda i, s, g: _Replica(i, s, cluster, g),
                                    build_router(disagg.decode_router, disagg.num_decode * disagg.decode.dp,
                                                 np.random.default_rng(cluster.stream(3))))
     for rep in cluster.replicas:
         env.process(rep.run(env))
-    if autoscaling is not None:
+    if autoscaling is not None and disagg is not None:  # per-pool controllers: sim.engine.pd_autoscaler
+        cluster.autoscaler = PDAutoscalers(cluster, autoscaling, lambda i, s: _Replica(i, s, cluster))
+        for proc in cluster.autoscaler.processes():
+            env.process(proc)
+    elif autoscaling is not None:
         if setup.dp > 1:
             raise ConfigError("autoscaling: replicas with data-parallel attention ranks (dp > 1) cannot be "
                               "autoscaled yet (a replica would have to start and drain its ranks together)")
@@ -620,6 +630,8 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
     req_df = _requests_frame(requests)
     it_df = _iterations_frame(replicas)
     timeline = _timeline(requests, replicas, extra_ends)
+    if cluster.setup.output_server is not None:  # token times as the client sees them (API-server queue)
+        apply_output_server(req_df, timeline, cluster.setup.output_server)
     stats = {
         "wall_s": wall_s, "num_requests": len(requests),
         "num_iterations": int(sum(len(r.log) for r in replicas)),

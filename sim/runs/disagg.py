@@ -42,6 +42,7 @@ class PDSetup:
     deployments: dict[str, Deployment]
     setups: dict[str, Any]  # role -> sim.engine.simulator.ReplicaSetup
     spec: PDSpec
+    autoscaling: dict[str, Any] | None = None  # pool -> AutoscalerSpec (sim.runs.pd_autoscaled)
 
     @property
     def num_gpus(self) -> int:
@@ -77,8 +78,8 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
     """Resolve both pools of ``cfg`` (``replica_setup`` is :func:`sim.runs.runner.replica_setup`)."""
     d = cfg.disaggregation
     if cfg.autoscaling is not None:
-        raise ConfigError(f"{cfg.name}: autoscaling: a disaggregated deployment cannot be autoscaled yet; "
-                          "remove autoscaling or disaggregation")
+        raise ConfigError(f"{cfg.name}: autoscaling: a disaggregated deployment scales per pool; move the section "
+                          "to disaggregation.prefill.autoscaling and/or disaggregation.decode.autoscaling")
     if getattr(cfg, "kv_store", None) is not None:
         raise ConfigError(f"{cfg.name}: kv_store: a shared KV store with a disaggregated deployment is not "
                           "supported yet; remove kv_store or disaggregation")
@@ -98,7 +99,9 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
                   kv_bytes_fn=lambda n: model.kv_cache_bytes_for_tokens(int(n), kv_dtype),
                   bandwidth_bytes_per_s=kv.bandwidth_bytes_per_s, latency_s=kv.latency_s, layerwise=kv.layerwise,
                   num_layers=int(model.num_layers))
-    return PDSetup(configs, deps, setups, spec)
+    from sim.runs.pd_autoscaled import pd_autoscaler_specs
+
+    return PDSetup(configs, deps, setups, spec, pd_autoscaler_specs(cfg, configs, deps))
 
 
 def _full_step_s(dep: Deployment, shape: Any) -> float:

@@ -18,6 +18,7 @@ from sim.config import ExperimentConfig, load_experiment
 from sim.deploy.deployment import Deployment, build_deployment
 from sim.deploy.models.spec import dtype_bytes
 from sim.engine.kv_tiers import tier_spec
+from sim.engine.output_server import output_server_spec
 from sim.engine.simulator import ReplicaSetup, simulate
 from sim.errors import ConfigError
 from sim.measure.metrics import spec_decode_metrics, summarize
@@ -28,6 +29,7 @@ from sim.measure.vllm_compat import (
     setup_keys,
 )
 from sim.runs.autoscaled import autoscaler_spec, fleet_outputs
+from sim.runs.pd_autoscaled import pd_fleet_outputs
 from sim.runs.disagg import pd_setup, pd_summary
 from sim.runs.replica_groups import groups_setup, groups_summary
 from sim.runs.progress import RunProgress
@@ -52,7 +54,8 @@ def replica_setup(dep: Deployment, num_kv_blocks: int | None = None, kv_store: A
         max_model_len=dep.max_model_len, cost_model=dep.cost_model,
         kv_block_bytes=int(dep.memory_plan.block_bytes),
         swap_bandwidth_bytes_per_s=float(hw.pcie_bandwidth_bytes_per_s),
-        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp, kv_tiers=tiers)
+        frontend_s=float(hw.tunable_parameters()["frontend_s"]), dp=dep.dp, kv_tiers=tiers,
+        output_server=output_server_spec(dep))
 
 
 def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None,
@@ -81,7 +84,7 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     setup = (pd.setups["prefill"] if pd is not None else rg.setups[0] if rg is not None
              else replica_setup(dep, cfg.engine.num_kv_blocks, cfg.kv_store))
     num_kv_blocks = setup.num_kv_blocks
-    scaling = autoscaler_spec(cfg, dep)
+    scaling = autoscaler_spec(cfg, dep) if pd is None else pd.autoscaling  # PD: {pool: spec}
     bar = RunProgress(workload.describe().get("num_requests")) if progress is True else None
     try:
         num_replicas = pd.spec.num_prefill if pd is not None else rg.num_replicas if rg is not None else cfg.replicas
@@ -97,9 +100,10 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     meta = _meta(cfg, dep, out, workload, num_kv_blocks)
     if pd is not None or rg is not None:  # every pool / group, not the first one's replicas
         meta["gpus_total"] = pd.num_gpus if pd is not None else rg.num_gpus
-    fleet_block, fleet = fleet_outputs(cfg, dep, out) if scaling is not None else (None, None)
+    fleet_block, fleet = ((None, None) if scaling is None else fleet_outputs(cfg, dep, out) if pd is None
+                          else pd_fleet_outputs(pd, cfg, out))
     # an autoscaled run's top-level cost keys price its peak fleet; the autoscaling block what it used
-    replicas = cfg.replicas if fleet_block is None else fleet_block["peak_replicas_billed"]
+    replicas = cfg.replicas if fleet_block is None or pd is not None else fleet_block["peak_replicas_billed"]
     summary = summarize(
         out.requests, out.iterations, out.timeline, warmup_s=cfg.warmup_s, slo=cfg.slo,
         cost=cfg.cost, hardware=(pd.price_hardware(cfg.cost) if pd is not None else rg.price_hardware()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Coverage of simctl's 80% intervals on the bundled real vLLM runs (sim/fidelity/coverage.py).
 
-    python benchmarks/coverage.py [--samples 8] [--window-s 60] [--level 0.8] [--hardware h100-sxm]
+    python benchmarks/interval_coverage.py [--samples 8] [--window-s 60] [--level 0.8] [--hardware h100-sxm]
 
 Prints one row per load stage and statistic (point, interval, measured, inside) and the coverage.
 """
