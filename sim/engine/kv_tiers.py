@@ -293,24 +293,25 @@ class ReplicaTiers:
         cpu, disk, store = self.cpu, self.disk, self.store
         new_cpu = [h for h in pending if h not in cpu] if cpu is not None else []
         if new_cpu:
-            ready = self.d2h.transfer(end_s, len(new_cpu) * bb)
-            cpu.bytes_written += len(new_cpu) * bb
-            for h in new_cpu:
-                cpu.insert(h, ready)
+            ready = self._write(cpu, self.d2h, end_s, new_cpu, bb)
             if disk is not None:
                 new_disk = [h for h in new_cpu if h not in disk]
                 if new_disk:
-                    dready = self.disk_link.transfer(ready, len(new_disk) * bb)
-                    disk.bytes_written += len(new_disk) * bb
-                    for h in new_disk:
-                        disk.insert(h, dready)
+                    self._write(disk, self.disk_link, ready, new_disk, bb)
         if store is not None:
             new_store = [h for h in pending if h not in store]
             if new_store:
-                sready = self.nic_out.transfer(end_s, len(new_store) * bb)
-                store.bytes_written += len(new_store) * bb
-                for h in new_store:
-                    store.insert(h, sready)
+                self._write(store, self.nic_out, end_s, new_store, bb)
+
+    @staticmethod
+    def _write(tier, link, start_s: float, hashes: list, block_bytes: float) -> float:
+        """Copy ``hashes`` into ``tier`` over ``link`` from ``start_s``; each copy is readable from the
+        returned time (the end of the transfer)."""
+        ready = link.transfer(start_s, len(hashes) * block_bytes)
+        tier.bytes_written += len(hashes) * block_bytes
+        for h in hashes:
+            tier.insert(h, ready)
+        return ready
 
     # ---------------------------------------------------------------- loads
     def extend_hit(self, req: Any, hashes: list[int], num_gpu_blocks: int, max_blocks: int) -> int:
