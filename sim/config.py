@@ -330,3 +330,20 @@ def with_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experime
         container, key = _set_dotted(data, dotted)
         container[key] = value
     return parse_experiment(data, f"<{cfg.name} with {overrides}>", cfg.base_dir)
+
+
+def scoped_experiment(cfg: ExperimentConfig, section: str, scope: Any, replicas: int, source: str) -> ExperimentConfig:
+    """The experiment as one member of a pool or replica group sees it: ``section`` removed, the
+    scope's ``hardware`` (if set) and its written ``parallel``/``engine`` keys merged over the
+    top-level ones, and ``replicas`` set to the scope's count. ``scope`` (a disaggregation pool or a
+    replica group) has ``hardware``, ``parallel`` and ``engine``; only keys written in the file override."""
+    data = cfg.to_dict()
+    data.pop(section, None)
+    if scope.hardware is not None:
+        data["hardware"] = scope.hardware
+    for key in ("parallel", "engine"):
+        sub = getattr(scope, key)
+        if sub is not None:
+            data[key] = {**data[key], **sub.model_dump(mode="json", include=set(sub.model_fields_set))}
+    data["replicas"] = replicas
+    return parse_experiment(data, source, cfg.base_dir)

@@ -30,7 +30,7 @@ one prefill instance and one decode instance):
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -67,13 +67,6 @@ class PoolConfig(Frozen):
             raise ValueError(f"replicas = {self.replicas} (ready at t = 0) must lie within autoscaling.min_replicas = "
                              f"{a.min_replicas} and autoscaling.max_replicas = {a.max_replicas}")
         return self
-
-    def overrides(self, section: str) -> dict[str, Any]:
-        """The keys this pool sets in ``parallel`` / ``engine`` (only those written in the file)."""
-        sub = getattr(self, section)
-        if sub is None:
-            return {}
-        return sub.model_dump(mode="json", include=set(sub.model_fields_set))
 
 
 class KVTransferConfig(Frozen):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import ExperimentConfig, parse_experiment
+from sim.config import ExperimentConfig, scoped_experiment
 from sim.deploy.deployment import Deployment, build_deployment
 from sim.engine.disagg import PDSpec, np_stats
 from sim.errors import ConfigError
@@ -24,14 +24,7 @@ def pool_config(cfg: ExperimentConfig, role: str) -> ExperimentConfig:
     """The experiment as one instance of pool ``role`` sees it: the pool's hardware, and its
     ``parallel``/``engine`` keys merged over the top-level ones; no ``disaggregation`` section."""
     pool = getattr(cfg.disaggregation, role)
-    data = cfg.to_dict()
-    data.pop("disaggregation", None)
-    if pool.hardware is not None:
-        data["hardware"] = pool.hardware
-    data["parallel"] = {**data["parallel"], **pool.overrides("parallel")}
-    data["engine"] = {**data["engine"], **pool.overrides("engine")}
-    data["replicas"] = pool.replicas
-    return parse_experiment(data, f"{cfg.name}: disaggregation.{role}", cfg.base_dir)
+    return scoped_experiment(cfg, "disaggregation", pool, pool.replicas, f"{cfg.name}: disaggregation.{role}")
 
 
 @dataclass(frozen=True)

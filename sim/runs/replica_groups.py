@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, RootModel, model_validator
 
-from sim.config import EngineConfig, ExperimentConfig, Frozen, ParallelConfig, parse_experiment
+from sim.config import EngineConfig, ExperimentConfig, Frozen, ParallelConfig, scoped_experiment
 from sim.deploy.deployment import Deployment, build_deployment
 from sim.errors import ConfigError
 from sim.limits import MAX_REPLICAS
@@ -40,11 +40,6 @@ class ReplicaGroupConfig(Frozen):
     engine: EngineConfig | None = Field(None, description="keys of `engine` overriding the top-level ones")
     gpu_hour_usd: float | None = Field(None, gt=0, description="$ per GPU-hour of this group; default: "
                                        "cost.gpu_hour_usd, else the profile's price")
-
-    def overrides(self, section: str) -> dict[str, Any]:
-        """The keys this group sets in ``parallel`` / ``engine`` (only those written in the file)."""
-        sub = getattr(self, section)
-        return {} if sub is None else sub.model_dump(mode="json", include=set(sub.model_fields_set))
 
 
 class ReplicaGroupsConfig(RootModel[list[ReplicaGroupConfig]]):
@@ -64,14 +59,7 @@ class ReplicaGroupsConfig(RootModel[list[ReplicaGroupConfig]]):
 def group_config(cfg: ExperimentConfig, i: int) -> ExperimentConfig:
     """The experiment as one replica of group ``i`` sees it (no ``replica_groups``; ``replicas`` = count)."""
     g = cfg.replica_groups.root[i]
-    data = cfg.to_dict()
-    data.pop("replica_groups", None)
-    if g.hardware is not None:
-        data["hardware"] = g.hardware
-    data["parallel"] = {**data["parallel"], **g.overrides("parallel")}
-    data["engine"] = {**data["engine"], **g.overrides("engine")}
-    data["replicas"] = g.count
-    return parse_experiment(data, f"{cfg.name}: replica_groups.{i}", cfg.base_dir)
+    return scoped_experiment(cfg, "replica_groups", g, g.count, f"{cfg.name}: replica_groups.{i}")
 
 
 @dataclass(frozen=True)
