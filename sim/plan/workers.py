@@ -1,4 +1,5 @@
-"""Worker-process hygiene for local sweeps: workers never outlive the sweep that started them.
+"""Worker processes for local sweeps and parallel capacity probes: how they start, and that they
+never outlive the sweep (or search) that started them.
 
 - Each worker asks the kernel (Linux ``prctl(PR_SET_PDEATHSIG)``) to be killed when its parent dies,
   however the parent dies (``kill -9`` included), and exits at once if the parent is already gone.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -64,3 +66,20 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def default_jobs() -> int:
+    """Local cores available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def pool_context() -> multiprocessing.context.BaseContext | None:
+    """fork on Linux (workers start instantly and scripts need no ``__main__`` guard; a forked worker
+    also inherits the parent's hash seed, so set iteration order matches an in-process run); elsewhere
+    the platform default. Workers are forked before a progress bar starts its refresh thread."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return None
