@@ -34,6 +34,10 @@ def worker_init(parent_pid: int) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no prctl (exotic libc): the parent's handler still applies
             pass
+    # a worker forked while the parent's stop_on_signals handler is installed would inherit it and
+    # raise inside the pool's queue code when kill_workers terminates it (and can then hang at exit)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     if os.getppid() != parent_pid:
         os._exit(1)
 
@@ -48,6 +52,9 @@ def kill_workers(pool: ProcessPoolExecutor) -> None:
     for p in procs:
         with contextlib.suppress(Exception):
             p.join(timeout=5)
+            if p.is_alive():  # ignored SIGTERM: SIGKILL cannot be ignored
+                p.kill()
+                p.join(timeout=5)
 
 
 @contextlib.contextmanager
