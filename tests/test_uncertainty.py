@@ -57,7 +57,7 @@ def test_run_summary_carries_intervals():
 def test_capacity_reports_a_range():
     from sim.api import capacity
 
-    cfg = with_overrides(load_experiment(EXAMPLE), {"workload.num_requests": 60, "search.max_probes": 5,
+    cfg = with_overrides(load_experiment(EXAMPLE), {"search.num_requests": 60, "search.max_probes": 5,
                                                      "search.tolerance": 0.3})
     res = capacity(cfg)
     d = res.to_dict()
