@@ -43,7 +43,7 @@ from sim.deploy.collectives import AllReduce
 from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
 from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
-from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
+from sim.deploy.models.spec import ATTENTION_MIXERS, LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
 from sim.deploy.vision_cost import VisionEncoderCost, model_vision_tower
 
@@ -199,7 +199,7 @@ class RooflineCostModel:
         windows: dict[int | None, int] = {}
         ix = model.indexer
         for w, mixer in zip(model.windows, model.mixers):
-            if mixer != "attention":
+            if mixer not in ATTENTION_MIXERS:
                 continue
             if ix is not None:
                 # DeepSeek-V3.2 sparse attention: each query attends to at most index_topk selected keys
@@ -254,7 +254,7 @@ class RooflineCostModel:
             else:
                 width = model.intermediate_size / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
-            if g.mixer == "attention":
+            if g.mixer in ATTENTION_MIXERS:
                 add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
             if width:
                 add("activation", g.num_layers, ACT_BYTES * gated * width, 1)

@@ -437,11 +437,23 @@ def _nemotron_h(c: _Cfg) -> dict[str, Any]:
     return build_nemotron_h(c, _base(c) | {"num_layers": 0})
 
 
+def _granite_hybrid(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_granite_hybrid
+    return build_granite_hybrid(c, _base(c))
+
+
+def _falcon_h1(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_falcon_h1
+    return build_falcon_h1(c, _base(c))
+
+
 def _register_declarative() -> None:
     from sim.deploy.models.families import FAMILIES
     for mt in FAMILIES:
         PARSERS.setdefault(mt, _declarative(mt))
     PARSERS.setdefault("nemotron_h", _nemotron_h)
+    PARSERS.setdefault("granitemoehybrid", _granite_hybrid)
+    PARSERS.setdefault("falcon_h1", _falcon_h1)
 
 
 _register_declarative()

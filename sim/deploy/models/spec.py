@@ -33,9 +33,13 @@ from sim.errors import unknown_name
 Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
 LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotron-H)
-#: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), or
-#: an MLP-only layer with no mixer (Nemotron-H's '-' layers are not modelled yet)
-Mixer = Literal["attention", "linear_attention", "mamba", "none"]
+#: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), Mamba-2
+#: (Nemotron-H, Granite 4.0-H), attention and Mamba-2 side by side in one layer (Falcon-H1), or no
+#: mixer (Nemotron-H's MLP-only and MoE-only layers)
+Mixer = Literal["attention", "linear_attention", "mamba", "attention_mamba", "none"]
+#: mixers that hold a softmax-attention KV cache / a fixed recurrent state per sequence
+ATTENTION_MIXERS: frozenset[str] = frozenset({"attention", "attention_mamba"})
+RECURRENT_MIXERS: frozenset[str] = frozenset({"linear_attention", "mamba", "attention_mamba"})
 
 #: bytes per element of the dtypes the simulator knows
 DTYPE_BYTES: dict[str, float] = {
@@ -215,12 +219,14 @@ class LinearAttentionSpec:
 
 @dataclass(frozen=True, slots=True)
 class MambaSpec:
-    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``).
+    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``, Granite 4.0-H ``GraniteMoeHybridMambaLayer``,
+    Falcon-H1 ``FalconH1Mixer``).
 
     ``in_proj`` H → intermediate + conv_dim + num_heads (z, x/B/C, dt), a depthwise ``conv1d`` over
     conv_dim = intermediate + 2·n_groups·state_size channels, ``dt_bias``, ``A_log``, ``D`` (one per
-    head), a gated RMSNorm over intermediate, ``out_proj`` intermediate → H. State per sequence: a
-    head_dim × state_size matrix per head plus the last ``conv_kernel − 1`` conv inputs.
+    head), a gated RMSNorm over intermediate (optional in Falcon-H1: ``mamba_rms_norm``), ``out_proj``
+    intermediate → H. State per sequence: a head_dim × state_size matrix per head plus the last
+    ``conv_kernel − 1`` conv inputs.
     """
 
     num_heads: int
@@ -229,7 +235,9 @@ class MambaSpec:
     n_groups: int
     conv_kernel: int
     conv_bias: bool
-    bias: bool
+    bias: bool  # in_proj bias (and out_proj bias unless out_bias says otherwise)
+    out_bias: bool | None = None  # Falcon-H1: out_proj bias is projectors_bias, in_proj's is mamba_proj_bias
+    gated_norm: bool = True  # Falcon-H1: the gated RMSNorm exists only with mamba_rms_norm
 
     @property
     def intermediate(self) -> int:
@@ -421,12 +429,13 @@ class ModelSpec:
     @property
     def num_attention_layers(self) -> int:
         """Layers with softmax attention (the ones holding a KV cache)."""
-        return sum(1 for m in self.mixers if m == "attention")
+        return sum(1 for m in self.mixers if m in ATTENTION_MIXERS)
 
     @property
     def num_linear_attention_layers(self) -> int:
-        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence)."""
-        return sum(1 for m in self.mixers if m in ("linear_attention", "mamba"))
+        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence); Falcon-H1's
+        parallel layers count here and in :attr:`num_attention_layers`."""
+        return sum(1 for m in self.mixers if m in RECURRENT_MIXERS)
 
     @property
     def is_hybrid(self) -> bool:
@@ -541,9 +550,10 @@ class ModelSpec:
         assert mb is not None
         H = self.hidden_size
         ops = [LinearOp("in_proj", H, mb.intermediate + mb.conv_dim + mb.num_heads, "attention", "column", bias=mb.bias),
-               LinearOp("out_proj", mb.intermediate, H, "attention", "row", bias=mb.bias)]
+               LinearOp("out_proj", mb.intermediate, H, "attention", "row",
+                        bias=mb.bias if mb.out_bias is None else mb.out_bias)]
         conv = mb.conv_dim * mb.conv_kernel + (mb.conv_dim if mb.conv_bias else 0)
-        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate)]
+        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate if mb.gated_norm else 0)]
 
     def _layer(self, kind: LayerKind, mixer: Mixer = "attention") -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
         H = self.hidden_size
@@ -553,6 +563,10 @@ class ModelSpec:
             ops, extra = self._linear_attention_ops()
         elif mixer == "mamba":
             ops, extra = self._mamba_ops()
+        elif mixer == "attention_mamba":  # Falcon-H1: both mixers read the same normed input
+            ops, extra = self._attention_ops()
+            mops, mextra = self._mamba_ops()
+            ops, extra = ops + [replace(o, name="mamba." + o.name) for o in mops], extra + mextra
         else:
             ops, extra = [], []
         if kind == "none":
@@ -583,7 +597,7 @@ class ModelSpec:
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
         for kind in ("dense", "moe", "none"):
-            for mixer in ("attention", "linear_attention", "mamba", "none"):
+            for mixer in ("attention", "linear_attention", "mamba", "attention_mamba", "none"):
                 idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
                 if not idx:
                     continue
@@ -799,7 +813,7 @@ class ModelSpec:
         per_layer = (self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()) \
             * dtype_bytes(dtype)
         kv = sum(per_layer * (num_tokens if w is None else min(num_tokens, w))
-                 for w, m in zip(self.windows, self.mixers) if m == "attention")
+                 for w, m in zip(self.windows, self.mixers) if m in ATTENTION_MIXERS)
         return int(kv) + self.state_bytes_per_sequence(dtype)
 
     # ---------------------------------------------------------------- memory under parallelism
