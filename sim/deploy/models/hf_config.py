@@ -498,6 +498,8 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
                 text[k] = data[k]
         vis = data.get("vision_config")
         multimodal = {"wrapper": mt, "vision_config": vis if isinstance(vis, dict) else None}
+        if "mm_tokens_per_image" in data:  # Gemma 3: LM tokens per image (sizes its projector's pooling)
+            multimodal["mm_tokens_per_image"] = data["mm_tokens_per_image"]
         data, mt = text, text["model_type"]
     if mt is None:
         raise ConfigError(f"{source}: missing required key 'model_type' "

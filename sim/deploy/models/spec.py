@@ -456,7 +456,8 @@ class ModelSpec:
         from sim.deploy.models.vision import vision_tower
         if not self.multimodal:
             return None
-        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"))
+        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"), text_hidden=self.hidden_size,
+                         tokens_per_image=self.multimodal.get("mm_tokens_per_image"))
         return t.params() if t is not None else None
 
     def whole_model_params(self) -> int | None:
