@@ -67,8 +67,13 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append(f"  family        {spec.family} (model_type {spec.model_type})")
     layers = f"{spec.num_layers}"
     if spec.is_moe:
-        layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
-                   else " (all MoE)")
+        mixer_only = sum(1 for k in spec.kinds if k == "none")  # Nemotron-3: Mamba / attention layers without MLP
+        if mixer_only:
+            layers += f" ({spec.num_moe_layers} MoE + {mixer_only} mixer-only"
+            layers += f" + {spec.num_dense_layers - mixer_only} dense)" if spec.num_dense_layers > mixer_only else ")"
+        else:
+            layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
+                       else " (all MoE)")
     lines.append(f"  layers        {layers}")
     lines.append(f"  hidden        {spec.hidden_size}    vocab {spec.vocab_size}    max positions {spec.max_position_embeddings}")
     if spec.attention == "mla":
