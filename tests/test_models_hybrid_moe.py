@@ -1,5 +1,6 @@
 """Issue #12 leftovers: Nemotron-3-Nano (Mamba-2 + attention + MoE), Granite 4.0-H (Mamba-2 + attention, MoE +
-shared MLP on every layer) and Falcon-H1 (attention and Mamba-2 side by side in every layer).
+shared MLP on every layer), Falcon-H1 (attention and Mamba-2 side by side in every layer) and Gemma 4 (sliding
+and full-attention layers of different head widths and KV-head counts).
 
 Counts equal transformers' ``num_parameters()`` on the meta device; the memory plan and the roofline are
 checked against per-block values computed by hand from each ``config.json``.
@@ -26,6 +27,8 @@ REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
     "granite-4.0-h-tiny": (6939037248, {"embeddings": 154140672, "norms": 235008, "router": 3932160, "experts": 6039797760, "shared_experts": 188743680, "attention": 552187968}),
     "granite-4.0-h-1b": (1461538368, {"embeddings": 154140672, "norms": 235008, "attention": 552187968, "mlp": 754974720}),
     "falcon-h1-7b": (7585654880, {"embeddings": 399510528, "mlp": 4982833152, "attention": 1803392096, "norms": 408576, "lm_head": 399510528}),
+    # gemma4_unified wrapper built whole (AutoModelForImageTextToText): language model (whole model 11,959,730,176)
+    "gemma-4-12b": (11907350272, {"embeddings": 1006632960, "attention": 2406481920, "norms": 769792, "mlp": 8493465600}),
 }
 
 H200 = load_profile("h200")
@@ -44,7 +47,7 @@ def test_live_recount_with_transformers_when_installed():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from sim.deploy.models.verify_hf import hf_counts
-    for name in ("granite-4.0-h-1b", "falcon-h1-7b"):
+    for name in ("granite-4.0-h-1b", "falcon-h1-7b", "gemma-4-12b"):
         hf = hf_counts(read_config_file(catalog()[name].path))
         assert (hf["total"], hf["breakdown"]) == REFERENCE[name]
 
@@ -232,3 +235,87 @@ def test_tensor_parallel_splits_mamba_heads_and_state():
     p2 = plan_memory(s, H200, ParallelConfig(tp=2), PrecisionConfig(), ENGINE, 8192)
     assert p2.state_bytes_per_seq * 2 == p1.state_bytes_per_seq
     assert _roofline(s, tp=2)._linear_flops_per_token * 2 == _roofline(s)._linear_flops_per_token
+
+
+# ----------------------------------------------------------------------------- Gemma 4
+
+
+G4 = dict(H=3840, nh=16, hd=256, kv=8, ghd=512, gkv=1, inter=15360, vocab=262144, sliding=40, full=8, window=1024)
+
+
+def test_gemma4_two_attention_geometries_by_hand():
+    s = load_model("gemma-4-12b")
+    g = G4
+    assert s.model_class == "multimodal" and s.family == "Gemma-4" and s.vision_params() is None
+    assert [i for i, m in enumerate(s.mixers) if m == "global_attention"] == list(range(5, 48, 6))
+    assert all((w is None) == (m == "global_attention") for w, m in zip(s.windows, s.mixers))
+    H = g["H"]
+    local = H * g["nh"] * g["hd"] * 2 + H * g["kv"] * g["hd"] * 2 + 2 * g["hd"]  # q, o, k, v, q/k norms
+    glob = H * g["nh"] * g["ghd"] * 2 + H * g["gkv"] * g["ghd"] + 2 * g["ghd"]  # K = V: no v_proj
+    mlp = 3 * H * g["inter"] + 4 * H  # GeGLU + 4 RMSNorms per layer
+    groups = {x.mixer: x for x in s.layer_groups()}
+    assert groups["attention"].params_per_layer == local + mlp and groups["attention"].num_layers == 40
+    assert groups["global_attention"].params_per_layer == glob + mlp and groups["global_attention"].num_layers == 8
+    assert s.total_params() == g["vocab"] * H + 40 * (local + mlp) + 8 * (glob + mlp) + H  # tied, final norm
+
+
+def test_gemma4_kv_cache_per_layer_group_by_hand():
+    s = load_model("gemma-4-12b")
+    local, glob = 2 * 8 * 256, 2 * 1 * 512  # K and V elements per token per layer
+    assert s.kv_cache_bytes_per_token("bf16") == (40 * local + 8 * glob) * 2 == 344_064
+    n = 32768
+    assert s.kv_cache_bytes_for_tokens(n) == (40 * local * 1024 + 8 * glob * n) * 2  # sliding layers keep 1024
+    plan = plan_memory(s, H200, ParallelConfig(), PrecisionConfig(), ENGINE, n)
+    assert plan.block_bytes == 16 * (40 * local + 8 * glob) * 2
+    # TP=2 splits the 8 local KV heads; the one global KV head is replicated on both ranks
+    plan2 = plan_memory(s, H200, ParallelConfig(tp=2), PrecisionConfig(), ENGINE, n)
+    assert plan2.block_bytes == 16 * (40 * 2 * 4 * 256 + 8 * 2 * 1 * 512) * 2
+    # PP=2: each stage holds 24 layers (20 sliding + 4 full)
+    plan_pp = plan_memory(s, H200, ParallelConfig(pp=2), PrecisionConfig(), ENGINE, n)
+    assert plan_pp.block_bytes == 16 * (20 * local + 4 * glob) * 2
+
+
+def test_gemma4_attention_cost_by_hand():
+    cm = _roofline(load_model("gemma-4-12b"))
+    assert cm._full_attn_layers == 8 and cm._window_layers == ((1024, 40),)
+    local_kv, glob_kv = 2 * 8 * 256 * 2, 2 * 1 * 512 * 2  # bytes per token per layer
+    assert cm.kv_bytes_per_token_layer == local_kv
+    short, long = _decode(1000, 8), _decode(30000, 8)
+    _, f_s, b_s = cm._attention(short)
+    _, f_l, b_l = cm._attention(long)
+    # global layers read every cached token at their width; sliding layers at most their 1024-token window
+    window_growth = 40 * (8 * 1024 - 8 * 1001) * local_kv
+    assert b_l - b_s == pytest.approx(8 * 8 * 29000 * glob_kv + window_growth)
+    # FLOPs per (query, key) pair: 2 · heads · (qk + v) = 2 · 16 · 1024 globally, 2 · 16 · 512 locally
+    pair_local, pair_global = 2 * 16 * 512, 2 * 16 * 1024
+    assert cm.attn_flops_per_pair == pair_local
+    assert f_l - f_s == pytest.approx(8 * 8 * 29000 * pair_global + 40 * (8 * 1024 - 8 * 1001) * pair_local)
+
+
+def test_gemma4_text_and_unified_text_count_alike_and_refusals():
+    c = read_config_file(catalog()["gemma-4-12b"].path)
+    text = dict(c["text_config"], model_type="gemma4_text")
+    assert spec_from_config(text, name="t").total_params() == REFERENCE["gemma-4-12b"][0]  # transformers: same
+    for key, value, what in (("hidden_size_per_layer_input", 256, "per-layer input"),
+                             ("num_kv_shared_layers", 20, "KV-shared"), ("enable_moe_block", True, "MoE")):
+        with pytest.raises(ConfigError, match=f"g4.json: {key}: .*{what}"):
+            spec_from_config({**text, key: value}, name="x", source="g4.json")
+
+
+def test_gemma4_runs_end_to_end_with_both_kv_widths():
+    from sim.config import parse_experiment
+    from sim.runs.runner import run
+    exp = {"name": "g4", "seed": 0, "model": "gemma-4-12b", "hardware": "h100-sxm", "parallel": {"tp": 1},
+           "engine": {"policy": "vllm", "max_num_seqs": 32, "max_num_batched_tokens": 8192,
+                      "enable_prefix_caching": False, "max_model_len": 32768},
+           "workload": {"num_requests": 60, "arrival": {"process": "poisson", "rate": 2.0},
+                        "input_tokens": {"dist": "lognormal", "mean": 6000, "std": 3000, "max": 30000},
+                        "output_tokens": 64}}
+    res = run(parse_experiment(exp))
+    assert (res.requests["status"] == "completed").all() and len(res.requests) == 60
+    # a 32k-token request of this model needs 2,048 blocks of 16 tokens at (40 × 4096 + 8 × 1024) × 2 B each
+    model = load_model("gemma-4-12b")
+    plan = plan_memory(model, load_profile("h100-sxm"), ParallelConfig(), PrecisionConfig(),
+                       EngineConfig(max_num_batched_tokens=8192, max_num_seqs=32, enable_prefix_caching=False),
+                       32768)
+    assert plan.block_bytes == 16 * (40 * 4096 + 8 * 1024) * 2

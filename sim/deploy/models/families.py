@@ -319,3 +319,45 @@ def build_falcon_h1(c: Any, base: dict[str, Any]) -> dict[str, Any]:
                              conv_bias=c.bool("mamba_conv_bias", True), bias=c.bool("mamba_proj_bias", False),
                              out_bias=c.bool("projectors_bias", False), gated_norm=c.bool("mamba_rms_norm", False)))
     return d
+
+
+def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 4 text (``gemma4_text``, ``gemma4_unified_text``): Gemma 3's layer (4 RMSNorms, per-head QK-norm,
+    GeGLU MLP, tied embeddings) with two attention geometries laid out by ``layer_types``:
+    ``sliding_attention`` layers use ``head_dim`` × ``num_key_value_heads`` over a ``sliding_window``;
+    ``full_attention`` layers use ``global_head_dim`` × ``num_global_key_value_heads`` and, with
+    ``attention_k_eq_v``, no ``v_proj``. The value RMSNorm has no weight; ``layer_scalar`` is a buffer.
+
+    Refused with a one-line error: per-layer input embeddings (``hidden_size_per_layer_input`` > 0, E2B/E4B),
+    KV-shared layers (``num_kv_shared_layers`` > 0) and the MoE block (``enable_moe_block``)."""
+    from sim.deploy.models.spec import GlobalAttentionSpec
+
+    for key, what in (("hidden_size_per_layer_input", "per-layer input embeddings"),
+                      ("num_kv_shared_layers", "KV-shared layers")):
+        if c.int(key, 0, minimum=0):
+            raise c._err(key, f"{what} (Gemma 4 E2B/E4B) are not supported yet")
+    if c.bool("enable_moe_block", False):
+        raise c._err("enable_moe_block", "the Gemma 4 MoE block is not supported yet")
+    d = dict(base)
+    L = d["num_layers"]
+    types = c.raw("layer_types")
+    if not isinstance(types, list) or len(types) != L:
+        raise c._err("layer_types", f"expected a list of {L} layer types, got {types!r}")
+    bad = [t for t in types if t not in ("sliding_attention", "full_attention")]
+    if bad:
+        raise c._err("layer_types", f"layer type {bad[0]!r} is not supported (sliding_attention, full_attention)")
+    sw = c.int("sliding_window", 512)  # Gemma4TextConfig default
+    ab = c.bool("attention_bias", False)
+    d.update(family="Gemma-4", intermediate_size=c.int("intermediate_size"),
+             tie_word_embeddings=c.bool("tie_word_embeddings", True), qkv_bias=ab, o_bias=ab,
+             hidden_act=c.str("hidden_activation") or c.str("hidden_act", "gelu_pytorch_tanh"),
+             norms_per_layer=4, qk_norm=True, sliding_window=sw,
+             layer_windows=tuple(sw if t == "sliding_attention" else None for t in types),
+             layer_mixers=tuple("attention" if t == "sliding_attention" else "global_attention" for t in types),
+             global_attention=GlobalAttentionSpec(
+                 head_dim=c.int("global_head_dim", d["head_dim"]),
+                 num_kv_heads=c.int("num_global_key_value_heads", d["num_kv_heads"]),
+                 k_eq_v=c.bool("attention_k_eq_v", False)))
+    if "full_attention" not in types:
+        d.update(layer_mixers=(), global_attention=None)
+    return d

@@ -447,6 +447,11 @@ def _falcon_h1(c: _Cfg) -> dict[str, Any]:
     return build_falcon_h1(c, _base(c))
 
 
+def _gemma4(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_gemma4
+    return build_gemma4(c, _base(c))
+
+
 def _register_declarative() -> None:
     from sim.deploy.models.families import FAMILIES
     for mt in FAMILIES:
@@ -454,6 +459,8 @@ def _register_declarative() -> None:
     PARSERS.setdefault("nemotron_h", _nemotron_h)
     PARSERS.setdefault("granitemoehybrid", _granite_hybrid)
     PARSERS.setdefault("falcon_h1", _falcon_h1)
+    PARSERS.setdefault("gemma4_text", _gemma4)
+    PARSERS.setdefault("gemma4_unified_text", _gemma4)
 
 
 _register_declarative()
@@ -466,6 +473,8 @@ WRAPPERS: dict[str, str] = {
     "qwen3_vl_moe": "qwen3_vl_moe_text",
     "qwen3_5_moe": "qwen3_5_moe_text",
     "gemma3": "gemma3_text",
+    "gemma4": "gemma4_text",
+    "gemma4_unified": "gemma4_unified_text",
     "mistral3": "mistral",
 }
 

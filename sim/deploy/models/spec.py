@@ -36,9 +36,10 @@ LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotro
 #: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), Mamba-2
 #: (Nemotron-H, Granite 4.0-H), attention and Mamba-2 side by side in one layer (Falcon-H1), or no
 #: mixer (Nemotron-H's MLP-only and MoE-only layers)
-Mixer = Literal["attention", "linear_attention", "mamba", "attention_mamba", "none"]
+#: Gemma 4's full-attention layers use their own head geometry (``global_attention``)
+Mixer = Literal["attention", "global_attention", "linear_attention", "mamba", "attention_mamba", "none"]
 #: mixers that hold a softmax-attention KV cache / a fixed recurrent state per sequence
-ATTENTION_MIXERS: frozenset[str] = frozenset({"attention", "attention_mamba"})
+ATTENTION_MIXERS: frozenset[str] = frozenset({"attention", "global_attention", "attention_mamba"})
 RECURRENT_MIXERS: frozenset[str] = frozenset({"linear_attention", "mamba", "attention_mamba"})
 
 #: bytes per element of the dtypes the simulator knows
@@ -256,6 +257,20 @@ class MambaSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GlobalAttentionSpec:
+    """Gemma 4's full-attention layers: their own head width and KV-head count (``global_head_dim``,
+    ``num_global_key_value_heads``), and with ``attention_k_eq_v`` no ``v_proj`` (the values are the keys).
+
+    The sliding-window layers keep the model's ``head_dim`` / ``num_kv_heads``. The KV cache still holds K
+    and V for these layers (simplification: vLLM's attention backends take a key and a value tensor; when they
+    are one tensor simctl counts it twice, an upper bound)."""
+
+    head_dim: int
+    num_kv_heads: int
+    k_eq_v: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class IndexerSpec:
     """DeepSeek-V3.2 sparse-attention lightning indexer (``DeepseekV32Indexer``).
 
@@ -381,6 +396,7 @@ class ModelSpec:
     indexer: IndexerSpec | None = None  # DeepSeek-V3.2 sparse-attention indexer
     no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
     multimodal: dict | None = field(default=None, compare=False, hash=False)  # wrapper info (see hf_config)
+    global_attention: GlobalAttentionSpec | None = None  # Gemma 4: full-attention layers' own geometry
 
     # ---------------------------------------------------------------- shapes
 
@@ -472,10 +488,22 @@ class ModelSpec:
 
     # ---------------------------------------------------------------- linears
 
-    def _attention_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+    def _attention_ops(self, global_layer: bool = False) -> tuple[list[LinearOp], list[tuple[str, int]]]:
         H, nh = self.hidden_size, self.num_attention_heads
         ops: list[LinearOp] = []
         extra: list[tuple[str, int]] = []
+        if global_layer:  # Gemma 4 full-attention layer: q/k(/v)/o at the global width, per-head QK-norms
+            ga = self.global_attention
+            assert ga is not None
+            q, kv = nh * ga.head_dim, ga.num_kv_heads * ga.head_dim
+            ops.append(LinearOp("q_proj", H, q, "attention", "column", bias=self.qkv_bias))
+            ops.append(LinearOp("k_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            if not ga.k_eq_v:
+                ops.append(LinearOp("v_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            ops.append(LinearOp("o_proj", q, H, "attention", "row", bias=self.o_bias))
+            if self.qk_norm:
+                extra.append(("norms", 2 * ga.head_dim))
+            return ops, extra
         if self.attention == "mla":
             m = self.mla
             assert m is not None
@@ -560,6 +588,8 @@ class ModelSpec:
         H = self.hidden_size
         if mixer == "attention":
             ops, extra = self._attention_ops()
+        elif mixer == "global_attention":
+            ops, extra = self._attention_ops(global_layer=True)
         elif mixer == "linear_attention":
             ops, extra = self._linear_attention_ops()
         elif mixer == "mamba":
@@ -598,7 +628,7 @@ class ModelSpec:
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
         for kind in ("dense", "moe", "none"):
-            for mixer in ("attention", "linear_attention", "mamba", "attention_mamba", "none"):
+            for mixer in ("attention", "global_attention", "linear_attention", "mamba", "attention_mamba", "none"):
                 idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
                 if not idx:
                     continue
@@ -797,8 +827,21 @@ class ModelSpec:
         Sliding-window layers are counted in full (an upper bound; see :meth:`kv_cache_bytes_for_tokens`);
         linear-attention layers hold no per-token cache (see :meth:`state_bytes_per_sequence`).
         """
+        if self.global_attention is not None:
+            return int(sum(self.layer_kv_elements()) * dtype_bytes(dtype))
         per_layer = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
         return int(per_layer * self.num_attention_layers * dtype_bytes(dtype))
+
+    def global_kv_elements_per_token_per_layer(self) -> int:
+        """Gemma 4: KV elements one token stores in one full-attention layer (K and V at the global width)."""
+        ga = self.global_attention
+        return 2 * ga.num_kv_heads * ga.head_dim if ga is not None else self.kv_elements_per_token_per_layer()
+
+    def layer_kv_elements(self) -> tuple[int, ...]:
+        """KV-cache elements one token stores in each layer (0 for layers without softmax attention)."""
+        local = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
+        glob = self.global_kv_elements_per_token_per_layer()
+        return tuple(glob if m == "global_attention" else local if m in ATTENTION_MIXERS else 0 for m in self.mixers)
 
     def state_bytes_per_sequence(self, dtype: str | float = "bf16") -> int:
         """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any)."""
@@ -811,6 +854,11 @@ class ModelSpec:
         """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache
         manager keeps them: full attention grows with the context, sliding-window / chunked layers keep
         at most their window, linear-attention layers a fixed state (:meth:`state_bytes_per_sequence`)."""
+        if self.global_attention is not None:
+            b = dtype_bytes(dtype)
+            kv = sum(e * b * (num_tokens if w is None else min(num_tokens, w))
+                     for w, e in zip(self.windows, self.layer_kv_elements()) if e)
+            return int(kv) + self.state_bytes_per_sequence(dtype)
         per_layer = (self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()) \
             * dtype_bytes(dtype)
         kv = sum(per_layer * (num_tokens if w is None else min(num_tokens, w))
