@@ -115,7 +115,7 @@ def test_falcon_h1_parallel_layer_by_hand():
     assert s.num_attention_layers == s.num_linear_attention_layers == 44
     H, I = 3072, 12288
     heads, hd, N = 24, 128, 256
-    inner, conv_dim = 3072, 3072 + 2 * N
+    inner, conv_dim = heads * hd, 3072 + 2 * N
     attn = H * 12 * 128 + 2 * H * 2 * 128 + 12 * 128 * H  # head_dim 128, not H / heads
     mamba = H * (inner + conv_dim + heads) + inner * H + conv_dim * 5 + 3 * heads + inner  # + gated RMSNorm
     (g,) = s.layer_groups()
@@ -206,8 +206,7 @@ def test_mamba_cost_per_token_and_state_traffic(name, mamba_layers, attn_layers,
     assert cm._linear_flops_per_token == 6 * heads * hd * N
     assert cm._linear_state_bytes_seq == state * 2
     short, long = _decode(1000, 8), _decode(30000, 8)
-    _, f_s, b_s = cm._attention(short)
-    _, f_l, b_l = cm._attention(long)
+    b_s, b_l = cm._attention(short)[2], cm._attention(long)[2]
     # only the attention layers read more KV as the context grows; Mamba layers move 2 x state per sequence
     assert b_l - b_s == pytest.approx(attn_layers * 8 * 29000 * cm.kv_bytes_per_token_layer)
     mamba_flops = mamba_layers * 8 * 6 * heads * hd * N
@@ -240,7 +239,7 @@ def test_tensor_parallel_splits_mamba_heads_and_state():
 # ----------------------------------------------------------------------------- Gemma 4
 
 
-G4 = dict(H=3840, nh=16, hd=256, kv=8, ghd=512, gkv=1, inter=15360, vocab=262144, sliding=40, full=8, window=1024)
+G4 = {"H": 3840, "nh": 16, "hd": 256, "kv": 8, "ghd": 512, "gkv": 1, "inter": 15360, "vocab": 262144}
 
 
 def test_gemma4_two_attention_geometries_by_hand():

@@ -15,6 +15,12 @@ ones :class:`~sim.deploy.models.spec.ModelSpec` counts and prices:
 Key renames between transformers 4.x and 5.x (``num_experts`` vs ``num_local_experts``,
 ``torch_dtype`` vs ``dtype``, ``rope_theta`` vs ``rope_parameters``) are handled by listing every
 spelling in ``aliases``. Adding a family is one entry in :data:`FAMILIES`.
+
+Families whose layers are laid out by a per-layer pattern of different blocks have a small builder of their
+own, built from the same blocks: :func:`build_nemotron_h` (Nemotron-H and Nemotron-3-Nano: Mamba-2 / attention /
+MLP / MoE single-block layers), :func:`build_granite_hybrid` (Granite 4.0-H: Mamba-2 or attention, then MoE +
+shared MLP), :func:`build_falcon_h1` (Falcon-H1: attention and Mamba-2 in parallel in every layer) and
+:func:`build_gemma4` (Gemma 4: sliding and full-attention layers of different head geometry).
 """
 from __future__ import annotations
 
