@@ -83,3 +83,21 @@ def test_errors_name_key_and_file():
     with pytest.raises(ConfigError, match="gpu_hour_usd"):
         run(_cfg(replica_groups=[{"count": 1, "gpu_hour_usd": 2.0}], cost={"gpu_hour_usd": 3.0}))
     assert "replica_groups" not in _cfg(replica_groups=None).to_dict()
+
+
+def test_replica_groups_example_h100_a100():
+    """experiments/replica_groups_h100_a100.yaml: the faster H100 group takes more of the traffic with a
+    lower TPOT; every request ends once; GPUs and $/hour are the sum over the groups."""
+    from pathlib import Path
+
+    res = run(Path(__file__).resolve().parent.parent / "experiments" / "replica_groups_h100_a100.yaml")
+    s = res.summary
+    assert s["completed"] == 300 and res.requests["request_id"].is_unique
+    h100, a100 = s["replica_groups"]
+    assert h100["hardware"] == "h100-sxm" and a100["hardware"] == "a100-sxm-80gb"
+    assert h100["completed"] + a100["completed"] == 300
+    assert h100["completed"] > 1.3 * a100["completed"]
+    assert h100["mean_tpot_ms"] < a100["mean_tpot_ms"]
+    assert s["num_gpus"] == res.meta["gpus_total"] == 4
+    assert s["replica_groups"][0]["cost_per_hour_usd"] + s["replica_groups"][1]["cost_per_hour_usd"] == pytest.approx(
+        2 * h100["gpu_hour_usd"] + 2 * a100["gpu_hour_usd"])
