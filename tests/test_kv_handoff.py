@@ -241,3 +241,14 @@ def test_nic_sharing_invariants_under_load():
     assert (a.requests["status"] == "completed").all()
     kv = a.summary["disaggregation"]["kv_transfer"]
     assert kv["transfer_time"]["p50_ms"] >= 500 * LLAMA8B_KV_BYTES_PER_TOKEN / (25e9 / 8) * 1e3 * 0.999
+
+
+def test_run_report_names_the_store_path():
+    from sim.report.markdown import render_markdown
+    from sim.report.run_report import build_run_document
+
+    res = run(_cfg(kv_store=STORE, **{"disaggregation.kv_transfer.via": "store", "workload.num_requests": 3}))
+    md, _ = render_markdown(build_run_document(res), "assets")
+    assert "hand-offs of" in md and "through the KV store (host staging; put" in md
+    md, _ = render_markdown(build_run_document(run(_cfg(**{"disaggregation.kv_transfer.sharing": "nic"}))), "assets")
+    assert "Gb/s NIC ports (at most 1 sharing one NIC port" in md
