@@ -252,3 +252,29 @@ def test_run_report_names_the_store_path():
     assert "hand-offs of" in md and "through the KV store (host staging; put" in md
     md, _ = render_markdown(build_run_document(run(_cfg(**{"disaggregation.kv_transfer.sharing": "nic"}))), "assets")
     assert "Gb/s NIC ports (at most 1 sharing one NIC port" in md
+
+
+def test_store_handoff_unit_fifo_room_and_ready_times():
+    """StoreHandoff alone: a put waits (FIFO) until a release makes room; a get starts no earlier than
+    its put's end; bytes return to 0; over-capacity objects never fit."""
+    from sim.engine.kv_handoff import StoreHandoff, StoreHandoffSpec
+
+    st = StoreHandoff(StoreHandoffSpec(capacity_bytes=100.0, nic_bytes_per_s=10.0, latency_s=1.0, staging="host",
+                                       prefill_pcie_bytes_per_s=20.0, decode_pcie_bytes_per_s=40.0))
+    started = []
+    st.request_put(60.0, 0.0, lambda t: started.append(("a", t)))
+    st.request_put(60.0, 0.0, lambda t: started.append(("b", t)))  # does not fit next to a
+    st.request_put(30.0, 0.0, lambda t: started.append(("c", t)))  # would fit, but FIFO behind b
+    assert started == [("a", 0.0)] and st.held_bytes == 60.0
+    end_a = st.put(1, 0, 60.0, 0.0)
+    assert end_a == pytest.approx(60 / 20 + 60 / 10 + 1.0)  # PCIe d2h, then NIC + latency
+    get_end = st.get(1, 5, 60.0, 2.0)  # asked before the put ended: starts at the put's end
+    assert get_end == pytest.approx(end_a + 60 / 10 + 1.0 + 60 / 40)
+    st.release(60.0, get_end)
+    assert started == [("a", 0.0), ("b", get_end), ("c", get_end)] and st.held_bytes == 90.0
+    assert st.fits(100.0) and not st.fits(100.5)
+    for rid, n in ((2, 60.0), (3, 30.0)):
+        st.get(rid, 5, n, st.put(rid, 0, n, get_end))
+        st.release(n, 1e3)
+    st.check()
+    assert st.peak_bytes == 90.0 and st.num_waited == 2
