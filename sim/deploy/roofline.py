@@ -43,7 +43,7 @@ from sim.deploy.collectives import AllReduce
 from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
 from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
-from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
+from sim.deploy.models.spec import ATTENTION_MIXERS, LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
 from sim.deploy.vision_cost import VisionEncoderCost, model_vision_tower
 
@@ -72,6 +72,7 @@ class _Gemm:
     n_out: float = 0.0  # output columns per GPU (of one instance / one expert)
     k_in: float = 0.0  # reduction length per GPU
     instances: float = 1.0  # batched copies run per token (dense GEMMs with num_instances > 1)
+    group: str = ""  # LinearOp.group of its linears ("shared_experts", "attention", ...)
 
 
 def _fuse(ops: tuple[LinearOp, ...]) -> list[tuple[str, list[LinearOp]]]:
@@ -171,6 +172,9 @@ class RooflineCostModel:
         self.ep_plan = (ExpertParallelPlan.build(model, hw, parallel)
                         if model.moe is not None and ep > 1 else None)
         self._moe_layers = sum(g.num_layers for g in model.layer_groups() if g.kind == "moe")
+        # shared-expert GEMMs (indices into the dense lists): priced apart when they overlap the combine
+        self._shared_idx = tuple(i for i, x in enumerate(self.dense_gemms) if x.group == "shared_experts")
+        self._shared_cache: dict[int, float] = {}
         self._dense_weight_bytes = sum(x.num_layers * x.weight_bytes for x in self.dense_gemms)
         self._act_bytes_per_token = sum(x.num_layers * x.act_bytes_per_token for x in gemms)
 
@@ -190,6 +194,12 @@ class RooflineCostModel:
             self.mla_up_flops_per_ctx_token = 0.0
         self.kv_bytes_per_token_layer = kv_elems * kvb
         self.qo_bytes_per_token_layer = 2.0 * model.q_size / tp * ACT_BYTES
+        # Gemma 4: its full-attention layers (the non-windowed ones) have their own head width and KV heads:
+        # (FLOPs-per-pair ratio to the sliding layers', KV bytes per token, q/o bytes per token) per layer
+        ga = model.global_attention
+        self._global_attn = None if ga is None else (
+            ga.head_dim / model.head_dim, 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim * kvb,
+            2.0 * model.num_attention_heads * ga.head_dim / tp * ACT_BYTES)
         self._attn_c = 1.0 / (self.attention_peak_flops * eff.attention_compute_efficiency.value)
         self._attn_m = 1.0 / (bw * eff.attention_memory_efficiency.value)
         self.attention_kernel_s = ovh.attention_kernel_s.value
@@ -199,7 +209,7 @@ class RooflineCostModel:
         windows: dict[int | None, int] = {}
         ix = model.indexer
         for w, mixer in zip(model.windows, model.mixers):
-            if mixer != "attention":
+            if mixer not in ATTENTION_MIXERS:
                 continue
             if ix is not None:
                 # DeepSeek-V3.2 sparse attention: each query attends to at most index_topk selected keys
@@ -254,7 +264,10 @@ class RooflineCostModel:
             else:
                 width = model.intermediate_size / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
-            if g.mixer == "attention":
+            if g.mixer == "global_attention" and ga is not None:  # Gemma 4: q and k at the global width
+                add("rotary", g.num_layers, ACT_BYTES * 2 * (model.num_attention_heads * ga.head_dim / tp
+                                                             + max(1, ga.num_kv_heads // tp) * ga.head_dim), 1)
+            elif g.mixer in ATTENTION_MIXERS:
                 add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
             if width:
                 add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
@@ -352,7 +365,7 @@ class RooflineCostModel:
         flops_tok = 2.0 * k_in * k_out * op0.active_instances
         act_tok = (k_in + k_out) * ACT_BYTES * op0.active_instances
         return _Gemm(name, g.num_layers, flops_tok / gemm_flops, w / mem_bw, act_tok / mem_bw, flops_tok, w, act_tok,
-                     n_out=k_out, k_in=k_in, instances=op0.active_instances)
+                     n_out=k_out, k_in=k_in, instances=op0.active_instances, group=op0.group)
 
     # ------------------------------------------------------------------ the hot path
 
@@ -460,8 +473,13 @@ class RooflineCostModel:
         if bd is not None and tcomm:
             bd["communication"] = tcomm
         if all_to_all and plan is not None and plan.uses_all_to_all:
-            ta2a = self._moe_layers * plan.all_to_all(nf if send_tokens is None else float(send_tokens),
-                                                      decode_only=shape.num_decode_seqs == shape.num_seqs).time_s
+            decode_only = shape.num_decode_seqs == shape.num_seqs
+            a2a = plan.all_to_all(nf if send_tokens is None else float(send_tokens), decode_only=decode_only)
+            ta2a = self._moe_layers * a2a.time_s
+            if plan.shared_expert_overlap and self._shared_idx and self._moe_layers:
+                # the shared expert runs while each layer's combine is on the wire (vLLM SharedFusedMoE)
+                per_layer = self._shared_expert_s(n) / self._moe_layers
+                ta2a -= self._moe_layers * plan.shared_expert_hidden_s(per_layer, a2a.combine_s, decode_only)
             t += ta2a
             if bd is not None:
                 bd["all_to_all"] = ta2a
@@ -521,6 +539,27 @@ class RooflineCostModel:
         prefill = t * shape.num_prefill_tokens / nf if not tv else (t - tv) * shape.num_prefill_tokens / nf + tv
         return StepCost(time_s=t, flops=flops_gpu, bytes_moved=bytes_gpu, mfu=mfu, mbu=mbu,
                         prefill_time_s=prefill, breakdown=bd if bd is not None else {})
+
+    def _shared_expert_s(self, n: int) -> float:
+        """Seconds of the shared-expert GEMMs of a step of ``n`` tokens, all layers (the same terms as the
+        dense-GEMM loop of :meth:`step`, summed over the shared experts only)."""
+        hit = self._shared_cache.get(n)
+        if hit is not None:
+            return hit
+        nf = float(n)
+        kernel, p = self.gemm_kernel_s, self.gemm_overlap_p
+        total = 0.0
+        for i in self._shared_idx:
+            layers, c, w, a, _ = self._dense[i]
+            tm = w + a * nf
+            if self._dense_shapes:
+                tc = self._dense_shapes[i].compute_s(nf)
+                total += layers * (((tc if tc > tm else tm) if p <= 0.0 else overlap(tc, tm, p)) + kernel)
+            else:
+                tc = c * (nf + self.n_half)
+                total += layers * ((tc if tc > tm else tm) + kernel)
+        self._shared_cache[n] = total
+        return total
 
     def group_step(self, shapes: list[BatchShape]) -> tuple[float, list[StepCost]]:
         """One synchronous step of a data-parallel attention group: every rank runs its own batch
@@ -588,7 +627,16 @@ class RooflineCostModel:
         t = 0.0
         flops = bytes_ = 0.0
         layers = self._full_attn_layers
-        if layers:
+        if layers and self._global_attn is not None:
+            # Gemma 4's full-attention layers at their own width (the sliding layers below keep the model's)
+            ratio, g_kv, g_qo = self._global_attn
+            g_flops, g_compute = flops_layer * ratio, compute_flops_layer * ratio
+            g_bytes = kv_tokens * g_kv + nf * (g_qo + g_kv)
+            tc, tm = g_compute * self._attn_c, g_bytes * self._attn_m
+            t += layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
+            flops += layers * g_flops
+            bytes_ += layers * g_bytes
+        elif layers:
             tc = compute_flops_layer * self._attn_c
             tm = bytes_layer * self._attn_m
             t += layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
