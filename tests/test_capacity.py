@@ -244,3 +244,32 @@ def test_default_probe_size_leaves_50_samples_above_the_percentile():
     seen.clear()
     capacity_search(experiment({"ttft_ms": {"mean": 100}}, {"max_probes": 1}), run)
     assert seen == [500]  # the workload as written
+
+
+class FailingBelow(PicklableRun):
+    """PicklableRun whose simulation raises a SimctlError at rates below ``fail_below`` req/s."""
+
+    def __init__(self, true_capacity: float, trace_dir: str, fail_below: float) -> None:
+        super().__init__(true_capacity, trace_dir)
+        self.fail_below = fail_below
+
+    def __call__(self, cfg):
+        from sim.errors import SimctlError
+
+        if cfg.workload.mean_rate < self.fail_below:
+            raise SimctlError(f"no run at {cfg.workload.mean_rate} req/s")
+        return super().__call__(cfg)
+
+
+def test_a_failing_speculative_probe_does_not_stop_the_search(tmp_path):
+    """From 1 req/s the path doubles upwards; jobs 3 also tries 0.5 req/s (if 1 had failed), whose
+    simulation raises: the search must ignore it, and raise only for a failure on its path."""
+    from sim.errors import SimctlError
+
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"start_rate": 1.0, "num_requests": 100})
+    seq = capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 0.9), jobs=1).to_dict()
+    par = capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 0.9), jobs=3).to_dict()
+    assert seq == par and seq["max_request_rate"] is not None
+    for jobs in (1, 3):  # 1 req/s itself fails to simulate: both raise it
+        with pytest.raises(SimctlError, match="no run at 1"):
+            capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 1.5), jobs=jobs)

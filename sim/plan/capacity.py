@@ -248,7 +248,7 @@ class _Searcher:
         self.progress = progress
         self.probes: list[Probe] = []
         self.probe_cls, self.summary_keys = Probe, PROBE_SUMMARY_KEYS  # for sim.plan.pd_capacity
-        self.results: dict[tuple[float, int], Probe] = {}  # simulated, by (rate, replicas)
+        self.results: dict[tuple[float, int], Probe | Exception] = {}  # simulated (or failed), by point
         self._assumed: dict[tuple[float, int], bool] = {}  # hypothetical verdicts of this replay
         self._on_path: set[tuple[float, int]] = set()
         self._num_reported = 0  # path probes already passed to ``progress``
@@ -293,6 +293,8 @@ class _Searcher:
         key = (float(f"{rate:.6g}"), replicas)
         if key in self.results:
             probe = self.results[key]
+            if isinstance(probe, Exception):
+                raise probe  # the simulation of a point the search needs failed: as it would in process
         elif key in self._assumed:
             probe = Probe(request_rate=key[0], replicas=replicas, passed=self._assumed[key], binding=None)
         else:
@@ -346,7 +348,8 @@ class _ProbeRunner:
                                              initializer=worker_init, initargs=(os.getpid(),))
         return self._pool.submit(simulate_probe, self.run_fn, cfg, key)
 
-    def wait(self, handles: dict[tuple[float, int], Any], first: tuple[float, int]) -> dict[tuple[float, int], Probe]:
+    def wait(self, handles: dict[tuple[float, int], Any],
+             first: tuple[float, int]) -> dict[tuple[float, int], Probe | Exception]:
         """Results of the handles that finish next (in process: just ``first``, the needed one)."""
         if self.jobs == 1:
             cfg, key = handles[first]
@@ -354,13 +357,18 @@ class _ProbeRunner:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
-        try:
-            done, _ = wait(list(handles.values()), return_when=FIRST_COMPLETED)
-            by_future = {f: k for k, f in handles.items()}
-            return {by_future[f]: f.result() for f in done}
-        except BrokenProcessPool:
-            raise SimctlError("a capacity-search worker process died (out of memory?): "
-                              "rerun with fewer --jobs") from None
+        done, _ = wait(list(handles.values()), return_when=FIRST_COMPLETED)
+        by_future = {f: k for k, f in handles.items()}
+        out: dict[tuple[float, int], Probe | Exception] = {}
+        for f in done:
+            exc = f.exception()
+            if isinstance(exc, BrokenProcessPool):
+                raise SimctlError("a capacity-search worker process died (out of memory?): "
+                                  "rerun with fewer --jobs") from None
+            # a failed simulation is kept as its exception and raised only if the search needs that
+            # point: a speculative point off the path must not stop a search that never needs it
+            out[by_future[f]] = exc if exc is not None else f.result()
+        return out
 
 
 def _picklable(obj: Any) -> bool:
@@ -379,6 +387,8 @@ def _first_unknown(search_fn: Callable[[_Searcher], Any], s: _Searcher,
         search_fn(s)
     except _NeedProbe as need:
         return need.key
+    except Exception:  # the branch reaches a point whose simulation failed: nothing further to guess
+        return None
     return None
 
 
