@@ -57,6 +57,47 @@ def _units(out, role: str) -> list[dict]:
     return out.fleet["pools"][role]["units"]
 
 
+def test_example_scales_both_pools_and_loses_no_request(tmp_path):
+    """experiments/autoscale_pd_pools.yaml: a step of load (4 → 40 req/s) grows both pools, removed
+    instances drain, every request completes exactly once; per-pool fleet tables are written, the
+    disaggregation block reports each pool at t = 0, at its peak and on average, and the report draws
+    the per-pool fleet charts."""
+    from pathlib import Path
+
+    from sim.runs.runner import run
+
+    res = run(Path(__file__).resolve().parents[1] / "experiments" / "autoscale_pd_pools.yaml", out_dir=tmp_path)
+    s = res.summary
+    assert s["completed"] == s["num_requests"] and res.requests.request_id.is_unique
+    pools = s["autoscaling"]["pools"]
+    for role in ("prefill", "decode"):
+        assert pools[role]["peak_replicas_ready"] >= 2 and pools[role]["num_drains"] >= 1
+        assert (tmp_path / f"fleet_{role}_intervals.parquet").exists()
+    total = s["autoscaling"]
+    assert total["gpu_hours"] == pytest.approx(pools["prefill"]["gpu_hours"] + pools["decode"]["gpu_hours"])
+    assert total["peak_gpus"] <= pools["prefill"]["peak_gpus"] + pools["decode"]["peak_gpus"]
+    # the disaggregation block: t = 0 count, peak and mean instances, GPUs and $/hour at the peak; busy
+    # share and queue length per instance-second the pool's instances were up
+    for role in ("prefill", "decode"):
+        p, f = s["disaggregation"]["pools"][role], pools[role]
+        assert p["autoscaled"] and p["replicas"] == 1
+        assert (p["peak_replicas"], p["mean_replicas"]) == (f["peak_replicas_billed"], f["mean_replicas_billed"])
+        assert p["num_gpus"] == f["peak_gpus"] and p["cost_per_hour_usd"] == pytest.approx(2.69 * f["peak_gpus"])
+        ids = res.fleet[f"{role}_replicas"].query("replica >= 0")
+        up_s = (ids.released_s.fillna(s["end_s"]).clip(upper=s["end_s"]) - ids.ready_s).sum()
+        busy = res.iterations[res.iterations.replica.isin(ids.replica)].time_s.sum()
+        assert 0 < p["utilization"] <= 1 and p["utilization"] == pytest.approx(busy / up_s)
+    assert s["num_gpus"] == total["peak_gpus"]  # top-level cost keys price the peak fleet, as aggregated runs
+    assert s["cost_per_hour_usd"] == pytest.approx(2.69 * total["peak_gpus"])
+    from sim.report import write_report
+
+    write_report(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "Fleet over time" in html and "1 at t = 0, peak" in html
+    assert (tmp_path / "report_files" / "fleet_load_replicas.png").is_file()
+    assert (tmp_path / "report_files" / "fleet_latency.png").is_file()
+
+
 def test_fluid_oracle_per_pool_gpu_hours_match_integral_of_ceil_rate_over_each_capacity():
     """Zero cold start, rate measured over one interval, both pools autoscaled by the planner with their
     own capacity: each pool's GPU-hours ≈ ∫⌈λ(t)/c_pool⌉dt (within 10 %). P = 64 = the token budget, so
