@@ -12,6 +12,7 @@ joins the step after. c_prefill = min(B, budget // P) / D, c_decode = B / (K · 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -38,17 +39,20 @@ def _setup() -> ReplicaSetup:
 
 
 def _run(arrival: dict, horizon_s: float, autos: dict, prompt: int, out_tokens: int, cold_s: float = 0.0,
-         seed: int = 0, num_prefill: int = 1, num_decode: int = 1, bandwidth_bytes_per_s: float = 1e12):
+         seed: int = 0, num_prefill: int = 1, num_decode: int = 1, bandwidth_bytes_per_s: float = 1e12,
+         dp: int = 1):
     """Open-loop arrivals of ``prompt``-token prompts with ``out_tokens`` outputs on 1 KB of KV per
-    prompt token; ``autos``: ``{pool: autoscaling section}``, every cold start ``cold_s``."""
+    prompt token; ``autos``: ``{pool: autoscaling section}``, every cold start ``cold_s``; ``dp``: DP
+    ranks per instance of both pools."""
     proc = parse_arrival(arrival)
     times = proc.arrival_times(np.random.default_rng(seed), None, horizon_s)
     specs = [RequestSpec(float(t), prompt, out_tokens) for t in times]
-    pd = PDSpec(prefill=_setup(), decode=_setup(), num_prefill=num_prefill, num_decode=num_decode,
+    setup = _setup() if dp == 1 else dataclasses.replace(_setup(), dp=dp)
+    pd = PDSpec(prefill=setup, decode=setup, num_prefill=num_prefill, num_decode=num_decode,
                 prefill_router="least-outstanding-requests", decode_router="least-outstanding-requests",
                 kv_bytes_fn=lambda n: 1e3 * n, bandwidth_bytes_per_s=bandwidth_bytes_per_s, latency_s=0.0)
     scaling = {role: AutoscalerSpec(AutoscalingConfig.model_validate(a), lambda rng: cold_s) for role, a in autos.items()}
-    out = simulate(OpenLoopWorkload(specs), _setup(), num_replicas=num_prefill, router="least-outstanding-requests",
+    out = simulate(OpenLoopWorkload(specs), setup, num_replicas=num_prefill, router="least-outstanding-requests",
                    autoscaling=scaling, disagg=pd)
     return proc, out
 
@@ -188,6 +192,40 @@ def test_prefill_drain_waits_for_its_kv_transfers_and_decode_drain_for_its_decod
         assert u["released_s"] >= mine.finish_s.max() - 1e-9
         assert (xfer[xfer.decode_replica == u["replica"]].kv_ready_s <= u["drain_s"]).all()  # routed before it
     assert any("replica lives ordered" in line for line in out.invariants)
+
+
+def test_dp_pools_scale_whole_instances_of_lockstep_ranks():
+    """Both pools with dp = 2 (each instance two lockstep ranks, capacity 2c): each pool's GPU-hours ≈
+    ∫⌈λ(t)/2c⌉dt · 2 GPUs; every unit is a rank pair started, drained and released together; a drained
+    prefill instance is released after the last transfer out of either rank, a drained decode instance
+    after the last request on either rank; every request completes once."""
+    prompt, out_tokens, cap = BUDGET, 4, 2 * 10.0  # per rank: 1/D prefill, B/(K·D) decode (module docstring)
+    span = 200.0
+    arrival = {"process": "diurnal", "peak_rate": 4 * cap, "trough_rate": 1.2 * cap, "period_s": span,
+               "peak_at_s": span / 2}
+    autos = {role: {"policy": "planner", "interval_s": 5, "max_replicas": 8,
+                    "policy_options": {"replica_capacity_rps": cap}, "scale_down": {"stabilization_s": 0}}
+             for role in ("prefill", "decode")}
+    proc, out = _run(arrival, span, autos, prompt, out_tokens, dp=2)
+    req, xfer = out.requests, out.disagg["requests"]
+    assert (req.status == "completed").all() and req.request_id.is_unique
+    grid = np.linspace(0.0, out.end_s, 100_001)
+    oracle_h = 2 * np.trapezoid(np.ceil(proc.rate(np.minimum(grid, span)) / cap), grid) / 3600
+    for role, col in (("prefill", "prefill_replica"), ("decode", "decode_replica")):
+        block, _ = fleet_summary(out.fleet["pools"][role], req, end_s=out.end_s, gpus_per_replica=2, gpu_hour_usd=1.0)
+        assert block["gpu_hours"] == pytest.approx(oracle_h, rel=0.10), role
+        assert block["num_drains"] >= 2, role
+        units = [u for u in _units(out, role) if u["replica"] >= 0]
+        used = set(xfer[col])
+        for u in units:
+            pair = {u["replica"], u["replica"] + 1}
+            assert pair <= used  # both ranks take work
+            if math.isnan(u["drain_s"]):
+                continue
+            mine = xfer[xfer[col].isin(pair)]
+            end = mine.transfer_end_s.max() if role == "prefill" else req[req.replica.isin(pair)].finish_s.max()
+            assert u["released_s"] >= end - 1e-9
+    assert out.iterations.replica.nunique() == len(set(xfer.prefill_replica) | set(xfer.decode_replica))
 
 
 BASE = {

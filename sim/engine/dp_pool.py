@@ -58,22 +58,25 @@ class _InstanceOfRank:
     """``view.replicas[rank_index]`` → the instance holding that rank (what the controller looks up
     from a request's engine index)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_replicas: list[Any]) -> None:
         self.by_rank: dict[int, DPInstance] = {}
+        self.base_replicas = base_replicas
 
-    def __getitem__(self, rank_index: int) -> DPInstance:
-        return self.by_rank[rank_index]
+    def __getitem__(self, rank_index: int) -> Any:
+        # a rank of another pool (a PD controller sees every request end) stands for itself: it is in
+        # no drain of this pool, so looking it up is a no-op for the controller
+        inst = self.by_rank.get(rank_index)
+        return inst if inst is not None else self.base_replicas[rank_index]
 
 
 class DPPoolView:
     """A pool of DP ranks seen as a pool of instances by the controller (module docstring)."""
 
-    def __init__(self, base: Any, dp: int, initial_ranks: list[Any], make_rank: Callable[[int, DPGroup], Any],
+    def __init__(self, base: Any, dp: int, initial_ranks: list[Any], make_rank: Callable[[DPGroup], Any],
                  cost_model: Any, rank_busy: Callable[[Any], bool] | None = None) -> None:
         """``base``: the pool of ranks (a ``_Cluster`` or a PD :class:`~sim.engine.pd_autoscaler.PoolView`);
-        ``initial_ranks``: its ranks at t = 0, ``dp`` consecutive ranks per instance; ``make_rank(index,
-        group)``: a new rank of ``group`` with engine index ``index``, appended to ``base.replicas``, wired
-        and started; ``rank_busy(rank)``: whether a rank still has work (default: outstanding requests)."""
+        ``initial_ranks``: its ranks at t = 0, ``dp`` consecutive ranks per instance; ``make_rank(group)``:
+        a new rank of ``group`` (the next engine index), appended to ``base.replicas``, wired and started; ``rank_busy(rank)``: whether a rank still has work (default: outstanding requests)."""
         if dp < 2 or len(initial_ranks) % dp:
             raise ValueError(f"a DP pool needs dp ≥ 2 and whole instances, got dp = {dp}, {len(initial_ranks)} ranks")
         self.base = base
@@ -82,7 +85,7 @@ class DPPoolView:
         self.dp = dp
         self.cost_model = cost_model
         self._make_rank = make_rank
-        self.replicas = _InstanceOfRank()
+        self.replicas = _InstanceOfRank(base.replicas)
         self.instances: list[DPInstance] = []
         for k in range(0, len(initial_ranks), dp):
             self._add(DPInstance(list(initial_ranks[k:k + dp])))
@@ -107,7 +110,7 @@ class DPPoolView:
     def start_replica(self) -> DPInstance:
         """A new instance: ``dp`` ranks of a new lockstep group, their processes started now."""
         group = DPGroup(self.env, self.dp, self.cost_model)
-        ranks = [self._make_rank(len(self.base.replicas), group) for _ in range(self.dp)]
+        ranks = [self._make_rank(group) for _ in range(self.dp)]
         inst = DPInstance(ranks)
         self._add(inst)
         return inst
@@ -120,8 +123,8 @@ class DPPoolView:
 def dp_pool_view(cluster: Any, setup: Any, make_rank: Callable[[int, DPGroup], Any]) -> DPPoolView:
     """The aggregated pool of a ``_Cluster`` with DP replicas as instances: a new rank is
     ``make_rank(index, group)``, appended to the cluster's replicas and started."""
-    def start(index: int, group: DPGroup) -> Any:
-        rank = make_rank(index, group)
+    def start(group: DPGroup) -> Any:
+        rank = make_rank(len(cluster.replicas), group)
         cluster.replicas.append(rank)
         cluster.env.process(rank.run(cluster.env))
         return rank

@@ -555,15 +555,15 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     if disagg is not None:
         if setup.output_server is not None:
             raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")
-        if isinstance(autoscaling, AutoscalerSpec) or (autoscaling is not None and (setup.dp > 1 or disagg.decode.dp > 1)):
-            raise ConfigError("disaggregation: autoscale each pool (disaggregation.<pool>.autoscaling), with dp = 1 pools")
+        if isinstance(autoscaling, AutoscalerSpec):
+            raise ConfigError("disaggregation: autoscale each pool (disaggregation.<pool>.autoscaling)")
         cluster.pd = PDCoordinator(cluster, disagg, lambda i, s, g: _Replica(i, s, cluster, g),
                                    build_router(disagg.decode_router, disagg.num_decode * disagg.decode.dp,
                                                 np.random.default_rng(cluster.stream(3))))
     for rep in cluster.replicas:
         env.process(rep.run(env))
     if autoscaling is not None and disagg is not None:  # per-pool controllers: sim.engine.pd_autoscaler
-        cluster.autoscaler = PDAutoscalers(cluster, autoscaling, lambda i, s: _Replica(i, s, cluster))
+        cluster.autoscaler = PDAutoscalers(cluster, autoscaling, lambda i, s, g=None: _Replica(i, s, cluster, g))
         for proc in cluster.autoscaler.processes():
             env.process(proc)
     elif autoscaling is not None:  # with dp > 1 the scale unit is an instance of dp ranks (sim.engine.dp_pool)

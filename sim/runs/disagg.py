@@ -165,7 +165,8 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
         sel = it[it["replica"].isin(idx[role])] if len(it) else it
         busy = float(sel["time_s"].sum()) if len(sel) else 0.0
         # per instance: a fixed pool's instances are up the whole run, an autoscaled pool's while started
-        up_s = pool_instance_s(out.fleet["pools"][role], end_s) if role in scaled else None
+        up_s = (pool_instance_s(out.fleet["pools"][role], end_s) * pd.deployments[role].dp if role in scaled
+                else None)  # rank-seconds: each DP rank logs its own steps
         waiting = float((sel["num_waiting"] * sel["time_s"]).sum()) if len(sel) else 0.0
         waiting = (waiting / end_s / len(idx[role]) if up_s is None else waiting / up_s) if len(sel) else 0.0
         pools[role] = {
