@@ -33,7 +33,7 @@ __all__ = ["DPInstance", "DPPoolView"]
 class DPInstance:
     """``dp`` lockstep ranks that scale as one; ``index`` is its first rank's engine index."""
 
-    __slots__ = ("ranks", "index")
+    __slots__ = ("index", "ranks")
 
     def __init__(self, ranks: list[Any]) -> None:
         self.ranks = ranks

@@ -14,7 +14,7 @@ from sim.measure.fleet import fleet_summary
 from sim.measure.pricing import gpu_hour_price
 from sim.runs.autoscaled import autoscaler_spec, replica_weight_bytes
 
-__all__ = ["autoscaled_pool_keys", "pd_autoscaler_specs", "pd_fleet_outputs", "pool_instance_s", "pd_peak_pricing"]
+__all__ = ["autoscaled_pool_keys", "pd_autoscaler_specs", "pd_fleet_outputs", "pd_peak_pricing", "pool_instance_s"]
 
 ROLES = ("prefill", "decode")
 
@@ -137,5 +137,5 @@ def pd_peak_pricing(pd_setup: Any, cost: Any, fleet_block: dict[str, Any]) -> tu
             break
         usd += price * gpus[role]
     names = {pd_setup.deployments[r].hardware.name for r in ROLES}
-    peak = int(round(fleet_block["peak_gpus"]))
+    peak = round(fleet_block["peak_gpus"])
     return peak, {"name": "+".join(sorted(names)), "usd_per_gpu_hour": None if usd is None else usd / sum(gpus.values())}
