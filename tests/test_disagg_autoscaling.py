@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.config import EngineConfig, parse_experiment
 from sim.deploy.step_cost import ConstantCostModel
@@ -226,6 +228,25 @@ def test_dp_pools_scale_whole_instances_of_lockstep_ranks():
             end = mine.transfer_end_s.max() if role == "prefill" else req[req.replica.isin(pair)].finish_s.max()
             assert u["released_s"] >= end - 1e-9
     assert out.iterations.replica.nunique() == len(set(xfer.prefill_replica) | set(xfer.decode_replica))
+
+
+@settings(max_examples=4, deadline=None)
+@given(cold_s=st.floats(0.0, 20.0), interval_s=st.sampled_from([2.0, 5.0]), down_s=st.sampled_from([0.0, 10.0]),
+       warm=st.integers(0, 1), dp=st.sampled_from([1, 2]), bandwidth=st.sampled_from([2e5, 1e12]))
+def test_any_pool_settings_end_and_lose_no_request(cold_s, interval_s, down_s, warm, dp, bandwidth):
+    """Whatever the controller settings, DP layout and link speed, the run ends (no livelock), every
+    request completes exactly once and each pool's replica lives stay consistent."""
+    arrival = {"process": "diurnal", "peak_rate": 20.0, "trough_rate": 2.0, "period_s": 60, "peak_at_s": 20}
+    autos = {role: {"policy": "hpa", "interval_s": interval_s, "max_replicas": 4,
+                    "policy_options": {"metrics": {"outstanding": 4}}, "scale_down": {"stabilization_s": down_s},
+                    "provisioning": {"warm_pool": warm, "wake_s": 1.0}} for role in ("prefill", "decode")}
+    _, out = _run(arrival, 60, autos, 16, 4, cold_s=cold_s, dp=dp, bandwidth_bytes_per_s=bandwidth)
+    req = out.requests
+    assert (req.status == "completed").all() and req.request_id.is_unique
+    for role in ("prefill", "decode"):
+        block, frame = fleet_summary(out.fleet["pools"][role], req, end_s=out.end_s, gpus_per_replica=dp, gpu_hour_usd=1.0)
+        assert (frame.mean_replicas_billed >= frame.mean_replicas_ready - 1e-9).all()
+        assert block["mean_replicas_billed"] <= block["peak_replicas_billed"] + 1e-9
 
 
 BASE = {
