@@ -21,7 +21,9 @@ current size (the larger of the two with ``select_policy: max``, HPA's default);
 
 The pool abstraction (:class:`ReplicaPool`) is what the controller drives: it needs from the cluster
 only ``start_replica()``, the list of replicas taking traffic, and a call when a request ends — so a
-disaggregated deployment can give each of its pools a controller of its own.
+disaggregated deployment can give each of its pools a controller of its own
+(:mod:`sim.engine.pd_autoscaler`), and replicas with DP attention scale as whole instances of lockstep
+ranks (:mod:`sim.engine.dp_pool`).
 
 Billing: a replica is paid from the moment it is asked for (the node is rented while it boots) until
 it is released (cancelled, or drained empty) or the run ends; sleeping warm-pool replicas are paid too.

@@ -14,6 +14,10 @@ expects — so the controller, its policies, behaviour rules, cold starts and wa
   draining decode instance receives no transfer and is released when its last request (admitted,
   in transfer or decoding) has ended.
 
+A pool with DP attention (its ``parallel.dp > 1``) is wrapped once more in a
+:class:`~sim.engine.dp_pool.DPPoolView`: the controller then starts, drains and releases whole instances
+of ``dp`` lockstep ranks (a prefill instance is released when none of its ranks has a prefill or held KV).
+
 Every request still ends exactly once (nothing is moved or dropped by a drain), and the PD end-of-run
 checks (no KV held on either pool, links idle) run on every instance ever started. The cold-start
 draws of pool ``i`` (prefill 0, decode 1) use the engine stream ``(4, i)``.
