@@ -1,4 +1,5 @@
-"""The processor-sharing KV link (sim.engine.disagg.KVLink) late in a run: the clock's rounding must not
+"""The processor-sharing KV link (sim.engine.disagg.KVLink) and the max-min fair NIC fabric
+(sim.engine.kv_handoff.NICFabric) late in a run: the clock's rounding must not
 livelock it, and its byte accounting stays within the bandwidth up to that rounding.
 
 A completion timer lands up to half an ulp of the clock off the exact last-byte time; one ulp at
@@ -46,3 +47,32 @@ def test_link_late_in_a_day_completes_every_flow_without_spinning():
         # never above the bandwidth: the bytes asked for fit in the busy time plus the timers' rounding
         assert link.bytes_requested <= bandwidth * (link.busy_s + link.clock_rounding_s) * (1 + 1e-9) + 1.0
         assert link.clock_rounding_s <= link.num_flows * math.ulp(starts[-1] + 1.0) * 2
+
+
+def test_nic_fabric_late_in_a_day_completes_every_flow_without_spinning():
+    """The max-min fair NIC fabric (kv_transfer.sharing: nic) has the same completion timer."""
+    from sim.engine.kv_handoff import NICFabric
+
+    for start_s, bandwidth in ((86_400.0, 5e10), (512.1, 1e12), (3.0e6, 5e10)):
+        env = simpy.Environment(initial_time=start_s)
+        fab = NICFabric(env, bandwidth)
+        rng = np.random.default_rng(int(start_s) % 89)
+        starts = start_s + np.cumsum(rng.exponential(2e-4, 300))
+        sizes = rng.integers(1_000, 5_000_000, starts.size).astype(float)
+        pairs = rng.integers(0, 3, (starts.size, 2))
+        done: dict[int, float] = {}
+
+        def feeder(env=env, fab=fab, starts=starts, sizes=sizes, pairs=pairs, done=done):
+            for i, (t, n, (src, dst)) in enumerate(zip(starts, sizes, pairs)):
+                yield env.timeout(t - env.now)
+                fab.start(i, int(src), 10 + int(dst), n, lambda i=i: done.__setitem__(i, env.now))
+
+        env.process(feeder())
+        for _ in range(200_000):  # a livelock would spin at one instant: bound the event count
+            if env.peek() == math.inf:
+                break
+            env.step()
+        assert len(done) == sizes.size and not fab.flows, (start_s, bandwidth)
+        fab.check()
+        for i, t in done.items():
+            assert t - starts[i] >= sizes[i] / bandwidth - math.ulp(t) - 1e-12
