@@ -279,6 +279,9 @@ class Scheduler(abc.ABC):
     # Policies that never split a prompt set this reason: a prompt longer than the whole token budget
     # (``max_num_batched_tokens``) could never run, so it is rejected with it at admission.
     reject_prompt_over_budget: str | None = None
+    #: whether :meth:`leap_ready` / :meth:`leap_plan` describe this policy's plan when only decode-group
+    #: members run (iteration leaping, ``sim.engine.leap``); a policy sets it after checking that
+    supports_leap: bool = False
     #: whether the policy schedules speculative draft tokens (``engine.speculative``); see
     #: :meth:`enable_speculation`
     supports_speculation: bool = False
@@ -596,6 +599,46 @@ class Scheduler(abc.ABC):
             for req in group.filling(k):
                 kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
         step.add_decodes(group.num, group.sum_context(k))
+
+    # ------------------------------------------------------------------ iteration leaping
+    def leap_ready(self) -> bool:
+        """True when the next plan is the decode group alone, one token per member, and nothing else
+        (``sim.engine.leap``): a policy that sets ``supports_leap`` has checked that its
+        :meth:`schedule` then does exactly :meth:`leap_plan` and labels the step "decode".
+
+        Holds while every running request is a group member, nothing waits or is swapped out, no
+        speculation runs and the group fits the step's token budget (:meth:`leap_token_budget`)."""
+        group = self.decode_group
+        return (self.supports_leap and group is not None and group.num > 0 and self.speculator is None
+                and not self.individual and not self.waiting and not self.swapped
+                and group.num == len(self.running) and group.num <= self.leap_token_budget())
+
+    def leap_token_budget(self) -> int:
+        """The token budget a decode-only plan gets (``max_num_batched_tokens`` unless the policy says)."""
+        return self.max_num_batched_tokens
+
+    def leap_plan(self) -> int | None:
+        """Plan the next step as the decode group alone (after :meth:`leap_ready`): the same KV changes
+        as :meth:`schedule_decode_group`, in the same order. Returns Σ context tokens of the members
+        before the step, or None — nothing changed — when the blocks crossing a boundary are not free
+        (then :meth:`schedule` must run: it preempts)."""
+        group, kv, k = self.decode_group, self.kv, self.next_iteration
+        if group.num_boundary(k) > kv.num_free_blocks:
+            return None
+        if group.num_boundary(k):
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+        return group.sum_context(k)
+
+    def leap_update(self, iteration: int, now_s: float) -> None:
+        """:meth:`update_from_output` of a step planned by :meth:`leap_plan` in which no member finishes."""
+        finish_at = self.decode_group.finish_at
+        if finish_at:
+            finish_at.pop(iteration, None)  # stale entries only (nobody finishes in it)
+        self.next_iteration = iteration + 1
+        self.last_step_end_s = now_s
 
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:

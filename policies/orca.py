@@ -67,6 +67,7 @@ class OrcaScheduler(Scheduler):
     """Orca's iteration-level scheduler: decode everyone, then admit whole prompts under reservation."""
 
     uses_decode_group = True
+    supports_leap = True  # with nothing waiting, a step is schedule_reserved_decodes' group path alone
     reject_prompt_over_budget = REJECT_OVER_BUDGET
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -31,6 +31,7 @@ class StaticBatchScheduler(Scheduler):
     """Request-level batching: form a batch, run it to completion, only then form the next."""
 
     uses_decode_group = True
+    supports_leap = True  # a running batch's step is schedule_reserved_decodes' group path alone
     reject_prompt_over_budget = REJECT_OVER_BUDGET
 
     def schedule(self, now_s: float) -> SchedulerOutput:

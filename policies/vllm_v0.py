@@ -62,6 +62,7 @@ class VLLMV0Scheduler(Scheduler):
     """vLLM V0's scheduler: prefill-priority by default, chunked prefill when enabled explicitly."""
 
     uses_decode_group = True
+    supports_leap = True  # with nothing waiting or swapped, a step is the group's fast path alone
 
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)

@@ -55,6 +55,7 @@ from sim.engine.disagg import PDCoordinator, PDSpec
 from sim.engine.dp_group import DPGroup
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
+from sim.engine.leap import leap, leap_off_reasons, leap_report
 from sim.engine.output_server import apply_output_server
 from sim.engine.pd_autoscaler import PDAutoscalers
 from sim.engine.routing_view import RoutingView
@@ -214,6 +215,8 @@ class _Replica:
         self.pre_step: Callable[[Any, float], None] | None = None
         self.post_step: Callable[[_Replica], None] | None = None
         self.tiers = cluster.tiers.attach(self.kv) if cluster.tiers is not None else None  # sim.engine.kv_tiers
+        self.leap_off: tuple[str, ...] = ()  # why this replica never leaps (sim.engine.leap; set in run())
+        self.num_leapt = 0  # iterations run by leaping
 
     def submit(self, req: Request) -> bool:
         """Hand ``req`` to the scheduler (through the inbox under async scheduling); wake the loop if it
@@ -254,12 +257,18 @@ class _Replica:
         group = self.dp_group
         on_finished, on_rejected, pre_step, post_step = self.on_finished, self.on_rejected, self.pre_step, self.post_step
         tiers = self.tiers
+        self.leap_off = leap_off_reasons(self)
+        leap_ready = sched.leap_ready if not self.leap_off else None
+        appenders = log.appenders()
         while True:
             if inbox:
                 self._admit_visible(sched.has_unfinished())
             if not sched.has_unfinished():
                 yield from self._wait_for_work(env, stalled=False)
                 continue
+            if leap_ready is not None and leap_ready():  # steady decode: sim.engine.leap
+                if (yield from leap(self, env, appenders, kind_code, SimulationInvariantError)):
+                    continue
             now = env.now
             out = schedule(now)
             if out.rejected_ids:
@@ -637,6 +646,7 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "num_iterations": int(sum(len(r.log) for r in replicas)),
         "num_preemptions": int(sum(r.num_preempted for r in replicas)),
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
+        "leap": leap_report(replicas),
     }
     if cluster.tiers is not None:
         stats["kv_tiers"] = cluster.tiers.report(float(env.now))
