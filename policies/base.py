@@ -606,12 +606,21 @@ class Scheduler(abc.ABC):
         (``sim.engine.leap``): a policy that sets ``supports_leap`` has checked that its
         :meth:`schedule` then does exactly :meth:`leap_plan` and labels the step "decode".
 
-        Holds while every running request is a group member, nothing waits or is swapped out, no
-        speculation runs and the group fits the step's token budget (:meth:`leap_token_budget`)."""
+        Holds while every running request is a group member, nothing is swapped out, no speculation
+        runs, the group fits the step's token budget (:meth:`leap_token_budget`) and nothing waits —
+        or the policy shows that its plan would not even try to admit a waiting request
+        (:meth:`leap_waiting_blocked`)."""
         group = self.decode_group
         return (self.supports_leap and group is not None and group.num > 0 and self.speculator is None
-                and not self.individual and not self.waiting and not self.swapped
-                and group.num == len(self.running) and group.num <= self.leap_token_budget())
+                and not self.individual and not self.swapped
+                and group.num == len(self.running) and group.num <= self.leap_token_budget()
+                and (not self.waiting or self.leap_waiting_blocked()))
+
+    def leap_waiting_blocked(self) -> bool:
+        """True when the policy's plan, with the decode group alone running, would not look at its
+        waiting queue at all (e.g. ``max_num_seqs`` requests run): then waiting requests do not stop
+        a leap. The default, False, is always safe."""
+        return False
 
     def leap_token_budget(self) -> int:
         """The token budget a decode-only plan gets (``max_num_batched_tokens`` unless the policy says)."""

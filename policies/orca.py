@@ -81,6 +81,13 @@ class OrcaScheduler(Scheduler):
         self.num_reserved_blocks = admit_whole_prompts(self, step, self.num_reserved_blocks)
         return step.build()
 
+    def leap_waiting_blocked(self) -> bool:
+        """Admission stops before touching the front request: ``max_num_seqs`` run, the decodes took the
+        budget, or its reservation does not fit next to the running ones' (which only a finish frees)."""
+        return (len(self.running) >= self.max_num_seqs
+                or self.max_num_batched_tokens - self.decode_group.num <= 0
+                or self.num_reserved_blocks + reserved_blocks(self.kv, self.waiting[0]) > self.kv.num_blocks)
+
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:
         """Shared update; finished requests release their reservation."""

@@ -87,6 +87,10 @@ class SarathiScheduler(Scheduler):
         """A Sarathi step's budget is ``chunk_size``."""
         return self.chunk_size
 
+    def leap_waiting_blocked(self) -> bool:
+        """New prefills are not tried: ``max_num_seqs`` run or the decodes took the chunk."""
+        return len(self.running) >= self.max_num_seqs or self.chunk_size - self.decode_group.num <= 0
+
     # ------------------------------------------------------------------ the step
     def schedule(self, now_s: float) -> SchedulerOutput:
         """Decodes, then in-flight prefills, then new prefills (one budget of ``chunk_size``)."""

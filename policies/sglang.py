@@ -148,6 +148,10 @@ class SGLangScheduler(Scheduler):
         """The base conditions, and no chunked request in flight (it would get a prefill batch)."""
         return self.chunked_req is None and super().leap_ready()
 
+    def leap_waiting_blocked(self) -> bool:
+        """No prefill batch is tried while ``max_num_seqs`` run (and nothing is chunked)."""
+        return len(self.running) >= self.max_num_seqs
+
     def leap_plan(self) -> int | None:
         """The decode batch's KV changes, then the ``new_token_ratio`` decay of a step without retraction."""
         sum_context = super().leap_plan()

@@ -34,6 +34,10 @@ class StaticBatchScheduler(Scheduler):
     supports_leap = True  # a running batch's step is schedule_reserved_decodes' group path alone
     reject_prompt_over_budget = REJECT_OVER_BUDGET
 
+    def leap_waiting_blocked(self) -> bool:
+        """While a batch runs nobody joins it: waiting requests never stop a leap."""
+        return True
+
     def schedule(self, now_s: float) -> SchedulerOutput:
         """Decode the running batch, or — once it is empty — prefill a new one."""
         step = self.new_step(now_s)

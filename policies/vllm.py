@@ -102,6 +102,11 @@ class VLLMV1Scheduler(Scheduler):
         """The base conditions, and no finished request held: its release belongs to the next plan."""
         return not self.held and super().leap_ready()
 
+    def leap_waiting_blocked(self) -> bool:
+        """Admission stops before its first attempt: ``max_num_seqs`` run or the decodes took the budget."""
+        return (len(self.running) >= self.max_num_seqs - len(self.held)
+                or self.max_num_batched_tokens - self.decode_group.num <= 0)
+
     def release_finished(self, req: Request) -> None:
         """Under async scheduling a finished request's blocks stay allocated through the next plan."""
         if self._hold:

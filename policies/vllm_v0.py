@@ -118,6 +118,11 @@ class VLLMV0Scheduler(Scheduler):
             self.schedule_swapped(step, self.watermark_blocks, cap_long_prefills=False)
         return step.build()
 
+    def leap_waiting_blocked(self) -> bool:
+        """Prefills are not tried: ``max_num_seqs`` run (or, chunked, the decodes took the budget)."""
+        return len(self.running) >= self.max_num_seqs or (
+            self.enable_chunked_prefill and self.max_num_batched_tokens - self.decode_group.num <= 0)
+
     def _schedule_running(self, step: StepBuilder, chunked: bool) -> None:
         """Running requests in FCFS order; a KV shortage preempts the last running request. When all
         fit in full, the decode group goes in O(1) and only the others are walked."""

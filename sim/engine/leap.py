@@ -105,7 +105,7 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
         dt = cost.time_s
         if not dt >= 0.0:
             raise invariant_error(f"cost model returned step time {dt!r} for a decode step of {n}")
-        num_waiting, usage = len(inbox), kv.usage  # sched.num_waiting is 0 (leap_ready)
+        num_waiting, usage = sched.num_waiting + len(inbox), kv.usage
         now = env.now
         replica.plan_cutoff_s = now  # the next step is planned while this one runs
         yield timeout(dt)
