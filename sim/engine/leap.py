@@ -48,6 +48,8 @@ __all__ = ["NO_LEAP_ENV", "leap_off_reasons", "leap", "leap_report"]
 #: environment variable that forces the per-step path (``SIMCTL_NO_LEAP=1``)
 NO_LEAP_ENV = "SIMCTL_NO_LEAP"
 _KIND = "decode"  # every leaping policy labels a decode-only step so (StepBuilder.build)
+#: most memoised decode prices kept per cost model and batch size (a bound on memory, ~200 B each)
+MAX_MEMO_PER_BATCH_SIZE = 1 << 16
 
 
 def leap_off_reasons(replica: Any) -> tuple[str, ...]:
@@ -82,7 +84,8 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
     group = sched.decode_group
     inbox = replica.inbox
     ready, plan, update = sched.leap_ready, sched.leap_plan, sched.leap_update
-    step_cost = replica.cost_model.step
+    cost_model = replica.cost_model
+    step_cost = cost_model.step
     kv = replica.kv
     timeout = env.timeout
     (a_start, a_end, a_time, a_kind, a_seqs, a_tokens, a_prefill, a_decode, a_waiting, a_running,
@@ -93,15 +96,28 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
     k = sched.next_iteration
     num_running = len(sched.running)
     code = kind_code.get(_KIND)  # assigned when first logged, as the per-step loop does
+    # a pure cost model prices equal shapes equally: a decode step's shape is (n, Σ context), so
+    # its price is memoised per cost model (shared by replicas; lightly loaded ones repeat contexts)
+    memo = None
+    if getattr(cost_model, "step_is_pure", False):
+        prices = replica.cluster.leap_prices.setdefault(id(cost_model), {})
+        memo = prices.get(n)
+        if memo is None:
+            memo = prices[n] = {}
+    num_waiting_seen = len(sched.waiting)
     num_steps = 0
     while k < finish:
         sum_context = plan()
         if sum_context is None:
             break  # boundary blocks short: schedule() preempts
-        kv_tokens = sum_context + n
-        # the shape StepBuilder.add_decodes + build() gives for the group alone
-        cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
-                                    sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
+        cost = memo.get(sum_context) if memo is not None else None
+        if cost is None:
+            kv_tokens = sum_context + n
+            # the shape StepBuilder.add_decodes + build() gives for the group alone
+            cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
+                                        sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
+            if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
+                memo[sum_context] = cost
         dt = cost.time_s
         if not dt >= 0.0:
             raise invariant_error(f"cost model returned step time {dt!r} for a decode step of {n}")
@@ -133,9 +149,14 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
         a_preempted(0)
         k += 1
         num_steps += 1
-        # the next plan sees a delivered request (or anything else the policy checks): hand back
-        if (inbox and inbox[0][0] <= now) or not ready():
+        # the next plan sees a delivered request: hand back. Of what leap_ready() checks, only the
+        # waiting queue can change from outside between two plans (a synchronous submit)
+        if inbox and inbox[0][0] <= now:
             break
+        if len(sched.waiting) != num_waiting_seen:
+            if not ready():
+                break
+            num_waiting_seen = len(sched.waiting)
     replica.num_leapt += num_steps
     return num_steps
 

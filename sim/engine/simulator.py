@@ -393,6 +393,7 @@ class _Cluster:
         self.progress = progress
         self._last_progress_wall = time.perf_counter()
         self.pd: Any = None  # sim.engine.disagg.PDCoordinator in a disaggregated run
+        self.leap_prices: dict[int, dict] = {}  # memoised decode-step prices per cost model (sim.engine.leap)
 
     def stream(self, *key: int) -> np.random.SeedSequence:
         """The engine's random stream ``key`` (routing: (0,); speculative acceptance of replica i:
