@@ -230,3 +230,27 @@ def test_an_arrival_cuts_the_leap_at_the_next_plan(monkeypatch):
     assert second.first_scheduled_s == pytest.approx(0.21)  # the step end after the arrival
     it = out.iterations
     assert it.kind.iloc[21] == "mixed" and it.num_seqs.iloc[21] == 2
+
+
+def test_autoscaling_gauges_see_the_same_replicas(monkeypatch):
+    """The controller samples waiting/running/KV-usage gauges of every ready replica between steps
+    (leaps included) and starts and drains replicas; nothing may differ."""
+    cfg = _experiment({"max_num_seqs": 64},
+                      {"num_requests": None, "duration_s": 240,
+                       "arrival": {"process": "diurnal", "peak_rate": 10, "trough_rate": 1, "period_s": 200,
+                                   "peak_at_s": 100},
+                       "output_tokens": {"dist": "fixed", "value": 96}},
+                      router="least-kv-usage",
+                      autoscaling={"policy": "hpa", "interval_s": 5, "min_replicas": 1, "max_replicas": 4,
+                                   "metrics_window_s": 15,
+                                   "policy_options": {"metrics": {"num_requests_running": 3, "kv_cache_usage": 0.02}},
+                                   "scale_up": {"stabilization_s": 0, "max_step": 2},
+                                   "scale_down": {"stabilization_s": 30, "max_step": 1},
+                                   "provisioning": {"node_s": 0, "image_s": 0, "weights_gb_per_s": 5.0,
+                                                    "engine_init_s": 5}})
+    slow, fast = _both(monkeypatch, lambda: run(cfg))
+    _same_frames(slow.requests, fast.requests)
+    _same_frames(slow.iterations, fast.iterations)
+    assert _clean(slow.summary) == _clean(fast.summary)
+    assert fast.summary["autoscaling"]["num_scale_ups"] > 0 and fast.summary["autoscaling"]["num_drains"] > 0
+    assert fast.meta["leap"]["leapt_share"] > 0.3
