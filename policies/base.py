@@ -632,14 +632,16 @@ class Scheduler(abc.ABC):
         before the step, or None — nothing changed — when the blocks crossing a boundary are not free
         (then :meth:`schedule` must run: it preempts)."""
         group, kv, k = self.decode_group, self.kv, self.next_iteration
-        if group.num_boundary(k) > kv.num_free_blocks:
-            return None
-        if group.num_boundary(k):
+        buckets, block_size = group.buckets, group.block_size
+        crossing = buckets[(-k) % block_size]  # group.num_boundary(k) members
+        if crossing:
+            if len(crossing) > kv.num_free_blocks:
+                return None
             kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
-        if kv.enable_prefix_caching:
+        if kv.enable_prefix_caching and block_size > 1 and buckets[(-k - 1) % block_size]:
             for req in group.filling(k):
                 kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
-        return group.sum_context(k)
+        return group.base_ctx + group.num * k  # group.sum_context(k)
 
     def leap_update(self, iteration: int, now_s: float) -> None:
         """:meth:`update_from_output` of a step planned by :meth:`leap_plan` in which no member finishes."""

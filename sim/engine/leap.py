@@ -39,6 +39,7 @@ disaggregated pool (KV transfers), KV tiers (write-through after every step).
 from __future__ import annotations
 
 import os
+from array import array
 from typing import Any
 
 from sim.deploy.step_cost import BatchShape
@@ -74,12 +75,13 @@ def leap_off_reasons(replica: Any) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], invariant_error: type):
+def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: type):
     """Run decode-only steps of ``replica`` from now (a SimPy sub-generator; see the module docstring).
 
     The caller checked ``replica.scheduler.leap_ready()`` at the start of a plan. Returns the number
     of steps run (0: nothing changed, plan this step the per-step way); after ≥ 1 the replica is at
-    the start of its next plan, as after the per-step loop's update."""
+    the start of its next plan, as after the per-step loop's update. The steps' iteration-log rows are
+    buffered and written when the leap ends, or by ``replica.leap_flush`` if the run stops inside it."""
     sched = replica.scheduler
     group = sched.decode_group
     inbox = replica.inbox
@@ -87,15 +89,12 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
     cost_model = replica.cost_model
     step_cost = cost_model.step
     kv = replica.kv
+    free_blocks, num_blocks = kv.free_queue, kv.num_blocks  # KV usage = 1 − free / total (kv.usage)
     timeout = env.timeout
-    (a_start, a_end, a_time, a_kind, a_seqs, a_tokens, a_prefill, a_decode, a_waiting, a_running,
-     a_usage, a_flops, a_bytes, a_mfu, a_mbu, a_prefill_time, a_preempted) = appenders
     n = group.num
     # the first iteration in which a member emits its last token: the per-step path runs that one
     finish = min(s0 + req.max_output_tokens - o0 - 1 for req, s0, _c0, o0 in group.members.values())
     k = sched.next_iteration
-    num_running = len(sched.running)
-    code = kind_code.get(_KIND)  # assigned when first logged, as the per-step loop does
     # a pure cost model prices equal shapes equally: a decode step's shape is (n, Σ context), so
     # its price is memoised per cost model (shared by replicas; lightly loaded ones repeat contexts)
     memo = None
@@ -104,8 +103,44 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
         memo = prices.get(n)
         if memo is None:
             memo = prices[n] = {}
+    # per-step values of the log rows of the steps that have ended (the rest of a row is constant)
+    start0 = env.now
+    ends: list[float] = []
+    costs: list[Any] = []
+    usages: list[float] = []
+    waits: list[int] = []
+
+    def flush() -> None:
+        """Write the buffered rows, in ITERATION_COLUMNS' meaning, as the per-step loop logs them."""
+        replica.leap_flush = None
+        m = len(ends)
+        if not m:
+            return
+        replica.num_leapt += m
+        cols = replica.log.columns
+        code = kind_code.get(_KIND)  # assigned when first logged, as the per-step loop does
+        if code is None:
+            code = kind_code[_KIND] = len(kind_code)
+        cols["end_s"].extend(ends)
+        cols["num_waiting"].extend(waits)
+        cols["num_running"].extend(array("q", [n]) * m)
+        cols["kv_usage"].extend(usages)
+        cols["start_s"].append(start0)
+        cols["start_s"].extend(ends[:-1])  # a leapt step starts when the previous one ends
+        cols["time_s"].extend([c.time_s for c in costs])
+        cols["kind"].extend(array("b", [code]) * m)
+        for name in ("num_seqs", "num_tokens", "num_decode_seqs"):
+            cols[name].extend(array("q", [n]) * m)
+        for name in ("num_prefill_tokens", "num_preempted"):
+            cols[name].extend(array("q", [0]) * m)
+        cols["flops"].extend([c.flops for c in costs])
+        cols["bytes_moved"].extend([c.bytes_moved for c in costs])
+        cols["mfu"].extend([c.mfu for c in costs])
+        cols["mbu"].extend([c.mbu for c in costs])
+        cols["prefill_time_s"].extend([c.prefill_time_s for c in costs])
+
+    replica.leap_flush = flush
     num_waiting_seen = len(sched.waiting)
-    num_steps = 0
     while k < finish:
         sum_context = plan()
         if sum_context is None:
@@ -116,39 +151,23 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
             # the shape StepBuilder.add_decodes + build() gives for the group alone
             cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
                                         sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
+            if not cost.time_s >= 0.0:
+                raise invariant_error(f"cost model returned step time {cost.time_s!r} for a decode step of {n}")
             if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
                 memo[sum_context] = cost
-        dt = cost.time_s
-        if not dt >= 0.0:
-            raise invariant_error(f"cost model returned step time {dt!r} for a decode step of {n}")
-        num_waiting, usage = sched.num_waiting + len(inbox), kv.usage
+        # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
+        wait_now = len(sched.waiting) + len(inbox)
+        usage = 1.0 - len(free_blocks) / num_blocks
         now = env.now
         replica.plan_cutoff_s = now  # the next step is planned while this one runs
-        yield timeout(dt)
+        yield timeout(cost.time_s)
         end = env.now
         update(k, end)
-        # the per-step loop's columns, in its order of appends
-        a_end(end)
-        a_waiting(num_waiting)
-        a_running(num_running)
-        a_usage(usage)
-        a_start(now)
-        a_time(dt)
-        if code is None:
-            code = kind_code[_KIND] = len(kind_code)
-        a_kind(code)
-        a_seqs(n)
-        a_tokens(n)
-        a_prefill(0)
-        a_decode(n)
-        a_flops(cost.flops)
-        a_bytes(cost.bytes_moved)
-        a_mfu(cost.mfu)
-        a_mbu(cost.mbu)
-        a_prefill_time(cost.prefill_time_s)
-        a_preempted(0)
+        ends.append(end)
+        costs.append(cost)
+        usages.append(usage)
+        waits.append(wait_now)
         k += 1
-        num_steps += 1
         # the next plan sees a delivered request: hand back. Of what leap_ready() checks, only the
         # waiting queue can change from outside between two plans (a synchronous submit)
         if inbox and inbox[0][0] <= now:
@@ -157,7 +176,8 @@ def leap(replica: Any, env: Any, appenders: tuple, kind_code: dict[str, int], in
             if not ready():
                 break
             num_waiting_seen = len(sched.waiting)
-    replica.num_leapt += num_steps
+    num_steps = len(ends)
+    flush()
     return num_steps
 
 

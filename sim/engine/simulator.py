@@ -217,6 +217,7 @@ class _Replica:
         self.tiers = cluster.tiers.attach(self.kv) if cluster.tiers is not None else None  # sim.engine.kv_tiers
         self.leap_off: tuple[str, ...] = ()  # why this replica never leaps (sim.engine.leap; set in run())
         self.num_leapt = 0  # iterations run by leaping
+        self.leap_flush: Callable[[], None] | None = None  # writes a leap's buffered log rows (run stopped in it)
 
     def submit(self, req: Request) -> bool:
         """Hand ``req`` to the scheduler (through the inbox under async scheduling); wake the loop if it
@@ -259,7 +260,6 @@ class _Replica:
         tiers = self.tiers
         self.leap_off = leap_off_reasons(self)
         leap_ready = sched.leap_ready if not self.leap_off else None
-        appenders = log.appenders()
         while True:
             if inbox:
                 self._admit_visible(sched.has_unfinished())
@@ -267,7 +267,7 @@ class _Replica:
                 yield from self._wait_for_work(env, stalled=False)
                 continue
             if leap_ready is not None and leap_ready():  # steady decode: sim.engine.leap
-                if (yield from leap(self, env, appenders, kind_code, SimulationInvariantError)):
+                if (yield from leap(self, env, kind_code, SimulationInvariantError)):
                     continue
             now = env.now
             out = schedule(now)
@@ -608,6 +608,8 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
     backlog = {"waiting": 0, "running": 0, "swapped": 0}
     num_unfinished = 0
     for rep in replicas:
+        if rep.leap_flush is not None:  # the run stopped inside a leap: log its steps that ended
+            rep.leap_flush()
         for req in rep.scheduler.drain_unfinished():
             num_unfinished += 1
             if req.status is RequestStatus.RUNNING:
