@@ -651,6 +651,7 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
         "leap": leap_report(replicas),
     }
+    cluster.leap_prices.clear()  # memoised prices: not needed past the run
     if cluster.tiers is not None:
         stats["kv_tiers"] = cluster.tiers.report(float(env.now))
     specs = [r.scheduler.speculator for r in replicas if r.scheduler.speculator is not None]
