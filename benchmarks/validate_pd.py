@@ -75,6 +75,11 @@ KIMI_PREFILL_TOKENS = 16384  # per prefill rank and step: not published; SGLang'
 def kimi_experiment(two_batch_overlap: bool = False) -> dict:
     """The 1P1D Kimi-K2 deployment as a ``disaggregation:`` experiment (module docstring)."""
     moe = {"eplb": True, "two_batch_overlap": two_batch_overlap}
+    # SGLang's low-latency-only DeepEP buffer: no NVLink buffer (num_nvl_bytes = 0 unless normal kernels are
+    # enabled) and an RDMA buffer sized for the tokens of one dispatch, which DeepEP requires to be at least
+    # the rank's batch (half of it per micro-batch under two-batch overlap)
+    kimi_decode_deepep = {"deepep_buffer_mib": 0,
+                          "dispatch_tokens_per_rank": KIMI_DECODE_BATCH // (2 if two_batch_overlap else 1)}
     return {
         "name": "kimi-k2-128h200", "model": "kimi-k2", "hardware": "h200",
         "parallel": {"tp": 1}, "precision": {"weights": "fp8"},  # the released checkpoint is block-FP8
@@ -84,7 +89,8 @@ def kimi_experiment(two_batch_overlap: bool = False) -> dict:
                         "engine": {"max_num_batched_tokens": KIMI_PREFILL_TOKENS}},
             "decode": {"replicas": 1, "engine": {"max_num_seqs": KIMI_DECODE_BATCH},
                        "parallel": {"dp": 96, "ep": 96,
-                                    "moe": {**moe, "redundant_experts": 96, "all_to_all": "low_latency"}}},
+                                    "moe": {**moe, "redundant_experts": 96, "all_to_all": "low_latency",
+                                            **kimi_decode_deepep}}},
             "kv_transfer": {"link": "rdma"},
         },
         "workload": {"num_requests": 1, "arrival": {"process": "offline"},

@@ -44,6 +44,7 @@ class Case:
     moe: dict[str, Any] = field(default_factory=dict)
     fully_specified: bool = True
     note: str = ""
+    framework: str = "vllm"  # "sglang": DeepEP buffers as SGLang sizes them for a low-latency decode instance
 
 
 CASES: tuple[Case, ...] = (
@@ -61,13 +62,14 @@ CASES: tuple[Case, ...] = (
     Case("SGL-GB200-PART2", "decode, FP8 attention + NVFP4 MoE", "deepseek-v3", "gb200", 48, "decode", 13386,
          context=2050, batch=1408, precision={"weights": "fp8", "experts": "nvfp4", "kv_cache": "fp8", "attention": "fp8"},
          moe={"eplb": True, "redundant_experts": 32, "dispatch_dtype": "nvfp4", "two_batch_overlap": True},
-         note="batch 1408 per rank (the blog: KV cache roughly full at 2K)"),
+         note="batch 1408 per rank (the blog: KV cache roughly full at 2K)", framework="sglang"),
     Case("SGL-GB200-PART2", "decode, BF16 attention + FP8 MoE", "deepseek-v3", "gb200", 48, "decode", 9087,
          context=2050, batch=1408, precision={"weights": "fp8"},
-         moe={"eplb": True, "redundant_experts": 32, "two_batch_overlap": True}, note="as above, high-precision recipe"),
+         moe={"eplb": True, "redundant_experts": 32, "two_batch_overlap": True}, note="as above, high-precision recipe",
+         framework="sglang"),
     Case("SGL-GB200-PART1", "decode, FP8, no TBO", "deepseek-v3", "gb200", 48, "decode", 7583,
          context=2050, batch=None, precision={"weights": "fp8"}, moe={"eplb": True, "redundant_experts": 32},
-         fully_specified=False, note="batch not stated: KV cache filled"),
+         fully_specified=False, note="batch not stated: KV cache filled", framework="sglang"),
     Case("VLLM-GB200-WIDEEP", "decode, NVFP4, DP8/EP8", "deepseek-r1", "gb200", 8, "decode", 10100,
          context=3072, batch=None, precision={"weights": "fp8", "experts": "nvfp4", "kv_cache": "fp8"},
          moe={"eplb": True, "dispatch_dtype": "nvfp4"}, fully_specified=False,
@@ -82,12 +84,41 @@ def kv_full_batch(case: Case, parallel: ParallelConfig, precision: PrecisionConf
     return plan_memory(model, hw, parallel, precision, eng, 8192).max_concurrent_seqs(case.context)
 
 
+def sglang_decode_moe(case: Case, batch: int) -> dict[str, Any]:
+    """DeepEP sizing of an SGLang low-latency decode instance running ``batch`` requests per rank: no
+    NVLink buffer (SGLang sets num_nvl_bytes only for normal kernels) and an RDMA buffer for the tokens of
+    one dispatch, which DeepEP asserts is at least the dispatched batch (half of it per micro-batch under
+    two-batch overlap; SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK)."""
+    per_dispatch = -(-batch // (2 if case.moe.get("two_batch_overlap") else 1))
+    return {**case.moe, "all_to_all": "low_latency", "deepep_buffer_mib": 0, "dispatch_tokens_per_rank": per_dispatch}
+
+
+def _layout(case: Case, batch: int) -> ParallelConfig:
+    moe = sglang_decode_moe(case, batch) if case.framework == "sglang" and case.phase == "decode" else case.moe
+    return ParallelConfig(tp=1, dp=case.dp, ep=case.dp, moe=moe)
+
+
+def filled_batch(case: Case, precision: PrecisionConfig) -> int:
+    """The largest per-rank batch whose KV (and, for SGLang, the DeepEP buffer it needs) fits: the
+    buffer grows with the batch, so the fill is the largest ``b`` with ``b ≤ fits(b)`` (bisection)."""
+    if case.framework != "sglang" or case.phase != "decode":
+        return kv_full_batch(case, _layout(case, 1), precision)
+    lo, hi = 1, kv_full_batch(case, _layout(case, 1), precision)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if mid <= kv_full_batch(case, _layout(case, mid), precision):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def simulate_case(case: Case) -> dict[str, Any]:
     """Simulated per-GPU throughput of ``case`` (and the step time), with and without overlap."""
     model, hw = load_model(case.model), load_profile(case.hardware)
     precision = PrecisionConfig(**case.precision)
-    parallel = ParallelConfig(tp=1, dp=case.dp, ep=case.dp, moe=case.moe)
-    batch = case.batch or kv_full_batch(case, parallel, precision)
+    batch = case.batch or filled_batch(case, precision)
+    parallel = _layout(case, batch)
     cm = RooflineCostModel(model, hw, parallel, precision)
     if case.phase == "decode":
         shape = uniform_batch_shape(batch, 1, case.context)

@@ -55,6 +55,15 @@ class MoEParallelConfig(Frozen):
     imbalance: Literal["statistical", "none"] = Field(
         "statistical", description="statistical: the busiest GPU's routed tokens follow the expected maximum over the EP "
         "ranks of the per-GPU load (sampling noise + popularity); none: every GPU gets exactly its share")
+    shared_expert_overlap: bool = Field(
+        False, description="run the shared expert while the combine is on the wire (vLLM SharedFusedMoE with an async "
+        "DeepEP prepare/finalize); step cost max-based instead of a sum (docs/expert-parallel.md)")
+    dispatch_tokens_per_rank: int = Field(
+        256, ge=1, le=65536, description="most tokens one rank dispatches per low-latency call; sizes the DeepEP "
+        "low-latency RDMA buffer (vLLM VLLM_MOE_DP_CHUNK_SIZE = 256; SGLang's default is 128)")
+    deepep_buffer_mib: int = Field(
+        1024, ge=0, le=65536, description="DeepEP NVLink buffer (and normal-kernel RDMA buffer across nodes) per GPU, MiB "
+        "(vLLM VLLM_DEEPEP_BUFFER_SIZE_MB)")
 
 
 class ParallelConfig(Frozen):

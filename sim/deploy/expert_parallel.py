@@ -72,6 +72,7 @@ class AllToAllCost:
     time_s: float
     rdma_bytes: float
     nvlink_bytes: float
+    combine_s: float = 0.0  # the combine phase's share of time_s (what a shared expert can hide under)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class ExpertParallelPlan:
     dispatch_bytes: float
     mode: str  # "auto", "low_latency" or "normal"
     two_batch_overlap: bool
+    shared_expert_overlap: bool
     z_ep: float
     load_cv: float
     imbalance: bool
@@ -108,7 +110,8 @@ class ExpertParallelPlan:
             domain=min(ep, ic.gpus_per_node), nic_bytes_per_s=ic.inter_node_bandwidth_bytes_per_s,
             nvlink_bytes_per_s=ic.intra_node_bandwidth_bytes_per_s,
             dispatch_bytes=DISPATCH_BYTES[moe.dispatch_dtype], mode=moe.all_to_all,
-            two_batch_overlap=moe.two_batch_overlap, z_ep=expected_max_standard_normal(ep),
+            two_batch_overlap=moe.two_batch_overlap, shared_expert_overlap=moe.shared_expert_overlap,
+            z_ep=expected_max_standard_normal(ep),
             load_cv=0.0 if moe.eplb else moe.expert_load_cv, imbalance=moe.imbalance == "statistical")
 
     @property
@@ -155,15 +158,32 @@ class ExpertParallelPlan:
             e_rdma = NORMAL_RDMA_EFFICIENCY
         total_s = 0.0
         rdma_b = nvl_b = 0.0
+        phase_s = 0.0
         for width in (self.dispatch_bytes, COMBINE_BYTES):
             per_copy = tokens * self.hidden * width
             rb, nb = per_copy * rdma_copies, per_copy * nvl_copies
             t_r = rb / (self.nic_bytes_per_s * e_rdma) if rb else 0.0
             t_n = nb / (self.nvlink_bytes_per_s * NVLINK_EFFICIENCY) if nb else 0.0
-            total_s += PHASE_LATENCY_S + (t_r if t_r > t_n else t_n)
+            phase_s = PHASE_LATENCY_S + (t_r if t_r > t_n else t_n)
+            total_s += phase_s
             rdma_b += rb
             nvl_b += nb
-        return AllToAllCost(total_s, rdma_b, nvl_b)
+        return AllToAllCost(total_s, rdma_b, nvl_b, combine_s=phase_s)  # the loop ends on the combine
+
+    def shared_expert_hidden_s(self, shared_s: float, combine_s: float, decode_only: bool) -> float:
+        """Seconds of one MoE layer that running its shared expert under the combine saves.
+
+        Sequentially the layer spends ``combine_s + shared_s``. Overlapped, the shared expert runs on the
+        SMs the combine leaves free (all of them for the hook-based low-latency kernels, ``1 − 20/132``
+        for normal kernels) while the combine is on the wire and on all SMs after it: it finishes at
+        ``combine_s`` if its work fits in ``combine_s · share``, else at ``combine_s + shared_s −
+        combine_s · share``. With ``share = 1`` that is ``max(combine_s, shared_s)``. The saving is never
+        negative and never more than the combine itself."""
+        if not self.shared_expert_overlap or shared_s <= 0.0 or combine_s <= 0.0:
+            return 0.0
+        share = self.compute_share(decode_only)
+        overlapped = combine_s if shared_s <= combine_s * share else combine_s + shared_s - combine_s * share
+        return combine_s + shared_s - overlapped
 
 
 def dispatch_bytes_per_token(model: ModelSpec, ep: int, dispatch_dtype: str = "fp8") -> float:

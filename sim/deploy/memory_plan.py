@@ -21,7 +21,8 @@ Each term is computed from the architecture, never from per-model constants:
   fp32 logit copies (:data:`SAMPLER_LOGIT_COPIES`) plus the kept hidden states. A fixed torch-allocated
   workspace (cuBLAS/attention workspaces) is added, from the hardware profile.
 * **non-torch memory** — from the hardware profile: a base, plus communication buffers (NCCL and
-  vLLM's custom all-reduce) when the replica spans more than one GPU.
+  vLLM's custom all-reduce) when the replica spans more than one GPU, plus DeepEP's all-to-all buffers
+  under DP attention + EP (:mod:`sim.deploy.deepep_buffers`; reported as ``all_to_all_buffer_bytes``).
 
 CUDA-graph memory is *not* subtracted: vLLM v0.15 does not estimate it by default
 (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS`` became the default only in v0.21); it lives in the
@@ -37,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
+from sim.deploy.deepep_buffers import deepep_buffer_bytes
 from sim.deploy.hardware import GIB, HardwareProfile
 from sim.deploy.models.spec import ModelSpec, dtype_bytes
 from sim.deploy.vision_cost import vision_weight_bytes_per_gpu
@@ -75,6 +77,7 @@ class MemoryPlan:
     weights_dtype: str
     state_bytes_per_seq: int = 0  # linear-attention recurrent state of one sequence on this GPU (hybrids)
     state_reserve_bytes: float = 0.0  # state pages reserved for max_num_seqs sequences (hybrids)
+    all_to_all_buffer_bytes: float = 0.0  # DeepEP NVLink + RDMA buffers + workspace (part of non_torch_bytes)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -107,6 +110,10 @@ class MemoryPlan:
         if not self.state_bytes_per_seq:  # only hybrids report their recurrent state
             d.pop("state_bytes_per_seq")
             d.pop("state_reserve_bytes")
+        if not self.all_to_all_buffer_bytes:  # only DP-attention + EP layouts have DeepEP buffers
+            d.pop("all_to_all_buffer_bytes")
+        else:
+            d["all_to_all_buffer_gib"] = round(self.all_to_all_buffer_bytes / GIB, 3)
         for k in ("budget_bytes", "weights_bytes", "activation_bytes", "non_torch_bytes", "kv_cache_bytes"):
             d[k.replace("_bytes", "_gib")] = round(d[k] / GIB, 3)
         d["capacity_gib"] = round(self.capacity_bytes / GIB, 3)
@@ -281,7 +288,8 @@ def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, preci
     mnbt = engine.max_num_batched_tokens or max(max_model_len, 2048)
     act = activation_peak_bytes(model, parallel, mnbt, engine.max_num_seqs,
                                 hw.memory_reserve.activation_workspace_bytes.value)
-    nt = non_torch_bytes(hw, parallel)
+    a2a = deepep_buffer_bytes(model, hw, parallel)
+    nt = non_torch_bytes(hw, parallel) + a2a
     kv = budget - weights - act - nt
     block_bytes = kv_block_bytes(model, parallel, precision.kv_dtype, engine.block_size)
     state = state_bytes_per_seq(model, parallel, precision.kv_dtype)
@@ -295,7 +303,7 @@ def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, preci
         kv_cache_bytes=kv, block_size=engine.block_size, block_bytes=block_bytes, num_kv_blocks=blocks,
         max_model_len=max_model_len, max_num_batched_tokens=mnbt, max_num_seqs=engine.max_num_seqs,
         tp=parallel.tp, pp=parallel.pp, kv_dtype=precision.kv_dtype, weights_dtype=precision.weights,
-        state_bytes_per_seq=state, state_reserve_bytes=reserve)
+        state_bytes_per_seq=state, state_reserve_bytes=reserve, all_to_all_buffer_bytes=a2a)
 
 
 def check_parallelism(model: ModelSpec, parallel: ParallelConfig) -> None:

@@ -72,6 +72,7 @@ class _Gemm:
     n_out: float = 0.0  # output columns per GPU (of one instance / one expert)
     k_in: float = 0.0  # reduction length per GPU
     instances: float = 1.0  # batched copies run per token (dense GEMMs with num_instances > 1)
+    group: str = ""  # LinearOp.group of its linears ("shared_experts", "attention", ...)
 
 
 def _fuse(ops: tuple[LinearOp, ...]) -> list[tuple[str, list[LinearOp]]]:
@@ -175,6 +176,9 @@ class RooflineCostModel:
         self.ep_plan = (ExpertParallelPlan.build(model, hw, parallel)
                         if model.moe is not None and ep > 1 else None)
         self._moe_layers = sum(g.num_layers for g in model.layer_groups() if g.kind == "moe")
+        # shared-expert GEMMs (indices into the dense lists): priced apart when they overlap the combine
+        self._shared_idx = tuple(i for i, x in enumerate(self.dense_gemms) if x.group == "shared_experts")
+        self._shared_cache: dict[int, float] = {}
         self._dense_weight_bytes = sum(x.num_layers * x.weight_bytes for x in self.dense_gemms)
         self._act_bytes_per_token = sum(x.num_layers * x.act_bytes_per_token for x in gemms)
 
@@ -356,7 +360,7 @@ class RooflineCostModel:
         flops_tok = 2.0 * k_in * k_out * op0.active_instances
         act_tok = (k_in + k_out) * ACT_BYTES * op0.active_instances
         return _Gemm(name, g.num_layers, flops_tok / gemm_flops, w / mem_bw, act_tok / mem_bw, flops_tok, w, act_tok,
-                     n_out=k_out, k_in=k_in, instances=op0.active_instances)
+                     n_out=k_out, k_in=k_in, instances=op0.active_instances, group=op0.group)
 
     # ------------------------------------------------------------------ the hot path
 
@@ -464,8 +468,13 @@ class RooflineCostModel:
         if bd is not None and tcomm:
             bd["communication"] = tcomm
         if all_to_all and plan is not None and plan.uses_all_to_all:
-            ta2a = self._moe_layers * plan.all_to_all(nf if send_tokens is None else float(send_tokens),
-                                                      decode_only=shape.num_decode_seqs == shape.num_seqs).time_s
+            decode_only = shape.num_decode_seqs == shape.num_seqs
+            a2a = plan.all_to_all(nf if send_tokens is None else float(send_tokens), decode_only=decode_only)
+            ta2a = self._moe_layers * a2a.time_s
+            if plan.shared_expert_overlap and self._shared_idx and self._moe_layers:
+                # the shared expert runs while each layer's combine is on the wire (vLLM SharedFusedMoE)
+                per_layer = self._shared_expert_s(n) / self._moe_layers
+                ta2a -= self._moe_layers * plan.shared_expert_hidden_s(per_layer, a2a.combine_s, decode_only)
             t += ta2a
             if bd is not None:
                 bd["all_to_all"] = ta2a
@@ -525,6 +534,27 @@ class RooflineCostModel:
         prefill = t * shape.num_prefill_tokens / nf if not tv else (t - tv) * shape.num_prefill_tokens / nf + tv
         return StepCost(time_s=t, flops=flops_gpu, bytes_moved=bytes_gpu, mfu=mfu, mbu=mbu,
                         prefill_time_s=prefill, breakdown=bd if bd is not None else {})
+
+    def _shared_expert_s(self, n: int) -> float:
+        """Seconds of the shared-expert GEMMs of a step of ``n`` tokens, all layers (the same terms as the
+        dense-GEMM loop of :meth:`step`, summed over the shared experts only)."""
+        hit = self._shared_cache.get(n)
+        if hit is not None:
+            return hit
+        nf = float(n)
+        kernel, p = self.gemm_kernel_s, self.gemm_overlap_p
+        total = 0.0
+        for i in self._shared_idx:
+            layers, c, w, a, _ = self._dense[i]
+            tm = w + a * nf
+            if self._dense_shapes:
+                tc = self._dense_shapes[i].compute_s(nf)
+                total += layers * (((tc if tc > tm else tm) if p <= 0.0 else overlap(tc, tm, p)) + kernel)
+            else:
+                tc = c * (nf + self.n_half)
+                total += layers * ((tc if tc > tm else tm) + kernel)
+        self._shared_cache[n] = total
+        return total
 
     def group_step(self, shapes: list[BatchShape]) -> tuple[float, list[StepCost]]:
         """One synchronous step of a data-parallel attention group: every rank runs its own batch
