@@ -626,12 +626,13 @@ class Scheduler(abc.ABC):
         """The token budget a decode-only plan gets (``max_num_batched_tokens`` unless the policy says)."""
         return self.max_num_batched_tokens
 
-    def leap_plan(self) -> int | None:
-        """Plan the next step as the decode group alone (after :meth:`leap_ready`): the same KV changes
-        as :meth:`schedule_decode_group`, in the same order. Returns Σ context tokens of the members
-        before the step, or None — nothing changed — when the blocks crossing a boundary are not free
-        (then :meth:`schedule` must run: it preempts)."""
-        group, kv, k = self.decode_group, self.kv, self.next_iteration
+    def leap_plan(self, k: int) -> int | None:
+        """Plan step ``k`` as the decode group alone (after :meth:`leap_ready`; ``k`` is
+        ``next_iteration`` plus the leapt steps not yet applied by :meth:`leap_update`): the same KV
+        changes as :meth:`schedule_decode_group`, in the same order. Returns Σ context tokens of the
+        members before the step, or None — nothing changed — when the blocks crossing a boundary are
+        not free (then :meth:`schedule` must run: it preempts)."""
+        group, kv = self.decode_group, self.kv
         buckets, block_size = group.buckets, group.block_size
         crossing = buckets[(-k) % block_size]  # group.num_boundary(k) members
         if crossing:
@@ -643,13 +644,16 @@ class Scheduler(abc.ABC):
                 kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
         return group.base_ctx + group.num * k  # group.sum_context(k)
 
-    def leap_update(self, iteration: int, now_s: float) -> None:
-        """:meth:`update_from_output` of a step planned by :meth:`leap_plan` in which no member finishes."""
+    def leap_update(self, num_steps: int, last_end_s: float) -> None:
+        """:meth:`update_from_output` of the ``num_steps`` steps from ``next_iteration`` on, planned by
+        :meth:`leap_plan`, in which no member finished; the last one ended at ``last_end_s``."""
+        first = self.next_iteration
         finish_at = self.decode_group.finish_at
         if finish_at:
-            finish_at.pop(iteration, None)  # stale entries only (nobody finishes in it)
-        self.next_iteration = iteration + 1
-        self.last_step_end_s = now_s
+            for iteration in range(first, first + num_steps):
+                finish_at.pop(iteration, None)  # stale entries only (nobody finished in them)
+        self.next_iteration = first + num_steps
+        self.last_step_end_s = last_end_s
 
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:

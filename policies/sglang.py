@@ -152,9 +152,9 @@ class SGLangScheduler(Scheduler):
         """No prefill batch is tried while ``max_num_seqs`` run (and nothing is chunked)."""
         return len(self.running) >= self.max_num_seqs
 
-    def leap_plan(self) -> int | None:
+    def leap_plan(self, k: int) -> int | None:
         """The decode batch's KV changes, then the ``new_token_ratio`` decay of a step without retraction."""
-        sum_context = super().leap_plan()
+        sum_context = super().leap_plan(k)
         if sum_context is not None:
             self._decay_new_token_ratio()
         return sum_context

@@ -15,8 +15,9 @@ context sum. :func:`leap` runs these steps in a tight loop:
   per-step path creates it. So SimPy sees the same events in the same order with the same ids, and
   ties between events at equal times break exactly as they do without leaping;
 - **update** — :meth:`Scheduler.leap_update <policies.base.Scheduler.leap_update>` and the
-  iteration-log columns of the step, as ``update_from_output`` and the engine loop would write them
-  for a step in which nobody finishes.
+  iteration-log columns of the steps, as ``update_from_output`` and the engine loop would write them
+  for steps in which nobody finishes: applied in bulk when the leap ends (or, if the run stops inside
+  it, by ``replica.leap_flush`` before the results are collected), since nobody else reads them.
 
 It stops — handing back to the per-step loop at the start of the next plan, with the state the
 per-step path has at that instant — as soon as the next plan could differ: a member would finish in
@@ -105,18 +106,25 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
             memo = prices[n] = {}
     # per-step values of the log rows of the steps that have ended (the rest of a row is constant)
     start0 = env.now
-    ends: list[float] = []
     costs: list[Any] = []
     usages: list[float] = []
     waits: list[int] = []
 
     def flush() -> None:
-        """Write the buffered rows, in ITERATION_COLUMNS' meaning, as the per-step loop logs them."""
+        """Apply the ended steps: the scheduler's update, the replica's plan cutoff and the log rows,
+        as the per-step loop would have left them."""
         replica.leap_flush = None
-        m = len(ends)
+        m = len(costs)
         if not m:
             return
         replica.num_leapt += m
+        ends = []
+        t = start0
+        for c in costs:  # SimPy's clock: each step ends at its start + its time, added in turn
+            t = t + c.time_s
+            ends.append(t)
+        update(m, t)
+        replica.plan_cutoff_s = ends[-2] if m > 1 else start0  # the last step's start
         cols = replica.log.columns
         code = kind_code.get(_KIND)  # assigned when first logged, as the per-step loop does
         if code is None:
@@ -141,8 +149,9 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
 
     replica.leap_flush = flush
     num_waiting_seen = len(sched.waiting)
+    now = start0
     while k < finish:
-        sum_context = plan()
+        sum_context = plan(k)
         if sum_context is None:
             break  # boundary blocks short: schedule() preempts
         cost = memo.get(sum_context) if memo is not None else None
@@ -158,25 +167,22 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
         wait_now = len(sched.waiting) + len(inbox)
         usage = 1.0 - len(free_blocks) / num_blocks
-        now = env.now
-        replica.plan_cutoff_s = now  # the next step is planned while this one runs
-        yield timeout(cost.time_s)
-        end = env.now
-        update(k, end)
-        ends.append(end)
+        dt = cost.time_s
+        yield timeout(dt)
+        start, now = now, now + dt  # the same addition as SimPy's: now is env.now
         costs.append(cost)
         usages.append(usage)
         waits.append(wait_now)
         k += 1
-        # the next plan sees a delivered request: hand back. Of what leap_ready() checks, only the
-        # waiting queue can change from outside between two plans (a synchronous submit)
-        if inbox and inbox[0][0] <= now:
+        # the next plan sees a request delivered by the start of the step just ended: hand back. Of
+        # what leap_ready() checks, only the waiting queue can change from outside between two plans
+        if inbox and inbox[0][0] <= start:
             break
         if len(sched.waiting) != num_waiting_seen:
             if not ready():
                 break
             num_waiting_seen = len(sched.waiting)
-    num_steps = len(ends)
+    num_steps = len(costs)
     flush()
     return num_steps
 
