@@ -254,3 +254,48 @@ def test_autoscaling_gauges_see_the_same_replicas(monkeypatch):
     assert _clean(slow.summary) == _clean(fast.summary)
     assert fast.summary["autoscaling"]["num_scale_ups"] > 0 and fast.summary["autoscaling"]["num_drains"] > 0
     assert fast.meta["leap"]["leapt_share"] > 0.3
+
+
+def _hand_scheduler(num_blocks, block_size=4, prefix=False):
+    from policies.registry import get_policy
+    from sim.engine.kv_cache import KVCacheManager
+    cfg = EngineConfig(block_size=block_size, enable_prefix_caching=prefix, max_num_batched_tokens=64,
+                       async_scheduling=False)
+    kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching=prefix)
+    return get_policy("vllm")(cfg, kv, 1000), kv
+
+
+@pytest.mark.parametrize("prefix", [False, True])
+def test_leap_plan_matches_schedule_and_says_no_when_blocks_run_short(prefix):
+    """Driven by hand: while blocks last, leap_plan(k) makes the KV changes schedule() makes (same
+    free count, same block lists, same prefix-cache entries) and returns the shape's context sum;
+    at a boundary with no free block it returns None and changes nothing."""
+    from sim.engine.request import Request
+    twins = []
+    for _ in range(2):
+        sched, kv = _hand_scheduler(num_blocks=5, prefix=prefix)
+        for rid in range(2):
+            assert sched.add_request(Request(rid, RequestSpec(0.0, 6, 10), 0.0))
+        out = sched.schedule(0.0)  # both prompts (2 blocks each)
+        sched.update_from_output(out, 0, 1.0)
+        assert sched.leap_ready()
+        twins.append((sched, kv))
+    (per_step, kv_a), (leaping, kv_b) = twins
+    k = 1
+    while True:
+        free_before = kv_b.num_free_blocks
+        context = leaping.leap_plan(k)
+        if context is None:
+            assert kv_b.num_free_blocks == free_before == 1  # two members cross, one block is free
+            assert not per_step.try_schedule_decode_group(per_step.new_step(0.0), num_outside=0)
+            break
+        out = per_step.schedule(float(k))
+        assert out.kind == "decode" and out.shape.sum_ctx_x_new == context and out.num_grouped == 2
+        assert kv_a.num_free_blocks == kv_b.num_free_blocks
+        assert [kv_a._reqs[r].blocks for r in (0, 1)] == [kv_b._reqs[r].blocks for r in (0, 1)]
+        assert kv_a._cached == kv_b._cached and kv_a.block_hash == kv_b.block_hash
+        per_step.update_from_output(out, k, k + 1.0)
+        leaping.leap_update(1, k + 1.0)
+        k += 1
+    assert k == 3  # steps from 6 and 7 computed tokens fit the second blocks; the step from 8 needs two more
+    kv_b.check_invariants()
