@@ -45,7 +45,7 @@ from typing import Any
 
 from sim.deploy.step_cost import BatchShape
 
-__all__ = ["NO_LEAP_ENV", "leap_off_reasons", "leap", "leap_report"]
+__all__ = ["NO_LEAP_ENV", "leap", "leap_off_reasons", "leap_report"]
 
 #: environment variable that forces the per-step path (``SIMCTL_NO_LEAP=1``)
 NO_LEAP_ENV = "SIMCTL_NO_LEAP"
