@@ -118,13 +118,14 @@ class GraphAwareCostModel:
 
     def step(self, shape: BatchShape, breakdown: bool = False, **kwargs: Any) -> StepCost:
         """Price ``shape``: padded if it replays a graph, else ``max(gpu, host issue time)``."""
-        base = self.base
+        # the CostModel protocol is step(shape); the roofline's keywords pass through only when given
+        price = self.base.step if not breakdown and not kwargs else (
+            lambda s: self.base.step(s, breakdown=breakdown, **kwargs))
         if shape.num_tokens <= 0:
-            return base.step(shape, breakdown=breakdown, **kwargs)
+            return price(shape)
         if self.is_graph_step(shape):
-            padded = self.plan.padded_size(shape.num_seqs)
-            return base.step(padded_decode_shape(shape, padded), breakdown=breakdown, **kwargs)
-        cost = base.step(shape, breakdown=breakdown, **kwargs)
+            return price(padded_decode_shape(shape, self.plan.padded_size(shape.num_seqs)))
+        cost = price(shape)
         host = self._host_s
         t = cost.time_s
         if host <= t:
