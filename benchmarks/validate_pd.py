@@ -8,8 +8,12 @@ Anchors, each set up as published (nothing fitted):
   200 requests of 1024 in / 6 out at 2 req/s, XpYd at tp 1 or 2 (experiments/pd_validation_mooncake_a10.yaml).
   The benchmark's TTFT is measured through the PD proxy, i.e. up to the first token streamed by the
   decode instance: compared with the summary's ``disaggregation.ttft_decode_side``.
-- LMCACHE-PD-KVXFER: the KV of a 7500-token Llama-3.1-8B prompt over NVLink (vLLM v1 + LMCache + NIXL),
-  one request on an idle 1P1D pair: compared with ``disaggregation.kv_transfer.transfer_time``.
+  The same five configurations again with the hand-off through the store as the benchmark does it
+  (experiments/pd_validation_mooncake_a10_store.yaml: ``via: store`` with host staging, round-robin proxy).
+- LMCACHE-PD-KVXFER: the KV of a 7500-token Llama-3.1-8B prompt over NVLink as Dynamo sends it (one NIXL
+  descriptor per page, layer and K/V plane; the post quotes Dynamo's numbers to motivate LMCache's
+  buffer), one request on an idle 1P1D pair: compared with ``disaggregation.kv_transfer.transfer_time``,
+  without and with the per-copy cost (``copy_overhead_us`` = UCX's 4 µs ``cuda_ipc`` overhead; not fitted).
 - SGL-KIMI-K2-128H200: Kimi-K2 1P1D on 128 H200s (SGLang, DeepEP, EPLB): a prefill instance DP32/EP32 on
   4 nodes, a decode instance DP96/EP96 on 12 nodes with 96 redundant experts, 2000 in / 100 out, decode
   batch 480 per rank. The pools are resolved as a ``disaggregation:`` experiment (each pool's layout,
@@ -38,31 +42,45 @@ MOONCAKE = [
 ]
 
 LMCACHE = [("7500-token KV over NVLink, page 16", 16, 20.0), ("7500-token KV over NVLink, page 128", 128, 8.0)]
+# UCX's cost model of one cuda_ipc (NVLink) operation: 4.0 µs of CPU overhead (openucx/ucx PR #8760,
+# uct_cuda_ipc_estimate_perf); the per-copy posting cost of a NIXL descriptor over NVLink
+CUDA_IPC_OVERHEAD_US = 4.0
 
 
-def mooncake_rows() -> list[tuple[str, str, float, float]]:
-    """(anchor, metric, simulated ms, measured ms) for the Mooncake A10 configurations."""
-    base = load_experiment(ROOT / "experiments" / "pd_validation_mooncake_a10.yaml")
+def mooncake_rows(store: bool = False) -> list[tuple[str, str, float, float]]:
+    """(anchor, metric, simulated ms, measured ms) for the Mooncake A10 configurations, with a direct
+    transfer or (``store``) the hand-off through MooncakeStore."""
+    name = "pd_validation_mooncake_a10_store.yaml" if store else "pd_validation_mooncake_a10.yaml"
+    base = load_experiment(ROOT / "experiments" / name)
     rows = []
     for label, over, key, measured in MOONCAKE:
         s = run(with_overrides(base, over) if over else base).summary
-        rows.append(("MOONCAKE-STORE-VLLM-A10-V1", label, s["disaggregation"]["ttft_decode_side"][key], measured))
+        tag = ", via store" if store else ", direct"
+        rows.append(("MOONCAKE-STORE-VLLM-A10-V1", label + tag, s["disaggregation"]["ttft_decode_side"][key], measured))
     return rows
 
 
+def lmcache_experiment(block_size: int, copy_overhead_us: float = 0.0) -> dict:
+    """One 7500-token Llama-3.1-8B request on an idle H100 1P1D pair over NVLink, KV pages of ``block_size``."""
+    return {
+        "name": "lmcache-kvxfer", "model": "llama-3.1-8b", "hardware": "h100-sxm", "parallel": {"tp": 1},
+        "engine": {"policy": "vllm", "block_size": block_size, "max_model_len": 8192, "enable_prefix_caching": False},
+        "disaggregation": {"prefill": {"replicas": 1}, "decode": {"replicas": 1},
+                           "kv_transfer": {"link": "nvlink", "copy_overhead_us": copy_overhead_us}},
+        "workload": {"num_requests": 1, "arrival": {"process": "offline"},
+                     "input_tokens": {"dist": "fixed", "value": 7500}, "output_tokens": {"dist": "fixed", "value": 4}},
+    }
+
+
 def lmcache_rows() -> list[tuple[str, str, float, float]]:
-    """(anchor, metric, simulated ms, measured ms) for the LMCache NVLink transfer probe."""
+    """(anchor, metric, simulated ms, measured ms) for the NVLink transfer probe, without and with the
+    per-copy cost."""
     rows = []
-    for label, block_size, measured in LMCACHE:
-        cfg = parse_experiment({
-            "name": "lmcache-kvxfer", "model": "llama-3.1-8b", "hardware": "h100-sxm", "parallel": {"tp": 1},
-            "engine": {"policy": "vllm", "block_size": block_size, "max_model_len": 8192, "enable_prefix_caching": False},
-            "disaggregation": {"prefill": {"replicas": 1}, "decode": {"replicas": 1}, "kv_transfer": {"link": "nvlink"}},
-            "workload": {"num_requests": 1, "arrival": {"process": "offline"},
-                         "input_tokens": {"dist": "fixed", "value": 7500}, "output_tokens": {"dist": "fixed", "value": 4}},
-        }, "validate_pd.py")
-        s = run(cfg).summary
-        rows.append(("LMCACHE-PD-KVXFER", label, s["disaggregation"]["kv_transfer"]["transfer_time"]["mean_ms"], measured))
+    for overhead, tag in ((0.0, ""), (CUDA_IPC_OVERHEAD_US, f", {CUDA_IPC_OVERHEAD_US:g} µs per copy")):
+        for label, block_size, measured in LMCACHE:
+            s = run(parse_experiment(lmcache_experiment(block_size, overhead), "validate_pd.py")).summary
+            rows.append(("LMCACHE-PD-KVXFER", label + tag,
+                         s["disaggregation"]["kv_transfer"]["transfer_time"]["mean_ms"], measured))
     return rows
 
 
@@ -122,7 +140,7 @@ def kimi_rows(two_batch_overlap: bool = False) -> list[tuple[str, str, float, fl
 
 
 def main() -> None:
-    rows = mooncake_rows() + lmcache_rows()
+    rows = mooncake_rows() + mooncake_rows(store=True) + lmcache_rows()
     print("| anchor | metric | simulated (ms) | measured (ms) | error |")
     print("|:---|:---|---:|---:|---:|")
     for anchor, label, sim_ms, meas in rows:

@@ -91,3 +91,23 @@ def test_pd_meta_counts_the_gpus_of_both_pools():
     """meta.json's gpus_total counts every pool (2 prefill + 2 decode instances of TP2 = 8 GPUs)."""
     res = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml")
     assert res.meta["gpus_total"] == res.summary["num_gpus"] == 8
+
+
+def test_mooncake_a10_store_validation_example():
+    """pd_validation_mooncake_a10_store.yaml: the same anchor with the hand-off through MooncakeStore."""
+    res = run(EXPERIMENTS / "pd_validation_mooncake_a10_store.yaml")
+    s = res.summary
+    assert s["completed"] == 200 and (res.requests["status"] == "completed").all()
+    kv = s["disaggregation"]["kv_transfer"]
+    st = kv["store"]
+    assert kv["via"] == "store" and st["num_puts"] == st["num_gets"] == 200
+    nbytes = 1024 * 28 * 4 * 128 * 2 * 2
+    # an idle put: PCIe d2h of both TP ranks' shards at once (2 × 32 GB/s) + the NIC (50 GB/s) + 20 µs
+    put = nbytes / 64e9 + nbytes / 50e9 + 20e-6
+    assert st["put_time"]["p50_ms"] == pytest.approx(put * 1e3, rel=1e-6)
+    assert st["get_time"]["p50_ms"] == pytest.approx(put * 1e3, rel=1e-6)
+    direct = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml").summary["disaggregation"]["ttft_decode_side"]
+    side = s["disaggregation"]["ttft_decode_side"]
+    # the store path costs one put and one get more than the 400 Gb/s direct transfer, at this low load
+    assert direct["mean_ms"] < side["mean_ms"] < direct["mean_ms"] + 3 * put * 1e3
+    assert 271.25 / 2 < side["mean_ms"] < 271.25 * 2

@@ -119,6 +119,34 @@ def test_new_family_examples_run(tmp_path, monkeypatch, example):
         assert plan.get("state_bytes_per_seq", 0) == 0  # no linear-attention layers
 
 
+#: the Mamba-2 hybrids of issue #12's follow-up: (attention layers, KV heads, Mamba layers, heads, head_dim,
+#: d_state, groups); block = 16 tokens x attention layers x K+V x kv heads x 128 x 2 B, state by hand
+MAMBA_EXAMPLES = {
+    "nemotron3_nano_hybrid.yaml": (6, 2, 23, 64, 64, 128, 8),
+    "granite4_h_small_moe_hybrid.yaml": (4, 8, 36, 128, 64, 128, 1),
+    "falcon_h1_parallel_hybrid.yaml": (44, 2, 44, 24, 128, 256, 1),
+}
+
+
+@pytest.mark.parametrize("example", sorted(MAMBA_EXAMPLES))
+def test_mamba_hybrid_examples_run(tmp_path, monkeypatch, example):
+    """Nemotron-3-Nano (Mamba-2 + attention + MoE), Granite 4.0-H (Mamba-2 + attention, MoE + shared MLP) and
+    Falcon-H1 (attention and Mamba-2 in the same layer) run end to end; the memory plan holds both groups."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    _cli(["run", str(EXPERIMENTS / example), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    plan = json.loads((out / "meta.json").read_text())["memory_plan"]
+    assert summary["completed"] == summary["num_requests"] == 300
+    attn, kv, mamba, heads, hd, n, g = MAMBA_EXAMPLES[example]
+    assert plan["block_bytes"] == 16 * attn * 2 * kv * 128 * 2
+    conv_dim = heads * hd + 2 * g * n
+    assert plan["state_bytes_per_seq"] == mamba * (heads * hd * n + conv_dim * 3) * 2
+    max_num_seqs = 256 if example.startswith("nemotron") else 128  # the examples' engine.max_num_seqs
+    assert plan["state_reserve_bytes"] == max_num_seqs * plan["state_bytes_per_seq"]  # one state page each
+    assert summary["slo"]["passed"] is True
+
+
 def test_qwen3_vl_images_example_runs(tmp_path, monkeypatch):
     """Issue #12 (multimodal wrappers): image requests run end to end and the vision tower's weights
     are in the memory plan."""

@@ -74,7 +74,8 @@ HF_REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
 
 def test_reference_covers_the_whole_catalog():
     from tests.test_models_families import NEW_REFERENCE  # issue #12's families, pinned there
-    assert set(HF_REFERENCE) | (set(NEW_REFERENCE) & set(list_models())) == set(list_models())
+    from tests.test_models_hybrid_moe import REFERENCE as HYBRID_MOE  # its follow-up (Nemotron-3, Granite 4, Falcon-H1)
+    assert set(HF_REFERENCE) | ((set(NEW_REFERENCE) | set(HYBRID_MOE)) & set(list_models())) == set(list_models())
 
 
 @pytest.mark.parametrize("name", sorted(HF_REFERENCE))

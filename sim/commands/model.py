@@ -67,8 +67,13 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append(f"  family        {spec.family} (model_type {spec.model_type})")
     layers = f"{spec.num_layers}"
     if spec.is_moe:
-        layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
-                   else " (all MoE)")
+        mixer_only = sum(1 for k in spec.kinds if k == "none")  # Nemotron-3: Mamba / attention layers without MLP
+        if mixer_only:
+            layers += f" ({spec.num_moe_layers} MoE + {mixer_only} mixer-only"
+            layers += f" + {spec.num_dense_layers - mixer_only} dense)" if spec.num_dense_layers > mixer_only else ")"
+        else:
+            layers += (f" ({spec.num_dense_layers} dense + {spec.num_moe_layers} MoE)" if spec.num_dense_layers
+                       else " (all MoE)")
     lines.append(f"  layers        {layers}")
     lines.append(f"  hidden        {spec.hidden_size}    vocab {spec.vocab_size}    max positions {spec.max_position_embeddings}")
     if spec.attention == "mla":
@@ -82,6 +87,12 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
                                   ("sinks", spec.attention_sinks), ("fused qkv", spec.fused_qkv)) if on]
         lines.append(f"  attention     {kind}, {spec.num_attention_heads} q / {spec.num_kv_heads} kv heads x {spec.head_dim}"
                      + (f" ({', '.join(extras)})" if extras else ""))
+        ga = spec.global_attention
+        if ga is not None:  # Gemma 4: the full-attention layers' own geometry
+            n_global = sum(1 for m in spec.mixers if m == "global_attention")
+            lines.append(f"  global attn   {n_global}/{spec.num_layers} layers, {spec.num_attention_heads} q / {ga.num_kv_heads} "
+                         f"kv heads x {ga.head_dim}" + (" (K = V, no v_proj)" if ga.k_eq_v else "")
+                         + f"; the other layers slide over {spec.sliding_window} tokens")
     if spec.is_hybrid:
         la, mb = spec.linear_attention, spec.mamba
         what = (f"Gated DeltaNet, {la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}"
@@ -127,8 +138,10 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     lines.append("")
     kv = spec.kv_cache_bytes_per_token(kv_dtype)
     lines.append(f"KV cache ({kv_dtype})")
-    lines.append(f"  per token     {kv:,} B ({_human_bytes(kv)})   "
-                 f"{spec.kv_elements_per_token_per_layer()} elements/token/layer")
+    per_layer = (f"{spec.kv_elements_per_token_per_layer()} elements/token/layer" if spec.global_attention is None else
+                 f"{spec.kv_elements_per_token_per_layer()} / {spec.global_kv_elements_per_token_per_layer()} "
+                 "elements/token/layer (sliding / full attention)")
+    lines.append(f"  per token     {kv:,} B ({_human_bytes(kv)})   {per_layer}")
     return "\n".join(lines)
 
 

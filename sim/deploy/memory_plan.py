@@ -40,7 +40,7 @@ from typing import Any
 from sim.config import EngineConfig, ParallelConfig, PrecisionConfig
 from sim.deploy.deepep_buffers import deepep_buffer_bytes
 from sim.deploy.hardware import GIB, HardwareProfile
-from sim.deploy.models.spec import ModelSpec, dtype_bytes
+from sim.deploy.models.spec import ATTENTION_MIXERS, ModelSpec, dtype_bytes
 from sim.deploy.vision_cost import vision_weight_bytes_per_gpu
 from sim.errors import InfeasibleConfigError
 
@@ -130,6 +130,8 @@ def kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, bl
     """
     # only softmax-attention layers hold per-token KV (== all layers except in linear-attention hybrids)
     layers = layers_per_stage(model.num_attention_layers, parallel.pp)
+    if model.global_attention is not None:
+        return _mixed_kv_block_bytes(model, parallel, kv_dtype, block_size)
     if model.attention == "mla":
         # the latent cache is not split by TP; DeepSeek-V3.2's indexer keys ride in the same block
         per_token_layer = model.kv_elements_per_token_per_layer() + model.indexer_elements_per_token_per_layer()
@@ -137,6 +139,22 @@ def kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, bl
         kv_heads_rank = max(1, model.num_kv_heads // parallel.tp)
         per_token_layer = 2 * kv_heads_rank * model.head_dim
     return int(block_size * per_token_layer * layers * dtype_bytes(kv_dtype))
+
+
+def _mixed_kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, block_size: int) -> int:
+    """Gemma 4: sliding and full-attention layers store KV of different widths (``head_dim`` × ``num_kv_heads``
+    vs ``global_head_dim`` × ``num_global_key_value_heads``). One block holds ``block_size`` tokens of every
+    attention layer of the most loaded pipeline stage (its attention layers taken in order, as
+    :func:`layers_per_stage` counts them), each with its TP share of KV heads (replicated below one head)."""
+    ga = model.global_attention
+    assert ga is not None
+    tp = parallel.tp
+    local = 2 * max(1, model.num_kv_heads // tp) * model.head_dim
+    glob = 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim
+    per_layer = [glob if m == "global_attention" else local for m in model.mixers if m in ATTENTION_MIXERS]
+    n = layers_per_stage(len(per_layer), parallel.pp)
+    worst = max(sum(per_layer[i:i + n]) for i in range(0, len(per_layer), n))
+    return int(block_size * worst * dtype_bytes(kv_dtype))
 
 
 def state_bytes_per_seq(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str) -> int:

@@ -43,7 +43,7 @@ from sim.deploy.collectives import AllReduce
 from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
 from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
-from sim.deploy.models.spec import LayerGroup, LinearOp, ModelSpec, dtype_bytes
+from sim.deploy.models.spec import ATTENTION_MIXERS, LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
 from sim.deploy.vision_cost import VisionEncoderCost, model_vision_tower
 
@@ -194,6 +194,12 @@ class RooflineCostModel:
             self.mla_up_flops_per_ctx_token = 0.0
         self.kv_bytes_per_token_layer = kv_elems * kvb
         self.qo_bytes_per_token_layer = 2.0 * model.q_size / tp * ACT_BYTES
+        # Gemma 4: its full-attention layers (the non-windowed ones) have their own head width and KV heads:
+        # (FLOPs-per-pair ratio to the sliding layers', KV bytes per token, q/o bytes per token) per layer
+        ga = model.global_attention
+        self._global_attn = None if ga is None else (
+            ga.head_dim / model.head_dim, 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim * kvb,
+            2.0 * model.num_attention_heads * ga.head_dim / tp * ACT_BYTES)
         self._attn_c = 1.0 / (self.attention_peak_flops * eff.attention_compute_efficiency.value)
         self._attn_m = 1.0 / (bw * eff.attention_memory_efficiency.value)
         self.attention_kernel_s = ovh.attention_kernel_s.value
@@ -203,7 +209,7 @@ class RooflineCostModel:
         windows: dict[int | None, int] = {}
         ix = model.indexer
         for w, mixer in zip(model.windows, model.mixers):
-            if mixer != "attention":
+            if mixer not in ATTENTION_MIXERS:
                 continue
             if ix is not None:
                 # DeepSeek-V3.2 sparse attention: each query attends to at most index_topk selected keys
@@ -258,7 +264,10 @@ class RooflineCostModel:
             else:
                 width = model.intermediate_size / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
-            if g.mixer == "attention":
+            if g.mixer == "global_attention" and ga is not None:  # Gemma 4: q and k at the global width
+                add("rotary", g.num_layers, ACT_BYTES * 2 * (model.num_attention_heads * ga.head_dim / tp
+                                                             + max(1, ga.num_kv_heads // tp) * ga.head_dim), 1)
+            elif g.mixer in ATTENTION_MIXERS:
                 add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
             if width:
                 add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
@@ -618,7 +627,16 @@ class RooflineCostModel:
         t = 0.0
         flops = bytes_ = 0.0
         layers = self._full_attn_layers
-        if layers:
+        if layers and self._global_attn is not None:
+            # Gemma 4's full-attention layers at their own width (the sliding layers below keep the model's)
+            ratio, g_kv, g_qo = self._global_attn
+            g_flops, g_compute = flops_layer * ratio, compute_flops_layer * ratio
+            g_bytes = kv_tokens * g_kv + nf * (g_qo + g_kv)
+            tc, tm = g_compute * self._attn_c, g_bytes * self._attn_m
+            t += layers * ((tc if tc > tm else tm) + self.attention_kernel_s)
+            flops += layers * g_flops
+            bytes_ += layers * g_bytes
+        elif layers:
             tc = compute_flops_layer * self._attn_c
             tm = bytes_layer * self._attn_m
             t += layers * ((tc if tc > tm else tm) + self.attention_kernel_s)

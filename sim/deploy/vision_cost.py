@@ -46,7 +46,8 @@ def model_vision_tower(model: "ModelSpec") -> VisionTower | None:
     mm = getattr(model, "multimodal", None)
     if not mm:
         return None
-    return vision_tower(mm["wrapper"], mm.get("vision_config"))
+    return vision_tower(mm["wrapper"], mm.get("vision_config"), text_hidden=model.hidden_size,
+                        tokens_per_image=mm.get("mm_tokens_per_image"))
 
 
 def vision_weight_bytes_per_gpu(model: "ModelSpec", tp: int) -> float:
@@ -56,18 +57,29 @@ def vision_weight_bytes_per_gpu(model: "ModelSpec", tp: int) -> float:
     tower = model_vision_tower(model)
     if tower is None:
         return 0.0
-    h, m2 = tower.hidden_size, tower.merge ** 2
-    sharded = (tower.depth * tower.block_linear_params
-               + (1 + tower.num_deepstack) * (h * m2 * h * m2 + h * m2 * tower.out_hidden_size))
+    sharded = tower.depth * tower.block_linear_params + sum(
+        n * k * count for n, k, count, is_sharded in tower.projector_gemms() if is_sharded)
     return ((tower.params() - sharded) + sharded / tp) * WEIGHT_BYTES
 
 
 def check_vision_inputs(model: "ModelSpec", workload: Any, where: str) -> None:
-    """Refuse a workload whose requests carry images when ``model`` has no modelled vision tower."""
-    if workload is None or not getattr(workload, "has_images", False) or model_vision_tower(model) is not None:
+    """Refuse a workload whose requests carry images when ``model`` has no modelled vision tower, or whose
+    ``image_tokens`` differ from the fixed tokens per image of the model's tower (Gemma 3: 256)."""
+    if workload is None or not getattr(workload, "has_images", False):
         return
-    raise ConfigError(f"{where}: workload.images_per_request: model {model.name} has no vision tower simctl models "
-                      "(supported: Qwen3-VL / Qwen3-VL-MoE wrappers)")
+    tower = model_vision_tower(model)
+    if tower is None:
+        raise ConfigError(f"{where}: workload.images_per_request: model {model.name} has no vision tower simctl "
+                          "models (supported: Qwen3-VL / Qwen3-VL-MoE / Qwen3.5 / Gemma 3 wrappers)")
+    fixed = tower.fixed_tokens_per_image
+    if fixed is None:
+        return
+    streams = [("workload.image_tokens", workload.image_tokens)]
+    streams += [(f"workload.classes.{c.name}.image_tokens", c.image_tokens) for c in workload.classes]
+    for key, tokens in streams:
+        if tokens is not None and tokens != fixed:
+            raise ConfigError(f"{where}: {key}: model {model.name} turns every image into {fixed} tokens "
+                              f"(mm_tokens_per_image), got {tokens}")
 
 
 class VisionEncoderCost:
@@ -87,13 +99,17 @@ class VisionEncoderCost:
         self.p = eff.gemm_overlap_exponent.value
         n_half = eff.gemm_half_tokens.value
         sms = int(hw.compute_units or 0)
-        h, inter, out, m2 = tower.hidden_size, tower.intermediate_size, tower.out_hidden_size, tower.merge ** 2
-        mergers = 1 + tower.num_deepstack
+        h, inter = tower.hidden_size, tower.intermediate_size
         # (rows: "patch" or "token", n_out per GPU, k_in per GPU, layers)
         specs = [("patch", h, tower.patch_pixels, 1),
                  ("patch", 3 * h / tp, h, tower.depth), ("patch", h, h / tp, tower.depth),
-                 ("patch", inter / tp, h, tower.depth), ("patch", h, inter / tp, tower.depth),
-                 ("token", h * m2 / tp, h * m2, mergers), ("token", out, h * m2 / tp, mergers)]
+                 ("patch", inter / tp, h, tower.depth), ("patch", h, inter / tp, tower.depth)]
+        # projector GEMMs per LM token: Qwen3-VL's mergers (first column-, then row-parallel), Gemma 3's
+        # replicated input projection
+        for i, (n_out, k_in, count, sharded) in enumerate(tower.projector_gemms()):
+            if sharded:
+                n_out, k_in = (n_out / tp, k_in) if i % 2 == 0 else (n_out, k_in / tp)
+            specs.append(("token", n_out, k_in, count))
         self._gemms = []
         weight_bytes = 0.0
         for rows, n_out, k_in, layers in specs:
@@ -110,9 +126,9 @@ class VisionEncoderCost:
         self._attn_kernel_s = rf.attention_kernel_s * tower.depth
         self._allreduce = rf.allreduce
         self._ar_block_bytes = h * ACT_BYTES  # per patch, 2 per block
-        self._ar_merger_bytes = out * ACT_BYTES  # per token, 1 per merger
+        self._ar_merger_bytes = tower.out_hidden_size * ACT_BYTES  # per token, 1 per (row-parallel) merger
         self._num_block_ar = 2 * tower.depth
-        self._num_merger_ar = mergers
+        self._num_merger_ar = sum(count for n, k, count, sharded in tower.projector_gemms()[1:2] if sharded)
 
     def price(self, shape: BatchShape) -> tuple[float, float, float]:
         """(seconds, FLOPs per GPU, HBM bytes per GPU) of encoding the step's images."""

@@ -37,6 +37,14 @@ own behind the pool's router, exactly as in the aggregated DP path: the prefill 
 router each pick a *rank*. A KV transfer goes from the prefill rank that holds the KV to the decode
 rank that will hold it, over that rank pair's link (one NIC per GPU, as on 8-GPU HGX nodes).
 
+**Other hand-off paths** (:mod:`sim.engine.kv_handoff`): ``sharing: nic`` replaces the per-pair links
+by each instance's NIC, shared max-min fairly by all its transfers to or from any peer; ``via: store``
+moves the KV through the shared ``kv_store`` (a put by the prefill instance, released at its end; a
+get by the decode instance once admitted, and the request decodes when the get ends). A per-copy
+cost (``copy_overhead_us``) adds the serial posting of the transfer's copies (pages × layers × K/V
+planes) to a direct transfer, before its ``latency``; layer-wise, only the last layer's postings
+follow the prefill.
+
 Invariants checked at the end of every PD run (:meth:`PDCoordinator.check_invariants`): every link is
 idle, it never carried more bytes than bandwidth × busy time, and no transfer beat ``bytes / bandwidth``;
 no KV is held on either pool; no request is left in transit.
@@ -53,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.dp_group import DPGroup
+from sim.engine.kv_handoff import NICFabric, StoreHandoff, num_kv_copies
 from sim.engine.request import Request, RequestStatus
 
 __all__ = ["PDSpec", "KVLink", "PDCoordinator", "PD_REQUEST_COLUMNS"]
@@ -79,6 +88,11 @@ class PDSpec:
     latency_s: float
     layerwise: bool = False
     num_layers: int = 1  # for the layer-wise tail (the last layer's bytes after the prefill ends)
+    sharing: str = "pair"  # "pair": a KVLink per (prefill, decode) pair; "nic": kv_handoff.NICFabric
+    copy_overhead_s: float = 0.0  # host time to post one copy of a direct transfer
+    block_size: int = 16  # tokens per KV page on the prefill instance (copies per transfer)
+    copies_per_page: int = 1  # copies per page: layers × K/V planes
+    store: Any = None  # sim.engine.kv_handoff.StoreHandoffSpec: hand-offs through the shared store
 
 
 class KVLink:
@@ -142,7 +156,8 @@ class _PDState:
     """One request's progress through the PD pipeline."""
 
     __slots__ = ("main", "pre", "prefill_rep", "decode_rep", "kv_bytes", "holder", "kv_ready_s",
-                 "prefill_done_s", "admit_s", "sent_s", "end_s", "queued", "delivered", "last_step_start_s")
+                 "prefill_done_s", "admit_s", "sent_s", "end_s", "queued", "delivered", "last_step_start_s",
+                 "put_start_s", "put_end_s")
 
     def __init__(self, main: Request, pre: Request, prefill_rep: int, kv_bytes: float) -> None:
         self.main, self.pre, self.prefill_rep, self.kv_bytes = main, pre, prefill_rep, kv_bytes
@@ -156,6 +171,8 @@ class _PDState:
         self.queued = False  # waiting for decode admission
         self.delivered = False
         self.last_step_start_s = -1.0
+        self.put_start_s = -1.0  # via: store: the put's start (room reserved) and end
+        self.put_end_s = -1.0
 
 
 class PDCoordinator:
@@ -185,6 +202,8 @@ class PDCoordinator:
         cluster.routable = self.prefill  # new requests go to the prefill pool only
         self.decode_router = decode_router
         self.links: dict[tuple[int, int], KVLink] = {}
+        self.fabric = NICFabric(self.env, spec.bandwidth_bytes_per_s) if spec.sharing == "nic" else None
+        self.store = StoreHandoff(spec.store) if spec.store is not None else None
         self.states: dict[int, _PDState] = {}  # request id -> state, while the request is in the pipeline
         self.finished_states: list[_PDState] = []
         self.admission: dict[int, deque[_PDState]] = {rep.index: deque() for rep in self.decode}
@@ -224,6 +243,8 @@ class PDCoordinator:
         pre = Request(main.request_id, dataclasses.replace(main.spec, max_output_tokens=1), main.arrival_s,
                       main.replica)
         rep = self.cluster.replicas[main.replica]
+        if reason is None and self.store is not None and not self.store.fits(self.spec.kv_bytes_fn(main.num_prompt_tokens)):
+            reason = "the prompt's KV is larger than kv_store.capacity_gib"
         if reason is None and not rep.submit(pre):
             reason = pre.reject_reason
         if reason is not None:
@@ -285,7 +306,10 @@ class PDCoordinator:
             if st.kv_ready_s < 0:
                 st.kv_ready_s = now
                 self.num_in_transit += 1
-                self._route_decode(st)
+                if self.store is not None:  # the decode side is asked once the put ended
+                    self.store.request_put(st.kv_bytes, now, lambda t, s=st: self._start_put(s, t))
+                else:
+                    self._route_decode(st)
             elif st.sent_s >= 0:  # layer-wise: everything was sent while it computed
                 self._schedule_delivery(st)
         if done_main:
@@ -340,11 +364,43 @@ class PDCoordinator:
             st.admit_s = self.env.now
             self.num_admitted[rep.index] += 1
             self.committed_blocks[rep.index] += full
+            if self.store is not None:
+                end_s = self.store.get(main.request_id, rep.index, st.kv_bytes, self.env.now)
+                st.sent_s = end_s
+                self.env.timeout(end_s - self.env.now).callbacks.append(lambda _ev, s=st: self._transferred(s))
+                continue
+            if self.fabric is not None:
+                self.fabric.start(main.request_id, st.prefill_rep, rep.index, st.kv_bytes, lambda s=st: self._on_sent(s))
+                continue
             link = self.links.get((st.prefill_rep, rep.index))
             if link is None:
                 link = self.links[(st.prefill_rep, rep.index)] = KVLink(
                     self.env, self.spec.bandwidth_bytes_per_s, f"{st.prefill_rep}->{rep.index}")
             link.start(main.request_id, st.kv_bytes, lambda s=st: self._on_sent(s))
+
+    # ------------------------------------------------------------------ via: store
+    def _start_put(self, st: _PDState, now_s: float) -> None:
+        """The store has room for the object: book its put; at its end the prefill side is released."""
+        st.put_start_s = now_s
+        end_s = self.store.put(st.main.request_id, st.prefill_rep, st.kv_bytes, now_s)
+        self.env.timeout(end_s - self.env.now).callbacks.append(lambda _ev, s=st: self._put_done(s))
+
+    def _put_done(self, st: _PDState) -> None:
+        """The KV is in the store: free the prefill instance's blocks and route the request to decode
+        (the proxy sends it to the decode instance when the prefill's response, after the put, returns)."""
+        if self.cluster.stop.triggered:
+            return  # the run is over; drain() releases it
+        st.put_end_s = self.env.now
+        self._release_prefill(st)
+        self._route_decode(st)
+
+    def _release_prefill(self, st: _PDState) -> None:
+        pre_rep = self.cluster.replicas[st.prefill_rep]
+        pre_rep.kv.free(st.holder)
+        st.holder = None
+        self.num_holding[st.prefill_rep] -= 1
+        if self.on_prefill_released is not None:
+            self.on_prefill_released(pre_rep)
 
     def _on_sent(self, st: _PDState) -> None:
         st.sent_s = self.env.now
@@ -357,10 +413,20 @@ class PDCoordinator:
             return 0.0
         return st.kv_bytes / max(self.spec.num_layers, 1) / self.spec.bandwidth_bytes_per_s
 
+    def posting_s(self, num_prompt_tokens: int) -> tuple[float, float]:
+        """Serial host time to post a direct transfer's copies (``copy_overhead_us`` × copies), and the
+        part of it after the prefill ends when layer-wise (the last layer's copies)."""
+        c = self.spec.copy_overhead_s
+        if c <= 0.0:
+            return 0.0, 0.0
+        total = num_kv_copies(num_prompt_tokens, self.spec.block_size, self.spec.copies_per_page) * c
+        return total, (total / max(self.spec.num_layers, 1) if self.spec.layerwise else total)
+
     def _schedule_delivery(self, st: _PDState) -> None:
         """The transfer completes ``latency`` after the later of the last byte sent and (layer-wise) the
-        prefill's end plus the last layer's bytes."""
-        end_s = max(st.sent_s, st.prefill_done_s + self._layer_tail_s(st)) + self.spec.latency_s
+        prefill's end plus the last layer's bytes, each after the serial posting of its copies."""
+        post, post_tail = self.posting_s(st.main.num_prompt_tokens) if self.spec.copy_overhead_s > 0.0 else (0.0, 0.0)
+        end_s = max(st.sent_s + post, st.prefill_done_s + self._layer_tail_s(st) + post_tail) + self.spec.latency_s
         self.env.timeout(end_s - self.env.now).callbacks.append(lambda _ev, s=st: self._transferred(s))
 
     def _transferred(self, st: _PDState) -> None:
@@ -368,12 +434,10 @@ class PDCoordinator:
         if self.cluster.stop.triggered:
             return  # the run is over; drain() releases it
         st.end_s = self.env.now
-        pre_rep = self.cluster.replicas[st.prefill_rep]
-        pre_rep.kv.free(st.holder)
-        st.holder = None
-        self.num_holding[st.prefill_rep] -= 1
-        if self.on_prefill_released is not None:
-            self.on_prefill_released(pre_rep)
+        if self.store is not None:  # the prefill side was released at the put's end
+            self.store.release(st.kv_bytes, st.end_s)
+        else:
+            self._release_prefill(st)
         main = st.main
         main.num_output_tokens = 1
         main.status = RequestStatus.WAITING
@@ -410,6 +474,10 @@ class PDCoordinator:
             link._advance()
             link.bytes_requested -= sum(max(f[0], 0.0) for f in link.flows.values())  # never sent
             link.flows.clear()
+        if self.fabric is not None:
+            self.fabric.cut()
+        if self.store is not None:
+            self.store.drain()
         for q in self.admission.values():
             q.clear()
         return n
@@ -436,7 +504,17 @@ class PDCoordinator:
             if link.bytes_requested > link.bandwidth * link.busy_s * (1 + 1e-9) + 1.0:
                 raise AssertionError(f"KV link {link.name}: carried {link.bytes_requested:.0f} B in "
                                      f"{link.busy_s:.6f} s busy, above its bandwidth")
+        if self.fabric is not None:
+            self.fabric.check()
         bw = self.spec.bandwidth_bytes_per_s
+        if self.store is not None:
+            self.store.check()
+            nic = self.spec.store.nic_bytes_per_s
+            for st in self.finished_states:
+                if (st.put_end_s - st.put_start_s < st.kv_bytes / nic * (1 - 1e-9) - 1e-12
+                        or st.end_s - max(st.admit_s, st.put_end_s) < st.kv_bytes / nic * (1 - 1e-9) - 1e-12):
+                    raise AssertionError(f"request {st.main.request_id}: store put or get faster than the NIC")
+            bw = float("inf")  # the point-to-point check below does not apply
         for st in self.finished_states:
             if st.sent_s - st.admit_s < st.kv_bytes / bw * (1 - 1e-9) - 1e-12:
                 raise AssertionError(f"request {st.main.request_id}: transfer faster than the link bandwidth")
@@ -446,8 +524,10 @@ class PDCoordinator:
 
     def requests_frame(self) -> pd.DataFrame:
         """One row per request that went through a transfer (:data:`PD_REQUEST_COLUMNS`)."""
+        # kv_wait: from the KV being ready for the decode side (in the store, via: store) to admission
         rows = [(st.main.request_id, st.prefill_rep, st.decode_rep, st.kv_bytes, st.prefill_done_s,
-                 st.kv_ready_s, st.admit_s, st.end_s, st.admit_s - st.kv_ready_s, st.end_s - st.admit_s)
+                 st.kv_ready_s, st.admit_s, st.end_s,
+                 st.admit_s - (st.put_end_s if st.put_end_s >= 0 else st.kv_ready_s), st.end_s - st.admit_s)
                 for st in self.finished_states]
         if not rows:
             return pd.DataFrame({c: [] for c in PD_REQUEST_COLUMNS})
@@ -457,11 +537,19 @@ class PDCoordinator:
         """What the run reports about the PD pipeline (``EngineOutput.disagg``)."""
         links = [{"link": link.name, "num_transfers": link.num_flows, "bytes": link.bytes_requested,
                   "busy_s": link.busy_s, "max_concurrent": link.max_concurrent} for link in self.links.values()]
-        return {"requests": self.requests_frame(), "links": links,
-                "prefill_replicas": [r.index for r in self.prefill],
-                "decode_replicas": [r.index for r in self.decode],
-                "bandwidth_bytes_per_s": self.spec.bandwidth_bytes_per_s, "latency_s": self.spec.latency_s,
-                "layerwise": self.spec.layerwise}
+        if self.fabric is not None:
+            links = self.fabric.links()
+        out = {"requests": self.requests_frame(), "links": links,
+               "prefill_replicas": [r.index for r in self.prefill],
+               "decode_replicas": [r.index for r in self.decode],
+               "bandwidth_bytes_per_s": self.spec.bandwidth_bytes_per_s, "latency_s": self.spec.latency_s,
+               "layerwise": self.spec.layerwise}
+        if self.store is not None:
+            done = [st for st in self.finished_states if st.put_end_s >= 0]
+            out["store"] = self.store.report(float(self.env.now))
+            out["store_put_s"] = np.asarray([st.put_end_s - st.kv_ready_s for st in done], dtype=np.float64)
+            out["store_get_s"] = np.asarray([st.end_s - st.admit_s for st in done], dtype=np.float64)
+        return out
 
 
 def np_stats(values: np.ndarray) -> dict[str, float | None]:

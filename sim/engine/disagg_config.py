@@ -6,7 +6,10 @@ parallel: {tp: 1}
 disaggregation:
   prefill: {replicas: 2, hardware: h100-sxm, parallel: {tp: 2}, engine: {max_num_batched_tokens: 16384}}
   decode:  {replicas: 1, hardware: h200, parallel: {tp: 4}, engine: {max_num_seqs: 256}}
-  kv_transfer: {link: rdma, bandwidth_gbps: 400, latency_us: 10, layerwise: false}
+  kv_transfer: {link: rdma, bandwidth_gbps: 400, latency_us: 10, layerwise: false,
+                sharing: pair,         # pair: one link per (prefill, decode) pair; nic: each instance's NIC
+                copy_overhead_us: 0,   # host cost of posting one copy (one page of one layer's K or V)
+                via: direct}           # direct: point to point; store: put into / get from the top-level kv_store
   router: {prefill: least-outstanding-requests, decode: least-kv-usage}
   # either pool may scale on its own: the `autoscaling:` schema under the pool (docs/autoscaling.md)
   # decode: {replicas: 1, autoscaling: {max_replicas: 8, policy_options: {metrics: {kv_cache_usage: 0.7}}}}
@@ -27,6 +30,21 @@ one prefill instance and one decode instance):
   as the issue's example);
 - ``pcie``: 512 Gb/s (PCIe 5.0 x16: 64 GB/s per direction, PCI-SIG), 10 µs;
 - ``tcp``: 100 Gb/s (a 100 GbE NIC), 50 µs (kernel TCP stack round trip).
+
+**Per-copy cost** (``copy_overhead_us``, default 0 = none): a direct transfer posts one copy per KV
+page, per layer, per K/V plane (vLLM's NixlConnector registers each layer's K and V as regions and
+makes one descriptor per block of each; MLA caches have one plane). Each posting costs the sender's
+host ``copy_overhead_us``, serially, before the data moves. Reference value: UCX's own performance
+model of its ``cuda_ipc`` (NVLink / PCIe P2P) transport charges 4.0 µs of CPU overhead and 1.8 µs of
+latency per operation (openucx/ucx PR #8760, ``uct_cuda_ipc_estimate_perf``); vLLM issue #55434
+measures NIXL's ``cuda_ipc`` posting at about 20× RDMA's (``rc_x``) per descriptor. docs/disaggregation.md.
+
+**Hand-off through a store** (``via: store``, with the top-level ``kv_store``): the prefill instance
+puts the prompt's KV into the shared store and the decode instance gets it, as vLLM's
+``MooncakeStoreConnector`` does (``kv_store.put`` of the gathered KV after the prefill forward,
+``kv_store.get`` before the decode instance's first step). ``store_staging: host`` (that connector:
+safetensors serialises the tensor into host memory) adds a PCIe copy on each side; ``gpudirect``
+sends from and into GPU memory. The store's NIC bandwidth and latency are ``kv_store``'s.
 """
 from __future__ import annotations
 
@@ -78,6 +96,37 @@ class KVTransferConfig(Frozen):
     latency_us: float | None = Field(None, ge=0, description="fixed per-transfer latency (µs); default: the link's")
     layerwise: bool = Field(False, description="stream each layer's KV as the prefill computes it (the transfer "
                             "overlaps the request's last prefill step)")
+    sharing: Literal["pair", "nic"] = Field("pair", description="pair: one link of `bandwidth_gbps` per (prefill, decode) "
+                                            "instance pair; nic: each instance has one NIC of `bandwidth_gbps` each way, "
+                                            "shared by all its transfers to or from any peer")
+    copy_overhead_us: float = Field(0.0, ge=0, description="host time to post one copy (one KV page of one layer's K or "
+                                    "V), serial per transfer; 0 = no per-copy cost (module docstring)")
+    via: Literal["direct", "store"] = Field("direct", description="direct: point to point over the link; store: the "
+                                            "prefill puts the KV into the top-level kv_store, the decode gets it")
+    store_staging: Literal["host", "gpudirect"] | None = Field(None, description="via: store only (default host); host: the KV passes through "
+                                                        "host memory over PCIe on both sides (vLLM's MooncakeStoreConnector); "
+                                                        "gpudirect: NIC to and from GPU memory")
+
+    @model_validator(mode="after")
+    def _store_options(self) -> "KVTransferConfig":
+        if self.via == "store":
+            if self.layerwise:
+                raise ValueError("layerwise: true streams layers point to point; a store hand-off (via: store) moves "
+                                 "the whole prompt's KV after the prefill")
+            if self.copy_overhead_us > 0:
+                raise ValueError("copy_overhead_us prices the per-page copies of a direct transfer; via: store "
+                                 "gathers the KV into one object before the put")
+            if self.sharing != "pair":
+                raise ValueError("sharing: a store hand-off always goes through each instance's own NIC; leave "
+                                 "sharing at its default")
+        elif self.store_staging is not None:
+            raise ValueError("store_staging applies to via: store only")
+        return self
+
+    @property
+    def staging(self) -> str:
+        """How a store hand-off meets GPU memory (``host`` unless ``store_staging`` says otherwise)."""
+        return self.store_staging or "host"
 
     @property
     def bandwidth_bytes_per_s(self) -> float:

@@ -546,11 +546,19 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     env = simpy.Environment()
     cluster = _Cluster(env, workload, setup, num_replicas, router, seed_seq, max_duration_s, progress, router_options)
     if replica_setups is not None:  # heterogeneous replicas behind the same router
-        if autoscaling is not None or disagg is not None or len(replica_setups) != num_replicas \
-                or any(s.dp > 1 for s in replica_setups):
-            raise ConfigError("replica_groups: one dp = 1 setup per replica, without autoscaling or disaggregation")
-        cluster.replicas = [_Replica(i, s, cluster) for i, s in enumerate(replica_setups)]
+        if autoscaling is not None or disagg is not None or len(replica_setups) != num_replicas:
+            raise ConfigError("replica_groups: one setup per replica, without autoscaling or disaggregation")
+        # a dp > 1 replica is dp lockstep ranks, each an engine core behind the router (the uniform DP path)
+        cluster.replicas = []
+        for s in replica_setups:
+            group = DPGroup(env, s.dp, s.cost_model) if s.dp > 1 else None
+            cluster.replicas.extend(_Replica(len(cluster.replicas), s, cluster, group) for _ in range(s.dp))
         cluster.routable = cluster.replicas
+        if len(cluster.replicas) != num_replicas * setup.dp:  # the router was sized by the first setup's dp
+            cluster.router = build_router(router, len(cluster.replicas), np.random.default_rng(cluster.stream(0)),
+                                          router_options)
+            if hasattr(cluster.router, "bind"):
+                cluster.router.bind(RoutingView(cluster))
     if disagg is not None:
         if setup.output_server is not None:
             raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")

@@ -31,7 +31,15 @@ def pd_section(doc: Document, result: Any) -> None:
                               ("kv_hold_after_prefill", "prefill KV held after prefill"))]
     rows.append(["prefill queue", *(fmt.ms(block["prefill_queue_time"][k]) for k in ("mean_ms", "p50_ms", "p99_ms", "max_ms"))])
     sec.add(Table(["stage", "mean (ms)", "P50 (ms)", "P99 (ms)", "max (ms)"], rows))
-    sec.add(Note(f"{kv['num_transfers']} transfers of {fmt.num(kv['mean_kv_bytes'] / 1e6)} MB on average over "
-                 f"{fmt.num(kv['bandwidth_gbps'])} Gb/s links (at most {kv['max_concurrent_per_link']} sharing one "
-                 f"link; busiest link busy {fmt.pct(kv['max_link_utilization'])}). The {block['bottleneck']} pool "
-                 "has the lower capacity from the cost model.", "info", "Pipeline"))
+    store = kv.get("store")
+    if store is not None:  # via: store (docs/disaggregation.md#kv-hand-off-paths)
+        path = (f"{kv['num_transfers']} hand-offs of {fmt.num(kv['mean_kv_bytes'] / 1e6)} MB on average through the "
+                f"KV store ({store['staging']} staging; put {fmt.ms(store['put_time']['mean_ms'])} ms, get "
+                f"{fmt.ms(store['get_time']['mean_ms'])} ms on average; at most "
+                f"{fmt.num(store['peak_bytes'] / 1e6)} MB held, {store['num_puts_waited_for_room']} puts waited for room).")
+    else:
+        one = "NIC port" if kv.get("sharing") == "nic" else "link"
+        path = (f"{kv['num_transfers']} transfers of {fmt.num(kv['mean_kv_bytes'] / 1e6)} MB on average over "
+                f"{fmt.num(kv['bandwidth_gbps'])} Gb/s {one}s (at most {kv['max_concurrent_per_link']} sharing one "
+                f"{one}; busiest {one} busy {fmt.pct(kv['max_link_utilization'])}).")
+    sec.add(Note(f"{path} The {block['bottleneck']} pool has the lower capacity from the cost model.", "info", "Pipeline"))

@@ -36,6 +36,7 @@ class PDSetup:
     setups: dict[str, Any]  # role -> sim.engine.simulator.ReplicaSetup
     spec: PDSpec
     autoscaling: dict[str, Any] | None = None  # pool -> AutoscalerSpec (sim.runs.pd_autoscaled)
+    kv_transfer: Any = None  # the disaggregation.kv_transfer section
 
     @property
     def num_gpus(self) -> int:
@@ -73,9 +74,13 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
     if cfg.autoscaling is not None:
         raise ConfigError(f"{cfg.name}: autoscaling: a disaggregated deployment scales per pool; move the section "
                           "to disaggregation.prefill.autoscaling and/or disaggregation.decode.autoscaling")
-    if getattr(cfg, "kv_store", None) is not None:
-        raise ConfigError(f"{cfg.name}: kv_store: a shared KV store with a disaggregated deployment is not "
-                          "supported yet; remove kv_store or disaggregation")
+    store = getattr(cfg, "kv_store", None)
+    if store is not None and d.kv_transfer.via != "store":
+        raise ConfigError(f"{cfg.name}: kv_store: with disaggregation the store carries the prefill→decode hand-off; "
+                          "set disaggregation.kv_transfer.via: store (or remove kv_store)")
+    if store is None and d.kv_transfer.via == "store":
+        raise ConfigError(f"{cfg.name}: disaggregation.kv_transfer.via: store needs the top-level kv_store section "
+                          "(capacity_gib, bandwidth_gbps)")
     configs = {r: pool_config(cfg, r) for r in ROLES}
     deps = {r: build_deployment(configs[r]) for r in ROLES}
     if deps["prefill"].model.name != deps["decode"].model.name:
@@ -91,10 +96,28 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
                   num_decode=d.decode.replicas, prefill_router=d.router.prefill, decode_router=d.router.decode,
                   kv_bytes_fn=lambda n: model.kv_cache_bytes_for_tokens(int(n), kv_dtype),
                   bandwidth_bytes_per_s=kv.bandwidth_bytes_per_s, latency_s=kv.latency_s, layerwise=kv.layerwise,
-                  num_layers=int(model.num_layers))
+                  num_layers=int(model.num_layers), sharing=kv.sharing, copy_overhead_s=kv.copy_overhead_us * 1e-6,
+                  block_size=int(deps["prefill"].engine.block_size),
+                  # one region per layer and K/V plane (an MLA cache is one latent plane per layer)
+                  copies_per_page=int(model.num_layers) * (1 if getattr(model, "attention", "mha") == "mla" else 2),
+                  store=None if store is None else _store_spec(store, kv, deps))
     from sim.runs.pd_autoscaled import pd_autoscaler_specs
 
-    return PDSetup(configs, deps, setups, spec, pd_autoscaler_specs(cfg, configs, deps))
+    return PDSetup(configs, deps, setups, spec, pd_autoscaler_specs(cfg, configs, deps), kv)
+
+
+def _store_spec(store: Any, kv: Any, deps: dict[str, Deployment]) -> Any:
+    """The hand-off store of a ``via: store`` run: ``kv_store``'s capacity, NIC (GB/s per instance and
+    direction) and latency; each pool's PCIe link (its profile's per-GPU bandwidth × the GPUs holding a
+    shard of the KV, as the tiers of docs/kv-tiers.md count it) for host staging."""
+    from sim.engine.kv_handoff import StoreHandoffSpec
+
+    def pcie(dep: Deployment) -> float:
+        return float(dep.hardware.pcie_bandwidth_bytes_per_s) * (dep.num_gpus_per_replica // dep.dp)
+
+    return StoreHandoffSpec(capacity_bytes=store.capacity_gib * 1024 ** 3, nic_bytes_per_s=store.bandwidth_gbps * 1e9,
+                            latency_s=store.latency_us * 1e-6, staging=kv.staging,
+                            prefill_pcie_bytes_per_s=pcie(deps["prefill"]), decode_pcie_bytes_per_s=pcie(deps["decode"]))
 
 
 def _full_step_s(dep: Deployment, shape: Any) -> float:
@@ -177,7 +200,10 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
     transfer = req["transfer_s"].to_numpy(float) if len(req) else np.zeros(0)
     wait = req["kv_wait_s"].to_numpy(float) if len(req) else np.zeros(0)
     hold = (req["transfer_end_s"] - req["prefill_done_s"]).to_numpy(float) if len(req) else np.zeros(0)
+    if "store" in info:  # via: store frees the prefill side when the put ends
+        hold = info["store_put_s"]
     queue = out.requests["queue_s"].to_numpy(float) if len(out.requests) else np.zeros(0)
+    kv_cfg = pd.kv_transfer
     block = {
         "pools": pools,
         "kv_transfer": {
@@ -189,12 +215,16 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
             "kv_hold_after_prefill": np_stats(hold),  # prefill-side blocks held after the prefill ended
             "max_concurrent_per_link": max((link["max_concurrent"] for link in info["links"]), default=0),
             "max_link_utilization": max((link["busy_s"] / end_s for link in info["links"]), default=0.0),
+            "via": kv_cfg.via, "sharing": kv_cfg.sharing, "copy_overhead_us": kv_cfg.copy_overhead_us,
         },
         "prefill_queue_time": np_stats(queue),
         # arrival -> first token generated on the decode instance: the TTFT a client sees through a PD
         # proxy that streams from the decode server (vLLM's disagg proxy, the Mooncake benchmarks)
         "ttft_decode_side": np_stats(decode_side_ttft_s(out)),
     }
+    if "store" in info:
+        block["kv_transfer"]["store"] = {**info["store"], "put_time": np_stats(info["store_put_s"]),
+                                         "get_time": np_stats(info["store_get_s"])}
     rps = pool_capacity_rps(pd, float(out.requests["num_prompt_tokens"].mean()) if len(out.requests) else 0.0,
                             float(out.requests["max_output_tokens"].mean()) if len(out.requests) else 0.0)
     for role in ROLES:

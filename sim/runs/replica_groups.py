@@ -9,7 +9,9 @@ router: least-outstanding-requests
 ```
 
 Every replica is a whole aggregated engine (own scheduler, KV cache, cost model of its group's GPU and
-parallelism); the router sees them all (replica indices in group order). ``parallel``/``engine`` keys
+parallelism); the router sees them all (replica indices in group order). A group with ``dp > 1``
+(data-parallel attention) has replicas of ``dp`` lockstep ranks, each rank an engine core behind the
+router (indices count ranks), as in the uniform DP path. ``parallel``/``engine`` keys
 merge over the top-level ones, ``hardware`` replaces the top-level profile; each group is priced at its
 own $/GPU-hour (``gpu_hour_usd``, else ``cost.gpu_hour_usd``, else its profile's). Without the section
 nothing changes. Summary block: docs/metrics.md#replica-groups.
@@ -117,9 +119,6 @@ def groups_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int
             g.gpu_hour_usd is not None for g in cfg.replica_groups.root):
         raise ConfigError(f"{where}: gpu_hour_usd is set per group and in cost.gpu_hour_usd; set one of them")
     configs = [group_config(cfg, i) for i in range(len(cfg.replica_groups.root))]
-    for i, c in enumerate(configs):
-        if c.parallel.dp > 1:
-            raise ConfigError(f"{where}.{i}.parallel.dp: data-parallel attention groups are not supported (dp must be 1)")
     deps = [build_deployment(c) for c in configs]
     prices = []
     for g, d in zip(cfg.replica_groups.root, deps):
@@ -135,14 +134,16 @@ def groups_summary(gs: GroupsSetup, out: Any) -> list[dict[str, Any]]:
     end_s = max(float(out.end_s), 1e-12)
     rows, first = [], 0
     for i, c in enumerate(gs.configs):
-        idx = list(range(first, first + c.replicas))
-        first += c.replicas
+        n = c.replicas * gs.deployments[i].dp  # engine cores: a DP-attention replica is dp ranks
+        idx = list(range(first, first + n))
+        first += n
         sel = it[it["replica"].isin(idx)] if len(it) else it
         done = req[req["replica"].isin(idx) & (req["status"] == "completed")] if len(req) else req
         price = gs.prices[i]
         rows.append({
             "group": i, "replicas": idx, "hardware": gs.deployments[i].hardware.name,
-            "parallel": c.parallel.model_dump(include={"tp", "pp"}), "num_gpus": gs.group_gpus(i),
+            "parallel": c.parallel.model_dump(include={"tp", "pp"} | ({"dp", "ep"} if c.parallel.dp > 1 else set())),
+            "num_gpus": gs.group_gpus(i),
             "gpu_hour_usd": price, "cost_per_hour_usd": None if price is None else price * gs.group_gpus(i),
             "utilization": float(sel["time_s"].sum()) / end_s / len(idx) if len(sel) else 0.0,
             "completed": int(len(done)),

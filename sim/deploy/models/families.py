@@ -15,6 +15,12 @@ ones :class:`~sim.deploy.models.spec.ModelSpec` counts and prices:
 Key renames between transformers 4.x and 5.x (``num_experts`` vs ``num_local_experts``,
 ``torch_dtype`` vs ``dtype``, ``rope_theta`` vs ``rope_parameters``) are handled by listing every
 spelling in ``aliases``. Adding a family is one entry in :data:`FAMILIES`.
+
+Families whose layers are laid out by a per-layer pattern of different blocks have a small builder of their
+own, built from the same blocks: :func:`build_nemotron_h` (Nemotron-H and Nemotron-3-Nano: Mamba-2 / attention /
+MLP / MoE single-block layers), :func:`build_granite_hybrid` (Granite 4.0-H: Mamba-2 or attention, then MoE +
+shared MLP), :func:`build_falcon_h1` (Falcon-H1: attention and Mamba-2 in parallel in every layer) and
+:func:`build_gemma4` (Gemma 4: sliding and full-attention layers of different head geometry).
 """
 from __future__ import annotations
 
@@ -181,8 +187,15 @@ _NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
 
 
 def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
-    """Nemotron-H: every layer is one norm + ONE block (Mamba-2, attention or a squared-ReLU MLP), laid out
-    by ``hybrid_override_pattern`` (4.x) or ``layers_block_type`` (5.x)."""
+    """Nemotron-H and Nemotron-3-Nano: every layer is one norm + ONE block (Mamba-2, attention, a squared-ReLU
+    MLP, or a squared-ReLU MoE with one shared expert), laid out by ``hybrid_override_pattern`` (4.x) or
+    ``layers_block_type`` (5.x).
+
+    The MoE block (``NemotronHMoE``): a sigmoid router ``Linear(H, n_routed_experts)`` without bias (plus the
+    ``e_score_correction_bias`` buffer), ``n_routed_experts`` experts of ``up_proj`` H → moe_intermediate_size
+    and ``down_proj`` back (no gate), and one shared expert of the same shape with
+    ``moe_shared_expert_intermediate_size`` (transformers builds one shared MLP whatever ``n_shared_experts``
+    says). ``moe_latent_size`` (experts in a smaller latent width, Nemotron-3-Super) is refused."""
     from sim.deploy.models.spec import MambaSpec
 
     pattern = c.raw("layers_block_type")
@@ -196,22 +209,161 @@ def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
         if b not in _NEMOTRON_BLOCKS:
             raise c._err(key, f"unknown block {b!r} (known: M, *, -, E)")
         blocks.append(_NEMOTRON_BLOCKS[b])
-    if "moe" in blocks:
-        raise c._err(key, "MoE blocks ('E', Nemotron-3-Nano) are not supported yet; Mamba-2, attention and MLP are")
     L = len(blocks)
     d = dict(base)
+    moe = None
+    if "moe" in blocks:
+        if c.has("moe_latent_size"):
+            raise c._err("moe_latent_size", "latent MoE projections (Nemotron-3-Super) are not supported yet; "
+                         "Nemotron-3-Nano's full-width experts are")
+        E = c.int("n_routed_experts", aliases=("num_local_experts",))
+        moe = MoESpec(num_experts=E, top_k=c.int("num_experts_per_tok"),
+                      expert_intermediate_size=c.int("moe_intermediate_size"),
+                      num_shared_experts=1, shared_intermediate_size=c.int("moe_shared_expert_intermediate_size"),
+                      score_correction_bias=True, norm_topk_prob=c.bool("norm_topk_prob", True),
+                      scoring_func="sigmoid", n_group=c.opt_int("n_group"), topk_group=c.opt_int("topk_group"),
+                      routed_scaling_factor=c.float("routed_scaling_factor", 1.0) or 1.0)
     d.update(
-        family="Nemotron-H", num_layers=L,
+        family="Nemotron-3" if moe is not None else "Nemotron-H", num_layers=L,
         head_dim=c.int("head_dim", base["head_dim"], aliases=("attention_head_dim",)),
-        intermediate_size=c.int("intermediate_size"), mlp_kind="plain", mlp_bias=c.bool("mlp_bias", False),
+        intermediate_size=c.int("intermediate_size") if "mlp" in blocks else 0, mlp_kind="plain",
+        mlp_bias=c.bool("mlp_bias", False),
         hidden_act=c.str("mlp_hidden_act", "relu2") or "relu2",
         qkv_bias=c.bool("attention_bias", False), o_bias=c.bool("attention_bias", False),
-        tie_word_embeddings=c.bool("tie_word_embeddings", False), norms_per_layer=1,
+        tie_word_embeddings=c.bool("tie_word_embeddings", False), norms_per_layer=1, moe=moe,
         layer_mixers=tuple({"mamba": "mamba", "attention": "attention"}.get(b, "none") for b in blocks),
-        layer_kinds=tuple("dense" if b == "mlp" else "none" for b in blocks),
+        layer_kinds=tuple({"mlp": "dense", "moe": "moe"}.get(b, "none") for b in blocks),
         mamba=MambaSpec(num_heads=c.int("mamba_num_heads"), head_dim=c.int("mamba_head_dim"),
-                        state_size=c.int("ssm_state_size"), n_groups=c.int("n_groups"),
+                        state_size=c.int("ssm_state_size"), n_groups=c.int("n_groups", aliases=("mamba_n_groups",)),
                         conv_kernel=c.int("conv_kernel"), conv_bias=c.bool("use_conv_bias", True),
                         bias=c.bool("use_bias", False)),
     )
+    return d
+
+
+def _mamba_heads(c: Any, inner: int) -> tuple[int, int]:
+    """(heads, head_dim) of a Granite 4.0-H / Falcon-H1 Mamba-2 mixer: ``mamba_d_head`` may be ``"auto"``
+    (inner // heads, as the transformers configs resolve it) and must tile the inner width exactly."""
+    heads = c.int("mamba_n_heads", 128)  # transformers default of both configs
+    raw = c.raw("mamba_d_head", "auto")
+    hd = inner // heads if raw == "auto" else c.int("mamba_d_head")
+    if hd * heads != inner:
+        raise c._err("mamba_d_head", f"mamba_n_heads × mamba_d_head ({heads} × {hd}) must equal the Mamba inner "
+                     f"width ({inner})")
+    return heads, hd
+
+
+def build_granite_hybrid(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Granite 4.0-H (``granitemoehybrid``): every layer is a token mixer (Mamba-2 or GQA attention, by
+    ``layer_types``) followed by a MoE block and a shared gated MLP that every token passes through.
+
+    ``GraniteMoeHybridDecoderLayer``: two RMSNorms; the mixer; ``block_sparse_moe`` (router ``Linear(H, E)``
+    without bias, E experts with a fused ``gate_up_proj`` H → 2·intermediate_size and ``down_proj``) when
+    ``num_local_experts`` > 0; ``shared_mlp`` (``input_linear`` H → 2·shared_intermediate_size,
+    ``output_linear`` back). With no experts (Granite-4.0-H-1B, -H-Micro) the shared MLP is the layer's dense
+    MLP. The Mamba inner width is ``mamba_expand · H``; attention has no rotary embedding when
+    ``position_embedding_type`` is ``nope`` (no parameters either way)."""
+    from sim.deploy.models.spec import MambaSpec
+
+    d = dict(base)
+    L = d["num_layers"]
+    H = d["hidden_size"]
+    types = c.raw("layer_types")
+    if types is None:
+        mixers = ("mamba",) * L  # transformers default: every layer Mamba
+    else:
+        if not isinstance(types, list) or len(types) != L:
+            raise c._err("layer_types", f"expected a list of {L} layer types, got {types!r}")
+        names = {"mamba": "mamba", "linear_attention": "mamba", "attention": "attention", "full_attention": "attention"}
+        bad = [t for t in types if t not in names]
+        if bad:
+            raise c._err("layer_types", f"layer type {bad[0]!r} is not supported (mamba, attention)")
+        mixers = tuple(names[t] for t in types)
+    inner = c.int("mamba_expand", 2) * H
+    heads, hd = _mamba_heads(c, inner)
+    E = c.int("num_local_experts", 8, minimum=0)  # transformers default 8
+    S = c.int("shared_intermediate_size", 1024)  # transformers default
+    ab = c.bool("attention_bias", False)
+    d.update(family="Granite-4.0-H", qkv_bias=ab, o_bias=ab, tie_word_embeddings=c.bool("tie_word_embeddings", False),
+             layer_mixers=mixers if "mamba" in mixers else (),
+             mamba=MambaSpec(num_heads=heads, head_dim=hd, state_size=c.int("mamba_d_state", 256),
+                             n_groups=c.int("mamba_n_groups", 1), conv_kernel=c.int("mamba_d_conv", 4),
+                             conv_bias=c.bool("mamba_conv_bias", True), bias=c.bool("mamba_proj_bias", False)))
+    if E:
+        d.update(intermediate_size=0, layer_kinds=("moe",) * L,
+                 moe=MoESpec(num_experts=E, top_k=c.int("num_experts_per_tok", 2),
+                             expert_intermediate_size=c.int("intermediate_size"), num_shared_experts=1,
+                             shared_intermediate_size=S, fused_gate_up=True, norm_topk_prob=True))
+    else:
+        d.update(intermediate_size=S)
+    if c.str("position_embedding_type") == "nope":
+        d["position_embedding"] = "none"
+    return d
+
+
+def build_falcon_h1(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Falcon-H1 (``falcon_h1``): a parallel hybrid. Every layer runs GQA attention and a Mamba-2 mixer side
+    by side on the same normed input, then a gated MLP (``FalconH1DecoderLayer``: ``input_layernorm``,
+    ``self_attn`` + ``mamba``, ``pre_ff_layernorm``, ``feed_forward``).
+
+    The Mamba inner width is ``mamba_d_ssm`` (``mamba_expand · H`` when null); its gated RMSNorm exists only
+    with ``mamba_rms_norm``; ``in_proj`` takes ``mamba_proj_bias``, ``out_proj`` ``projectors_bias``. The µP
+    multipliers scale activations and add no parameters."""
+    from sim.deploy.models.spec import MambaSpec
+
+    d = dict(base)
+    L = d["num_layers"]
+    H = d["hidden_size"]
+    inner = c.int("mamba_d_ssm", None) or c.int("mamba_expand", 2) * H
+    heads, hd = _mamba_heads(c, inner)
+    ab = c.bool("attention_bias", False)
+    d.update(family="Falcon-H1", intermediate_size=c.int("intermediate_size"), qkv_bias=ab, o_bias=ab,
+             mlp_bias=c.bool("mlp_bias", False), tie_word_embeddings=c.bool("tie_word_embeddings", False),
+             layer_mixers=("attention_mamba",) * L,
+             mamba=MambaSpec(num_heads=heads, head_dim=hd, state_size=c.int("mamba_d_state", 256),
+                             n_groups=c.int("mamba_n_groups", 1), conv_kernel=c.int("mamba_d_conv", 4),
+                             conv_bias=c.bool("mamba_conv_bias", True), bias=c.bool("mamba_proj_bias", False),
+                             out_bias=c.bool("projectors_bias", False), gated_norm=c.bool("mamba_rms_norm", False)))
+    return d
+
+
+def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 4 text (``gemma4_text``, ``gemma4_unified_text``): Gemma 3's layer (4 RMSNorms, per-head QK-norm,
+    GeGLU MLP, tied embeddings) with two attention geometries laid out by ``layer_types``:
+    ``sliding_attention`` layers use ``head_dim`` × ``num_key_value_heads`` over a ``sliding_window``;
+    ``full_attention`` layers use ``global_head_dim`` × ``num_global_key_value_heads`` and, with
+    ``attention_k_eq_v``, no ``v_proj``. The value RMSNorm has no weight; ``layer_scalar`` is a buffer.
+
+    Refused with a one-line error: per-layer input embeddings (``hidden_size_per_layer_input`` > 0, E2B/E4B),
+    KV-shared layers (``num_kv_shared_layers`` > 0) and the MoE block (``enable_moe_block``)."""
+    from sim.deploy.models.spec import GlobalAttentionSpec
+
+    for key, what in (("hidden_size_per_layer_input", "per-layer input embeddings"),
+                      ("num_kv_shared_layers", "KV-shared layers")):
+        if c.int(key, 0, minimum=0):
+            raise c._err(key, f"{what} (Gemma 4 E2B/E4B) are not supported yet")
+    if c.bool("enable_moe_block", False):
+        raise c._err("enable_moe_block", "the Gemma 4 MoE block is not supported yet")
+    d = dict(base)
+    L = d["num_layers"]
+    types = c.raw("layer_types")
+    if not isinstance(types, list) or len(types) != L:
+        raise c._err("layer_types", f"expected a list of {L} layer types, got {types!r}")
+    bad = [t for t in types if t not in ("sliding_attention", "full_attention")]
+    if bad:
+        raise c._err("layer_types", f"layer type {bad[0]!r} is not supported (sliding_attention, full_attention)")
+    sw = c.int("sliding_window", 512)  # Gemma4TextConfig default
+    ab = c.bool("attention_bias", False)
+    d.update(family="Gemma-4", intermediate_size=c.int("intermediate_size"),
+             tie_word_embeddings=c.bool("tie_word_embeddings", True), qkv_bias=ab, o_bias=ab,
+             hidden_act=c.str("hidden_activation") or c.str("hidden_act", "gelu_pytorch_tanh"),
+             norms_per_layer=4, qk_norm=True, sliding_window=sw,
+             layer_windows=tuple(sw if t == "sliding_attention" else None for t in types),
+             layer_mixers=tuple("attention" if t == "sliding_attention" else "global_attention" for t in types),
+             global_attention=GlobalAttentionSpec(
+                 head_dim=c.int("global_head_dim", d["head_dim"]),
+                 num_kv_heads=c.int("num_global_key_value_heads", d["num_kv_heads"]),
+                 k_eq_v=c.bool("attention_k_eq_v", False)))
+    if "full_attention" not in types:
+        d.update(layer_mixers=(), global_attention=None)
     return d

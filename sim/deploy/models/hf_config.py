@@ -437,11 +437,30 @@ def _nemotron_h(c: _Cfg) -> dict[str, Any]:
     return build_nemotron_h(c, _base(c) | {"num_layers": 0})
 
 
+def _granite_hybrid(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_granite_hybrid
+    return build_granite_hybrid(c, _base(c))
+
+
+def _falcon_h1(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_falcon_h1
+    return build_falcon_h1(c, _base(c))
+
+
+def _gemma4(c: _Cfg) -> dict[str, Any]:
+    from sim.deploy.models.families import build_gemma4
+    return build_gemma4(c, _base(c))
+
+
 def _register_declarative() -> None:
     from sim.deploy.models.families import FAMILIES
     for mt in FAMILIES:
         PARSERS.setdefault(mt, _declarative(mt))
     PARSERS.setdefault("nemotron_h", _nemotron_h)
+    PARSERS.setdefault("granitemoehybrid", _granite_hybrid)
+    PARSERS.setdefault("falcon_h1", _falcon_h1)
+    PARSERS.setdefault("gemma4_text", _gemma4)
+    PARSERS.setdefault("gemma4_unified_text", _gemma4)
 
 
 _register_declarative()
@@ -454,6 +473,8 @@ WRAPPERS: dict[str, str] = {
     "qwen3_vl_moe": "qwen3_vl_moe_text",
     "qwen3_5_moe": "qwen3_5_moe_text",
     "gemma3": "gemma3_text",
+    "gemma4": "gemma4_text",
+    "gemma4_unified": "gemma4_unified_text",
     "mistral3": "mistral",
 }
 
@@ -486,6 +507,8 @@ def spec_from_config(data: dict, *, name: str, source: str = "<config>", hf_repo
                 text[k] = data[k]
         vis = data.get("vision_config")
         multimodal = {"wrapper": mt, "vision_config": vis if isinstance(vis, dict) else None}
+        if "mm_tokens_per_image" in data:  # Gemma 3: LM tokens per image (sizes its projector's pooling)
+            multimodal["mm_tokens_per_image"] = data["mm_tokens_per_image"]
         data, mt = text, text["model_type"]
     if mt is None:
         raise ConfigError(f"{source}: missing required key 'model_type' "

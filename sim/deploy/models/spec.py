@@ -33,9 +33,14 @@ from sim.errors import unknown_name
 Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
 LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotron-H)
-#: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), or
-#: an MLP-only layer with no mixer (Nemotron-H's '-' layers are not modelled yet)
-Mixer = Literal["attention", "linear_attention", "mamba", "none"]
+#: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), Mamba-2
+#: (Nemotron-H, Granite 4.0-H), attention and Mamba-2 side by side in one layer (Falcon-H1), or no
+#: mixer (Nemotron-H's MLP-only and MoE-only layers)
+#: Gemma 4's full-attention layers use their own head geometry (``global_attention``)
+Mixer = Literal["attention", "global_attention", "linear_attention", "mamba", "attention_mamba", "none"]
+#: mixers that hold a softmax-attention KV cache / a fixed recurrent state per sequence
+ATTENTION_MIXERS: frozenset[str] = frozenset({"attention", "global_attention", "attention_mamba"})
+RECURRENT_MIXERS: frozenset[str] = frozenset({"linear_attention", "mamba", "attention_mamba"})
 
 #: bytes per element of the dtypes the simulator knows
 DTYPE_BYTES: dict[str, float] = {
@@ -215,12 +220,14 @@ class LinearAttentionSpec:
 
 @dataclass(frozen=True, slots=True)
 class MambaSpec:
-    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``).
+    """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``, Granite 4.0-H ``GraniteMoeHybridMambaLayer``,
+    Falcon-H1 ``FalconH1Mixer``).
 
     ``in_proj`` H → intermediate + conv_dim + num_heads (z, x/B/C, dt), a depthwise ``conv1d`` over
     conv_dim = intermediate + 2·n_groups·state_size channels, ``dt_bias``, ``A_log``, ``D`` (one per
-    head), a gated RMSNorm over intermediate, ``out_proj`` intermediate → H. State per sequence: a
-    head_dim × state_size matrix per head plus the last ``conv_kernel − 1`` conv inputs.
+    head), a gated RMSNorm over intermediate (optional in Falcon-H1: ``mamba_rms_norm``), ``out_proj``
+    intermediate → H. State per sequence: a head_dim × state_size matrix per head plus the last
+    ``conv_kernel − 1`` conv inputs.
     """
 
     num_heads: int
@@ -229,7 +236,9 @@ class MambaSpec:
     n_groups: int
     conv_kernel: int
     conv_bias: bool
-    bias: bool
+    bias: bool  # in_proj bias (and out_proj bias unless out_bias says otherwise)
+    out_bias: bool | None = None  # Falcon-H1: out_proj bias is projectors_bias, in_proj's is mamba_proj_bias
+    gated_norm: bool = True  # Falcon-H1: the gated RMSNorm exists only with mamba_rms_norm
 
     @property
     def intermediate(self) -> int:
@@ -245,6 +254,20 @@ class MambaSpec:
     def state_elements(self) -> int:
         """Recurrent state elements one sequence keeps in one layer (SSM + conv window)."""
         return self.num_heads * self.head_dim * self.state_size + self.conv_dim * (self.conv_kernel - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalAttentionSpec:
+    """Gemma 4's full-attention layers: their own head width and KV-head count (``global_head_dim``,
+    ``num_global_key_value_heads``), and with ``attention_k_eq_v`` no ``v_proj`` (the values are the keys).
+
+    The sliding-window layers keep the model's ``head_dim`` / ``num_kv_heads``. The KV cache still holds K
+    and V for these layers (simplification: vLLM's attention backends take a key and a value tensor; when they
+    are one tensor simctl counts it twice, an upper bound)."""
+
+    head_dim: int
+    num_kv_heads: int
+    k_eq_v: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +396,7 @@ class ModelSpec:
     indexer: IndexerSpec | None = None  # DeepSeek-V3.2 sparse-attention indexer
     no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
     multimodal: dict | None = field(default=None, compare=False, hash=False)  # wrapper info (see hf_config)
+    global_attention: GlobalAttentionSpec | None = None  # Gemma 4: full-attention layers' own geometry
 
     # ---------------------------------------------------------------- shapes
 
@@ -421,12 +445,13 @@ class ModelSpec:
     @property
     def num_attention_layers(self) -> int:
         """Layers with softmax attention (the ones holding a KV cache)."""
-        return sum(1 for m in self.mixers if m == "attention")
+        return sum(1 for m in self.mixers if m in ATTENTION_MIXERS)
 
     @property
     def num_linear_attention_layers(self) -> int:
-        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence)."""
-        return sum(1 for m in self.mixers if m in ("linear_attention", "mamba"))
+        """Layers with a recurrent mixer (Gated DeltaNet or Mamba-2: fixed state per sequence); Falcon-H1's
+        parallel layers count here and in :attr:`num_attention_layers`."""
+        return sum(1 for m in self.mixers if m in RECURRENT_MIXERS)
 
     @property
     def is_hybrid(self) -> bool:
@@ -447,7 +472,8 @@ class ModelSpec:
         from sim.deploy.models.vision import vision_tower
         if not self.multimodal:
             return None
-        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"))
+        t = vision_tower(self.multimodal["wrapper"], self.multimodal.get("vision_config"), text_hidden=self.hidden_size,
+                         tokens_per_image=self.multimodal.get("mm_tokens_per_image"))
         return t.params() if t is not None else None
 
     def whole_model_params(self) -> int | None:
@@ -462,10 +488,22 @@ class ModelSpec:
 
     # ---------------------------------------------------------------- linears
 
-    def _attention_ops(self) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+    def _attention_ops(self, global_layer: bool = False) -> tuple[list[LinearOp], list[tuple[str, int]]]:
         H, nh = self.hidden_size, self.num_attention_heads
         ops: list[LinearOp] = []
         extra: list[tuple[str, int]] = []
+        if global_layer:  # Gemma 4 full-attention layer: q/k(/v)/o at the global width, per-head QK-norms
+            ga = self.global_attention
+            assert ga is not None
+            q, kv = nh * ga.head_dim, ga.num_kv_heads * ga.head_dim
+            ops.append(LinearOp("q_proj", H, q, "attention", "column", bias=self.qkv_bias))
+            ops.append(LinearOp("k_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            if not ga.k_eq_v:
+                ops.append(LinearOp("v_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            ops.append(LinearOp("o_proj", q, H, "attention", "row", bias=self.o_bias))
+            if self.qk_norm:
+                extra.append(("norms", 2 * ga.head_dim))
+            return ops, extra
         if self.attention == "mla":
             m = self.mla
             assert m is not None
@@ -541,18 +579,25 @@ class ModelSpec:
         assert mb is not None
         H = self.hidden_size
         ops = [LinearOp("in_proj", H, mb.intermediate + mb.conv_dim + mb.num_heads, "attention", "column", bias=mb.bias),
-               LinearOp("out_proj", mb.intermediate, H, "attention", "row", bias=mb.bias)]
+               LinearOp("out_proj", mb.intermediate, H, "attention", "row",
+                        bias=mb.bias if mb.out_bias is None else mb.out_bias)]
         conv = mb.conv_dim * mb.conv_kernel + (mb.conv_dim if mb.conv_bias else 0)
-        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate)]
+        return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate if mb.gated_norm else 0)]
 
     def _layer(self, kind: LayerKind, mixer: Mixer = "attention") -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
         H = self.hidden_size
         if mixer == "attention":
             ops, extra = self._attention_ops()
+        elif mixer == "global_attention":
+            ops, extra = self._attention_ops(global_layer=True)
         elif mixer == "linear_attention":
             ops, extra = self._linear_attention_ops()
         elif mixer == "mamba":
             ops, extra = self._mamba_ops()
+        elif mixer == "attention_mamba":  # Falcon-H1: both mixers read the same normed input
+            ops, extra = self._attention_ops()
+            mops, mextra = self._mamba_ops()
+            ops, extra = ops + [replace(o, name="mamba." + o.name) for o in mops], extra + mextra
         else:
             ops, extra = [], []
         if kind == "none":
@@ -583,7 +628,7 @@ class ModelSpec:
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
         for kind in ("dense", "moe", "none"):
-            for mixer in ("attention", "linear_attention", "mamba", "none"):
+            for mixer in ("attention", "global_attention", "linear_attention", "mamba", "attention_mamba", "none"):
                 idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
                 if not idx:
                     continue
@@ -782,8 +827,21 @@ class ModelSpec:
         Sliding-window layers are counted in full (an upper bound; see :meth:`kv_cache_bytes_for_tokens`);
         linear-attention layers hold no per-token cache (see :meth:`state_bytes_per_sequence`).
         """
+        if self.global_attention is not None:
+            return int(sum(self.layer_kv_elements()) * dtype_bytes(dtype))
         per_layer = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
         return int(per_layer * self.num_attention_layers * dtype_bytes(dtype))
+
+    def global_kv_elements_per_token_per_layer(self) -> int:
+        """Gemma 4: KV elements one token stores in one full-attention layer (K and V at the global width)."""
+        ga = self.global_attention
+        return 2 * ga.num_kv_heads * ga.head_dim if ga is not None else self.kv_elements_per_token_per_layer()
+
+    def layer_kv_elements(self) -> tuple[int, ...]:
+        """KV-cache elements one token stores in each layer (0 for layers without softmax attention)."""
+        local = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
+        glob = self.global_kv_elements_per_token_per_layer()
+        return tuple(glob if m == "global_attention" else local if m in ATTENTION_MIXERS else 0 for m in self.mixers)
 
     def state_bytes_per_sequence(self, dtype: str | float = "bf16") -> int:
         """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any)."""
@@ -796,10 +854,15 @@ class ModelSpec:
         """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache
         manager keeps them: full attention grows with the context, sliding-window / chunked layers keep
         at most their window, linear-attention layers a fixed state (:meth:`state_bytes_per_sequence`)."""
+        if self.global_attention is not None:
+            b = dtype_bytes(dtype)
+            kv = sum(e * b * (num_tokens if w is None else min(num_tokens, w))
+                     for w, e in zip(self.windows, self.layer_kv_elements()) if e)
+            return int(kv) + self.state_bytes_per_sequence(dtype)
         per_layer = (self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()) \
             * dtype_bytes(dtype)
         kv = sum(per_layer * (num_tokens if w is None else min(num_tokens, w))
-                 for w, m in zip(self.windows, self.mixers) if m == "attention")
+                 for w, m in zip(self.windows, self.mixers) if m in ATTENTION_MIXERS)
         return int(kv) + self.state_bytes_per_sequence(dtype)
 
     # ---------------------------------------------------------------- memory under parallelism

@@ -36,13 +36,13 @@ def hf_category(name: str) -> str:
         return "norms"
     if ".experts." in name:
         return "experts"
-    if "shared_expert" in name:
+    if "shared_expert" in name or ".shared_mlp." in name:  # Granite 4.0-H: the shared MLP beside the experts
         return "shared_experts"
-    if re.search(r"(mlp|feed_forward|block_sparse_moe)\.(gate|router)\.", name):
+    if re.search(r"(mlp|feed_forward|block_sparse_moe|\.mixer)\.(gate|router)\.", name):  # Nemotron-3: mixer.gate
         return "router"
     if re.search(r"\.mixer\.(up_proj|down_proj)", name):  # Nemotron-H MLP blocks
         return "mlp"
-    if re.search(r"(self_attn|\.attn\.|linear_attn|\.mixer\.)", name):
+    if re.search(r"(self_attn|\.attn\.|linear_attn|\.mixer\.|\.mamba\.)", name):  # .mamba.: Granite, Falcon-H1
         return "attention"
     if re.search(r"(mlp|fc1|fc2|feed_forward)", name):
         return "mlp"
@@ -71,6 +71,9 @@ def hf_counts(config: dict) -> dict:
     for name, p in model.named_parameters():  # tied parameters are listed once
         k = hf_category(name)
         breakdown[k] = breakdown.get(k, 0) + p.numel()
+    if "shared_experts" in breakdown and "experts" not in breakdown:
+        # Granite 4.0-H without experts (H-1B, H-Micro): its shared MLP is the layer's dense MLP
+        breakdown["mlp"] = breakdown.get("mlp", 0) + breakdown.pop("shared_experts")
     return {"total": int(model.num_parameters()), "breakdown": breakdown,
             "transformers_version": transformers.__version__}
 
