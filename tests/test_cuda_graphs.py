@@ -112,3 +112,12 @@ def test_bad_options_name_the_key_and_the_file(opts, key):
     with pytest.raises(ConfigError, match=key) as e:
         build_deployment(cfg)
     assert cfg.name in str(e.value)
+
+
+def test_wrapper_pickles_and_copies():
+    import copy
+    import pickle
+    cm = build_deployment(load_experiment(EXAMPLE)).cost_model
+    s = uniform_batch_shape(50, 1, 800)
+    for clone in (pickle.loads(pickle.dumps(cm)), copy.deepcopy(cm)):
+        assert clone.step(s).time_s == cm.step(s).time_s and clone.plan == cm.plan

@@ -108,6 +108,8 @@ class GraphAwareCostModel:
         self._host_s = plan.eager_host_s
 
     def __getattr__(self, name: str) -> Any:  # delegate the rest of the cost-model surface
+        if name in ("base", "plan", "_host_s") or name.startswith("__"):  # not set yet (unpickling, copy)
+            raise AttributeError(name)
         return getattr(self.base, name)
 
     def is_graph_step(self, shape: BatchShape) -> bool:
