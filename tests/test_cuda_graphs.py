@@ -8,10 +8,19 @@ from pathlib import Path
 import pytest
 
 from sim.config import load_experiment, with_overrides
-from sim.deploy.cuda_graphs import (EAGER_LAYER_HOST_S, CudaGraphPlan, GraphAwareCostModel, padded_decode_shape,
-                                    sglang_capture_sizes)
+from sim.deploy.cuda_graphs import (
+    EAGER_LAYER_HOST_S,
+    CudaGraphPlan,
+    GraphAwareCostModel,
+    padded_decode_shape,
+    sglang_capture_sizes,
+)
 from sim.deploy.deployment import build_deployment
-from sim.deploy.roofline import RooflineCostModel, single_request_shape, uniform_batch_shape
+from sim.deploy.roofline import (
+    RooflineCostModel,
+    single_request_shape,
+    uniform_batch_shape,
+)
 from sim.deploy.step_cost import ConstantCostModel
 from sim.errors import ConfigError
 
