@@ -212,12 +212,40 @@ def test_resolved_config_has_no_autoscaling_key_unless_given():
     assert parse_experiment(cfg.to_dict()).autoscaling == cfg.autoscaling  # round trip
 
 
-def test_dp_attention_replicas_are_not_autoscaled():
+def test_dp_instances_scale_as_one_unit_and_follow_the_fluid_oracle():
+    """dp = 2: the scale unit is an instance of two lockstep ranks (capacity 2c). GPU-hours ≈
+    ∫⌈λ(t)/2c⌉dt; every instance starts, drains and is released with both ranks; a drained instance's
+    ranks get no request after the drain and are released after the last of them ends; the ranks of an
+    instance step together."""
     import dataclasses
-    cfg = AutoscalingConfig.model_validate({"max_replicas": 2})
+    arrival = {"process": "diurnal", "peak_rate": 10 * C, "trough_rate": 3 * C, "period_s": 600, "peak_at_s": 300}
+    auto = {"policy": "planner", "interval_s": 10, "max_replicas": 8,
+            "policy_options": {"replica_capacity_rps": 2 * C}, "scale_down": {"stabilization_s": 0}}
+    proc = parse_arrival(arrival)
+    times = proc.arrival_times(np.random.default_rng(0), None, 600)
     setup = dataclasses.replace(_setup(), dp=2)
-    with pytest.raises(ConfigError, match=r"autoscaling: .*dp > 1"):
-        simulate(OpenLoopWorkload([RequestSpec(1.0, 1, 2)]), setup, autoscaling=AutoscalerSpec(cfg, lambda rng: 0.0))
+    out = simulate(OpenLoopWorkload([RequestSpec(float(t), 1, K) for t in times]), setup, num_replicas=1,
+                   router="least-outstanding-requests",
+                   autoscaling=AutoscalerSpec(AutoscalingConfig.model_validate(auto), lambda rng: 0.0))
+    req = out.requests
+    assert (req.status == "completed").all() and req.request_id.is_unique
+    block, _ = fleet_summary(out.fleet, req, end_s=out.end_s, gpus_per_replica=2, gpu_hour_usd=1.0)
+    grid = np.linspace(0.0, out.end_s, 100_001)
+    oracle_h = 2 * np.trapezoid(np.ceil(proc.rate(np.minimum(grid, 600)) / (2 * C)), grid) / 3600
+    assert block["gpu_hours"] == pytest.approx(oracle_h, rel=0.10)
+    assert block["peak_replicas_ready"] >= 4 and block["num_drains"] >= 2
+    units = [u for u in out.fleet["units"] if u["replica"] >= 0]
+    assert sorted(u["replica"] for u in units) == list(range(0, 2 * len(units), 2))  # one unit per rank pair
+    assert set(req.replica) <= set(range(2 * len(units))) and len(set(req.replica)) == 2 * len(units)
+    for u in units:
+        if math.isnan(u["drain_s"]):
+            continue
+        mine = req[req.replica.isin([u["replica"], u["replica"] + 1])]
+        assert (mine.arrival_s <= u["drain_s"]).all() and u["released_s"] >= mine.finish_s.max() - 1e-9
+    it = out.iterations
+    starts = [set(it[it.replica == r].start_s.round(9)) for r in (0, 1)]
+    shared = starts[0] & starts[1]
+    assert len(shared) > 0.5 * min(len(starts[0]), len(starts[1]))  # lockstep: the same step starts
 
 
 def test_oracle_fleet_on_a_deepseek_shaped_day_keeps_the_published_peak_to_average():

@@ -155,3 +155,9 @@ class ConstantCostModel:
     def step(self, shape: BatchShape) -> StepCost:
         """Constant (plus optional per-token) iteration time."""
         return StepCost(time_s=self.step_time_s + self.per_token_s * shape.num_tokens)
+
+    def group_step(self, shapes: list[BatchShape]) -> tuple[float, list[StepCost]]:
+        """A lockstep group of DP ranks (:mod:`sim.engine.dp_group`): the step lasts as long as its
+        slowest rank's."""
+        costs = [self.step(s) for s in shapes]
+        return max(c.time_s for c in costs), costs

@@ -21,7 +21,9 @@ current size (the larger of the two with ``select_policy: max``, HPA's default);
 
 The pool abstraction (:class:`ReplicaPool`) is what the controller drives: it needs from the cluster
 only ``start_replica()``, the list of replicas taking traffic, and a call when a request ends — so a
-disaggregated deployment can give each of its pools a controller of its own.
+disaggregated deployment can give each of its pools a controller of its own
+(:mod:`sim.engine.pd_autoscaler`), and replicas with DP attention scale as whole instances of lockstep
+ranks (:mod:`sim.engine.dp_pool`).
 
 Billing: a replica is paid from the moment it is asked for (the node is rented while it boots) until
 it is released (cancelled, or drained empty) or the run ends; sleeping warm-pool replicas are paid too.
@@ -184,9 +186,10 @@ class Autoscaler:
     def __init__(self, cluster: Any, spec: AutoscalerSpec, rng: np.random.Generator,
                  initial: list[Any] | None = None, busy: Callable[[Any], bool] | None = None) -> None:
         """``cluster``: what the controller drives (``env``, ``replicas`` by index, ``requests``,
-        ``routable``, ``set_routable``, ``start_replica``); ``initial``: the pool's replicas at t = 0
+        ``routable``, ``set_routable``, ``start_replica``; a DP pool, :class:`sim.engine.dp_pool.DPPoolView`,
+        also ``busy`` and replicas with ``gauges()``); ``initial``: the pool's replicas at t = 0
         (default: all of ``cluster.replicas``); ``busy(replica)``: whether a draining replica still has
-        work (default: outstanding requests)."""
+        work (default: the cluster's ``busy``, else outstanding requests)."""
         self.cluster = cluster
         self.env: simpy.Environment = cluster.env
         self.cfg = spec.config
@@ -194,7 +197,7 @@ class Autoscaler:
         self.rng = rng
         self.policy = get_autoscaling_policy(self.cfg.policy, self.cfg.policy_options)
         self.policy.check_runnable()
-        self.pool = ReplicaPool(cluster, self.env, initial, busy)
+        self.pool = ReplicaPool(cluster, self.env, initial, busy or getattr(cluster, "busy", None))
         for _ in range(self.cfg.provisioning.warm_pool):
             self.pool.add_sleeping(0.0)  # the pool is warm when the run starts
         self.lag = math.ceil(self.cfg.metrics_delay_s / self.cfg.interval_s - 1e-9)
@@ -234,10 +237,13 @@ class Autoscaler:
         now = self.env.now
         window = self.cfg.window_s
         ready = self.cluster.routable
-        waiting = tuple(r.scheduler.num_waiting + len(r.inbox) for r in ready)
-        running = tuple(len(r.scheduler.running) for r in ready)
-        usage = tuple(float(r.kv.usage) for r in ready)
-        outstanding = tuple(int(r.outstanding) for r in ready)
+        if ready and hasattr(ready[0], "gauges"):  # DP instances (sim.engine.dp_pool): per instance
+            waiting, running, usage, outstanding = (tuple(col) for col in zip(*(r.gauges() for r in ready)))
+        else:
+            waiting = tuple(r.scheduler.num_waiting + len(r.inbox) for r in ready)
+            running = tuple(len(r.scheduler.running) for r in ready)
+            usage = tuple(float(r.kv.usage) for r in ready)
+            outstanding = tuple(int(r.outstanding) for r in ready)
         span = min(window, now) or window
         reqs = self.cluster.requests
         first = bisect.bisect_left(reqs, now - span, key=lambda q: q.arrival_s)

@@ -14,6 +14,10 @@ expects — so the controller, its policies, behaviour rules, cold starts and wa
   draining decode instance receives no transfer and is released when its last request (admitted,
   in transfer or decoding) has ended.
 
+A pool with DP attention (its ``parallel.dp > 1``) is wrapped once more in a
+:class:`~sim.engine.dp_pool.DPPoolView`: the controller then starts, drains and releases whole instances
+of ``dp`` lockstep ranks (a prefill instance is released when none of its ranks has a prefill or held KV).
+
 Every request still ends exactly once (nothing is moved or dropped by a drain), and the PD end-of-run
 checks (no KV held on either pool, links idle) run on every instance ever started. The cold-start
 draws of pool ``i`` (prefill 0, decode 1) use the engine stream ``(4, i)``.
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
+from sim.engine.dp_pool import DPPoolView
 
 __all__ = ["POOL_STREAM", "PDAutoscalers", "PoolView"]
 
@@ -57,11 +62,17 @@ class PoolView:
             self.cluster.pd.decode_routable = replicas
             self.cluster.pd.decode_router.resize(len(replicas))
 
-    def start_replica(self) -> Any:
-        """A new instance of this pool (its process starts now, hooked into the PD pipeline)."""
+    @property
+    def setup(self) -> Any:
+        """The ReplicaSetup of one instance (one DP rank when dp > 1) of this pool."""
         pd = self.cluster.pd
-        setup = pd.spec.prefill if self.role == "prefill" else pd.spec.decode
-        rep = self._make(len(self.cluster.replicas), setup)
+        return pd.spec.prefill if self.role == "prefill" else pd.spec.decode
+
+    def start_replica(self, group: Any = None) -> Any:
+        """A new instance of this pool (its process starts now, hooked into the PD pipeline); with
+        ``group`` a new rank of that DP group."""
+        pd = self.cluster.pd
+        rep = self._make(len(self.cluster.replicas), self.setup, group)
         self.cluster.replicas.append(rep)
         (pd.wire_prefill if self.role == "prefill" else pd.wire_decode)(rep)
         self.env.process(rep.run(self.env))
@@ -80,15 +91,19 @@ class PDAutoscalers:
         for i, role in enumerate(ROLES):
             if role not in specs:
                 continue
-            view = PoolView(cluster, role, make_replica)
+            view: Any = PoolView(cluster, role, make_replica)
             initial = list(pd.prefill) if role == "prefill" else list(pd.decode)
             busy = ((lambda r: r.outstanding > 0 or pd.num_holding.get(r.index, 0) > 0) if role == "prefill"
                     else None)
+            if view.setup.dp > 1:  # the scale unit is an instance of dp lockstep ranks
+                view = DPPoolView(view, view.setup.dp, initial, view.start_replica, view.setup.cost_model, busy)
+                initial, busy = view.instances, None
             self.controllers[role] = Autoscaler(view, specs[role], np.random.default_rng(cluster.stream(POOL_STREAM, i)),
                                                 initial=initial, busy=busy)
         if "prefill" in self.controllers:
-            pool = self.controllers["prefill"].pool
-            pd.on_prefill_released = lambda rep: pool.release_if_empty(rep) if pool.draining else None
+            ctl = self.controllers["prefill"]
+            pool, lookup = ctl.pool, ctl.cluster.replicas  # a rank → its instance when dp > 1
+            pd.on_prefill_released = lambda rep: pool.release_if_empty(lookup[rep.index]) if pool.draining else None
 
     def processes(self) -> list[Any]:
         """The controllers' generators (one SimPy process each)."""

@@ -53,6 +53,7 @@ from sim.deploy.step_cost import CostModel, StepCost
 from sim.engine.autoscaler import Autoscaler, AutoscalerSpec
 from sim.engine.disagg import PDCoordinator, PDSpec
 from sim.engine.dp_group import DPGroup
+from sim.engine.dp_pool import dp_pool_view
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
 from sim.engine.output_server import apply_output_server
@@ -562,22 +563,21 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
     if disagg is not None:
         if setup.output_server is not None:
             raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")
-        if isinstance(autoscaling, AutoscalerSpec) or (autoscaling is not None and (setup.dp > 1 or disagg.decode.dp > 1)):
-            raise ConfigError("disaggregation: autoscale each pool (disaggregation.<pool>.autoscaling), with dp = 1 pools")
+        if isinstance(autoscaling, AutoscalerSpec):
+            raise ConfigError("disaggregation: autoscale each pool (disaggregation.<pool>.autoscaling)")
         cluster.pd = PDCoordinator(cluster, disagg, lambda i, s, g: _Replica(i, s, cluster, g),
                                    build_router(disagg.decode_router, disagg.num_decode * disagg.decode.dp,
                                                 np.random.default_rng(cluster.stream(3))))
     for rep in cluster.replicas:
         env.process(rep.run(env))
     if autoscaling is not None and disagg is not None:  # per-pool controllers: sim.engine.pd_autoscaler
-        cluster.autoscaler = PDAutoscalers(cluster, autoscaling, lambda i, s: _Replica(i, s, cluster))
+        cluster.autoscaler = PDAutoscalers(cluster, autoscaling, lambda i, s, g=None: _Replica(i, s, cluster, g))
         for proc in cluster.autoscaler.processes():
             env.process(proc)
-    elif autoscaling is not None:
-        if setup.dp > 1:
-            raise ConfigError("autoscaling: replicas with data-parallel attention ranks (dp > 1) cannot be "
-                              "autoscaled yet (a replica would have to start and drain its ranks together)")
-        cluster.autoscaler = Autoscaler(cluster, autoscaling, np.random.default_rng(cluster.stream(2)))
+    elif autoscaling is not None:  # with dp > 1 the scale unit is an instance of dp ranks (sim.engine.dp_pool)
+        view = cluster if setup.dp == 1 else dp_pool_view(cluster, setup, lambda i, g: _Replica(i, setup, cluster, g))
+        cluster.autoscaler = Autoscaler(view, autoscaling, np.random.default_rng(cluster.stream(2)),
+                                        initial=None if setup.dp == 1 else view.instances)
         env.process(cluster.autoscaler.run())
     env.process(cluster.arrivals())
     if max_duration_s is not None:

@@ -20,7 +20,9 @@ def pd_section(doc: Document, result: Any) -> None:
     rows = []
     for role, p in block["pools"].items():
         par = p.get("parallel") or {}
-        rows.append([role, f"{p['replicas']} × {p['hardware']} TP{par.get('tp', 1)}", fmt.num(p["num_gpus"]),
+        count = (f"{p['replicas']} at t = 0, peak {p['peak_replicas']}, mean {fmt.num(p['mean_replicas'])}"
+                 if p.get("autoscaled") else f"{p['replicas']}")  # autoscaled: GPUs and $/hour at the peak
+        rows.append([role, f"{count} × {p['hardware']} TP{par.get('tp', 1)}", fmt.num(p["num_gpus"]),
                      fmt.pct(p["utilization"]), fmt.num(p["mean_num_waiting"]), fmt.pct(p["peak_kv_cache_usage"]),
                      fmt.num(p.get("capacity_rps")), fmt.usd(p.get("cost_per_hour_usd"))])
     sec.add(Table(["pool", "instances", "GPUs", "busy", "mean waiting", "peak KV", "capacity (req/s)", "$/hour"], rows))

@@ -299,9 +299,12 @@ def bars(title: str, xlabel: str, labels: list[str], values: Sequence[float], hi
         return to_png(fig)
 
 
-def load_and_replicas(t: np.ndarray, rate: np.ndarray, replicas: dict[str, np.ndarray], *,
+def load_and_replicas(t: np.ndarray, rate: np.ndarray,
+                      replicas: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]], *,
                       steps: bool = True) -> bytes | None:
-    """Offered load (left axis, req/s) and replica counts (right axis) over time on one chart."""
+    """Offered load (left axis, req/s) and replica counts (right axis) over time on one chart. A
+    replica series is ``y`` on the times ``t``, or its own ``(times, y)`` (pools deciding at their own
+    intervals)."""
     if not len(t):
         return None
     with matplotlib.rc_context(STYLE):
@@ -314,10 +317,11 @@ def load_and_replicas(t: np.ndarray, rate: np.ndarray, replicas: dict[str, np.nd
         right = ax.twinx()
         right.grid(False)
         for i, (label, y) in enumerate(replicas.items()):
+            ty, y = y if isinstance(y, tuple) else (t, y)
             if steps:
-                right.step(t, y, where="post", lw=1.5, color=PALETTE[i], label=label)
+                right.step(ty, y, where="post", lw=1.5, color=PALETTE[i % len(PALETTE)], label=label)
             else:
-                right.plot(t, y, lw=1.5, color=PALETTE[i], label=label)
+                right.plot(ty, y, lw=1.5, color=PALETTE[i % len(PALETTE)], label=label)
         right.set_ylabel("replicas")
         right.set_ylim(bottom=0)
         right.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

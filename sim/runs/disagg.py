@@ -14,6 +14,7 @@ from sim.deploy.deployment import Deployment, build_deployment
 from sim.engine.disagg import PDSpec, np_stats
 from sim.errors import ConfigError
 from sim.measure.pricing import gpu_hour_price
+from sim.runs.pd_autoscaled import autoscaled_pool_keys, pool_instance_s
 
 __all__ = ["PDSetup", "pool_config", "pd_setup", "pd_summary", "pd_probe_keys"]
 
@@ -182,20 +183,27 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
     pools: dict[str, Any] = {}
     idx = {"prefill": info["prefill_replicas"], "decode": info["decode_replicas"]}
     _, price_detail = pd.cost_per_hour(cost)
+    scaled = (summary.get("autoscaling") or {}).get("pools", {})  # autoscaled pools (sim.runs.pd_autoscaled)
     for role in ROLES:
         sel = it[it["replica"].isin(idx[role])] if len(it) else it
         busy = float(sel["time_s"].sum()) if len(sel) else 0.0
-        waiting = float((sel["num_waiting"] * sel["time_s"]).sum()) / end_s / len(idx[role]) if len(sel) else 0.0
+        # per instance: a fixed pool's instances are up the whole run, an autoscaled pool's while started
+        up_s = (pool_instance_s(out.fleet["pools"][role], end_s) * pd.deployments[role].dp if role in scaled
+                else None)  # rank-seconds: each DP rank logs its own steps
+        waiting = float((sel["num_waiting"] * sel["time_s"]).sum()) if len(sel) else 0.0
+        waiting = (waiting / end_s / len(idx[role]) if up_s is None else waiting / up_s) if len(sel) else 0.0
         pools[role] = {
             "replicas": pd.configs[role].replicas, "hardware": pd.deployments[role].hardware.name,
             "parallel": pd.configs[role].parallel.model_dump(include={"tp", "pp", "dp", "ep"}),
             "num_gpus": pd.pool_gpus(role),
-            "utilization": busy / end_s / len(idx[role]),
+            "utilization": busy / end_s / len(idx[role]) if up_s is None else busy / up_s if up_s > 0 else 0.0,
             "mean_num_waiting": waiting,
             "peak_kv_cache_usage": float(sel["kv_usage"].max()) if len(sel) else 0.0,
             "num_kv_blocks": int(pd.setups[role].num_kv_blocks),
             **price_detail.get(role, {}),
         }
+        if role in scaled:
+            pools[role].update(autoscaled_pool_keys(scaled[role], price_detail.get(role, {}).get("gpu_hour_usd")))
     req = info["requests"]
     transfer = req["transfer_s"].to_numpy(float) if len(req) else np.zeros(0)
     wait = req["kv_wait_s"].to_numpy(float) if len(req) else np.zeros(0)

@@ -14,7 +14,7 @@ from sim.measure.fleet import fleet_summary
 from sim.measure.pricing import gpu_hour_price
 from sim.runs.autoscaled import autoscaler_spec, replica_weight_bytes
 
-__all__ = ["pd_autoscaler_specs", "pd_fleet_outputs"]
+__all__ = ["autoscaled_pool_keys", "pd_autoscaler_specs", "pd_fleet_outputs", "pd_peak_pricing", "pool_instance_s"]
 
 ROLES = ("prefill", "decode")
 
@@ -96,3 +96,46 @@ def pd_fleet_outputs(pd_setup: Any, cfg: Any, out: Any) -> tuple[dict[str, Any],
            "usd_on_demand": usd if priced else None,
            "usd_per_day_on_demand": usd * 86_400.0 / end_s if priced and end_s else None}
     return top, tables
+
+
+def pool_instance_s(fleet_pool: dict[str, Any], end_s: float) -> float:
+    """Σ over an autoscaled pool's instances of the time each was up, from taking work (``ready_s``) to
+    its release (a drained one works until then) or the run's end: the instance-seconds that the pool's
+    step time and queue lengths are averaged over."""
+    total = 0.0
+    for u in fleet_pool["units"]:
+        if u["replica"] < 0 or np.isnan(u["ready_s"]):
+            continue  # cancelled before it was ready, or a warm-pool sleeper never woken
+        released = end_s if np.isnan(u["released_s"]) else min(u["released_s"], end_s)
+        total += max(released - u["ready_s"], 0.0)
+    return total
+
+
+def autoscaled_pool_keys(block: dict[str, Any], gpu_hour_usd: float | None) -> dict[str, Any]:
+    """What ``disaggregation.pools.<pool>`` says of an autoscaled pool (docs/metrics.md#disaggregation),
+    from its ``autoscaling.pools.<pool>`` block: ``replicas`` stays the count at t = 0; ``peak_replicas``
+    and ``mean_replicas`` are billed instances (max, time mean), ``mean_replicas_ready`` those taking
+    work; ``num_gpus`` and ``cost_per_hour_usd`` are the peak's (the fleet to provision, as the
+    top-level keys of an autoscaled run), ``mean_num_gpus`` the time mean."""
+    return {"autoscaled": True, "peak_replicas": block["peak_replicas_billed"],
+            "mean_replicas": block["mean_replicas_billed"], "mean_replicas_ready": block["mean_replicas_ready"],
+            "num_gpus": block["peak_gpus"], "mean_num_gpus": block["mean_gpus"],
+            **({"cost_per_hour_usd": gpu_hour_usd * block["peak_gpus"]} if gpu_hour_usd is not None else {})}
+
+
+def pd_peak_pricing(pd_setup: Any, cost: Any, fleet_block: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(GPUs, stand-in hardware record) for the top-level cost keys of a run with autoscaled pools: the
+    peak of the deployment's summed billed GPUs (``autoscaling.peak_gpus``), at the pools' GPU-weighted
+    mean $/GPU-hour with each pool at its own peak GPUs (exact when both pools use one GPU type)."""
+    gpus = {role: (fleet_block["pools"][role]["peak_gpus"] if role in fleet_block["pools"] else pd_setup.pool_gpus(role))
+            for role in ROLES}
+    usd = 0.0
+    for role in ROLES:
+        price, _ = gpu_hour_price(pd_setup.deployments[role].hardware, cost)
+        if price is None:
+            usd = None
+            break
+        usd += price * gpus[role]
+    names = {pd_setup.deployments[r].hardware.name for r in ROLES}
+    peak = round(fleet_block["peak_gpus"])
+    return peak, {"name": "+".join(sorted(names)), "usd_per_gpu_hour": None if usd is None else usd / sum(gpus.values())}

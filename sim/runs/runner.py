@@ -29,7 +29,7 @@ from sim.measure.vllm_compat import (
     setup_keys,
 )
 from sim.runs.autoscaled import autoscaler_spec, fleet_outputs
-from sim.runs.pd_autoscaled import pd_fleet_outputs
+from sim.runs.pd_autoscaled import pd_fleet_outputs, pd_peak_pricing
 from sim.runs.disagg import pd_setup, pd_summary
 from sim.runs.replica_groups import groups_setup, groups_summary
 from sim.runs.progress import RunProgress
@@ -104,11 +104,13 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
                           else pd_fleet_outputs(pd, cfg, out))
     # an autoscaled run's top-level cost keys price its peak fleet; the autoscaling block what it used
     replicas = cfg.replicas if fleet_block is None or pd is not None else fleet_block["peak_replicas_billed"]
+    pd_gpus, pd_hw = ((pd.num_gpus, pd.price_hardware(cfg.cost)) if pd is not None and fleet_block is None
+                      else pd_peak_pricing(pd, cfg.cost, fleet_block) if pd is not None else (None, None))
     summary = summarize(
         out.requests, out.iterations, out.timeline, warmup_s=cfg.warmup_s, slo=cfg.slo,
-        cost=cfg.cost, hardware=(pd.price_hardware(cfg.cost) if pd is not None else rg.price_hardware()
+        cost=cfg.cost, hardware=(pd_hw if pd is not None else rg.price_hardware()
                                  if rg is not None else dep.hardware),
-        num_gpus=pd.num_gpus if pd is not None else rg.num_gpus if rg is not None else dep.num_gpus_per_replica * replicas,
+        num_gpus=pd_gpus if pd is not None else rg.num_gpus if rg is not None else dep.num_gpus_per_replica * replicas,
         prefill_time_fn=dep.cost_model.prefill_time_s, model_name=dep.model.name,
         end_s=out.end_s, backlog=out.backlog, horizon_reached=out.horizon_reached,
         **({"percentiles": percentiles} if percentiles else {}))
