@@ -66,7 +66,7 @@ from sim.engine.request import (
     RequestSpec,
     RequestStatus,
     TokenTimeline,
-    to_record,
+    records_frame,
 )
 from sim.errors import ConfigError
 
@@ -173,7 +173,8 @@ class _IterationLog:
         for name, _ in self.COLUMNS:
             col = np.frombuffer(self.columns[name], dtype=self.columns[name].typecode) if n else np.array([])
             data[name] = names[col] if name == "kind" and n else col
-        return pd.DataFrame(data, columns=list(ITERATION_COLUMNS))
+        # copy=False: the frame views the typed columns instead of holding the log a second time
+        return pd.DataFrame(data, columns=list(ITERATION_COLUMNS), copy=False)
 
 
 class _Replica:
@@ -474,6 +475,9 @@ class _Cluster:
     def _end(self, req: Request) -> None:
         self.num_ended += 1
         req.done_event.succeed(req)
+        # an ended request never allocates again: its prefix hashes (~2 KB) would only pile up over a run
+        # (the largest per-request holder); recomputed identically should anything ask again
+        req.block_hashes = None
         if self.autoscaler is not None:
             self.autoscaler.on_end(req)
 
@@ -727,7 +731,7 @@ def _requests_frame(requests: list[Request]) -> pd.DataFrame:
     """The per-request table (columns RECORD_COLUMNS), one row per request in submission order."""
     if not requests:
         return pd.DataFrame({c: [] for c in RECORD_COLUMNS})
-    return pd.DataFrame.from_records([to_record(r) for r in requests], columns=list(RECORD_COLUMNS))
+    return records_frame(requests)
 
 
 def _iterations_frame(replicas: list[_Replica]) -> pd.DataFrame:
