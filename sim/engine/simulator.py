@@ -667,6 +667,7 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         except AssertionError as exc:
             raise SimulationInvariantError(str(exc)) from None
         extra_ends = cluster.pd.extend_timeline(requests)
+    cluster.leap_prices.clear()  # memoised prices: not needed past the run (freed before the tables are built)
     req_df = _requests_frame(requests)
     it_df = _iterations_frame(replicas)
     timeline = _timeline(requests, replicas, extra_ends)
@@ -679,7 +680,6 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
         "leap": leap_report(replicas),
     }
-    cluster.leap_prices.clear()  # memoised prices: not needed past the run
     if cluster.tiers is not None:
         stats["kv_tiers"] = cluster.tiers.report(float(env.now))
     specs = [r.scheduler.speculator for r in replicas if r.scheduler.speculator is not None]
