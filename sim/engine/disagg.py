@@ -621,7 +621,9 @@ class PDCoordinator:
         if self.store is not None:
             done = [st for st in self.finished_states if st.put_end_s >= 0]
             out["store"] = self.store.report(float(self.env.now))
-            out["store_put_s"] = np.asarray([st.put_end_s - st.put_start_s for st in done], dtype=np.float64)
+            # prefill end (sync_put: the forward's end, where the put starts) → the object is in the store
+            out["store_put_s"] = np.asarray([st.put_end_s - min(st.kv_ready_s, st.put_start_s) for st in done],
+                                            dtype=np.float64)
             out["store_get_s"] = np.asarray([st.end_s - st.admit_s for st in done], dtype=np.float64)
         return out
 
