@@ -357,4 +357,6 @@ class SyncPutCostModel:
         return cost if extra <= 0.0 else dataclasses.replace(cost, time_s=cost.time_s + extra)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_put_s"):  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
         return getattr(self._inner, name)
