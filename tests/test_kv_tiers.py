@@ -265,3 +265,110 @@ def test_no_tier_keys_no_tier_block():
     s = run(parse_experiment(_cyclic_cfg(), "<t>")).summary
     assert "kv_tiers" not in s
     assert math.isfinite(s["mean_ttft_ms"])
+
+
+# ---------------------------------------------------------------- vllm-native: asynchronous loads
+def _async_setup():
+    """``_setup`` for vllm-native with an admission that found 40 blocks in the CPU tier, allocated
+    as vLLM's scheduler does for ``load_kv_async`` (the loaded tokens' blocks only, not hashed)."""
+    clock, kv, tiers = _setup("vllm-native")
+    b = _req(2, doc=1, n=40 * 16 + 8)
+    b.num_computed_tokens = kv.get_computed_blocks(b)
+    assert b.num_computed_tokens == 40 * 16 and tiers.has_pending_load(b)
+    assert kv.allocate_slots(b, 0, delay_cache_blocks=True)
+    assert kv.num_held_blocks(b) == 40
+    return clock, kv, tiers, b
+
+
+def test_async_load_lands_after_bytes_over_bandwidth_and_is_cached_then():
+    """The load starts at admission and ends bytes / bandwidth + latency later; its blocks are not a
+    prefix hit for anyone before it landed and the request cached them; steps run meanwhile are
+    not slowed (no stall)."""
+    clock, kv, tiers, b = _async_setup()
+    end = tiers.start_async_load(b, 2.0)
+    assert end == pytest.approx(2.0 + 40 * (1 << 20) / 25e9 + 10e-6)
+    probe = _req(3, doc=1, n=40 * 16 + 8)
+    assert kv.peek_prefix_hit(probe) == 0  # delayed caching: the blocks hold no content yet
+    assert tiers.step_time(2.0, 0.0005) == 0.0005  # another request's step: not held up by the load
+    tiers.after_step(2.0005)
+    assert tiers.stall_s == 0.0
+    assert not tiers.load_landed(b, 2.0005, async_scheduling=False)
+    # busy engine: a step ending after the load reports it; under async scheduling one plan later
+    assert tiers.step_time(2.0005, 0.003) == 0.003
+    tiers.after_step(2.0035)
+    assert tiers.load_landed(b, 2.0035, async_scheduling=False)
+    assert not tiers.load_landed(b, 2.0035, async_scheduling=True)
+    assert tiers.step_time(2.0035, 0.003) == 0.003
+    tiers.after_step(2.0065)
+    assert tiers.load_landed(b, 2.0065, async_scheduling=True)
+    tiers.finish_async_load(b, 2.0065)
+    assert kv.allocate_slots(b, 0)  # the scheduler caches the loaded blocks
+    assert kv.peek_prefix_hit(probe) == 40 * 16
+    assert kv.allocate_slots(b, 8)
+    assert tiers.async_wait_s == pytest.approx(2.0065 - end)
+    kv.free(b)
+    tiers.check()
+    kv.check_invariants()
+
+
+def test_async_load_idle_engine_sees_it_as_it_lands():
+    """An engine with nothing else to run polls the connector: it plans again when the load lands."""
+    clock, kv, tiers, b = _async_setup()
+    end = tiers.start_async_load(b, 2.0)
+    assert tiers.next_load_end_s(2.0) == end
+    assert tiers.load_landed(b, end, async_scheduling=True)
+    kv.free(b)
+
+
+def test_async_load_called_off_when_request_freed_while_loading():
+    """A request aborted in WAITING_FOR_REMOTE_KVS (the horizon's drain) gives its blocks back,
+    unhashed; the load counts as called off and nothing is left pending."""
+    clock, kv, tiers, b = _async_setup()
+    tiers.start_async_load(b, 2.0)
+    free_before = kv.num_free_blocks
+    kv.free(b)
+    assert kv.num_free_blocks == free_before + 40
+    assert tiers.num_called_off == 1 and not tiers.is_loading(b)
+    assert kv.peek_prefix_hit(b) == 0
+    tiers.check()
+    kv.check_invariants()
+
+
+def test_engine_async_load_ttft_is_load_plus_prefill_of_rest():
+    """Idle system (one client): a repeat whose 16-block document comes from the CPU tier waits out
+    its load, then prefills its last token. Its TTFT exceeds that of the same request hitting on the
+    GPU (same step shape: 1 new token on 256 cached) by exactly the load time, bytes / bandwidth +
+    latency; no step is stretched by a load."""
+    bw, lat = 10.0, 50.0
+    off = run(parse_experiment(_cyclic_cfg(kv_offload={"cpu_gib": 400 * BLOCK_BYTES / GIB,
+                                                       "cpu_bandwidth_gbps": bw, "cpu_latency_us": lat}), "<t>"))
+    gpu = _cyclic_cfg()
+    gpu["engine"] = {**gpu["engine"], "num_kv_blocks": 400}
+    hit = run(parse_experiment(gpu, "<t>"))
+    load = 16 * BLOCK_BYTES / (bw * 1e9) + lat * 1e-6
+    r_off, r_hit = off.requests.iloc[12:], hit.requests.iloc[12:]
+    assert (r_off["num_cached_tokens"] == 256).all() and (r_hit["num_cached_tokens"] == 256).all()
+    diff = r_off["ttft_s"].to_numpy() - r_hit["ttft_s"].to_numpy()
+    assert diff == pytest.approx([load] * len(diff), rel=1e-6)
+    s = off.summary["kv_tiers"]
+    assert s["engine_stall_s"] == 0.0 and s["num_loads"] == 48
+    # no step carries the load: the steps are those of the all-GPU run, priced by the cost model alone
+    assert off.iterations["time_s"].to_numpy() == pytest.approx(hit.iterations["time_s"].to_numpy(), rel=1e-12)
+
+
+def test_engine_async_load_does_not_slow_other_requests():
+    """Two clients on a slow host link (1 GB/s: a 16-block load takes ~34 ms, longer than a step):
+    with vllm-native the other request's steps go on while a load is in flight (no stall, no step
+    as long as a load); the layer-wise fallback (hicache) stretches steps to the load."""
+    extra = {"cpu_gib": 400 * BLOCK_BYTES / GIB, "cpu_bandwidth_gbps": 1.0}
+    cfg = _cyclic_cfg(kv_offload=extra)
+    cfg["workload"] = {**cfg["workload"], "arrival": {"process": "closed", "clients": 2}, "output_tokens": 64}
+    nat = run(parse_experiment(cfg, "<t>"))
+    load = 16 * BLOCK_BYTES / 1e9
+    assert nat.summary["kv_tiers"]["num_loads"] > 0
+    assert nat.summary["kv_tiers"]["engine_stall_s"] == 0.0
+    assert nat.iterations["time_s"].max() < load
+    cfg["engine"] = {**cfg["engine"], "kv_offload": {**extra, "mode": "hicache"}}
+    hic = run(parse_experiment(cfg, "<t>"))
+    assert hic.summary["kv_tiers"]["engine_stall_s"] > 0.0
+    assert hic.iterations["time_s"].max() >= load

@@ -30,15 +30,21 @@ does). How the load time meets the step depends on ``mode``:
 
 - ``lmcache``: synchronous (LMCache's ``start_load_kv`` before the forward pass): ``dt + load``;
 - ``hicache``: layer-wise (SGLang's ``load_back`` overlapping layer by layer): ``max(dt, load)``;
-- ``vllm-native``: asynchronous in vLLM (``WAITING_FOR_REMOTE_KVS``); here the request still runs in
-  the step that admitted it, so the step cannot end before its KV arrived: ``max(dt, load)`` —
-  other requests are delayed only by a load longer than the step, the loading request misses the
-  one step vLLM would make it wait (docs/kv-tiers.md).
+- ``vllm-native``: asynchronous, as vLLM V1's scheduler does with a connector whose
+  ``get_num_new_matched_tokens`` returns ``load_kv_async=True`` (the ``OffloadingConnector``): at
+  admission only the loaded tokens' blocks are allocated (``allocate_slots(..., delay_cache_blocks=
+  True)``: not yet hashed), the load starts (:meth:`ReplicaTiers.start_async_load`) and the request
+  sits out in ``WAITING_FOR_REMOTE_KVS`` — in the waiting queue, not in the running batch, using
+  neither token budget nor a ``max_num_seqs`` slot — until the plan that sees the load finished
+  (:meth:`ReplicaTiers.load_landed`); its blocks are cached then and it prefills the rest like any
+  waiting request with computed tokens. Other requests' steps do not wait for the load. A scheduler
+  that does not drive async loads (every policy but ``vllm``) falls back to ``max(dt, load)``.
 
 Invariants (checked on every read and at the end of every run): a read takes a block only from a
 tier that holds it and whose copy is ready; no tier ever holds more blocks than its capacity (or a
 negative count); every load that started either completed or belongs to a request reported
-called off; links' byte counters only grow.
+called off (an async load is called off when its request is freed before it lands: aborted at the
+horizon); links' byte counters only grow.
 """
 from __future__ import annotations
 
@@ -270,6 +276,15 @@ class ReplicaTiers:
         self.load_s_total = 0.0
         self.num_called_off = 0  # loads called off: the scheduler gave the request back before its step
         self._admitted: dict[int, tuple[int, int]] = {}  # request id -> (query tokens, GPU hit tokens)
+        # vllm-native async loads in flight: request id -> completion time (WAITING_FOR_REMOTE_KVS)
+        self._loading: dict[int, float] = {}
+        self.loads_async = spec.mode == "vllm-native"
+        # ends of the last two steps: under async scheduling a plan sees the connector's "finished
+        # receiving" report of step k only from the plan after step k+1's (the output of step k is
+        # processed while step k+1 runs)
+        self._last_end_s = self._prev_end_s = -1.0
+        self._engine_idle = True  # no step ran since the engine last found nothing to run
+        self.async_wait_s = 0.0  # time requests spent in WAITING_FOR_REMOTE_KVS (load → plan that admits it)
         self.num_query_tokens = 0  # tokens looked up by admissions that ran
         self.gpu_hit_tokens = 0
         kv.tier_hook = self
@@ -285,6 +300,7 @@ class ReplicaTiers:
 
     def after_step(self, end_s: float) -> None:
         """The step ended at ``end_s``: write the blocks it filled to every tier that lacks them."""
+        self._prev_end_s, self._last_end_s = self._last_end_s, end_s
         pending = self._pending_writes
         if not pending:
             return
@@ -356,6 +372,11 @@ class ReplicaTiers:
         (nothing was moved; the blocks, if the allocation happened, were hashed as any computed block
         would be — the step that would have filled them never ran, so drop their hashes)."""
         self._admitted.pop(req.request_id, None)
+        if self._loading.pop(req.request_id, None) is not None:
+            # freed while WAITING_FOR_REMOTE_KVS (aborted at the horizon): the copy already on the
+            # link cannot be recalled, the request gives up its blocks, which were never hashed
+            self.num_called_off += 1
+            return
         pending = self._pending_loads.pop(req.request_id, None)
         if pending is None:
             return
@@ -387,30 +408,86 @@ class ReplicaTiers:
                 self.num_query_tokens += q
                 self.gpu_hit_tokens += g
             self._admitted = {}
+        self._engine_idle = False
         pending = self._pending_loads
         if not pending:
             return dt
         self._pending_loads = {}
-        bs, bb = self.spec.block_size, self.spec.block_bytes
-        cpu, disk = self.cpu, self.disk
         end = now_s
         for _first, plan in pending.values():
-            counts = {"cpu": 0, "disk": 0, "store": 0}
-            for h, tier in plan:
-                tier.hit_tokens += bs
-                tier.num_hit_blocks += 1
-                tier.bytes_read += bb
-                counts[tier.name] += 1
-                if tier is disk and cpu is not None:  # disk loads pass through host memory
-                    cpu.insert(h, now_s)
-            e = self._book_load(now_s, counts["cpu"], counts["disk"], counts["store"])
-            self.num_loads += 1
-            self.load_s_total += e - now_s
-            end = max(end, e)
+            end = max(end, self._start_load(plan, now_s))
         load = end - now_s
         new_dt = dt + load if self.spec.mode == "lmcache" else max(dt, load)
         self.stall_s += new_dt - dt
         return new_dt
+
+    def _start_load(self, plan: list[tuple[int, TierStore]], now_s: float) -> float:
+        """Count one request's load (``plan``: its blocks and their tiers) and book it on the links
+        from ``now_s``; its completion time."""
+        bs, bb = self.spec.block_size, self.spec.block_bytes
+        cpu, disk = self.cpu, self.disk
+        counts = {"cpu": 0, "disk": 0, "store": 0}
+        for h, tier in plan:
+            tier.hit_tokens += bs
+            tier.num_hit_blocks += 1
+            tier.bytes_read += bb
+            counts[tier.name] += 1
+            if tier is disk and cpu is not None:  # disk loads pass through host memory
+                cpu.insert(h, now_s)
+        e = self._book_load(now_s, counts["cpu"], counts["disk"], counts["store"])
+        self.num_loads += 1
+        self.load_s_total += e - now_s
+        return e
+
+    # ---------------------------------------------------------------- async loads (vllm-native)
+    def has_pending_load(self, req: Any) -> bool:
+        """True if the admission of ``req`` now under way found blocks to load from a tier."""
+        return req.request_id in self._pending_loads
+
+    def start_async_load(self, req: Any, now_s: float) -> float:
+        """The scheduler allocated ``req``'s loaded blocks (``delay_cache_blocks``) and parks it in
+        ``WAITING_FOR_REMOTE_KVS``: start its load now (vLLM sends the load with this step's
+        connector metadata; the worker starts it with the step) and return its completion time."""
+        rid = req.request_id
+        _first, plan = self._pending_loads.pop(rid)
+        q, g = self._admitted.pop(rid)
+        self.num_query_tokens += q
+        self.gpu_hit_tokens += g
+        end = self._start_load(plan, now_s)
+        self._loading[rid] = end
+        return end
+
+    def is_loading(self, req: Any) -> bool:
+        """True while ``req`` is in ``WAITING_FOR_REMOTE_KVS``."""
+        return req.request_id in self._loading
+
+    def load_landed(self, req: Any, now_s: float, async_scheduling: bool) -> bool:
+        """Whether the plan at ``now_s`` sees ``req``'s load finished. vLLM's worker reports finished
+        loads in the output of the step during which they ended (``get_finished``); an engine with
+        nothing else to run polls its connector with empty steps, so it sees a load as it lands.
+        Under async scheduling a step's output is processed after the next plan, one plan later."""
+        end = self._loading[req.request_id]
+        if end > now_s:
+            return False
+        if self._engine_idle:
+            return True
+        return end <= (self._prev_end_s if async_scheduling else self._last_end_s)
+
+    def finish_async_load(self, req: Any, now_s: float) -> None:
+        """``req`` leaves ``WAITING_FOR_REMOTE_KVS``; the caller then caches its loaded blocks."""
+        end = self._loading.pop(req.request_id)
+        self.async_wait_s += now_s - end
+
+    def next_load_end_s(self, now_s: float) -> float | None:
+        """The engine has nothing to run at ``now_s``: when it should plan again for an async load —
+        the earliest one in flight, or ``now_s`` if one landed that the last plan could not see yet —
+        or None if no load will change anything. From now until a step runs, finished loads are seen
+        as they land (the engine polls its connector with empty steps)."""
+        ends = self._loading.values()
+        if self._engine_idle:  # the last plan saw every landed load: wait only for loads in flight
+            ends = [e for e in ends if e > now_s]
+        self._engine_idle = True
+        return min(ends) if ends else None
 
     # ---------------------------------------------------------------- checks / report
     def check(self) -> None:
@@ -418,8 +495,9 @@ class ReplicaTiers:
         for tier in (self.cpu, self.disk):
             if tier is not None:
                 tier.check()
-        if self._pending_loads or self._admitted:
-            raise TierInvariantError(f"{len(self._pending_loads)} tier loads neither started nor called off")
+        if self._pending_loads or self._admitted or self._loading:
+            raise TierInvariantError(f"{len(self._pending_loads) + len(self._loading)} tier loads neither "
+                                     "completed nor called off")
         links = [self.h2d, self.d2h, self.disk_link, self.nic_in, self.nic_out]
         if any(lk is not None and (lk.bytes_moved < 0 or lk.busy_s < 0) for lk in links):
             raise TierInvariantError("a link counter went negative")
@@ -481,6 +559,8 @@ class ClusterTiers:
         out["num_loads"] = int(num_loads)
         out["mean_load_s"] = sum(rt.load_s_total for rt in reps) / num_loads if num_loads else 0.0
         out["engine_stall_s"] = sum(rt.stall_s for rt in reps)
+        if spec.mode == "vllm-native":
+            out["async_wait_after_load_s"] = sum(rt.async_wait_s for rt in reps)
         out["num_loads_called_off"] = int(sum(rt.num_called_off for rt in reps))
         links: dict[str, Any] = {}
         for rt in reps:
