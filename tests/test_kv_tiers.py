@@ -372,3 +372,64 @@ def test_engine_async_load_does_not_slow_other_requests():
     hic = run(parse_experiment(cfg, "<t>"))
     assert hic.summary["kv_tiers"]["engine_stall_s"] > 0.0
     assert hic.iterations["time_s"].max() >= load
+
+
+# ---------------------------------------------------------------- lmcache: chunks and host staging
+def _lmcache(cpu_blocks=1000, store_blocks=0, chunk_blocks=4):
+    clock = _Clock()
+    kv = KVCacheManager(64, 16, enable_prefix_caching=True, block_bytes=1 << 20)
+    spec = TierSpec(mode="lmcache", block_size=16, block_bytes=1 << 20, cpu_blocks=cpu_blocks, disk_blocks=0,
+                    pcie_bytes_per_s=25e9, cpu_latency_s=10e-6, disk_bytes_per_s=1.0, disk_latency_s=0.0,
+                    store_blocks=store_blocks, nic_bytes_per_s=5e9, store_latency_s=20e-6,
+                    chunk_blocks=chunk_blocks)
+    cluster = ClusterTiers(spec, clock)
+    return clock, kv, cluster.attach(kv)
+
+
+def test_lmcache_stores_whole_chunks_only_and_hits_whole_chunks():
+    """Chunks of 4 blocks (64 tokens): a 10-block + 8-token prompt stores 2 chunks (8 blocks), its
+    partial last chunk not at all; a request with 2 blocks on the GPU and the same document takes
+    the tier's blocks only up to the last whole chunk of the prompt's start."""
+    clock, kv, tiers = _lmcache()
+    a = _req(0, doc=1, n=10 * 16 + 8)
+    _compute(kv, a)
+    tiers.after_step(0.0)
+    assert len(tiers.cpu) == 8
+    clock.now = 1.0
+    # GPU hit of 2 blocks (evict the rest from the GPU by hand), tier holds blocks 0..7: hit = 8
+    b = _req(1, doc=1, n=10 * 16 + 8)
+    hashes = kv.content_hashes(b, 10)
+    n = tiers.extend_hit(b, hashes, 2, 10)
+    assert n == 6  # blocks 2..7: the tier run 2..7 ends on the chunk boundary 8
+    tiers._pending_loads.clear()
+    tiers._admitted.clear()  # (the lookup alone, without an allocator state: nothing to give back)
+    # the GPU hit of 2 blocks + a tier run of 5 blocks (chunk 1 partly missing) → hit rounds down to 4
+    c = _req(2, doc=1, n=10 * 16 + 8)
+    tiers.cpu._lru.pop(hashes[7])
+    assert tiers.extend_hit(c, hashes, 2, 10) == 2
+
+
+def test_lmcache_store_load_stages_through_host():
+    """A store load in lmcache mode goes NIC → host buffer → PCIe, one after the other: on idle
+    links it takes bytes / NIC + NIC latency + bytes / PCIe + PCIe latency."""
+    clock, kv, tiers = _lmcache(cpu_blocks=0, store_blocks=1000, chunk_blocks=1)
+    assert tiers.cpu is None
+    end = tiers._book_load(0.0, 0, 0, 40)
+    nbytes = 40 * (1 << 20)
+    assert end == pytest.approx(nbytes / 5e9 + 20e-6 + nbytes / 25e9 + 10e-6)
+    assert tiers.h2d.bytes_moved == nbytes and tiers.nic_in.bytes_moved == nbytes
+
+
+def test_lmcache_chunk_size_config():
+    cfg = _cyclic_cfg(kv_offload={"cpu_gib": 1, "mode": "lmcache", "chunk_size": 100})
+    with pytest.raises(ConfigError, match="engine.kv_offload.chunk_size"):
+        run(parse_experiment(cfg, "<t>"))
+    cfg = _cyclic_cfg(kv_offload={"cpu_gib": 1, "chunk_size": 256})
+    with pytest.raises(ConfigError, match="only LMCache"):
+        run(parse_experiment(cfg, "<t>"))
+    # default 256 tokens: the 257-token prompts of the cyclic pattern store (and hit) one whole chunk
+    s = _tiers_summary(_cyclic_cfg(kv_offload={"cpu_gib": 400 * BLOCK_BYTES / GIB, "mode": "lmcache"}))
+    assert s["tiers"]["cpu"]["hit_tokens"] == 48 * 256
+    s = _tiers_summary(_cyclic_cfg(kv_offload={"cpu_gib": 400 * BLOCK_BYTES / GIB, "mode": "lmcache",
+                                               "chunk_size": 512}))
+    assert s["tiers"]["cpu"]["hit_tokens"] == 0  # no prompt holds a whole 512-token chunk

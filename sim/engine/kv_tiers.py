@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.errors import ConfigError
+from sim.kv_tiers_config import DEFAULT_LMCACHE_CHUNK_SIZE
 
 __all__ = ["Link", "TierStore", "TierSpec", "ReplicaTiers", "ClusterTiers", "TierInvariantError",
            "tier_spec"]
@@ -201,6 +202,7 @@ class TierSpec:
     store_blocks: int = 0  # shared remote store capacity (0 = no store)
     nic_bytes_per_s: float = 0.0  # one replica's NIC bandwidth to the store, per direction
     store_latency_s: float = 0.0
+    chunk_blocks: int = 0  # lmcache: blocks per LMCache chunk (stored and hit in whole chunks); 0 = per block
 
 
 def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_size: int, block_bytes_per_gpu: int,
@@ -241,8 +243,19 @@ def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_si
             raise ConfigError(f"kv_store.capacity_gib: {store.capacity_gib} GiB holds no KV block of {block_bytes} bytes")
         nic = store.bandwidth_gbps * 1e9
         store_lat = store.latency_us * 1e-6
+    chunk_blocks = 0
+    chunk_key = key if offload is not None else "kv_store"
+    chunk = (offload if offload is not None else store).chunk_size
+    if mode == "lmcache":
+        chunk = DEFAULT_LMCACHE_CHUNK_SIZE if chunk is None else chunk
+        if chunk % block_size:
+            raise ConfigError(f"{chunk_key}.chunk_size: {chunk} tokens is not a multiple of engine.block_size "
+                              f"({block_size}): LMCache chunks are whole KV blocks here")
+        chunk_blocks = chunk // block_size
+    elif chunk is not None:
+        raise ConfigError(f"{chunk_key}.chunk_size: only LMCache stores in chunks (mode: lmcache), mode is {mode}")
     return TierSpec(mode, block_size, block_bytes, cpu_blocks, disk_blocks, pcie, cpu_lat, disk_bw, disk_lat,
-                    store_blocks, nic, store_lat)
+                    store_blocks, nic, store_lat, chunk_blocks)
 
 
 class ReplicaTiers:
@@ -268,6 +281,9 @@ class ReplicaTiers:
         self.nic_in = Link("nic_in", spec.nic_bytes_per_s, spec.store_latency_s) if store is not None else None
         self.nic_out = Link("nic_out", spec.nic_bytes_per_s, spec.store_latency_s) if store is not None else None
         self.prompt_only = spec.mode == "lmcache"
+        # LMCache moves remote chunks through pinned host memory (its remote connectors read into
+        # MemoryObjs of the LocalCPUBackend allocator, then copy them to the GPU): NIC → host → PCIe
+        self.staged = spec.mode == "lmcache"
         self._pending_writes: list[int] = []  # hashes filled by the step now running
         # request id -> (first loaded block index, [(hash, tier)]): admitted this step, not started
         self._pending_loads: dict[int, tuple[int, list[tuple[int, TierStore]]]] = {}
@@ -293,8 +309,9 @@ class ReplicaTiers:
     def blocks_stored(self, req: Any, hashes: list[int], first: int, num_full: int) -> None:
         """The KV allocator registered ``req``'s blocks ``first..num_full-1`` (full, hashed): queue
         them for write-through after the step that computes them."""
-        if self.prompt_only:
-            num_full = min(num_full, req.num_prompt_tokens // self.spec.block_size)
+        if self.prompt_only:  # LMCache stores the prompt's whole chunks only (a partial last chunk is not stored)
+            cb = self.spec.chunk_blocks or 1
+            num_full = min(num_full, req.num_prompt_tokens // (self.spec.block_size * cb) * cb)
         if num_full > first:
             self._pending_writes.extend(hashes[first:num_full])
 
@@ -308,8 +325,9 @@ class ReplicaTiers:
         bb = self.spec.block_bytes
         cpu, disk, store = self.cpu, self.disk, self.store
         new_cpu = [h for h in pending if h not in cpu] if cpu is not None else []
+        host_ready = end_s  # when the step's blocks are in host memory (lmcache's staging buffer)
         if new_cpu:
-            ready = self._write(cpu, self.d2h, end_s, new_cpu, bb)
+            ready = host_ready = self._write(cpu, self.d2h, end_s, new_cpu, bb)
             if disk is not None:
                 new_disk = [h for h in new_cpu if h not in disk]
                 if new_disk:
@@ -317,7 +335,10 @@ class ReplicaTiers:
         if store is not None:
             new_store = [h for h in pending if h not in store]
             if new_store:
-                self._write(store, self.nic_out, end_s, new_store, bb)
+                start = end_s
+                if self.staged:  # LMCache: device → host buffer first (once, shared with the CPU tier), then the NIC
+                    start = host_ready if cpu is not None else self.d2h.transfer(end_s, len(new_store) * bb)
+                self._write(store, self.nic_out, start, new_store, bb)
 
     @staticmethod
     def _write(tier, link, start_s: float, hashes: list, block_bytes: float) -> float:
@@ -360,6 +381,12 @@ class ReplicaTiers:
                 plan.append((h, store))
             else:
                 break
+        cb = self.spec.chunk_blocks
+        if cb > 1 and plan:
+            # LMCache's lookup hits whole chunks from the prompt's start; vLLM takes what lies beyond its
+            # own GPU hit (get_num_new_matched_tokens = LMCache hit − vLLM computed tokens)
+            aligned = (num_gpu_blocks + len(plan)) // cb * cb
+            plan = plan[:max(0, aligned - num_gpu_blocks)]
         if not plan:
             return 0
         for h, tier in plan:
@@ -396,7 +423,10 @@ class ReplicaTiers:
         if n_disk:
             end = max(end, self.disk_link.transfer(start_s, n_disk * bb))
         if n_store:
-            end = max(end, self.nic_in.transfer(start_s, n_store * bb))
+            got = self.nic_in.transfer(start_s, n_store * bb)
+            if self.staged:  # LMCache: the chunks land in a host buffer, then go up over PCIe
+                got = self.h2d.transfer(got, n_store * bb)
+            end = max(end, got)
         return end
 
     def step_time(self, now_s: float, dt: float) -> float:
