@@ -167,7 +167,7 @@ class VLLMV1Scheduler(Scheduler):
         max_running = self.max_num_seqs - len(self.held)
         while waiting and step.token_budget > 0 and len(running) < max_running:
             req = waiting[0]
-            loaded = False
+            loaded = looked_up = False
             if tiers is not None:  # vllm-native connector: asynchronous tier loads (sim.engine.kv_tiers)
                 if tiers.is_loading(req):
                     if not tiers.load_landed(req, step.now_s, self.async_scheduling):
@@ -178,6 +178,7 @@ class VLLMV1Scheduler(Scheduler):
                     loaded = True
                 elif req.num_computed_tokens == 0:
                     self.admit_prefix(req)
+                    looked_up = True
                     if tiers.has_pending_load(req):
                         # load_kv_async: allocate the loaded tokens' blocks only, hash them later
                         if not self.kv.allocate_slots(req, 0, delay_cache_blocks=True):
@@ -188,7 +189,7 @@ class VLLMV1Scheduler(Scheduler):
                         continue
                 else:
                     loaded = self.kv.num_held_blocks(req) > 0  # landed earlier, its rest did not fit yet
-            if not loaded:
+            if not (loaded or looked_up):
                 self.admit_prefix(req)
             n = self.num_new_tokens(req, _UNCAPPED)
             if not self.enable_chunked_prefill and n > step.token_budget:

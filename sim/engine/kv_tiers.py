@@ -244,6 +244,9 @@ def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_si
         nic = store.bandwidth_gbps * 1e9
         store_lat = store.latency_us * 1e-6
     chunk_blocks = 0
+    if offload is not None and store is not None and store.chunk_size is not None:
+        raise ConfigError("kv_store.chunk_size: with engine.kv_offload set, its mode and chunk_size rule both tiers; "
+                          "set engine.kv_offload.chunk_size")
     chunk_key = key if offload is not None else "kv_store"
     chunk = (offload if offload is not None else store).chunk_size
     if mode == "lmcache":
