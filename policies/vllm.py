@@ -168,23 +168,26 @@ class VLLMV1Scheduler(Scheduler):
         while waiting and step.token_budget > 0 and len(running) < max_running:
             req = waiting[0]
             loaded = looked_up = False
+            reserved = 0  # new tokens whose blocks a landed request already holds
             if tiers is not None:  # vllm-native connector: asynchronous tier loads (sim.engine.kv_tiers)
                 if tiers.is_loading(req):
                     if not tiers.load_landed(req, step.now_s, self.async_scheduling):
                         skipped.append(waiting.popleft())
                         continue
-                    tiers.finish_async_load(req, step.now_s)
+                    reserved = tiers.finish_async_load(req, step.now_s)
                     self.kv.allocate_slots(req, 0)  # cache the loaded blocks (held since admission)
                     loaded = True
                 elif req.num_computed_tokens == 0:
                     self.admit_prefix(req)
                     looked_up = True
                     if tiers.has_pending_load(req):
-                        # load_kv_async: allocate the loaded tokens' blocks only, hash them later
-                        if not self.kv.allocate_slots(req, 0, delay_cache_blocks=True):
+                        # load_kv_async: allocate the loaded tokens' blocks (vLLM) and those of the
+                        # first chunk (simctl: so that a landed request can always start), hash later
+                        n = min(self.num_new_tokens(req, _UNCAPPED), step.token_budget)
+                        if not self.kv.allocate_slots(req, n, delay_cache_blocks=True):
                             self.undo_prefix(req)
                             return
-                        tiers.start_async_load(req, step.now_s)
+                        tiers.start_async_load(req, step.now_s, n)
                         skipped.append(waiting.popleft())
                         continue
                 else:
@@ -201,5 +204,9 @@ class VLLMV1Scheduler(Scheduler):
             if not self.kv.allocate_slots(req, n):
                 if not loaded:
                     self.undo_prefix(req)
-                return
+                    return
+                if not reserved:
+                    return
+                n = min(n, reserved)  # its reserved blocks hold these: no allocation needed
+                self.kv.allocate_slots(req, n)
             self.start_running(req, step, n)

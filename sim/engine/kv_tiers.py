@@ -297,6 +297,7 @@ class ReplicaTiers:
         self._admitted: dict[int, tuple[int, int]] = {}  # request id -> (query tokens, GPU hit tokens)
         # vllm-native async loads in flight: request id -> completion time (WAITING_FOR_REMOTE_KVS)
         self._loading: dict[int, float] = {}
+        self._reserved: dict[int, int] = {}  # request id -> new tokens whose blocks it holds while loading
         self.loads_async = spec.mode == "vllm-native"
         # ends of the last two steps: under async scheduling a plan sees the connector's "finished
         # receiving" report of step k only from the plan after step k+1's (the output of step k is
@@ -402,6 +403,7 @@ class ReplicaTiers:
         (nothing was moved; the blocks, if the allocation happened, were hashed as any computed block
         would be — the step that would have filled them never ran, so drop their hashes)."""
         self._admitted.pop(req.request_id, None)
+        self._reserved.pop(req.request_id, None)
         if self._loading.pop(req.request_id, None) is not None:
             # freed while WAITING_FOR_REMOTE_KVS (aborted at the horizon): the copy already on the
             # link cannot be recalled, the request gives up its blocks, which were never hashed
@@ -477,11 +479,13 @@ class ReplicaTiers:
         """True if the admission of ``req`` now under way found blocks to load from a tier."""
         return req.request_id in self._pending_loads
 
-    def start_async_load(self, req: Any, now_s: float) -> float:
-        """The scheduler allocated ``req``'s loaded blocks (``delay_cache_blocks``) and parks it in
-        ``WAITING_FOR_REMOTE_KVS``: start its load now (vLLM sends the load with this step's
-        connector metadata; the worker starts it with the step) and return its completion time."""
+    def start_async_load(self, req: Any, now_s: float, reserved_tokens: int = 0) -> float:
+        """The scheduler allocated ``req``'s loaded blocks (``delay_cache_blocks``; and those of
+        ``reserved_tokens`` new tokens) and parks it in ``WAITING_FOR_REMOTE_KVS``: start its load
+        now (vLLM sends the load with this step's connector metadata; the worker starts it with the
+        step) and return its completion time."""
         rid = req.request_id
+        self._reserved[rid] = reserved_tokens
         _first, plan = self._pending_loads.pop(rid)
         q, g = self._admitted.pop(rid)
         self.num_query_tokens += q
@@ -506,10 +510,12 @@ class ReplicaTiers:
             return True
         return end <= (self._prev_end_s if async_scheduling else self._last_end_s)
 
-    def finish_async_load(self, req: Any, now_s: float) -> None:
-        """``req`` leaves ``WAITING_FOR_REMOTE_KVS``; the caller then caches its loaded blocks."""
+    def finish_async_load(self, req: Any, now_s: float) -> int:
+        """``req`` leaves ``WAITING_FOR_REMOTE_KVS``; the caller then caches its loaded blocks.
+        Returns the new tokens whose blocks were reserved with the load."""
         end = self._loading.pop(req.request_id)
         self.async_wait_s += now_s - end
+        return self._reserved.pop(req.request_id)
 
     def next_load_end_s(self, now_s: float) -> float | None:
         """The engine has nothing to run at ``now_s``: when it should plan again for an async load —
