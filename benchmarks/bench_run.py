@@ -92,7 +92,9 @@ def main() -> None:
            "cpu_s": cpu, "wall_s": wall, "requests_per_cpu_s": args.requests / cpu,
            "us_per_iteration": 1e6 * acc.get("simulate", 0.0) / max(n_it, 1),
            "us_per_request": 1e6 * cpu / args.requests, "peak_rss_gib": rss_gib,
-           "split_cpu_s": {k: round(acc.get(k, 0.0), 3) for k in STAGES}}
+           "split_cpu_s": {k: round(acc.get(k, 0.0), 3) for k in STAGES},
+           # iteration leaping (sim/engine/leap.py; SIMCTL_NO_LEAP=1 turns it off)
+           "leapt_share": (res.meta.get("leap") or {}).get("leapt_share")}
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -279,6 +279,9 @@ class Scheduler(abc.ABC):
     # Policies that never split a prompt set this reason: a prompt longer than the whole token budget
     # (``max_num_batched_tokens``) could never run, so it is rejected with it at admission.
     reject_prompt_over_budget: str | None = None
+    #: whether :meth:`leap_ready` / :meth:`leap_plan` describe this policy's plan when only decode-group
+    #: members run (iteration leaping, ``sim.engine.leap``); a policy sets it after checking that
+    supports_leap: bool = False
     #: whether the policy schedules speculative draft tokens (``engine.speculative``); see
     #: :meth:`enable_speculation`
     supports_speculation: bool = False
@@ -596,6 +599,61 @@ class Scheduler(abc.ABC):
             for req in group.filling(k):
                 kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
         step.add_decodes(group.num, group.sum_context(k))
+
+    # ------------------------------------------------------------------ iteration leaping
+    def leap_ready(self) -> bool:
+        """True when the next plan is the decode group alone, one token per member, and nothing else
+        (``sim.engine.leap``): a policy that sets ``supports_leap`` has checked that its
+        :meth:`schedule` then does exactly :meth:`leap_plan` and labels the step "decode".
+
+        Holds while every running request is a group member, nothing is swapped out, no speculation
+        runs, the group fits the step's token budget (:meth:`leap_token_budget`) and nothing waits —
+        or the policy shows that its plan would not even try to admit a waiting request
+        (:meth:`leap_waiting_blocked`)."""
+        group = self.decode_group
+        return (self.supports_leap and group is not None and group.num > 0 and self.speculator is None
+                and not self.individual and not self.swapped
+                and group.num == len(self.running) and group.num <= self.leap_token_budget()
+                and (not self.waiting or self.leap_waiting_blocked()))
+
+    def leap_waiting_blocked(self) -> bool:
+        """True when the policy's plan, with the decode group alone running, would not look at its
+        waiting queue at all (e.g. ``max_num_seqs`` requests run): then waiting requests do not stop
+        a leap. The default, False, is always safe."""
+        return False
+
+    def leap_token_budget(self) -> int:
+        """The token budget a decode-only plan gets (``max_num_batched_tokens`` unless the policy says)."""
+        return self.max_num_batched_tokens
+
+    def leap_plan(self, k: int) -> int | None:
+        """Plan step ``k`` as the decode group alone (after :meth:`leap_ready`; ``k`` is
+        ``next_iteration`` plus the leapt steps not yet applied by :meth:`leap_update`): the same KV
+        changes as :meth:`schedule_decode_group`, in the same order. Returns Σ context tokens of the
+        members before the step, or None — nothing changed — when the blocks crossing a boundary are
+        not free (then :meth:`schedule` must run: it preempts)."""
+        group, kv = self.decode_group, self.kv
+        buckets, block_size = group.buckets, group.block_size
+        crossing = buckets[(-k) % block_size]  # group.num_boundary(k) members
+        if crossing:
+            if len(crossing) > kv.num_free_blocks:
+                return None
+            kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
+        if kv.enable_prefix_caching and block_size > 1 and buckets[(-k - 1) % block_size]:
+            for req in group.filling(k):
+                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+        return group.base_ctx + group.num * k  # group.sum_context(k)
+
+    def leap_update(self, num_steps: int, last_end_s: float) -> None:
+        """:meth:`update_from_output` of the ``num_steps`` steps from ``next_iteration`` on, planned by
+        :meth:`leap_plan`, in which no member finished; the last one ended at ``last_end_s``."""
+        first = self.next_iteration
+        finish_at = self.decode_group.finish_at
+        if finish_at:
+            for iteration in range(first, first + num_steps):
+                finish_at.pop(iteration, None)  # stale entries only (nobody finished in them)
+        self.next_iteration = first + num_steps
+        self.last_step_end_s = last_end_s
 
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:

@@ -67,6 +67,7 @@ class OrcaScheduler(Scheduler):
     """Orca's iteration-level scheduler: decode everyone, then admit whole prompts under reservation."""
 
     uses_decode_group = True
+    supports_leap = True  # with nothing waiting, a step is schedule_reserved_decodes' group path alone
     reject_prompt_over_budget = REJECT_OVER_BUDGET
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -79,6 +80,13 @@ class OrcaScheduler(Scheduler):
         self.schedule_reserved_decodes(step)
         self.num_reserved_blocks = admit_whole_prompts(self, step, self.num_reserved_blocks)
         return step.build()
+
+    def leap_waiting_blocked(self) -> bool:
+        """Admission stops before touching the front request: ``max_num_seqs`` run, the decodes took the
+        budget, or its reservation does not fit next to the running ones' (which only a finish frees)."""
+        return (len(self.running) >= self.max_num_seqs
+                or self.max_num_batched_tokens - self.decode_group.num <= 0
+                or self.num_reserved_blocks + reserved_blocks(self.kv, self.waiting[0]) > self.kv.num_blocks)
 
     def update_from_output(self, out: SchedulerOutput, iteration: int, now_s: float,
                            step_time_s: float = 0.0) -> list[Request]:

@@ -52,6 +52,8 @@ class SarathiScheduler(Scheduler):
     """Sarathi-Serve's stall-free scheduler: decodes, then partial prefills, then new prefills."""
 
     uses_decode_group = True
+    # decode-only plan: the group's fast path alone, budget chunk_size (sim.engine.leap)
+    supports_leap = True
 
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
@@ -80,6 +82,14 @@ class SarathiScheduler(Scheduler):
     def new_step(self, now_s: float) -> StepBuilder:
         """A step whose token budget is ``chunk_size``."""
         return StepBuilder(self.chunk_size, now_s)
+
+    def leap_token_budget(self) -> int:
+        """A Sarathi step's budget is ``chunk_size``."""
+        return self.chunk_size
+
+    def leap_waiting_blocked(self) -> bool:
+        """New prefills are not tried: ``max_num_seqs`` run or the decodes took the chunk."""
+        return len(self.running) >= self.max_num_seqs or self.chunk_size - self.decode_group.num <= 0
 
     # ------------------------------------------------------------------ the step
     def schedule(self, now_s: float) -> SchedulerOutput:

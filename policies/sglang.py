@@ -67,6 +67,9 @@ class SGLangOptions:
     new_token_ratio_decay_steps: int = 600
     # --schedule-conservativeness: scheduler.py sets init_new_token_ratio = min(0.7 × it, 1.0)
     schedule_conservativeness: float = 1.0
+    # CUDA graphs (read by the cost model, sim/deploy/cuda_graphs.py; validated there): None = not modelled
+    cuda_graph_max_bs: int | str | None = None
+    eager_layer_host_s: float | None = None
 
 
 @register_policy("sglang")
@@ -74,6 +77,8 @@ class SGLangScheduler(Scheduler):
     """SGLang: prefill batches (chunked, fcfs/lpm) before decode batches, retraction on decode OOM."""
 
     uses_decode_group = True
+    # with nothing waiting or chunked, a step is the decode batch's group path plus the ratio decay
+    supports_leap = True
     # SGLang verifies EAGLE/MTP drafts in its decode batch (linear drafts: topk 1)
     supports_speculation = True
 
@@ -141,6 +146,21 @@ class SGLangScheduler(Scheduler):
         step = self.new_step(now_s)
         self._schedule_decode(step)
         return step.build(kind="decode" if step.scheduled else None)
+
+    def leap_ready(self) -> bool:
+        """The base conditions, and no chunked request in flight (it would get a prefill batch)."""
+        return self.chunked_req is None and super().leap_ready()
+
+    def leap_waiting_blocked(self) -> bool:
+        """No prefill batch is tried while ``max_num_seqs`` run (and nothing is chunked)."""
+        return len(self.running) >= self.max_num_seqs
+
+    def leap_plan(self, k: int) -> int | None:
+        """The decode batch's KV changes, then the ``new_token_ratio`` decay of a step without retraction."""
+        sum_context = super().leap_plan(k)
+        if sum_context is not None:
+            self._decay_new_token_ratio()
+        return sum_context
 
     # ------------------------------------------------------------------ prefill batch
     def _schedule_prefill(self, step: StepBuilder) -> None:

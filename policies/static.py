@@ -31,7 +31,12 @@ class StaticBatchScheduler(Scheduler):
     """Request-level batching: form a batch, run it to completion, only then form the next."""
 
     uses_decode_group = True
+    supports_leap = True  # a running batch's step is schedule_reserved_decodes' group path alone
     reject_prompt_over_budget = REJECT_OVER_BUDGET
+
+    def leap_waiting_blocked(self) -> bool:
+        """While a batch runs nobody joins it: waiting requests never stop a leap."""
+        return True
 
     def schedule(self, now_s: float) -> SchedulerOutput:
         """Decode the running batch, or — once it is empty — prefill a new one."""

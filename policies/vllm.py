@@ -47,6 +47,8 @@ class VLLMV1Scheduler(Scheduler):
     """
 
     uses_decode_group = True
+    # a decode-only plan is the group's fast path alone (sim.engine.leap), once nothing is held
+    supports_leap = True
     # vLLM V1 schedules draft tokens of every speculative method (policies.speculative)
     supports_speculation = True
     # vLLM turned async scheduling on by default in late 2025 (vllm-project/vllm PR #27614); the
@@ -95,6 +97,15 @@ class VLLMV1Scheduler(Scheduler):
                 # nothing to run: the engine core processes step k's output and plans again at once
                 return self.schedule(now_s)
         return out
+
+    def leap_ready(self) -> bool:
+        """The base conditions, and no finished request held: its release belongs to the next plan."""
+        return not self.held and super().leap_ready()
+
+    def leap_waiting_blocked(self) -> bool:
+        """Admission stops before its first attempt: ``max_num_seqs`` run or the decodes took the budget."""
+        return (len(self.running) >= self.max_num_seqs - len(self.held)
+                or self.max_num_batched_tokens - self.decode_group.num <= 0)
 
     def release_finished(self, req: Request) -> None:
         """Under async scheduling a finished request's blocks stay allocated through the next plan."""

@@ -62,6 +62,7 @@ class VLLMV0Scheduler(Scheduler):
     """vLLM V0's scheduler: prefill-priority by default, chunked prefill when enabled explicitly."""
 
     uses_decode_group = True
+    supports_leap = True  # with nothing waiting or swapped, a step is the group's fast path alone
 
     def __init__(self, engine_cfg: Any, kv: Any, max_model_len: int, **policy_options: Any) -> None:
         super().__init__(engine_cfg, kv, max_model_len, **policy_options)
@@ -116,6 +117,11 @@ class VLLMV0Scheduler(Scheduler):
         if not step.preempted_ids:
             self.schedule_swapped(step, self.watermark_blocks, cap_long_prefills=False)
         return step.build()
+
+    def leap_waiting_blocked(self) -> bool:
+        """Prefills are not tried: ``max_num_seqs`` run (or, chunked, the decodes took the budget)."""
+        return len(self.running) >= self.max_num_seqs or (
+            self.enable_chunked_prefill and self.max_num_batched_tokens - self.decode_group.num <= 0)
 
     def _schedule_running(self, step: StepBuilder, chunked: bool) -> None:
         """Running requests in FCFS order; a KV shortage preempts the last running request. When all

@@ -19,30 +19,16 @@ from sim.deploy.step_cost import BatchShapeBuilder
 from sim.errors import ConfigError
 from sim.runs.disagg import pd_setup
 from sim.runs.runner import replica_setup, run
+from tests.pd_helpers import PD_BASE, edited, pd_config
 
 # Llama-3.1-8B: 32 layers × 8 KV heads × 128 dims × (K and V) × 2 bytes (bf16) per token
 LLAMA8B_KV_BYTES_PER_TOKEN = 32 * 8 * 128 * 2 * 2
 
-BASE = {
-    "name": "pd-test", "seed": 0, "model": "llama-3.1-8b", "hardware": "h100-sxm", "parallel": {"tp": 1},
-    "engine": {"policy": "vllm", "max_num_seqs": 64, "max_num_batched_tokens": 8192, "max_model_len": 8192,
-               "enable_prefix_caching": False},
-    "disaggregation": {"prefill": {"replicas": 1}, "decode": {"replicas": 1, "hardware": "h200"},
-                       "kv_transfer": {"link": "rdma", "bandwidth_gbps": 100, "latency_us": 20}},
-    "workload": {"num_requests": 1, "arrival": {"process": "offline"},
-                 "input_tokens": {"dist": "fixed", "value": 4000}, "output_tokens": {"dist": "fixed", "value": 16}},
-}
+BASE = edited(PD_BASE, {"disaggregation.decode.hardware": "h200"})
 
 
 def _cfg(**changes):
-    data = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        cur = data
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = value
-    return parse_experiment(data, "pd.yaml")
+    return pd_config(BASE, **changes)
 
 
 def test_errors_name_key_and_file():

@@ -11,41 +11,18 @@ Oracles:
 """
 from __future__ import annotations
 
-import copy
-
 import pytest
 import simpy
 
-from sim.config import parse_experiment
 from sim.engine.kv_handoff import NICFabric, num_kv_copies
 from sim.errors import ConfigError
 from sim.runs.runner import run
+from tests.pd_helpers import PD_BASE, pd_config
 
 LLAMA8B_KV_BYTES_PER_TOKEN = 32 * 8 * 128 * 2 * 2  # layers × KV heads × dims × (K, V) × bf16
 
-BASE = {
-    "name": "handoff-test", "seed": 0, "model": "llama-3.1-8b", "hardware": "h100-sxm", "parallel": {"tp": 1},
-    "engine": {"policy": "vllm", "max_num_seqs": 64, "max_num_batched_tokens": 8192, "max_model_len": 8192,
-               "enable_prefix_caching": False},
-    "disaggregation": {"prefill": {"replicas": 1}, "decode": {"replicas": 1},
-                       "kv_transfer": {"link": "rdma", "bandwidth_gbps": 100, "latency_us": 20}},
-    "workload": {"num_requests": 1, "arrival": {"process": "offline"},
-                 "input_tokens": {"dist": "fixed", "value": 4000}, "output_tokens": {"dist": "fixed", "value": 16}},
-}
-
-
-def _cfg(**changes):
-    data = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        cur = data
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        if value is None:
-            cur.pop(parts[-1], None)
-        else:
-            cur[parts[-1]] = value
-    return parse_experiment(data, "pd.yaml")
+BASE = PD_BASE
+_cfg = pd_config
 
 
 STORE = {"capacity_gib": 16, "bandwidth_gbps": 25, "latency_us": 30}

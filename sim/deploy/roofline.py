@@ -106,6 +106,10 @@ class RooflineCostModel:
     or :meth:`breakdown` also return seconds per operator (they sum to ``time_s``).
     """
 
+    #: ``step(shape)`` depends on ``shape`` alone (its caches hold values, not state), so equal shapes
+    #: may share one price (iteration leaping memoises decode steps: sim/engine/leap.py)
+    step_is_pure = True
+
     def __init__(self, model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig | None = None,
                  precision: PrecisionConfig | None = None) -> None:
         parallel = parallel or ParallelConfig()

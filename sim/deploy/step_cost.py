@@ -151,6 +151,7 @@ class ConstantCostModel:
 
     step_time_s: float
     per_token_s: float = 0.0
+    step_is_pure = True  # a function of the shape alone (see RooflineCostModel.step_is_pure)
 
     def step(self, shape: BatchShape) -> StepCost:
         """Constant (plus optional per-token) iteration time."""

@@ -113,6 +113,12 @@ class KVCacheManager:
         return len(self._free)
 
     @property
+    def free_queue(self):
+        """The container of free blocks, for callers that poll ``len`` of it in a loop (read only;
+        the same object for the allocator's life)."""
+        return self._free
+
+    @property
     def num_used_blocks(self) -> int:
         """Blocks held by at least one request."""
         return self.num_blocks - len(self._free)

@@ -56,6 +56,7 @@ from sim.engine.dp_group import DPGroup
 from sim.engine.dp_pool import dp_pool_view
 from sim.engine.kv_cache import KVCacheManager
 from sim.engine.kv_tiers import ClusterTiers, TierInvariantError
+from sim.engine.leap import leap, leap_off_reasons, leap_report
 from sim.engine.output_server import apply_output_server
 from sim.engine.pd_autoscaler import PDAutoscalers
 from sim.engine.routing_view import RoutingView
@@ -215,6 +216,9 @@ class _Replica:
         self.pre_step: Callable[[Any, float], None] | None = None
         self.post_step: Callable[[_Replica], None] | None = None
         self.tiers = cluster.tiers.attach(self.kv) if cluster.tiers is not None else None  # sim.engine.kv_tiers
+        self.leap_off: tuple[str, ...] = ()  # why this replica never leaps (sim.engine.leap; set in run())
+        self.num_leapt = 0  # iterations run by leaping
+        self.leap_flush: Callable[[], None] | None = None  # writes a leap's buffered log rows (run stopped in it)
 
     def submit(self, req: Request) -> bool:
         """Hand ``req`` to the scheduler (through the inbox under async scheduling); wake the loop if it
@@ -255,12 +259,17 @@ class _Replica:
         group = self.dp_group
         on_finished, on_rejected, pre_step, post_step = self.on_finished, self.on_rejected, self.pre_step, self.post_step
         tiers = self.tiers
+        self.leap_off = leap_off_reasons(self)
+        leap_ready = sched.leap_ready if not self.leap_off else None
         while True:
             if inbox:
                 self._admit_visible(sched.has_unfinished())
             if not sched.has_unfinished():
                 yield from self._wait_for_work(env, stalled=False)
                 continue
+            if leap_ready is not None and leap_ready():  # steady decode: sim.engine.leap
+                if (yield from leap(self, env, kind_code, SimulationInvariantError)):
+                    continue
             now = env.now
             out = schedule(now)
             if out.rejected_ids:
@@ -390,6 +399,7 @@ class _Cluster:
         self.progress = progress
         self._last_progress_wall = time.perf_counter()
         self.pd: Any = None  # sim.engine.disagg.PDCoordinator in a disaggregated run
+        self.leap_prices: dict[int, dict] = {}  # memoised decode-step prices per cost model (sim.engine.leap)
 
     def stream(self, *key: int) -> np.random.SeedSequence:
         """The engine's random stream ``key`` (routing: (0,); speculative acceptance of replica i:
@@ -611,6 +621,8 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
     backlog = {"waiting": 0, "running": 0, "swapped": 0}
     num_unfinished = 0
     for rep in replicas:
+        if rep.leap_flush is not None:  # the run stopped inside a leap: log its steps that ended
+            rep.leap_flush()
         for req in rep.scheduler.drain_unfinished():
             num_unfinished += 1
             if req.status is RequestStatus.RUNNING:
@@ -650,7 +662,9 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "num_iterations": int(sum(len(r.log) for r in replicas)),
         "num_preemptions": int(sum(r.num_preempted for r in replicas)),
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
+        "leap": leap_report(replicas),
     }
+    cluster.leap_prices.clear()  # memoised prices: not needed past the run
     if cluster.tiers is not None:
         stats["kv_tiers"] = cluster.tiers.report(float(env.now))
     specs = [r.scheduler.speculator for r in replicas if r.scheduler.speculator is not None]

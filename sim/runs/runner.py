@@ -205,6 +205,7 @@ def _meta(cfg: ExperimentConfig, dep: Deployment, out: Any, workload: Any, num_k
         "workload": workload.describe(),
         "backlog": out.backlog, "horizon_reached": out.horizon_reached, "end_s": out.end_s,
         "seed": cfg.seed, "warnings": warnings,
+        "leap": out.stats.get("leap"),  # iteration leaping: share of iterations leapt, why not (sim.engine.leap)
         "resolved_engine_defaults": [{"key": r.key, "value": r.value, "reason": r.reason}
                                      for r in dep.resolved_defaults],
     })
