@@ -174,6 +174,15 @@ class VLLMV1Scheduler(Scheduler):
 
     def _admit_waiting(self, step: StepBuilder, tiers, skipped: list[Request] | None) -> None:
         waiting, running = self.waiting, self.running
+        if tiers is not None and tiers.num_loading:
+            # landed loads first: they hold their blocks, so a request queued ahead of them that cannot
+            # fit (a preempted one) must not keep them waiting — in vLLM's queue order it would, and
+            # with nothing running the engine would hang
+            landed = [r for r in waiting if tiers.is_loading(r) and tiers.load_landed(r, step.now_s, self.async_scheduling)]
+            if landed and waiting[0] is not landed[0]:
+                for r in landed:
+                    waiting.remove(r)
+                waiting.extendleft(reversed(landed))
         # held requests are still in vLLM's running list when this step is planned
         max_running = self.max_num_seqs - len(self.held)
         while waiting and step.token_budget > 0 and len(running) < max_running:

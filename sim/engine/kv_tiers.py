@@ -494,6 +494,11 @@ class ReplicaTiers:
         self._loading[rid] = end
         return end
 
+    @property
+    def num_loading(self) -> int:
+        """Requests in ``WAITING_FOR_REMOTE_KVS``."""
+        return len(self._loading)
+
     def is_loading(self, req: Any) -> bool:
         """True while ``req`` is in ``WAITING_FOR_REMOTE_KVS``."""
         return req.request_id in self._loading
