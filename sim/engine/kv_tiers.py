@@ -26,7 +26,8 @@ request whose loaded and new blocks do not fit waits, and its copies stay safe b
 starts when the step that runs the request is priced: CPU blocks over PCIe host→device; disk
 blocks over the drive and then PCIe (pipelined chunk by chunk, so the slower link sets the pace);
 store blocks over the NIC straight into GPU memory (GPUDirect RDMA, as Mooncake's transfer engine
-does). How the load time meets the step depends on ``mode``:
+does) — except in ``lmcache`` mode, whose chunks pass through host memory (NIC → host, then PCIe;
+device → host, then NIC for writes), and which stores and hits whole ``chunk_size`` chunks only. How the load time meets the step depends on ``mode``:
 
 - ``lmcache``: synchronous (LMCache's ``start_load_kv`` before the forward pass): ``dt + load``;
 - ``hicache``: layer-wise (SGLang's ``load_back`` overlapping layer by layer): ``max(dt, load)``;
