@@ -7,9 +7,9 @@ from array import array
 import numpy as np
 import pandas as pd
 
-import sim.engine.simulator as simulator
+from sim.engine import simulator
 from sim.config import parse_experiment
-from sim.engine.request import RECORD_COLUMNS, RequestStatus, records_frame, to_record
+from sim.engine.request import RECORD_COLUMNS, RequestStatus, to_record
 from sim.runs.runner import run
 
 
