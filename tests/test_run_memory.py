@@ -7,8 +7,8 @@ from array import array
 import numpy as np
 import pandas as pd
 
-from sim.engine import simulator
 from sim.config import parse_experiment
+from sim.engine import simulator
 from sim.engine.request import RECORD_COLUMNS, RequestStatus, to_record
 from sim.runs.runner import run
 
