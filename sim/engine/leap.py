@@ -41,7 +41,10 @@ from __future__ import annotations
 
 import os
 from array import array
+from heapq import heappush
 from typing import Any
+
+from simpy.events import NORMAL
 
 from sim.deploy.step_cost import BatchShape
 
@@ -91,7 +94,6 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     step_cost = cost_model.step
     kv = replica.kv
     free_blocks, num_blocks = kv.free_queue, kv.num_blocks  # KV usage = 1 − free / total (kv.usage)
-    timeout = env.timeout
     n = group.num
     # the first iteration in which a member emits its last token: the per-step path runs that one
     finish = min(s0 + req.max_output_tokens - o0 - 1 for req, s0, _c0, o0 in group.members.values())
@@ -148,12 +150,22 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         cols["prefill_time_s"].extend([c.prefill_time_s for c in costs])
 
     replica.leap_flush = flush
-    num_waiting_seen = len(sched.waiting)
+    # SimPy internals, read and written the way Environment.schedule() and step() do (simpy 4.x):
+    # the event heap of (time, priority, id, event), the id counter and the clock
+    queue, eid = env._queue, env._eid
+    waiting = sched.waiting
+    num_waiting_seen = len(waiting)
+    # the step in progress: its price, and what the per-step loop logs for it
+    cur: list[Any] = [None, 0, 0.0]  # cost, waiting, KV usage
     now = start0
-    while k < finish:
+
+    def plan_step():
+        """Plan and price step ``k`` at ``now`` (its start); its end time, or None: hand back."""
+        if k >= finish:
+            return None
         sum_context = plan(k)
         if sum_context is None:
-            break  # boundary blocks short: schedule() preempts
+            return None  # boundary blocks short: schedule() preempts
         cost = memo.get(sum_context) if memo is not None else None
         if cost is None:
             kv_tokens = sum_context + n
@@ -165,26 +177,74 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
             if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
                 memo[sum_context] = cost
         # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
-        wait_now = len(sched.waiting) + len(inbox)
-        usage = 1.0 - len(free_blocks) / num_blocks
-        dt = cost.time_s
-        yield timeout(dt)
-        start, now = now, now + dt  # the same addition as SimPy's: now is env.now
-        costs.append(cost)
-        usages.append(usage)
-        waits.append(wait_now)
+        cur[0] = cost
+        cur[1] = len(waiting) + len(inbox)
+        cur[2] = 1.0 - len(free_blocks) / num_blocks
+        return now + cost.time_s  # SimPy's clock: the step's start + its time (Environment.schedule)
+
+    def step_ended() -> bool:
+        """Book the step that just ended (the clock is its end); True when the next plan is per-step."""
+        nonlocal k, now, num_waiting_seen
+        start, now = now, now + cur[0].time_s
+        costs.append(cur[0])
+        waits.append(cur[1])
+        usages.append(cur[2])
         k += 1
         # the next plan sees a request delivered by the start of the step just ended: hand back. Of
         # what leap_ready() checks, only the waiting queue can change from outside between two plans
         if inbox and inbox[0][0] <= start:
-            break
-        if len(sched.waiting) != num_waiting_seen:
+            return True
+        if len(waiting) != num_waiting_seen:
             if not ready():
-                break
-            num_waiting_seen = len(sched.waiting)
-    num_steps = len(costs)
-    flush()
-    return num_steps
+                return True
+            num_waiting_seen = len(waiting)
+        return False
+
+    # Each step's end is one entry in SimPy's heap, pushed when the step starts, as the per-step
+    # loop's env.timeout(dt) pushes it: same time, priority and place in the id order, so ties with
+    # other processes' events break as without leaping. Its callback books the step and plans the
+    # next, without waking the replica's process; the process, waiting on ``done`` (an event never
+    # scheduled, so it takes no id), is resumed directly when the leap hands back, at the instant
+    # the per-step loop would resume. When the heap holds nothing at or before the next step's end,
+    # SimPy's next step would pop that very entry: the step is run at once, clock set to its end.
+    done = env.event()
+    end_event = _StepEnd()
+    callbacks = [None]
+
+    def hand_back() -> None:
+        flush()
+        done._ok, done._value = True, len(costs)
+        resume, done.callbacks = done.callbacks, None
+        for cb in resume:  # what Environment.step() does for a processed event
+            cb(done)
+
+    def on_end(_event) -> None:
+        while True:
+            if step_ended():
+                return hand_back()
+            t = plan_step()
+            if t is None:
+                return hand_back()
+            if queue and queue[0][0] <= t:  # another event comes first (a tie: it has the smaller id)
+                end_event.callbacks = callbacks
+                heappush(queue, (t, NORMAL, next(eid), end_event))
+                return
+            env._now = t
+
+    callbacks[0] = on_end
+    t = plan_step()
+    if t is None:
+        replica.leap_flush = None
+        return 0
+    end_event.callbacks = callbacks
+    heappush(queue, (t, NORMAL, next(eid), end_event))
+    return (yield done)
+
+
+class _StepEnd:
+    """The heap entry of a leapt step's end: what ``Environment.step()`` needs of an event."""
+    __slots__ = ("callbacks",)
+    _ok = True  # processed successfully: step() does not crash the run
 
 
 def leap_report(replicas: list[Any]) -> dict[str, Any]:
