@@ -155,50 +155,11 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     queue, eid = env._queue, env._eid
     waiting = sched.waiting
     num_waiting_seen = len(waiting)
-    # the step in progress: its price, and what the per-step loop logs for it
-    cur: list[Any] = [None, 0, 0.0]  # cost, waiting, KV usage
     now = start0
-
-    def plan_step():
-        """Plan and price step ``k`` at ``now`` (its start); its end time, or None: hand back."""
-        if k >= finish:
-            return None
-        sum_context = plan(k)
-        if sum_context is None:
-            return None  # boundary blocks short: schedule() preempts
-        cost = memo.get(sum_context) if memo is not None else None
-        if cost is None:
-            kv_tokens = sum_context + n
-            # the shape StepBuilder.add_decodes + build() gives for the group alone
-            cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
-                                        sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
-            if not cost.time_s >= 0.0:
-                raise invariant_error(f"cost model returned step time {cost.time_s!r} for a decode step of {n}")
-            if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
-                memo[sum_context] = cost
-        # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
-        cur[0] = cost
-        cur[1] = len(waiting) + len(inbox)
-        cur[2] = 1.0 - len(free_blocks) / num_blocks
-        return now + cost.time_s  # SimPy's clock: the step's start + its time (Environment.schedule)
-
-    def step_ended() -> bool:
-        """Book the step that just ended (the clock is its end); True when the next plan is per-step."""
-        nonlocal k, now, num_waiting_seen
-        start, now = now, now + cur[0].time_s
-        costs.append(cur[0])
-        waits.append(cur[1])
-        usages.append(cur[2])
-        k += 1
-        # the next plan sees a request delivered by the start of the step just ended: hand back. Of
-        # what leap_ready() checks, only the waiting queue can change from outside between two plans
-        if inbox and inbox[0][0] <= start:
-            return True
-        if len(waiting) != num_waiting_seen:
-            if not ready():
-                return True
-            num_waiting_seen = len(waiting)
-        return False
+    # the step in progress: its price, and what the per-step loop logs for it
+    cost: Any = None
+    wait_now = 0
+    usage = 0.0
 
     # Each step's end is one entry in SimPy's heap, pushed when the step starts, as the per-step
     # loop's env.timeout(dt) pushes it: same time, priority and place in the id order, so ties with
@@ -211,33 +172,60 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     end_event = _StepEnd()
     callbacks = [None]
 
-    def hand_back() -> None:
-        flush()
-        done._ok, done._value = True, len(costs)
-        resume, done.callbacks = done.callbacks, None
-        for cb in resume:  # what Environment.step() does for a processed event
-            cb(done)
-
-    def on_end(_event) -> None:
+    def on_end(_event, ended: bool = True) -> None:
+        """A step ended (the clock is at its end): book it, plan the next, push its end or hand back."""
+        nonlocal k, now, cost, wait_now, usage, num_waiting_seen
         while True:
-            if step_ended():
-                return hand_back()
-            t = plan_step()
-            if t is None:
-                return hand_back()
-            if queue and queue[0][0] <= t:  # another event comes first (a tie: it has the smaller id)
+            if ended:
+                start, now = now, now + cost.time_s  # = env.now: the same addition as SimPy's
+                costs.append(cost)
+                waits.append(wait_now)
+                usages.append(usage)
+                k += 1
+                # the next plan sees a request delivered by the start of the step just ended: hand
+                # back. Of what leap_ready() checks, only the waiting queue changes from outside
+                if inbox and inbox[0][0] <= start:
+                    break
+                if len(waiting) != num_waiting_seen:
+                    if not ready():
+                        break
+                    num_waiting_seen = len(waiting)
+            ended = True
+            if k >= finish:
+                break  # a member emits its last token in step k: the per-step path runs it
+            sum_context = plan(k)
+            if sum_context is None:
+                break  # boundary blocks short: schedule() preempts
+            cost = memo.get(sum_context) if memo is not None else None
+            if cost is None:
+                kv_tokens = sum_context + n
+                # the shape StepBuilder.add_decodes + build() gives for the group alone
+                cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
+                                            sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
+                if not cost.time_s >= 0.0:
+                    raise invariant_error(f"cost model returned step time {cost.time_s!r} for a decode step of {n}")
+                if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
+                    memo[sum_context] = cost
+            # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
+            wait_now = len(waiting) + len(inbox)
+            usage = 1.0 - len(free_blocks) / num_blocks
+            t = now + cost.time_s  # Environment.schedule(): the clock + the delay
+            if queue and queue[0][0] <= t:  # another event comes first (at a tie: it has the smaller id)
                 end_event.callbacks = callbacks
                 heappush(queue, (t, NORMAL, next(eid), end_event))
                 return
-            env._now = t
+            env._now = t  # nothing else before this step's end: SimPy would pop it next
+        # hand back to the per-step loop
+        flush()
+        done._ok, done._value = True, len(costs)
+        resume, done.callbacks = done.callbacks, None
+        for cb in resume:  # what Environment.step() does with a processed event's callbacks
+            cb(done)
 
     callbacks[0] = on_end
-    t = plan_step()
-    if t is None:
-        replica.leap_flush = None
-        return 0
-    end_event.callbacks = callbacks
-    heappush(queue, (t, NORMAL, next(eid), end_event))
+    on_end(None, False)
+    if done.callbacks is None:  # handed back before any step end was pushed
+        return len(costs)
     return (yield done)
 
 
