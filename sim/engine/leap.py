@@ -46,6 +46,7 @@ from typing import Any
 
 from simpy.events import NORMAL
 
+from policies.base import Scheduler
 from sim.deploy.step_cost import BatchShape
 
 __all__ = ["NO_LEAP_ENV", "leap", "leap_off_reasons", "leap_report"]
@@ -155,6 +156,11 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     queue, eid = env._queue, env._eid
     waiting = sched.waiting
     num_waiting_seen = len(waiting)
+    # Scheduler.leap_plan changes KV only for members at a block boundary (bucket -k mod block
+    # size) or, with prefix caching, filling a block (bucket -k-1): other steps need no call
+    plain = type(sched).leap_plan is Scheduler.leap_plan
+    buckets, block_size, base_ctx = group.buckets, group.block_size, group.base_ctx
+    fill = kv.enable_prefix_caching and block_size > 1
     now = start0
     # the step in progress: its price, and what the per-step loop logs for it
     cost: Any = None
@@ -193,9 +199,13 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
             ended = True
             if k >= finish:
                 break  # a member emits its last token in step k: the per-step path runs it
-            sum_context = plan(k)
-            if sum_context is None:
-                break  # boundary blocks short: schedule() preempts
+            r = -k % block_size
+            if not plain or buckets[r] or (fill and buckets[r - 1]):
+                sum_context = plan(k)
+                if sum_context is None:
+                    break  # boundary blocks short: schedule() preempts
+            else:  # the base plan with no member at a block boundary: no KV change, nothing to call
+                sum_context = base_ctx + n * k
             cost = memo.get(sum_context) if memo is not None else None
             if cost is None:
                 kv_tokens = sum_context + n
