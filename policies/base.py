@@ -647,9 +647,14 @@ class Scheduler(abc.ABC):
         :meth:`leap_plan`, in which no member finished; the last one ended at ``last_end_s``."""
         first = self.next_iteration
         finish_at = self.decode_group.finish_at
-        if finish_at:
-            for iteration in range(first, first + num_steps):
-                finish_at.pop(iteration, None)  # stale entries only (nobody finished in them)
+        if finish_at:  # stale entries only (nobody finished in them): drop those of these steps
+            last = first + num_steps
+            if len(finish_at) < num_steps:
+                for iteration in [i for i in finish_at if first <= i < last]:
+                    del finish_at[iteration]
+            else:
+                for iteration in range(first, last):
+                    finish_at.pop(iteration, None)
         self.next_iteration = first + num_steps
         self.last_step_end_s = last_end_s
 

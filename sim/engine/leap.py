@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 from array import array
 from heapq import heappush
+from operator import attrgetter
 from typing import Any
 
 from simpy.events import NORMAL
@@ -54,6 +55,9 @@ __all__ = ["NO_LEAP_ENV", "leap", "leap_off_reasons", "leap_report"]
 #: environment variable that forces the per-step path (``SIMCTL_NO_LEAP=1``)
 NO_LEAP_ENV = "SIMCTL_NO_LEAP"
 _KIND = "decode"  # every leaping policy labels a decode-only step so (StepBuilder.build)
+# the StepCost fields logged per step, read in C when a leap's rows are written
+_TIME_S, _FLOPS, _BYTES_MOVED, _MFU, _MBU, _PREFILL_TIME_S = (
+    attrgetter(f) for f in ("time_s", "flops", "bytes_moved", "mfu", "mbu", "prefill_time_s"))
 #: most memoised decode prices kept per cost model and batch size (a bound on memory, ~200 B each)
 MAX_MEMO_PER_BATCH_SIZE = 1 << 16
 
@@ -112,6 +116,7 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     costs: list[Any] = []
     usages: list[float] = []
     waits: list[int] = []
+    ends: list[float] = []  # SimPy's clock at each step's end: its start + its time, added in turn
 
     def flush() -> None:
         """Apply the ended steps: the scheduler's update, the replica's plan cutoff and the log rows,
@@ -121,12 +126,7 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         if not m:
             return
         replica.num_leapt += m
-        ends = []
-        t = start0
-        for c in costs:  # SimPy's clock: each step ends at its start + its time, added in turn
-            t = t + c.time_s
-            ends.append(t)
-        update(m, t)
+        update(m, ends[-1])
         replica.plan_cutoff_s = ends[-2] if m > 1 else start0  # the last step's start
         cols = replica.log.columns
         code = kind_code.get(_KIND)  # assigned when first logged, as the per-step loop does
@@ -138,17 +138,17 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         cols["kv_usage"].extend(usages)
         cols["start_s"].append(start0)
         cols["start_s"].extend(ends[:-1])  # a leapt step starts when the previous one ends
-        cols["time_s"].extend([c.time_s for c in costs])
+        cols["time_s"].extend(map(_TIME_S, costs))
         cols["kind"].extend(array("b", [code]) * m)
         for name in ("num_seqs", "num_tokens", "num_decode_seqs"):
             cols[name].extend(array("q", [n]) * m)
         for name in ("num_prefill_tokens", "num_preempted"):
             cols[name].extend(array("q", [0]) * m)
-        cols["flops"].extend([c.flops for c in costs])
-        cols["bytes_moved"].extend([c.bytes_moved for c in costs])
-        cols["mfu"].extend([c.mfu for c in costs])
-        cols["mbu"].extend([c.mbu for c in costs])
-        cols["prefill_time_s"].extend([c.prefill_time_s for c in costs])
+        cols["flops"].extend(map(_FLOPS, costs))
+        cols["bytes_moved"].extend(map(_BYTES_MOVED, costs))
+        cols["mfu"].extend(map(_MFU, costs))
+        cols["mbu"].extend(map(_MBU, costs))
+        cols["prefill_time_s"].extend(map(_PREFILL_TIME_S, costs))
 
     replica.leap_flush = flush
     # SimPy internals, read and written the way Environment.schedule() and step() do (simpy 4.x):
@@ -184,6 +184,7 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         while True:
             if ended:
                 start, now = now, now + cost.time_s  # = env.now: the same addition as SimPy's
+                ends.append(now)
                 costs.append(cost)
                 waits.append(wait_now)
                 usages.append(usage)
