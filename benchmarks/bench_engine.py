@@ -1,24 +1,40 @@
-"""Engine speed benchmark: 100k requests of a Poisson chat workload on Llama-3.1-8B / H100.
+"""Engine speed benchmarks.
 
-Target: ≤ 15 s of wall time on a 2-core machine (issue 3). Also shows that the work per iteration
-does not grow with the number of tokens generated: a long decode-only run is timed in windows.
+**Issue 10's matrix (default).** A whole ``simctl run`` (simulate, metrics, outputs, report) of the
+issue's workload — Llama-3.1-8B / H100-SXM, Poisson 15 req/s, lognormal lengths 600/200 — for 100k
+and 1M requests on 1 replica and on 64 lightly loaded replicas (``benchmarks/bench_run.py``, one
+subprocess per case so each peak RSS is its own). Reported per case: simulated requests per CPU-s,
+µs per iteration, µs per request, peak RSS and the CPU split simulate / metrics / outputs / report,
+against the issue's targets (1M: ≤ 50 s and ≤ 2 GiB; 100k: ≤ 5 s; 64 replicas: ≤ 2× one replica).
 
-    python benchmarks/bench_engine.py                 # both cost models, 100k requests
-    python benchmarks/bench_engine.py --requests 20000 --cost constant
-    python benchmarks/bench_engine.py --profile       # cProfile the constant-cost run
+    python benchmarks/bench_engine.py                       # 100k and 1M × 1 and 64 replicas (minutes)
+    python benchmarks/bench_engine.py --quick               # 10k and 100k × 1 and 64 replicas
+    python benchmarks/bench_engine.py --sizes 100000 --replicas 1 --json out.json
 
-Workload: Poisson arrivals at ``--rate`` req/s (default 20: a steady, unsaturated server with a mean
-batch of ~45 sequences under the roofline model), ShareGPT lengths (vllm bench serve filter, mean
-393 in / 234 out, shipped in ``workloads/datasets``). Only ``simulate()`` is timed (tables included);
-building the request list is not. Engine: vLLM V1 defaults for an 80 GB GPU (8192-token budget,
-max_num_seqs 1024 here as V1 on H100), block size 16, KV blocks from simctl's memory plan.
+**Engine only (``--engine-only``, issue 3).** 100k requests of a Poisson chat workload through
+``simulate()`` alone. Target: ≤ 15 s of wall time on a 2-core machine. Also shows that the work per
+iteration does not grow with the number of tokens generated: a long decode-only run is timed in windows.
+
+    python benchmarks/bench_engine.py --engine-only                 # both cost models, 100k requests
+    python benchmarks/bench_engine.py --engine-only --requests 20000 --cost constant
+    python benchmarks/bench_engine.py --engine-only --profile       # cProfile the constant-cost run
+
+Workload (engine only): Poisson arrivals at ``--rate`` req/s (default 20: a steady, unsaturated server
+with a mean batch of ~45 sequences under the roofline model), ShareGPT lengths (vllm bench serve
+filter, mean 393 in / 234 out, shipped in ``workloads/datasets``). Only ``simulate()`` is timed
+(tables included); building the request list is not. Engine: vLLM V1 defaults for an 80 GB GPU
+(8192-token budget, max_num_seqs 1024 here as V1 on H100), block size 16, KV blocks from simctl's
+memory plan.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,16 +143,58 @@ def per_iteration_scaling(setup_cost, num_blocks: int) -> None:
         prev = (calls, tokens, wall)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=100_000)
-    ap.add_argument("--rate", type=float, default=20.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cost", choices=["both", "roofline", "constant"], default="both")
-    ap.add_argument("--profile", action="store_true", help="cProfile the run and print the top functions")
-    ap.add_argument("--no-scaling", action="store_true", help="skip the per-iteration scaling check")
-    args = ap.parse_args()
+# issue 10's targets: whole-run wall seconds on 2 cores by request count, and peak RSS
+TARGET_WALL_S = {100_000: 5.0, 1_000_000: 50.0}
+TARGET_RSS_GIB = 2.0
+TARGET_REPLICA_RATIO = 2.0  # 64 light replicas vs one replica, same request count
+BENCH_RUN = Path(__file__).resolve().parent / "bench_run.py"
 
+
+def run_case(num_requests: int, replicas: int) -> dict:
+    """One ``bench_run.py`` case in its own process (its own peak RSS); its JSON numbers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "case.json"
+        subprocess.run([sys.executable, str(BENCH_RUN), "--requests", str(num_requests), "--replicas", str(replicas),
+                        "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def matrix_table(cases: list[dict]) -> str:
+    """The cases as a Markdown table, with the issue's targets where it sets one."""
+    one = {c["requests"]: c["cpu_s"] for c in cases if c["replicas"] == 1}
+    lines = ["| requests | replicas | iterations | CPU-s | req / CPU-s | µs / iteration | µs / request | peak RSS GiB "
+             "| simulate | metrics | outputs | report | target |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for c in cases:
+        sp = c["split_cpu_s"]
+        targets = []
+        if c["requests"] in TARGET_WALL_S and c["replicas"] == 1:
+            targets.append(f"≤ {TARGET_WALL_S[c['requests']]:g} s")
+        if c["replicas"] > 1 and c["requests"] in one:
+            targets.append(f"{c['cpu_s'] / one[c['requests']]:.1f}× one replica (≤ {TARGET_REPLICA_RATIO:g}×)")
+        targets.append(f"RSS ≤ {TARGET_RSS_GIB:g} GiB")
+        lines.append(f"| {c['requests']:,} | {c['replicas']} | {c['iterations']:,} | {c['cpu_s']:.1f} "
+                     f"| {c['requests_per_cpu_s']:,.0f} | {c['us_per_iteration']:.1f} | {c['us_per_request']:.0f} "
+                     f"| {c['peak_rss_gib']:.2f} | {sp['simulate']:.1f} | {sp['metrics']:.1f} | {sp['outputs']:.1f} "
+                     f"| {sp['report']:.1f} | {'; '.join(targets)} |")
+    return "\n".join(lines)
+
+
+def run_matrix(sizes: list[int], replica_counts: list[int], json_path: str | None) -> list[dict]:
+    """Every (size, replicas) case once, smallest first; prints the table and writes ``json_path``."""
+    cases = []
+    for n in sorted(sizes):
+        for r in sorted(replica_counts):
+            print(f"  {n:,} requests × {r} replica(s) ...", flush=True)
+            cases.append(run_case(n, r))
+            if json_path:  # after each case: a long matrix keeps what it has measured
+                Path(json_path).write_text(json.dumps(cases, indent=1))
+    print(matrix_table(cases))
+    return cases
+
+
+def engine_only(args) -> None:
+    """The issue-3 measurement: ``simulate()`` alone, both cost models, and the per-iteration check."""
     engine = EngineConfig(max_num_batched_tokens=8192, max_num_seqs=1024, block_size=16)
     roof = roofline_setup(engine) if args.cost in ("both", "roofline") else None
     num_blocks = roof[0].num_kv_blocks if roof else FALLBACK_NUM_KV_BLOCKS
@@ -156,6 +214,27 @@ def main() -> None:
             run_chat(setup, label, args)
     if not args.no_scaling:
         per_iteration_scaling(runs[-1][0].cost_model, max(num_blocks, 256 * 1010))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="matrix: request counts (default 100k 1M)")
+    ap.add_argument("--replicas", type=int, nargs="+", default=[1, 64], help="matrix: replica counts")
+    ap.add_argument("--quick", action="store_true", help="matrix: 10k and 100k requests instead of 100k and 1M")
+    ap.add_argument("--json", help="matrix: write the cases' numbers to this file")
+    ap.add_argument("--engine-only", action="store_true", help="the issue-3 simulate()-only benchmark")
+    ap.add_argument("--requests", type=int, default=100_000, help="engine only")
+    ap.add_argument("--rate", type=float, default=20.0, help="engine only")
+    ap.add_argument("--seed", type=int, default=0, help="engine only")
+    ap.add_argument("--cost", choices=["both", "roofline", "constant"], default="both", help="engine only")
+    ap.add_argument("--profile", action="store_true", help="engine only: cProfile the run, print the top functions")
+    ap.add_argument("--no-scaling", action="store_true", help="engine only: skip the per-iteration scaling check")
+    args = ap.parse_args()
+    if args.engine_only:
+        engine_only(args)
+        return
+    sizes = args.sizes or ([10_000, 100_000] if args.quick else [100_000, 1_000_000])
+    run_matrix(sizes, args.replicas, args.json)
 
 
 if __name__ == "__main__":

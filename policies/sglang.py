@@ -67,6 +67,9 @@ class SGLangOptions:
     new_token_ratio_decay_steps: int = 600
     # --schedule-conservativeness: scheduler.py sets init_new_token_ratio = min(0.7 × it, 1.0)
     schedule_conservativeness: float = 1.0
+    # CUDA graphs (read by the cost model, sim/deploy/cuda_graphs.py; validated there): None = not modelled
+    cuda_graph_max_bs: int | str | None = None
+    eager_layer_host_s: float | None = None
 
 
 @register_policy("sglang")

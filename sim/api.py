@@ -40,7 +40,7 @@ def run(cfg: ExperimentConfig | str | Path, *, out_dir: str | Path | None = None
     :func:`sim.runs.runner.run`."""
     result = _run(cfg, out_dir=out_dir, progress=progress, **kwargs)
     if out_dir is not None and report:
-        write_report(out_dir)
+        write_report(out_dir, result)  # from memory: the tables just written are not read back
     return result
 
 

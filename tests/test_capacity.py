@@ -140,10 +140,136 @@ def test_simctl_capacity_command(tmp_path):
            "workload": {"num_requests": 60, "arrival": {"process": "poisson", "rate": 4.0},
                         "input_tokens": {"dist": "fixed", "value": 256},
                         "output_tokens": {"dist": "fixed", "value": 16}},
-           "slo": {"ttft_ms": {"p90": 2000}}, "search": {"max_probes": 3, "start_rate": 4.0}}
+           "slo": {"ttft_ms": {"p90": 2000}}, "search": {"max_probes": 3, "start_rate": 4.0, "num_requests": 60}}
     path = tmp_path / "cap.yaml"
     path.write_text(yaml.safe_dump(exp))
-    main(["capacity", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    main(["capacity", str(path), "--out", str(tmp_path / "out"), "--quiet", "--jobs", "2"])
     saved = json.loads((tmp_path / "out" / "capacity.json").read_text())
     assert len(saved["probes"]) == 3 and saved["probes"][0]["request_rate"] == 4.0
     assert saved["max_request_rate"] is not None
+
+
+# ---- parallel probes: the result never depends on jobs ------------------------------------------
+
+
+class PicklableRun:
+    """``synthetic_run_fn`` as a picklable object (it runs in worker processes); each call leaves a
+    file named after the worker's pid and the rate in ``trace_dir``."""
+
+    def __init__(self, true_capacity: float, trace_dir: str) -> None:
+        self.true_capacity, self.trace_dir = true_capacity, trace_dir
+
+    def __call__(self, cfg):
+        import os
+
+        Path(self.trace_dir, f"{os.getpid()}-{cfg.workload.mean_rate:.6g}-{cfg.replicas}").touch()
+        return synthetic_run_fn(self.true_capacity)(cfg)
+
+
+@pytest.mark.parametrize("search", [{"start_rate": 1.0, "tolerance": 0.02},
+                                    {"start_rate": 50.0, "tolerance": 0.01, "max_probes": 9},
+                                    {"target": "replicas", "target_rate": 20.0}])
+def test_parallel_probes_give_the_sequential_result(tmp_path, search):
+    """jobs 1, 2 and 3: the same capacity.json, the same probes in the same order, the same progress
+    calls; with jobs > 1 probes really run in other processes, and more points are simulated than the
+    sequential path holds (the speculative ones) but none of them is reported."""
+    import os
+
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {**search, "num_requests": 100})
+    saved, seen = {}, {}
+    for jobs in (1, 2, 3):
+        trace = tmp_path / f"trace{jobs}"
+        trace.mkdir()
+        calls = []
+        res = capacity_search(cfg, PicklableRun(7.3, str(trace)), out_dir=tmp_path / f"out{jobs}",
+                              progress=calls.append, jobs=jobs)
+        saved[jobs] = (tmp_path / f"out{jobs}" / "capacity.json").read_text()
+        seen[jobs] = [p.name for p in trace.iterdir()]
+        assert [(c.request_rate, c.replicas) for c in calls] == [(p.request_rate, p.replicas) for p in res.probes]
+    assert saved[1] == saved[2] == saved[3]
+    assert {n.split("-")[0] for n in seen[1]} == {str(os.getpid())}
+    for jobs in (2, 3):
+        assert str(os.getpid()) not in {n.split("-")[0] for n in seen[jobs]}  # workers did the simulating
+        assert len(seen[jobs]) >= len(seen[1])
+    assert len(seen[1]) == len(json.loads(saved[1])["probes"])  # in-process: no speculative probe
+
+
+def test_parallel_probes_on_the_real_engine(tmp_path):
+    """The real simulator in worker processes gives capacity.json byte for byte as in process."""
+    exp = {"name": "cap", "seed": 0, "model": "llama-3.1-8b", "hardware": "h100-sxm",
+           "engine": {"max_model_len": 4096},
+           "workload": {"num_requests": 80, "arrival": {"process": "poisson", "rate": 4.0},
+                        "input_tokens": {"dist": "lognormal", "mean": 2000, "std": 1000, "max": 4000},
+                        "output_tokens": {"dist": "fixed", "value": 32}},
+           "slo": {"ttft_ms": {"p90": 400}}, "search": {"max_probes": 6, "start_rate": 4.0, "tolerance": 0.1}}
+    cfg = parse_experiment(exp, "<test>")
+    a = capacity_search(cfg, out_dir=tmp_path / "a", jobs=1)
+    capacity_search(cfg, out_dir=tmp_path / "b", jobs=2)
+    assert (tmp_path / "a" / "capacity.json").read_bytes() == (tmp_path / "b" / "capacity.json").read_bytes()
+    assert any(p.passed for p in a.probes) and any(not p.passed for p in a.probes)
+
+
+def test_unpicklable_run_fn_runs_in_process():
+    calls = []
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"start_rate": 1.0, "num_requests": 100})
+    res = capacity_search(cfg, synthetic_run_fn(7.3, calls), jobs=4)  # a closure: cannot be pickled
+    assert len(calls) == len(res.probes)  # ran here, and only the sequential path
+
+
+def test_default_probe_size_leaves_50_samples_above_the_percentile():
+    from sim.plan.capacity import DEFAULT_TAIL_SAMPLES, default_probe_requests
+
+    assert DEFAULT_TAIL_SAMPLES == 50
+    p99 = experiment({"ttft_ms": {"p99": 1000}})
+    assert default_probe_requests(p99) == 5000  # 50 / (1 − 0.99)
+    assert default_probe_requests(p99, warmup_requests=100) == 5000
+    assert default_probe_requests(experiment({"ttft_ms": {"p90": 1000}})) == 500
+    assert default_probe_requests(experiment({"ttft_ms": {"p99.9": 1000}})) == 50_000
+    assert default_probe_requests(experiment({"ttft_ms": {"mean": 100}})) == 500  # no percentile: the workload's
+    big = parse_experiment({"model": "m", "hardware": "h", "workload": {**WORKLOAD, "num_requests": 8000},
+                            "slo": {"ttft_ms": {"p99": 1000}}}, "<test>")
+    assert default_probe_requests(big) == 8000 and default_probe_requests(big, 1000) == 7000
+    # the probes send the default plus the warm-up; a set num_requests wins
+    seen = []
+
+    def run(cfg):
+        seen.append(cfg.workload.num_requests)
+        return synthetic_run_fn(5.0)(cfg)
+
+    capacity_search(experiment({"ttft_ms": {"p99": 1000}}, {"warmup_requests": 100, "max_probes": 2}), run)
+    assert seen == [5100, 5100]
+    seen.clear()
+    capacity_search(experiment({"ttft_ms": {"p99": 1000}}, {"num_requests": 300, "max_probes": 1}), run)
+    assert seen == [300]
+    seen.clear()
+    capacity_search(experiment({"ttft_ms": {"mean": 100}}, {"max_probes": 1}), run)
+    assert seen == [500]  # the workload as written
+
+
+class FailingBelow(PicklableRun):
+    """PicklableRun whose simulation raises a SimctlError at rates below ``fail_below`` req/s."""
+
+    def __init__(self, true_capacity: float, trace_dir: str, fail_below: float) -> None:
+        super().__init__(true_capacity, trace_dir)
+        self.fail_below = fail_below
+
+    def __call__(self, cfg):
+        from sim.errors import SimctlError
+
+        if cfg.workload.mean_rate < self.fail_below:
+            raise SimctlError(f"no run at {cfg.workload.mean_rate} req/s")
+        return super().__call__(cfg)
+
+
+def test_a_failing_speculative_probe_does_not_stop_the_search(tmp_path):
+    """From 1 req/s the path doubles upwards; jobs 3 also tries 0.5 req/s (if 1 had failed), whose
+    simulation raises: the search must ignore it, and raise only for a failure on its path."""
+    from sim.errors import SimctlError
+
+    cfg = experiment({"ttft_ms": {"p99": 1000}}, {"start_rate": 1.0, "num_requests": 100})
+    seq = capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 0.9), jobs=1).to_dict()
+    par = capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 0.9), jobs=3).to_dict()
+    assert seq == par and seq["max_request_rate"] is not None
+    for jobs in (1, 3):  # 1 req/s itself fails to simulate: both raise it
+        with pytest.raises(SimctlError, match="no run at 1"):
+            capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 1.5), jobs=jobs)

@@ -186,7 +186,8 @@ def test_capacity_search_finds_the_cheapest_prefill_decode_pair(tmp_path):
                   "workload.num_requests": 200, "workload.arrival": {"process": "poisson", "rate": 12},
                   "workload.input_tokens.value": 3000, "workload.output_tokens.value": 64,
                   "slo": {"ttft_ms": {"p99": 600}, "tpot_ms": {"p99": 30}},
-                  "search": {"target": "replicas", "target_rate": 12, "max_replicas": 6, "max_probes": 30}})
+                  "search": {"target": "replicas", "target_rate": 12, "max_replicas": 6, "max_probes": 30,
+                             "num_requests": 200}})
     res = capacity_search(cfg, out_dir=tmp_path).to_dict()
     detail = res["disaggregation"]
     p, d = detail["prefill_replicas"], detail["decode_replicas"]

@@ -252,3 +252,29 @@ sweep:
     point = out / "points" / table.loc[table["status"] == "ok", "point"].iloc[0]
     _simctl("report", str(point))
     check_self_contained((point / "report.html").read_text())
+
+
+@pytest.mark.parametrize("example, overrides", [
+    ("quickstart.yaml", {"workload.num_requests": 150, "replicas": 2}),   # plain, two replicas
+    ("autoscale_pd_pools.yaml", {"workload.duration_s": 20}),            # PD pools, fleet tables
+])
+def test_report_from_memory_equals_report_from_disk(tmp_path, example, overrides):
+    """Issue 10: `simctl run` builds the report from the in-memory result (storage.as_saved); it must
+    render exactly what the report built by re-reading the result directory renders."""
+    from sim.api import run
+    from sim.config import load_experiment, with_overrides
+    from sim.report.html import render_html
+    from sim.report.markdown import render_markdown
+    from sim.report.run_report import build_run_document
+    from sim.runs.storage import as_saved, load_result
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = with_overrides(load_experiment(root / "experiments" / example), overrides)
+    res = run(cfg, out_dir=tmp_path / "run", report=True)
+    disk = build_run_document(load_result(tmp_path / "run"))
+    mem = build_run_document(as_saved(res))
+    assert render_html(mem) == render_html(disk)
+    assert render_markdown(mem, "a") == render_markdown(disk, "a")
+    # and the report simctl run wrote is that one
+    assert (tmp_path / "run" / "report.html").read_text(encoding="utf-8") == render_html(disk)
+    assert as_saved(res).summary == load_result(tmp_path / "run").summary

@@ -57,7 +57,7 @@ def test_run_summary_carries_intervals():
 def test_capacity_reports_a_range():
     from sim.api import capacity
 
-    cfg = with_overrides(load_experiment(EXAMPLE), {"workload.num_requests": 60, "search.max_probes": 5,
+    cfg = with_overrides(load_experiment(EXAMPLE), {"search.num_requests": 60, "search.max_probes": 5,
                                                      "search.tolerance": 0.3})
     res = capacity(cfg)
     d = res.to_dict()
@@ -85,3 +85,12 @@ def test_coverage_check_on_a_bundled_run():
     assert set(df.metric) == set(CHECKED_METRICS) and len(df) == 4
     assert ((df.low <= df.point) & (df.point <= df.high)).all()
     assert (df.sd_sampling > 0).all() and 0.0 <= rep.coverage <= 1.0
+
+
+def test_capacity_range_is_the_same_with_parallel_probes():
+    """The range's two extra searches (slow / fast profile) also run their probes in workers."""
+    from sim.api import capacity
+
+    cfg = with_overrides(load_experiment(EXAMPLE), {"search.num_requests": 60, "search.max_probes": 5,
+                                                     "search.tolerance": 0.3})
+    assert capacity(cfg, jobs=2).to_dict() == capacity(cfg, jobs=1).to_dict()

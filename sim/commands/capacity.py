@@ -60,17 +60,21 @@ def print_result(result, out: Path | None) -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="override a config key, e.g. --set search.tolerance=0.05 (repeatable)")
 @click.option("--quiet", is_flag=True, help="do not print each probe as it finishes")
-def command(file: str, out_dir: str | None, sets: tuple[str, ...], quiet: bool) -> None:
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="worker processes simulating probes at once (default: the cores, at most 4); "
+                   "the result does not depend on it")
+def command(file: str, out_dir: str | None, sets: tuple[str, ...], quiet: bool, jobs: int | None) -> None:
     """Find the highest request rate meeting the SLO of the experiment FILE (or, with
     `search: {target: replicas, target_rate: R}`, the fewest replicas); write capacity.json."""
     from sim.commands.run import parse_sets
     from sim.config import load_experiment, with_overrides
-    from sim.plan.capacity import capacity_search
+    from sim.plan.capacity import capacity_search, default_capacity_jobs
 
     cfg = load_experiment(file)
     overrides = parse_sets(sets)
     if overrides:
         cfg = with_overrides(cfg, overrides)
     out = ensure_writable_dir(out_dir if out_dir else default_out_dir(cfg.name, "-capacity"))
-    result = capacity_search(cfg, out_dir=out, progress=None if quiet else print_probe)
+    result = capacity_search(cfg, out_dir=out, progress=None if quiet else print_probe,
+                             jobs=jobs or default_capacity_jobs())
     print_result(result, out)

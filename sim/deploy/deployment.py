@@ -12,6 +12,7 @@ from typing import Any
 
 from hwprofiles import load_profile
 from sim.config import ExperimentConfig
+from sim.deploy.cuda_graphs import GraphAwareCostModel, sglang_graph_plan
 from sim.deploy.engine_defaults import (LEGACY_MAX_NUM_SEQS, ResolvedSetting, resolve_engine_defaults,
                                         sglang_max_running_requests)
 from sim.deploy.memory_plan import plan_memory
@@ -68,6 +69,11 @@ def build_deployment(cfg: ExperimentConfig) -> Deployment:
                                                          "capped by the request pool"))
     plan = plan_memory(model, hardware, cfg.parallel, cfg.precision, engine, max_model_len)
     cost_model = RooflineCostModel(model, hardware, cfg.parallel, cfg.precision)
+    if engine.policy == "sglang":  # CUDA-graph padding and eager launches (sim/deploy/cuda_graphs.py), opt-in
+        graphs = sglang_graph_plan(engine.policy_options, hardware, engine.max_num_seqs,
+                                   -(-model.num_layers // cfg.parallel.pp), cfg.name)
+        if graphs is not None:
+            cost_model = GraphAwareCostModel(cost_model, graphs)
     if engine.speculative is not None:
         engine = _resolve_speculative(cfg, engine)
         spec = engine.speculative

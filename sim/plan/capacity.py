@@ -7,7 +7,7 @@ search:
   start_rate: 8           # first probe (default: the workload's own rate)
   min_rate: 0.01          # give up below this rate
   max_probes: 20
-  num_requests: 2000      # measured requests per probe (default: the workload's)
+  num_requests: 5000      # measured requests per probe (default: module docstring, "Probe size")
   warmup_requests: 200    # extra requests sent first and left out of the statistics
   target_rate: 50         # target: replicas
   max_replicas: 64
@@ -27,6 +27,19 @@ load — common random numbers), scored with :func:`sim.measure.slo.evaluate_slo
 **target: replicas** doubles the replica count from 1 until the SLO holds at ``target_rate``, then
 bisects the integers in between, and reports the fewest passing replicas with their GPUs and $/hour.
 
+**Probe size.** Without ``num_requests``, a probe measures the workload's ``num_requests`` or, if more,
+enough requests to leave :data:`DEFAULT_TAIL_SAMPLES` beyond the SLO's highest percentile
+(P99: 5,000), since a P99 from 1,000 requests rests on 10 samples and overstated the MLPerf-server
+example's capacity by 6 % (docs/capacity.md, "Probe size").
+
+**Parallel probes** (``jobs`` > 1). The searches above are sequential: each probe's verdict picks the
+next. They are written against a probe oracle and replayed (cheap: no simulation) from the results
+known so far; the first unknown probe is the one the sequential search needs now, and the first
+unknown probes under assumed verdicts (both outcomes, breadth first) are the ones it may need next.
+Up to ``jobs`` of those run at once in worker processes. The search's path is decided by real
+results only, so the result (and ``capacity.json``) is the same for every ``jobs``; extra workers
+only buy speculative probes, of which the off-path ones are discarded.
+
 docs/capacity.md compares this with etalon's search.
 """
 from __future__ import annotations
@@ -34,7 +47,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,14 +58,39 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from sim.config import Frozen, format_validation_error, load_experiment, with_overrides
-from sim.errors import ConfigError
+from sim.errors import ConfigError, SimctlError
 from sim.measure.slo import evaluate_slo, resolve_slo
 from sim.plan.capacity_range import rate_range
+from sim.plan.workers import (
+    default_jobs,
+    kill_workers,
+    pool_context,
+    stop_on_signals,
+    worker_init,
+)
 from sim.runs.disagg import pd_probe_keys
 from sim.runs.runner import run
 from sim.runs.storage import to_jsonable
 
-__all__ = ["SearchConfig", "Probe", "CapacityResult", "capacity_search", "PROBE_SUMMARY_KEYS"]
+__all__ = [
+    "DEFAULT_TAIL_SAMPLES",
+    "MAX_DEFAULT_JOBS",
+    "PROBE_SUMMARY_KEYS",
+    "CapacityResult",
+    "Probe",
+    "SearchConfig",
+    "capacity_search",
+    "default_capacity_jobs",
+    "default_probe_requests",
+]
+
+#: measured requests beyond the SLO's highest percentile that the default probe size provides:
+#: 50 P99 tail samples (5,000 requests) gave the 10,000-request answer on the MLPerf-server example,
+#: 10 (1,000 requests) overstated it by 6 % (docs/capacity.md, "Probe size")
+DEFAULT_TAIL_SAMPLES = 50
+#: ``simctl capacity`` uses at most this many worker processes by default: a 4th speculative probe
+#: still shortens the search, more mostly simulate probes that end up off the path (docs/capacity.md)
+MAX_DEFAULT_JOBS = 4
 
 
 class SearchConfig(Frozen):
@@ -61,13 +101,14 @@ class SearchConfig(Frozen):
     start_rate: float | None = Field(None, gt=0, description="first probe (req/s); default: the workload's rate")
     min_rate: float = Field(0.01, gt=0, description="lowest rate probed before giving up (req/s)")
     max_probes: int = Field(20, ge=1)
-    num_requests: int | None = Field(None, ge=1, description="measured requests per probe")
+    num_requests: int | None = Field(None, ge=1, description="measured requests per probe "
+                                     "(default: default_probe_requests)")
     warmup_requests: int = Field(0, ge=0, description="extra requests sent first, excluded from the statistics")
     target_rate: float | None = Field(None, gt=0, description="target: replicas — the rate to serve (req/s)")
     max_replicas: int = Field(64, ge=1)
 
     @model_validator(mode="after")
-    def _replicas_need_rate(self) -> "SearchConfig":
+    def _replicas_need_rate(self) -> SearchConfig:
         if self.target == "replicas" and self.target_rate is None:
             raise ValueError("target: replicas needs target_rate (req/s)")
         if self.start_rate is not None and self.min_rate > self.start_rate:
@@ -143,8 +184,61 @@ def _slo_percentiles(slo: Any, model_name: str = "") -> list[str]:
     return [] if slo is None else [f"{p:g}" for p in resolve_slo(slo, model_name).required_percentiles()]
 
 
+def default_probe_requests(cfg: Any, warmup_requests: int = 0) -> int | None:
+    """Measured requests per probe when ``search.num_requests`` is unset: what the workload's
+    ``num_requests`` leaves after ``warmup_requests`` or, if more, ``DEFAULT_TAIL_SAMPLES / (1 − q)``
+    for the SLO's highest percentile q (P99: 5,000; P90: 500). A trace replay keeps its own length
+    (its rows are the workload), as does an SLO without percentiles."""
+    wl = cfg.workload
+    n = getattr(wl, "num_requests", None) or (wl.get("num_requests") if isinstance(wl, dict) else None)
+    if n is None:
+        return None
+    measured = max(1, int(n) - warmup_requests)
+    if getattr(wl, "trace", None) is not None:
+        return measured
+    tails = [t for t in (1 - float(p) / 100 for p in _slo_percentiles(cfg.slo, cfg.model)) if t > 0]
+    if not tails:
+        return measured
+    # round before ceil: 50 / (1 − 0.99) is 5000.000000000004 in floating point
+    return max(measured, math.ceil(round(DEFAULT_TAIL_SAMPLES / min(tails), 6)))
+
+
+def default_capacity_jobs() -> int:
+    """Worker processes ``simctl capacity`` uses without ``--jobs``: the cores, at most MAX_DEFAULT_JOBS."""
+    return max(1, min(default_jobs(), MAX_DEFAULT_JOBS))
+
+
+class _NeedProbe(Exception):
+    """Raised by :meth:`_Searcher.probe` during a replay: the search needs a probe not simulated yet."""
+
+    def __init__(self, key: tuple[float, int]) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def simulate_probe(run_fn: Callable[[Any], Any], cfg: Any, key: tuple[float, int]) -> Probe:
+    """Simulate one probe and score it (top level: runs in a worker process too)."""
+    result = run_fn(cfg)
+    summary = getattr(result, "summary", result)
+    verdict = summary.get("slo") if isinstance(summary, dict) else None
+    if not isinstance(verdict, dict) or "passed" not in verdict:
+
+        verdict = evaluate_slo(summary, cfg.slo, cfg.model)
+    return Probe(request_rate=key[0], replicas=key[1], passed=bool(verdict["passed"]),
+                 binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
+                 criteria=list(verdict.get("criteria", [])),
+                 summary={**{k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary},
+                          **pd_probe_keys(summary)})
+
+
 class _Searcher:
-    """Runs and remembers probes (a repeated point is never simulated twice)."""
+    """The probe oracle a search runs against: simulated results, replayed (module docstring).
+
+    A search function (``_search_rate``, ``_search_replicas``) calls :meth:`probe`; it is run from the
+    start every time a result arrives. ``probes`` is the path of the current replay: each distinct
+    point once, in the order the search asked for it (so ``max_probes`` counts the sequential
+    search's probes, not speculative ones).
+    """
 
     def __init__(self, cfg: Any, search: SearchConfig, run_fn: Callable[[Any], Any],
                  progress: Callable[[Probe], None] | None) -> None:
@@ -154,10 +248,18 @@ class _Searcher:
         self.progress = progress
         self.probes: list[Probe] = []
         self.probe_cls, self.summary_keys = Probe, PROBE_SUMMARY_KEYS  # for sim.plan.pd_capacity
-        self._cache: dict[tuple[float, int], Probe] = {}
+        self.results: dict[tuple[float, int], Probe | Exception] = {}  # simulated (or failed), by point
+        self._assumed: dict[tuple[float, int], bool] = {}  # hypothetical verdicts of this replay
+        self._on_path: set[tuple[float, int]] = set()
+        self._num_reported = 0  # path probes already passed to ``progress``
         base = cfg.model_copy(update={"uncertainty": None})  # probes are points; the range is searched apart
         if search.num_requests is not None:
             base = with_overrides(base, {"workload.num_requests": search.num_requests + search.warmup_requests})
+        else:
+            n_req = default_probe_requests(cfg, search.warmup_requests)
+            if n_req is not None and n_req + search.warmup_requests > getattr(cfg.workload, "num_requests", 0):
+                # the tail-sample floor: otherwise the workload as written (unchanged results)
+                base = with_overrides(base, {"workload.num_requests": n_req + search.warmup_requests})
         self.base = base
 
     def config_at(self, rate: float, replicas: int | None = None) -> Any:
@@ -180,31 +282,167 @@ class _Searcher:
         overrides = {"workload.arrival.rate": rate, **update}
         return with_overrides(cfg, overrides)
 
-    def probe(self, rate: float, replicas: int) -> Probe:
-        key = (float(f"{rate:.6g}"), replicas)
-        if key in self._cache:
-            return self._cache[key]
-        cfg = self.config_at(key[0], replicas)
-        result = self.run_fn(cfg)
-        summary = getattr(result, "summary", result)
-        verdict = summary.get("slo") if isinstance(summary, dict) else None
-        if not isinstance(verdict, dict) or "passed" not in verdict:
+    def replay(self, assumed: dict[tuple[float, int], bool] | None = None) -> None:
+        """Start a replay of the search: an empty path, ``assumed`` verdicts for unsimulated points."""
+        self.probes = []
+        self._on_path = set()
+        self._assumed = assumed or {}
 
-            verdict = evaluate_slo(summary, cfg.slo, cfg.model)
-        probe = Probe(request_rate=key[0], replicas=replicas, passed=bool(verdict["passed"]),
-                      binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
-                      criteria=list(verdict.get("criteria", [])),
-                      summary={**{k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary},
-                               **pd_probe_keys(summary)})
-        self._cache[key] = probe
-        self.probes.append(probe)
-        if self.progress is not None:
-            self.progress(probe)
+    def probe(self, rate: float, replicas: int) -> Probe:
+        """The probe at (rate, replicas): simulated, assumed, or :class:`_NeedProbe`."""
+        key = (float(f"{rate:.6g}"), replicas)
+        if key in self.results:
+            probe = self.results[key]
+            if isinstance(probe, Exception):
+                raise probe  # the simulation of a point the search needs failed: as it would in process
+        elif key in self._assumed:
+            probe = Probe(request_rate=key[0], replicas=replicas, passed=self._assumed[key], binding=None)
+        else:
+            raise _NeedProbe(key)
+        if key not in self._on_path:
+            self._on_path.add(key)
+            self.probes.append(probe)
         return probe
+
+    def report_progress(self) -> None:
+        """Pass the newly settled probes of the path to ``progress`` (the same calls for every ``jobs``)."""
+        if self._assumed:
+            return
+        while self._num_reported < len(self.probes):
+            if self.progress is not None:
+                self.progress(self.probes[self._num_reported])
+            self._num_reported += 1
 
     @property
     def budget_left(self) -> bool:
         return len(self.probes) < self.search.max_probes
+
+
+class _ProbeRunner:
+    """Simulates probes: in this process (``jobs`` 1) or on a pool of ``jobs`` worker processes."""
+
+    def __init__(self, run_fn: Callable[[Any], Any], jobs: int) -> None:
+        self.run_fn = run_fn
+        self.jobs = max(1, int(jobs))
+        if self.jobs > 1 and not _picklable(run_fn):
+            self.jobs = 1  # e.g. a test's closure: it cannot cross a process boundary
+        self._pool: Any = None
+
+    def __enter__(self) -> _ProbeRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            # speculative probes still running are off the path: stop them, no worker outlives the search
+            kill_workers(self._pool)
+            self._pool = None
+
+    def start(self, cfg: Any, key: tuple[float, int]) -> Any:
+        """Begin simulating ``key``; returns a handle for :meth:`wait`."""
+        if self.jobs == 1:
+            return (cfg, key)  # run lazily, in wait()
+        if self._pool is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=pool_context(),
+                                             initializer=worker_init, initargs=(os.getpid(),))
+        return self._pool.submit(simulate_probe, self.run_fn, cfg, key)
+
+    def wait(self, handles: dict[tuple[float, int], Any],
+             first: tuple[float, int]) -> dict[tuple[float, int], Probe | Exception]:
+        """Results of the handles that finish next (in process: just ``first``, the needed one)."""
+        if self.jobs == 1:
+            cfg, key = handles[first]
+            return {first: simulate_probe(self.run_fn, cfg, key)}
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        done, _ = wait(list(handles.values()), return_when=FIRST_COMPLETED)
+        by_future = {f: k for k, f in handles.items()}
+        out: dict[tuple[float, int], Probe | Exception] = {}
+        for f in done:
+            exc = f.exception()
+            if isinstance(exc, BrokenProcessPool):
+                raise SimctlError("a capacity-search worker process died (out of memory?): "
+                                  "rerun with fewer --jobs") from None
+            # a failed simulation is kept as its exception and raised only if the search needs that
+            # point: a speculative point off the path must not stop a search that never needs it
+            out[by_future[f]] = exc if exc is not None else f.result()
+        return out
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return False
+    return True
+
+
+def _first_unknown(search_fn: Callable[[_Searcher], Any], s: _Searcher,
+                   assumed: dict[tuple[float, int], bool]) -> tuple[float, int] | None:
+    """The first point the search needs under ``assumed`` verdicts (None: it finishes)."""
+    s.replay(assumed)
+    try:
+        search_fn(s)
+    except _NeedProbe as need:
+        return need.key
+    except Exception:  # the branch reaches a point whose simulation failed: nothing further to guess
+        return None
+    return None
+
+
+def _speculative_frontier(search_fn: Callable[[_Searcher], Any], s: _Searcher, width: int,
+                          running: set[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Up to ``width − len(running)`` points to start now, the likeliest needed first.
+
+    Breadth first over the verdicts not known yet: depth 0 is the point the search needs now, each
+    level below halves the chance a point is needed (either verdict of its parent is assumed).
+    """
+    wanted: list[tuple[float, int]] = []
+    queue: deque[dict[tuple[float, int], bool]] = deque([{}])
+    visited = 0
+    while queue and len(wanted) + len(running) < width and visited < 4 * width + 8:
+        assumed = queue.popleft()
+        visited += 1
+        key = _first_unknown(search_fn, s, assumed)
+        if key is None:
+            continue
+        if key not in running and key not in wanted:
+            wanted.append(key)
+        queue.append({**assumed, key: True})
+        queue.append({**assumed, key: False})
+    return wanted
+
+
+def _drive(search_fn: Callable[[_Searcher], Any], s: _Searcher, runner: _ProbeRunner) -> Any:
+    """Run ``search_fn`` against simulated probes, ``runner.jobs`` at a time; its return value.
+
+    Its path (``s.probes``) and result depend on the simulated verdicts only, never on ``jobs``.
+    """
+    running: dict[tuple[float, int], Any] = {}
+    while True:
+        s.replay()
+        try:
+            found = search_fn(s)
+        except _NeedProbe as need:
+            needed = need.key
+        else:
+            s.report_progress()
+            return found
+        s.report_progress()
+        if runner.jobs == 1:
+            start = [needed]
+        else:
+            start = _speculative_frontier(search_fn, s, runner.jobs, set(running))
+            if needed not in running and needed not in start:
+                start.insert(0, needed)
+        for key in start:
+            rate, replicas = key
+            running[key] = runner.start(s.config_at(rate, replicas), key)
+        for key, probe in runner.wait(running, needed).items():
+            del running[key]
+            s.results[key] = probe
 
 
 def _search_rate(s: _Searcher, start: float, replicas: int) -> tuple[Probe | None, Probe | None, bool]:
@@ -273,12 +511,20 @@ def _search_replicas(s: _Searcher, rate: float) -> tuple[Probe | None, Probe | N
 
 
 def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out_dir: str | Path | None = None,
-                    progress: Callable[[Probe], None] | None = None) -> CapacityResult:
+                    progress: Callable[[Probe], None] | None = None, jobs: int = 1) -> CapacityResult:
     """Search the experiment's capacity under its ``slo:`` (settings from ``search:``).
 
     ``run_fn(cfg) -> RunResult`` (anything with a ``.summary`` dict) simulates one probe; default
-    :func:`sim.api.run`. With ``out_dir``, ``capacity.json`` is written there.
+    :func:`sim.api.run`. With ``out_dir``, ``capacity.json`` is written there. ``jobs`` worker
+    processes simulate probes the search needs now or may need next (module docstring); the result
+    is the same for every ``jobs``. A ``run_fn`` that cannot be pickled runs in this process.
     """
+    with _ProbeRunner(run_fn or _default_run_fn(), jobs) as runner, stop_on_signals():
+        return _capacity_search(cfg, runner, out_dir, progress)
+
+
+def _capacity_search(cfg: Any, runner: _ProbeRunner, out_dir: str | Path | None,
+                     progress: Callable[[Probe], None] | None) -> CapacityResult:
     if isinstance(cfg, (str, Path)):
 
         cfg = load_experiment(cfg)
@@ -296,11 +542,11 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
             search = SearchConfig.model_validate(search or {})
         except ValidationError as exc:
             raise format_validation_error(exc, SearchConfig, cfg.name, ("search",)) from None
-    run_fn = run_fn or _default_run_fn()
+    run_fn = runner.run_fn
     s = _Searcher(cfg, search, run_fn, progress)
     warnings: list[str] = []
     wl = cfg.workload
-    n_req = search.num_requests or getattr(wl, "num_requests", None) or (wl.get("num_requests") if isinstance(wl, dict) else None)
+    n_req = search.num_requests or default_probe_requests(cfg, search.warmup_requests)
     for p in _slo_percentiles(cfg.slo, cfg.model):
         tail = 1 - float(p) / 100
         if n_req is not None and tail > 0 and n_req * tail < 1:
@@ -311,12 +557,12 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
                             f"raise search.num_requests to ≥ {math.ceil(10 / tail - 1e-9)} for a stable estimate")
     pd_detail = None
     if search.target == "replicas":
-        if cfg.disaggregation is not None:  # the cheapest (prefill, decode) pair
+        if cfg.disaggregation is not None:  # the cheapest (prefill, decode) pair, one probe at a time
             from sim.plan.pd_capacity import search_pd_replicas
 
             best, fail, converged, pd_detail = search_pd_replicas(s, cfg, search.target_rate)
         else:
-            best, fail, converged = _search_replicas(s, search.target_rate)
+            best, fail, converged = _drive(lambda x: _search_replicas(x, search.target_rate), s, runner)
         point = best
         result = CapacityResult(
             target="replicas", max_request_rate=search.target_rate if best else None,
@@ -328,7 +574,7 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
             warnings.append(f"the SLO is not met at {search.target_rate} req/s with up to {tried} replicas")
     else:
         start = search.start_rate or _workload_rate(wl) or 1.0
-        lo, hi, converged = _search_rate(s, start, cfg.replicas)
+        lo, hi, converged = _drive(lambda x: _search_rate(x, start, cfg.replicas), s, runner)
         point = lo
         result = CapacityResult(
             target="rate", max_request_rate=lo.request_rate if lo else None, min_replicas=None,
@@ -344,7 +590,8 @@ def capacity_search(cfg: Any, run_fn: Callable[[Any], Any] | None = None, *, out
             warnings.append(f"stopped after {len(s.probes)} probes before reaching the tolerance")
         if cfg.uncertainty is not None:
             def search_at(c: Any) -> float | None:
-                found, _, _ = _search_rate(_Searcher(c, search, run_fn, progress), start, cfg.replicas)
+                found, _, _ = _drive(lambda x: _search_rate(x, start, cfg.replicas),
+                                     _Searcher(c, search, run_fn, progress), runner)
                 return found.request_rate if found else None
 
             result.max_request_rate_low, result.max_request_rate_high = rate_range(cfg, search_at)

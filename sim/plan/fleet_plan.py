@@ -135,7 +135,8 @@ def _capacity_config(cfg: ExperimentConfig, rate: float, probe: CapacityProbe) -
     wl = cfg.workload.model_copy(update={"arrival": PoissonArrival(rate=rate), "duration_s": None,
                                          "num_requests": probe.num_requests + probe.warmup_requests})
     search = SearchConfig(target="rate", tolerance=probe.tolerance, start_rate=probe.start_rate or rate,
-                          max_probes=probe.max_probes, warmup_requests=probe.warmup_requests)
+                          max_probes=probe.max_probes, warmup_requests=probe.warmup_requests,
+                          num_requests=probe.num_requests)  # plan.capacity's size, not the search default
     return cfg.model_copy(update={"workload": wl, "autoscaling": None, "replicas": 1, "search": search,
                                   "max_duration_s": None})
 

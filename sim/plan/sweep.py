@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -62,7 +61,8 @@ from pydantic import Field, field_validator, model_validator
 from sim.config import ExperimentConfig, Frozen, with_overrides
 from sim.errors import ConfigError, SimctlError
 from sim.plan.capacity import capacity_search
-from sim.plan.workers import kill_workers, stop_on_signals, worker_init
+from sim.plan.workers import default_jobs, kill_workers, stop_on_signals, worker_init
+from sim.plan.workers import pool_context as _pool_context
 from sim.runs.runner import run
 from sim.runs.storage import save_result, to_jsonable
 
@@ -494,14 +494,6 @@ def _write_table(out_dir: Path, table: pd.DataFrame) -> None:
         os.replace(tmp, out_dir / name)
 
 
-def default_jobs() -> int:
-    """Local cores available to this process."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _picklable(obj: Any) -> bool:
     import pickle
 
@@ -510,14 +502,6 @@ def _picklable(obj: Any) -> bool:
     except Exception:
         return False
     return True
-
-
-def _pool_context() -> multiprocessing.context.BaseContext | None:
-    """fork on Linux (workers start instantly and scripts need no ``__main__`` guard); elsewhere the
-    platform default. Workers are forked before the progress bar starts its refresh thread."""
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return None
 
 
 def _run_local(tasks: list[PointTask], jobs: int, on_done: Callable[[PointOutcome], None],

@@ -1,4 +1,5 @@
-"""Worker-process hygiene for local sweeps: workers never outlive the sweep that started them.
+"""Worker processes for local sweeps and parallel capacity probes: how they start, and that they
+never outlive the sweep (or search) that started them.
 
 - Each worker asks the kernel (Linux ``prctl(PR_SET_PDEATHSIG)``) to be killed when its parent dies,
   however the parent dies (``kill -9`` included), and exits at once if the parent is already gone.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -32,6 +34,10 @@ def worker_init(parent_pid: int) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no prctl (exotic libc): the parent's handler still applies
             pass
+    # a worker forked while the parent's stop_on_signals handler is installed would inherit it and
+    # raise inside the pool's queue code when kill_workers terminates it (and can then hang at exit)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     if os.getppid() != parent_pid:
         os._exit(1)
 
@@ -46,6 +52,9 @@ def kill_workers(pool: ProcessPoolExecutor) -> None:
     for p in procs:
         with contextlib.suppress(Exception):
             p.join(timeout=5)
+            if p.is_alive():  # ignored SIGTERM: SIGKILL cannot be ignored
+                p.kill()
+                p.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -64,3 +73,20 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def default_jobs() -> int:
+    """Local cores available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def pool_context() -> multiprocessing.context.BaseContext | None:
+    """fork on Linux (workers start instantly and scripts need no ``__main__`` guard; a forked worker
+    also inherits the parent's hash seed, so set iteration order matches an in-process run); elsewhere
+    the platform default. Workers are forked before a progress bar starts its refresh thread."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return None

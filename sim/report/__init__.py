@@ -18,7 +18,8 @@ from sim.report.html import render_html
 from sim.report.markdown import render_markdown
 from sim.report.run_report import build_run_document
 from sim.report.sweep_report import build_sweep_document
-from sim.runs.storage import load_result
+from sim.runs.result import RunResult
+from sim.runs.storage import as_saved, load_result
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -45,13 +46,17 @@ def write_document(doc: object, out_dir: str | Path) -> dict[str, Path]:
     return {"html": html_path, "markdown": md_path}
 
 
-def write_report(result_dir: str | Path) -> dict[str, Path]:
+def write_report(result_dir: str | Path, result: RunResult | None = None) -> dict[str, Path]:
     """Write ``report.html`` and ``report.md`` (figures in ``report_files/``) into ``result_dir``.
 
     ``result_dir`` is a run directory (``summary.json`` …, as :func:`sim.api.save_result` writes) or a
-    sweep directory (``sweep.parquet`` and ``points/``). Returns the paths written.
+    sweep directory (``sweep.parquet`` and ``points/``). ``result``, the run just saved there, saves
+    reading its tables back (:func:`sim.runs.storage.as_saved`; the same report). Returns the paths
+    written.
     """
     path = Path(result_dir)
+    if result is not None:
+        return write_document(build_run_document(as_saved(result)), path)
     if (path / "sweep.parquet").is_file():
 
         doc = build_sweep_document(path)

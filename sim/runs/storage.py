@@ -97,6 +97,25 @@ def load_result(out_dir: str | Path) -> RunResult:
         meta=json.loads((out / "meta.json").read_text()), fleet=_load_fleet(out))
 
 
+def as_saved(result: RunResult) -> RunResult:
+    """``result`` as :func:`load_result` would read it back from :func:`save_result`'s directory,
+    without writing or re-reading the tables: the small parts (summary, config, meta) take the same
+    JSON / YAML round trip as on disk (numpy scalars become numbers, non-finite floats None, tuples
+    lists); the requests and iteration tables, the timeline and the fleet tables are shared, with a
+    fresh default index as ``to_parquet(index=False)`` gives them. The run report is built from
+    this (issue 10: re-reading the Parquet files cost more than rendering the report)."""
+    def fresh(df: pd.DataFrame) -> pd.DataFrame:
+        return df if isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1 \
+            else df.reset_index(drop=True)
+
+    return RunResult(
+        summary=json.loads(json.dumps(to_jsonable(result.summary))),
+        requests=fresh(result.requests), iterations=fresh(result.iterations), timeline=result.timeline,
+        config=yaml.safe_load(yaml.safe_dump(to_jsonable(result.config), sort_keys=False)),
+        meta=json.loads(json.dumps(to_jsonable(result.meta))),
+        fleet=None if not result.fleet else {k: fresh(v) for k, v in sorted(result.fleet.items())})
+
+
 def _load_fleet(out: Path) -> dict[str, pd.DataFrame] | None:
     """The fleet tables of an autoscaled run (None when the directory has none)."""
     paths = sorted(out.glob(f"{FLEET_PREFIX}*.parquet"))
