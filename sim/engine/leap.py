@@ -13,7 +13,9 @@ context sum. :func:`leap` runs these steps in a tight loop:
   shape and prices it with the replica's own cost model (the same call, so the same bits);
 - **wait** — one ``env.timeout`` per step, created at the same point of the step's start as the
   per-step path creates it. So SimPy sees the same events in the same order with the same ids, and
-  ties between events at equal times break exactly as they do without leaping;
+  ties between events at equal times break exactly as they do without leaping. A step whose end
+  comes before everything in SimPy's heap is run at once (the clock set to its end, no event):
+  SimPy would pop its timeout next;
 - **update** — :meth:`Scheduler.leap_update <policies.base.Scheduler.leap_update>` and the
   iteration-log columns of the steps, as ``update_from_output`` and the engine loop would write them
   for steps in which nobody finishes: applied in bulk when the leap ends (or, if the run stops inside
@@ -41,11 +43,8 @@ from __future__ import annotations
 
 import os
 from array import array
-from heapq import heappush
 from operator import attrgetter
 from typing import Any
-
-from simpy.events import NORMAL
 
 from policies.base import Scheduler
 from sim.deploy.step_cost import BatchShape
@@ -99,6 +98,7 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     step_cost = cost_model.step
     kv = replica.kv
     free_blocks, num_blocks = kv.free_queue, kv.num_blocks  # KV usage = 1 − free / total (kv.usage)
+    timeout = env.timeout
     n = group.num
     # the first iteration in which a member emits its last token: the per-step path runs that one
     finish = min(s0 + req.max_output_tokens - o0 - 1 for req, s0, _c0, o0 in group.members.values())
@@ -151,9 +151,6 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         cols["prefill_time_s"].extend(map(_PREFILL_TIME_S, costs))
 
     replica.leap_flush = flush
-    # SimPy internals, read and written the way Environment.schedule() and step() do (simpy 4.x):
-    # the event heap of (time, priority, id, event), the id counter and the clock
-    queue, eid = env._queue, env._eid
     waiting = sched.waiting
     num_waiting_seen = len(waiting)
     # Scheduler.leap_plan changes KV only for members at a block boundary (bucket -k mod block
@@ -161,89 +158,54 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     plain = type(sched).leap_plan is Scheduler.leap_plan
     buckets, block_size, base_ctx = group.buckets, group.block_size, group.base_ctx
     fill = kv.enable_prefix_caching and block_size > 1
+    # SimPy's event heap of (time, priority, id, event) (simpy 4.x, Environment._queue) and clock
+    queue = env._queue
     now = start0
-    # the step in progress: its price, and what the per-step loop logs for it
-    cost: Any = None
-    wait_now = 0
-    usage = 0.0
-
-    # Each step's end is one entry in SimPy's heap, pushed when the step starts, as the per-step
-    # loop's env.timeout(dt) pushes it: same time, priority and place in the id order, so ties with
-    # other processes' events break as without leaping. Its callback books the step and plans the
-    # next, without waking the replica's process; the process, waiting on ``done`` (an event never
-    # scheduled, so it takes no id), is resumed directly when the leap hands back, at the instant
-    # the per-step loop would resume. When the heap holds nothing at or before the next step's end,
-    # SimPy's next step would pop that very entry: the step is run at once, clock set to its end.
-    done = env.event()
-    end_event = _StepEnd()
-    callbacks = [None]
-
-    def on_end(_event, ended: bool = True) -> None:
-        """A step ended (the clock is at its end): book it, plan the next, push its end or hand back."""
-        nonlocal k, now, cost, wait_now, usage, num_waiting_seen
-        while True:
-            if ended:
-                start, now = now, now + cost.time_s  # = env.now: the same addition as SimPy's
-                ends.append(now)
-                costs.append(cost)
-                waits.append(wait_now)
-                usages.append(usage)
-                k += 1
-                # the next plan sees a request delivered by the start of the step just ended: hand
-                # back. Of what leap_ready() checks, only the waiting queue changes from outside
-                if inbox and inbox[0][0] <= start:
-                    break
-                if len(waiting) != num_waiting_seen:
-                    if not ready():
-                        break
-                    num_waiting_seen = len(waiting)
-            ended = True
-            if k >= finish:
-                break  # a member emits its last token in step k: the per-step path runs it
-            r = -k % block_size
-            if not plain or buckets[r] or (fill and buckets[r - 1]):
-                sum_context = plan(k)
-                if sum_context is None:
-                    break  # boundary blocks short: schedule() preempts
-            else:  # the base plan with no member at a block boundary: no KV change, nothing to call
-                sum_context = base_ctx + n * k
-            cost = memo.get(sum_context) if memo is not None else None
-            if cost is None:
-                kv_tokens = sum_context + n
-                # the shape StepBuilder.add_decodes + build() gives for the group alone
-                cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
-                                            sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
-                if not cost.time_s >= 0.0:
-                    raise invariant_error(f"cost model returned step time {cost.time_s!r} for a decode step of {n}")
-                if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
-                    memo[sum_context] = cost
-            # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
-            wait_now = len(waiting) + len(inbox)
-            usage = 1.0 - len(free_blocks) / num_blocks
-            t = now + cost.time_s  # Environment.schedule(): the clock + the delay
-            if queue and queue[0][0] <= t:  # another event comes first (at a tie: it has the smaller id)
-                end_event.callbacks = callbacks
-                heappush(queue, (t, NORMAL, next(eid), end_event))
-                return
-            env._now = t  # nothing else before this step's end: SimPy would pop it next
-        # hand back to the per-step loop
-        flush()
-        done._ok, done._value = True, len(costs)
-        resume, done.callbacks = done.callbacks, None
-        for cb in resume:  # what Environment.step() does with a processed event's callbacks
-            cb(done)
-
-    callbacks[0] = on_end
-    on_end(None, False)
-    if done.callbacks is None:  # handed back before any step end was pushed
-        return len(costs)
-    return (yield done)
-
-
-class _StepEnd:
-    """The heap entry of a leapt step's end: what ``Environment.step()`` needs of an event."""
-    __slots__ = ("callbacks",)
-    _ok = True  # processed successfully: step() does not crash the run
+    while k < finish:
+        r = -k % block_size
+        if not plain or buckets[r] or (fill and buckets[r - 1]):
+            sum_context = plan(k)
+            if sum_context is None:
+                break  # boundary blocks short: schedule() preempts
+        else:  # the base plan with no member at a block boundary: no KV change, nothing to call
+            sum_context = base_ctx + n * k
+        cost = memo.get(sum_context) if memo is not None else None
+        if cost is None:
+            kv_tokens = sum_context + n
+            # the shape StepBuilder.add_decodes + build() gives for the group alone
+            cost = step_cost(BatchShape(num_seqs=n, num_tokens=n, num_decode_seqs=n, sum_ctx_x_new=sum_context,
+                                        sum_new_sq=n, sum_kv_tokens=kv_tokens, sum_decode_kv_tokens=kv_tokens))
+            if not cost.time_s >= 0.0:
+                raise invariant_error(f"cost model returned step time {cost.time_s!r} for a decode step of {n}")
+            if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
+                memo[sum_context] = cost
+        # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
+        wait_now = len(waiting) + len(inbox)
+        usage = 1.0 - len(free_blocks) / num_blocks
+        dt = cost.time_s
+        end = now + dt  # Environment.schedule(): the clock + the delay
+        if queue and queue[0][0] <= end:
+            # another event is due first (at a tie it was created earlier: the smaller id wins)
+            yield timeout(dt)
+        else:  # nothing else is due before this step's end: SimPy would pop its timeout next
+            env._now = end
+        start, now = now, end  # now is env.now
+        ends.append(end)
+        costs.append(cost)
+        usages.append(usage)
+        waits.append(wait_now)
+        k += 1
+        # the next plan sees a request delivered by the start of the step just ended: hand back. Of
+        # what leap_ready() checks, only the waiting queue can change from outside between two plans
+        if inbox and inbox[0][0] <= start:
+            break
+        if len(waiting) != num_waiting_seen:
+            if not ready():
+                break
+            num_waiting_seen = len(waiting)
+    num_steps = len(costs)
+    flush()
+    return num_steps
 
 
 def leap_report(replicas: list[Any]) -> dict[str, Any]:
