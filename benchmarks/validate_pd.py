@@ -9,7 +9,10 @@ Anchors, each set up as published (nothing fitted):
   The benchmark's TTFT is measured through the PD proxy, i.e. up to the first token streamed by the
   decode instance: compared with the summary's ``disaggregation.ttft_decode_side``.
   The same five configurations again with the hand-off through the store as the benchmark does it
-  (experiments/pd_validation_mooncake_a10_store.yaml: ``via: store`` with host staging, round-robin proxy).
+  (experiments/pd_validation_mooncake_a10_store.yaml: ``via: store`` with host staging, round-robin proxy),
+  first with the connector's host copies free and the put asynchronous (the store path before
+  ``host_copy``/``sync_put``), then as the example sets it: ``host_copy: connector`` at one host
+  thread's cited memcpy bandwidth and ``sync_put: true``.
 - LMCACHE-PD-KVXFER: the KV of a 7500-token Llama-3.1-8B prompt over NVLink as Dynamo sends it (one NIXL
   descriptor per page, layer and K/V plane; the post quotes Dynamo's numbers to motivate LMCache's
   buffer), one request on an idle 1P1D pair: compared with ``disaggregation.kv_transfer.transfer_time``,
@@ -47,15 +50,23 @@ LMCACHE = [("7500-token KV over NVLink, page 16", 16, 20.0), ("7500-token KV ove
 CUDA_IPC_OVERHEAD_US = 4.0
 
 
-def mooncake_rows(store: bool = False) -> list[tuple[str, str, float, float]]:
+# the store path with the connector's host work priced at zero (the example's keys switched off)
+HOST_FREE = {"disaggregation.kv_transfer.host_copy": "none", "disaggregation.kv_transfer.host_memcpy_gbps": None,
+             "disaggregation.kv_transfer.sync_put": False}
+
+
+def mooncake_rows(store: bool = False, host_free: bool = False) -> list[tuple[str, str, float, float]]:
     """(anchor, metric, simulated ms, measured ms) for the Mooncake A10 configurations, with a direct
-    transfer or (``store``) the hand-off through MooncakeStore."""
+    transfer or (``store``) the hand-off through MooncakeStore, its host copies and synchronous put as
+    the example sets them or (``host_free``) free and asynchronous."""
     name = "pd_validation_mooncake_a10_store.yaml" if store else "pd_validation_mooncake_a10.yaml"
     base = load_experiment(ROOT / "experiments" / name)
     rows = []
     for label, over, key, measured in MOONCAKE:
+        over = {**over, **HOST_FREE} if host_free else over
         s = run(with_overrides(base, over) if over else base).summary
-        tag = ", via store" if store else ", direct"
+        tag = (", via store, host copies free" if host_free else ", via store, connector host copies + sync put") \
+            if store else ", direct"
         rows.append(("MOONCAKE-STORE-VLLM-A10-V1", label + tag, s["disaggregation"]["ttft_decode_side"][key], measured))
     return rows
 
@@ -140,7 +151,7 @@ def kimi_rows(two_batch_overlap: bool = False) -> list[tuple[str, str, float, fl
 
 
 def main() -> None:
-    rows = mooncake_rows() + mooncake_rows(store=True) + lmcache_rows()
+    rows = mooncake_rows() + mooncake_rows(store=True, host_free=True) + mooncake_rows(store=True) + lmcache_rows()
     print("| anchor | metric | simulated (ms) | measured (ms) | error |")
     print("|:---|:---|---:|---:|---:|")
     for anchor, label, sim_ms, meas in rows:

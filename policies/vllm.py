@@ -162,19 +162,71 @@ class VLLMV1Scheduler(Scheduler):
 
     def _schedule_waiting(self, step: StepBuilder) -> None:
         """Admit waiting requests in FCFS order until the budget, max_num_seqs or KV runs out."""
+        tiers = self.kv.tier_hook
+        if tiers is not None and tiers.loads_async:
+            skipped: list[Request] = []
+            try:
+                self._admit_waiting(step, tiers, skipped)
+            finally:  # vLLM prepends the requests it skipped (WAITING_FOR_REMOTE_KVS) to the queue
+                self.waiting.extendleft(reversed(skipped))
+        else:
+            self._admit_waiting(step, None, None)
+
+    def _admit_waiting(self, step: StepBuilder, tiers, skipped: list[Request] | None) -> None:
         waiting, running = self.waiting, self.running
+        if tiers is not None and tiers.num_loading:
+            # landed loads first: they hold their blocks, so a request queued ahead of them that cannot
+            # fit (a preempted one) must not keep them waiting — in vLLM's queue order it would, and
+            # with nothing running the engine would hang
+            landed = [r for r in waiting if tiers.is_loading(r) and tiers.load_landed(r, step.now_s, self.async_scheduling)]
+            if landed and waiting[0] is not landed[0]:
+                for r in landed:
+                    waiting.remove(r)
+                waiting.extendleft(reversed(landed))
         # held requests are still in vLLM's running list when this step is planned
         max_running = self.max_num_seqs - len(self.held)
         while waiting and step.token_budget > 0 and len(running) < max_running:
             req = waiting[0]
-            self.admit_prefix(req)
+            loaded = looked_up = False
+            reserved = 0  # new tokens whose blocks a landed request already holds
+            if tiers is not None:  # vllm-native connector: asynchronous tier loads (sim.engine.kv_tiers)
+                if tiers.is_loading(req):
+                    if not tiers.load_landed(req, step.now_s, self.async_scheduling):
+                        skipped.append(waiting.popleft())
+                        continue
+                    reserved = tiers.finish_async_load(req, step.now_s)
+                    self.kv.allocate_slots(req, 0)  # cache the loaded blocks (held since admission)
+                    loaded = True
+                elif req.num_computed_tokens == 0:
+                    self.admit_prefix(req)
+                    looked_up = True
+                    if tiers.has_pending_load(req):
+                        # load_kv_async: allocate the loaded tokens' blocks (vLLM) and those of the
+                        # first chunk (simctl: so that a landed request can always start), hash later
+                        n = min(self.num_new_tokens(req, _UNCAPPED), step.token_budget)
+                        if not self.kv.allocate_slots(req, n, delay_cache_blocks=True):
+                            self.undo_prefix(req)
+                            return
+                        tiers.start_async_load(req, step.now_s, n)
+                        skipped.append(waiting.popleft())
+                        continue
+                else:
+                    loaded = self.kv.num_held_blocks(req) > 0  # landed earlier, its rest did not fit yet
+            if not (loaded or looked_up):
+                self.admit_prefix(req)
             n = self.num_new_tokens(req, _UNCAPPED)
             if not self.enable_chunked_prefill and n > step.token_budget:
-                self.undo_prefix(req)
+                if not loaded:  # a request whose KV was loaded keeps it while it waits (vLLM)
+                    self.undo_prefix(req)
                 return
             if n > step.token_budget:
                 n = step.token_budget
             if not self.kv.allocate_slots(req, n):
-                self.undo_prefix(req)
-                return
+                if not loaded:
+                    self.undo_prefix(req)
+                    return
+                if not reserved:
+                    return
+                n = min(n, reserved)  # its reserved blocks hold these: no allocation needed
+                self.kv.allocate_slots(req, n)
             self.start_running(req, step, n)

@@ -24,7 +24,7 @@ from pydantic import Field
 from sim.config_base import Frozen
 
 __all__ = ["KVOffloadConfig", "KVStoreConfig", "OFFLOAD_MODES", "DEFAULT_DISK_BANDWIDTH_GBPS",
-           "DEFAULT_DISK_LATENCY_US", "DEFAULT_CPU_LATENCY_US"]
+           "DEFAULT_DISK_LATENCY_US", "DEFAULT_CPU_LATENCY_US", "DEFAULT_LMCACHE_CHUNK_SIZE"]
 
 #: how each connector's loads meet the request's prefill (docs/kv-tiers.md, "Modes")
 OFFLOAD_MODES = ("vllm-native", "lmcache", "hicache")
@@ -36,6 +36,9 @@ DEFAULT_DISK_BANDWIDTH_GBPS = 13.0
 # NVMe read latency: ~100 µs for a 4 KiB random read on data-centre TLC NAND (PM1743 datasheet lists
 # 2,500 K random-read IOPS at QD-high; single-I/O latency is ~70-100 µs on TLC NAND).
 DEFAULT_DISK_LATENCY_US = 100.0
+# LMCache's default chunk_size (LMCache docs, "Configuring LMCache": "The size of the chunk as an
+# integer (set to 256 by default)"): KV is stored, looked up and retrieved in chunks of this many tokens.
+DEFAULT_LMCACHE_CHUNK_SIZE = 256
 # One cudaMemcpyAsync host↔device: ~10 µs launch + DMA set-up (CUDA best-practices guide: small
 # transfers are dominated by a fixed overhead of the order of 10 µs).
 DEFAULT_CPU_LATENCY_US = 10.0
@@ -55,6 +58,8 @@ class KVOffloadConfig(Frozen):
     cpu_latency_us: float = Field(DEFAULT_CPU_LATENCY_US, ge=0.0, description="fixed cost of one host↔device transfer, µs")
     disk_latency_us: float = Field(DEFAULT_DISK_LATENCY_US, ge=0.0, description="fixed cost of one disk transfer, µs")
     policy: Literal["lru"] = Field("lru", description="eviction policy of every tier (all three connectors use LRU)")
+    chunk_size: int | None = Field(None, ge=1, description="mode lmcache only: LMCache's chunk_size, tokens per stored "
+                                   "chunk (a multiple of engine.block_size); default 256, LMCache's default")
     mode: Literal["vllm-native", "lmcache", "hicache"] = Field(
         "vllm-native", description="how a load meets the prefill: vllm-native = asynchronous (the request waits, the "
         "engine keeps stepping others); lmcache = synchronous before the step that schedules the request; hicache = "
@@ -73,3 +78,5 @@ class KVStoreConfig(Frozen):
         "rules otherwise); see engine.kv_offload.mode")
     latency_us: float = Field(20.0, ge=0.0, description="fixed cost of one store transfer, µs (an RDMA round trip "
                               "plus the store's metadata lookup)")
+    chunk_size: int | None = Field(None, ge=1, description="mode lmcache only: LMCache's chunk_size, tokens per stored "
+                                   "chunk (a multiple of engine.block_size); default 256, LMCache's default")

@@ -21,6 +21,11 @@ def test_agentic_offload_routing_example():
     assert tiered["kv_tiers"]["tiers"]["cpu"]["hit_rate"] > 0.1
     assert tiered["prefix_cache_hit_rate"] > plain["prefix_cache_hit_rate"] + 0.2
     assert tiered["mean_ttft_ms"] < plain["mean_ttft_ms"]
+    # asynchronous loads (vllm-native) never leave a request stuck: all end (finished or rejected)
+    assert tiered["backlog"]["unfinished"] == 0 and tiered["kv_tiers"]["engine_stall_s"] == 0.0
+    # round-robin with the tier preempts long requests ahead of landed loads: none may hang
+    rr = run(with_overrides(cfg, {"router": "round-robin", "router_options": {}})).summary
+    assert rr["backlog"]["unfinished"] == 0
     json.dumps(tiered["kv_tiers"])  # the block is plain JSON
 
 

@@ -265,3 +265,171 @@ def test_no_tier_keys_no_tier_block():
     s = run(parse_experiment(_cyclic_cfg(), "<t>")).summary
     assert "kv_tiers" not in s
     assert math.isfinite(s["mean_ttft_ms"])
+
+
+# ---------------------------------------------------------------- vllm-native: asynchronous loads
+def _async_setup():
+    """``_setup`` for vllm-native with an admission that found 40 blocks in the CPU tier, allocated
+    as vLLM's scheduler does for ``load_kv_async`` (the loaded tokens' blocks only, not hashed)."""
+    clock, kv, tiers = _setup("vllm-native")
+    b = _req(2, doc=1, n=40 * 16 + 8)
+    b.num_computed_tokens = kv.get_computed_blocks(b)
+    assert b.num_computed_tokens == 40 * 16 and tiers.has_pending_load(b)
+    assert kv.allocate_slots(b, 0, delay_cache_blocks=True)
+    assert kv.num_held_blocks(b) == 40
+    return clock, kv, tiers, b
+
+
+def test_async_load_lands_after_bytes_over_bandwidth_and_is_cached_then():
+    """The load starts at admission and ends bytes / bandwidth + latency later; its blocks are not a
+    prefix hit for anyone before it landed and the request cached them; steps run meanwhile are
+    not slowed (no stall)."""
+    clock, kv, tiers, b = _async_setup()
+    end = tiers.start_async_load(b, 2.0)
+    assert end == pytest.approx(2.0 + 40 * (1 << 20) / 25e9 + 10e-6)
+    probe = _req(3, doc=1, n=40 * 16 + 8)
+    assert kv.peek_prefix_hit(probe) == 0  # delayed caching: the blocks hold no content yet
+    assert tiers.step_time(2.0, 0.0005) == 0.0005  # another request's step: not held up by the load
+    tiers.after_step(2.0005)
+    assert tiers.stall_s == 0.0
+    assert not tiers.load_landed(b, 2.0005, async_scheduling=False)
+    # busy engine: a step ending after the load reports it; under async scheduling one plan later
+    assert tiers.step_time(2.0005, 0.003) == 0.003
+    tiers.after_step(2.0035)
+    assert tiers.load_landed(b, 2.0035, async_scheduling=False)
+    assert not tiers.load_landed(b, 2.0035, async_scheduling=True)
+    assert tiers.step_time(2.0035, 0.003) == 0.003
+    tiers.after_step(2.0065)
+    assert tiers.load_landed(b, 2.0065, async_scheduling=True)
+    tiers.finish_async_load(b, 2.0065)
+    assert kv.allocate_slots(b, 0)  # the scheduler caches the loaded blocks
+    assert kv.peek_prefix_hit(probe) == 40 * 16
+    assert kv.allocate_slots(b, 8)
+    assert tiers.async_wait_s == pytest.approx(2.0065 - end)
+    kv.free(b)
+    tiers.check()
+    kv.check_invariants()
+
+
+def test_async_load_idle_engine_sees_it_as_it_lands():
+    """An engine with nothing else to run polls the connector: it plans again when the load lands."""
+    clock, kv, tiers, b = _async_setup()
+    end = tiers.start_async_load(b, 2.0)
+    assert tiers.next_load_end_s(2.0) == end
+    assert tiers.load_landed(b, end, async_scheduling=True)
+    kv.free(b)
+
+
+def test_async_load_called_off_when_request_freed_while_loading():
+    """A request aborted in WAITING_FOR_REMOTE_KVS (the horizon's drain) gives its blocks back,
+    unhashed; the load counts as called off and nothing is left pending."""
+    clock, kv, tiers, b = _async_setup()
+    tiers.start_async_load(b, 2.0)
+    free_before = kv.num_free_blocks
+    kv.free(b)
+    assert kv.num_free_blocks == free_before + 40
+    assert tiers.num_called_off == 1 and not tiers.is_loading(b)
+    assert kv.peek_prefix_hit(b) == 0
+    tiers.check()
+    kv.check_invariants()
+
+
+def test_engine_async_load_ttft_is_load_plus_prefill_of_rest():
+    """Idle system (one client): a repeat whose 16-block document comes from the CPU tier waits out
+    its load, then prefills its last token. Its TTFT exceeds that of the same request hitting on the
+    GPU (same step shape: 1 new token on 256 cached) by exactly the load time, bytes / bandwidth +
+    latency; no step is stretched by a load."""
+    bw, lat = 10.0, 50.0
+    off = run(parse_experiment(_cyclic_cfg(kv_offload={"cpu_gib": 400 * BLOCK_BYTES / GIB,
+                                                       "cpu_bandwidth_gbps": bw, "cpu_latency_us": lat}), "<t>"))
+    gpu = _cyclic_cfg()
+    gpu["engine"] = {**gpu["engine"], "num_kv_blocks": 400}
+    hit = run(parse_experiment(gpu, "<t>"))
+    load = 16 * BLOCK_BYTES / (bw * 1e9) + lat * 1e-6
+    r_off, r_hit = off.requests.iloc[12:], hit.requests.iloc[12:]
+    assert (r_off["num_cached_tokens"] == 256).all() and (r_hit["num_cached_tokens"] == 256).all()
+    diff = r_off["ttft_s"].to_numpy() - r_hit["ttft_s"].to_numpy()
+    assert diff == pytest.approx([load] * len(diff), rel=1e-6)
+    s = off.summary["kv_tiers"]
+    assert s["engine_stall_s"] == 0.0 and s["num_loads"] == 48
+    # no step carries the load: the steps are those of the all-GPU run, priced by the cost model alone
+    assert off.iterations["time_s"].to_numpy() == pytest.approx(hit.iterations["time_s"].to_numpy(), rel=1e-12)
+
+
+def test_engine_async_load_does_not_slow_other_requests():
+    """Two clients on a slow host link (1 GB/s: a 16-block load takes ~34 ms, longer than a step):
+    with vllm-native the other request's steps go on while a load is in flight (no stall, no step
+    as long as a load); the layer-wise fallback (hicache) stretches steps to the load."""
+    extra = {"cpu_gib": 400 * BLOCK_BYTES / GIB, "cpu_bandwidth_gbps": 1.0}
+    cfg = _cyclic_cfg(kv_offload=extra)
+    cfg["workload"] = {**cfg["workload"], "arrival": {"process": "closed", "clients": 2}, "output_tokens": 64}
+    nat = run(parse_experiment(cfg, "<t>"))
+    load = 16 * BLOCK_BYTES / 1e9
+    assert nat.summary["kv_tiers"]["num_loads"] > 0
+    assert nat.summary["kv_tiers"]["engine_stall_s"] == 0.0
+    assert nat.iterations["time_s"].max() < load
+    cfg["engine"] = {**cfg["engine"], "kv_offload": {**extra, "mode": "hicache"}}
+    hic = run(parse_experiment(cfg, "<t>"))
+    assert hic.summary["kv_tiers"]["engine_stall_s"] > 0.0
+    assert hic.iterations["time_s"].max() >= load
+
+
+# ---------------------------------------------------------------- lmcache: chunks and host staging
+def _lmcache(cpu_blocks=1000, store_blocks=0, chunk_blocks=4):
+    clock = _Clock()
+    kv = KVCacheManager(64, 16, enable_prefix_caching=True, block_bytes=1 << 20)
+    spec = TierSpec(mode="lmcache", block_size=16, block_bytes=1 << 20, cpu_blocks=cpu_blocks, disk_blocks=0,
+                    pcie_bytes_per_s=25e9, cpu_latency_s=10e-6, disk_bytes_per_s=1.0, disk_latency_s=0.0,
+                    store_blocks=store_blocks, nic_bytes_per_s=5e9, store_latency_s=20e-6,
+                    chunk_blocks=chunk_blocks)
+    cluster = ClusterTiers(spec, clock)
+    return clock, kv, cluster.attach(kv)
+
+
+def test_lmcache_stores_whole_chunks_only_and_hits_whole_chunks():
+    """Chunks of 4 blocks (64 tokens): a 10-block + 8-token prompt stores 2 chunks (8 blocks), its
+    partial last chunk not at all; a request with 2 blocks on the GPU and the same document takes
+    the tier's blocks only up to the last whole chunk of the prompt's start."""
+    clock, kv, tiers = _lmcache()
+    a = _req(0, doc=1, n=10 * 16 + 8)
+    _compute(kv, a)
+    tiers.after_step(0.0)
+    assert len(tiers.cpu) == 8
+    clock.now = 1.0
+    # GPU hit of 2 blocks (evict the rest from the GPU by hand), tier holds blocks 0..7: hit = 8
+    b = _req(1, doc=1, n=10 * 16 + 8)
+    hashes = kv.content_hashes(b, 10)
+    n = tiers.extend_hit(b, hashes, 2, 10)
+    assert n == 6  # blocks 2..7: the tier run 2..7 ends on the chunk boundary 8
+    tiers._pending_loads.clear()
+    tiers._admitted.clear()  # (the lookup alone, without an allocator state: nothing to give back)
+    # the GPU hit of 2 blocks + a tier run of 5 blocks (chunk 1 partly missing) → hit rounds down to 4
+    c = _req(2, doc=1, n=10 * 16 + 8)
+    tiers.cpu._lru.pop(hashes[7])
+    assert tiers.extend_hit(c, hashes, 2, 10) == 2
+
+
+def test_lmcache_store_load_stages_through_host():
+    """A store load in lmcache mode goes NIC → host buffer → PCIe, one after the other: on idle
+    links it takes bytes / NIC + NIC latency + bytes / PCIe + PCIe latency."""
+    clock, kv, tiers = _lmcache(cpu_blocks=0, store_blocks=1000, chunk_blocks=1)
+    assert tiers.cpu is None
+    end = tiers._book_load(0.0, 0, 0, 40)
+    nbytes = 40 * (1 << 20)
+    assert end == pytest.approx(nbytes / 5e9 + 20e-6 + nbytes / 25e9 + 10e-6)
+    assert tiers.h2d.bytes_moved == nbytes and tiers.nic_in.bytes_moved == nbytes
+
+
+def test_lmcache_chunk_size_config():
+    cfg = _cyclic_cfg(kv_offload={"cpu_gib": 1, "mode": "lmcache", "chunk_size": 100})
+    with pytest.raises(ConfigError, match="engine.kv_offload.chunk_size"):
+        run(parse_experiment(cfg, "<t>"))
+    cfg = _cyclic_cfg(kv_offload={"cpu_gib": 1, "chunk_size": 256})
+    with pytest.raises(ConfigError, match="only LMCache"):
+        run(parse_experiment(cfg, "<t>"))
+    # default 256 tokens: the 257-token prompts of the cyclic pattern store (and hit) one whole chunk
+    s = _tiers_summary(_cyclic_cfg(kv_offload={"cpu_gib": 400 * BLOCK_BYTES / GIB, "mode": "lmcache"}))
+    assert s["tiers"]["cpu"]["hit_tokens"] == 48 * 256
+    s = _tiers_summary(_cyclic_cfg(kv_offload={"cpu_gib": 400 * BLOCK_BYTES / GIB, "mode": "lmcache",
+                                               "chunk_size": 512}))
+    assert s["tiers"]["cpu"]["hit_tokens"] == 0  # no prompt holds a whole 512-token chunk

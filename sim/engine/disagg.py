@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.dp_group import DPGroup
-from sim.engine.kv_handoff import NICFabric, StoreHandoff, num_kv_copies
+from sim.engine.kv_handoff import NICFabric, StoreHandoff, SyncPutCostModel, num_kv_copies
 from sim.engine.request import Request, RequestStatus
 
 __all__ = ["PDSpec", "KVLink", "PDCoordinator", "PD_REQUEST_COLUMNS"]
@@ -167,7 +167,7 @@ class _PDState:
 
     __slots__ = ("main", "pre", "prefill_rep", "decode_rep", "kv_bytes", "holder", "kv_ready_s",
                  "prefill_done_s", "admit_s", "sent_s", "end_s", "queued", "delivered", "last_step_start_s",
-                 "put_start_s", "put_end_s")
+                 "put_start_s", "put_end_s", "store_bytes", "put_booked")
 
     def __init__(self, main: Request, pre: Request, prefill_rep: int, kv_bytes: float) -> None:
         self.main, self.pre, self.prefill_rep, self.kv_bytes = main, pre, prefill_rep, kv_bytes
@@ -183,6 +183,8 @@ class _PDState:
         self.last_step_start_s = -1.0
         self.put_start_s = -1.0  # via: store: the put's start (room reserved) and end
         self.put_end_s = -1.0
+        self.store_bytes = kv_bytes  # via: store: the object put (the KV; + hidden states with host_copy)
+        self.put_booked = False  # sync_put: booked when the step finishing the prompt was priced
 
 
 class PDCoordinator:
@@ -199,6 +201,8 @@ class PDCoordinator:
             rep.on_rejected = self.on_prefill_rejected
             if spec.layerwise:
                 rep.pre_step = self.on_prefill_step
+            if spec.store is not None and spec.store.sync_put:
+                self._wire_sync_put(rep)
         # a decode instance with data-parallel attention is ``dp`` ranks (engine cores of their own,
         # behind the decode router like every rank of the aggregated path) stepping in lockstep
         dp = spec.decode.dp
@@ -234,6 +238,8 @@ class PDCoordinator:
         rep.on_rejected = self.on_prefill_rejected
         if self.spec.layerwise:
             rep.pre_step = self.on_prefill_step
+        if self.spec.store is not None and self.spec.store.sync_put:
+            self._wire_sync_put(rep)
         self.prefill.append(rep)
 
     def wire_decode(self, rep: Any) -> None:
@@ -253,7 +259,7 @@ class PDCoordinator:
         pre = Request(main.request_id, dataclasses.replace(main.spec, max_output_tokens=1), main.arrival_s,
                       main.replica)
         rep = self.cluster.replicas[main.replica]
-        if reason is None and self.store is not None and not self.store.fits(self.spec.kv_bytes_fn(main.num_prompt_tokens)):
+        if reason is None and self.store is not None and not self.store.fits(self._store_bytes(main)):
             reason = "the prompt's KV is larger than kv_store.capacity_gib"
         if reason is None and not rep.submit(pre):
             reason = pre.reject_reason
@@ -261,8 +267,16 @@ class PDCoordinator:
             main.status = RequestStatus.REJECTED
             main.reject_reason = reason
             return False
-        self.states[main.request_id] = _PDState(main, pre, main.replica, float(self.spec.kv_bytes_fn(main.num_prompt_tokens)))
+        st = self.states[main.request_id] = _PDState(main, pre, main.replica,
+                                                     float(self.spec.kv_bytes_fn(main.num_prompt_tokens)))
+        if self.store is not None:
+            st.store_bytes = self._store_bytes(main)
         return True
+
+    def _store_bytes(self, main: Request) -> float:
+        s = self.spec.store
+        return s.object_bytes(float(self.spec.kv_bytes_fn(main.num_prompt_tokens)), main.num_prompt_tokens,
+                              s.prefill_shards)
 
     def on_prefill_rejected(self, request_ids: tuple[int, ...]) -> None:
         """A prefill scheduler rejected requests while scheduling: the requests end rejected."""
@@ -316,8 +330,10 @@ class PDCoordinator:
             if st.kv_ready_s < 0:
                 st.kv_ready_s = now
                 self.num_in_transit += 1
-                if self.store is not None:  # the decode side is asked once the put ended
-                    self.store.request_put(st.kv_bytes, now, lambda t, s=st: self._start_put(s, t))
+                if st.put_booked:  # sync_put: this step lasted until its put ended
+                    self._put_done(st)
+                elif self.store is not None:  # the decode side is asked once the put ended
+                    self.store.request_put(st.store_bytes, now, lambda t, s=st: self._start_put(s, t))
                 else:
                     self._route_decode(st)
             elif st.sent_s >= 0:  # layer-wise: everything was sent while it computed
@@ -375,7 +391,10 @@ class PDCoordinator:
             self.num_admitted[rep.index] += 1
             self.committed_blocks[rep.index] += full
             if self.store is not None:
-                end_s = self.store.get(main.request_id, rep.index, st.kv_bytes, self.env.now)
+                ss = self.spec.store
+                end_s = self.store.get(main.request_id, rep.index, st.store_bytes, self.env.now,
+                                       ss.host_copy_bytes(st.kv_bytes, main.num_prompt_tokens, ss.decode_shards,
+                                                          ss.GET_HOST_COPIES) if ss.host_memcpy_bytes_per_s > 0 else 0.0)
                 st.sent_s = end_s
                 self.env.timeout(end_s - self.env.now).callbacks.append(lambda _ev, s=st: self._transferred(s))
                 continue
@@ -392,8 +411,53 @@ class PDCoordinator:
     def _start_put(self, st: _PDState, now_s: float) -> None:
         """The store has room for the object: book its put; at its end the prefill side is released."""
         st.put_start_s = now_s
-        end_s = self.store.put(st.main.request_id, st.prefill_rep, st.kv_bytes, now_s)
+        end_s = self.store.put(st.main.request_id, st.prefill_rep, st.store_bytes, now_s, self._put_host_bytes(st))
         self.env.timeout(end_s - self.env.now).callbacks.append(lambda _ev, s=st: self._put_done(s))
+
+    def _put_host_bytes(self, st: _PDState) -> float:
+        ss = self.spec.store
+        if ss.host_memcpy_bytes_per_s <= 0:
+            return 0.0
+        return ss.host_copy_bytes(st.kv_bytes, st.main.num_prompt_tokens, ss.prefill_shards, ss.PUT_HOST_COPIES)
+
+    def _wire_sync_put(self, rep: Any) -> None:
+        """sync_put: price each step of prefill instance ``rep`` as its forward plus the puts of the prompts
+        it finishes (:meth:`sync_put_s`). The replica loop calls ``scheduler.schedule`` and then the cost
+        model's ``step`` at the same instant; the wrappers hand the plan to the pricing."""
+        sched = rep.scheduler
+        schedule = sched.schedule
+        plan: list[Any] = [None]
+
+        def schedule_and_keep(now_s: float) -> Any:
+            out = plan[0] = schedule(now_s)
+            return out
+
+        sched.schedule = schedule_and_keep
+        rep.cost_model = SyncPutCostModel(rep.cost_model, lambda forward_s: self.sync_put_s(rep, plan[0], forward_s))
+
+    def sync_put_s(self, rep: Any, out: Any, forward_s: float) -> float:
+        """Seconds the step planned as ``out`` on prefill instance ``rep`` (its forward ``forward_s``) waits
+        for the puts of the prompts it finishes. vLLM V0's ``ModelRunner.execute_model`` calls the
+        connector's ``send_kv_caches_and_hidden_states`` after the forward and before sampling, and
+        ``MooncakeStore.put`` is synchronous ("A message queue needs to be introduced before making it
+        asynchronous"), one request after the other. A put that finds the store full (or puts waiting)
+        does not block: it waits for room after the step, as without sync_put."""
+        if out is None or self.store is None:
+            return 0.0
+        start = self.env.now + forward_s
+        t = start
+        for req, n in zip(out.scheduled, out.num_scheduled_tokens.values()):
+            if req.num_output_tokens or req.num_computed_tokens + n < req.num_prompt_tokens:
+                continue  # not this request's last prefill chunk
+            st = self.states.get(req.request_id)
+            if st is None or st.main.max_output_tokens <= 1 or st.put_booked:
+                continue
+            if not self.store.try_reserve(st.store_bytes):
+                continue
+            st.put_booked = True
+            st.put_start_s = t
+            t = self.store.put(st.main.request_id, st.prefill_rep, st.store_bytes, t, self._put_host_bytes(st))
+        return t - start
 
     def _put_done(self, st: _PDState) -> None:
         """The KV is in the store: free the prefill instance's blocks and route the request to decode
@@ -445,7 +509,7 @@ class PDCoordinator:
             return  # the run is over; drain() releases it
         st.end_s = self.env.now
         if self.store is not None:  # the prefill side was released at the put's end
-            self.store.release(st.kv_bytes, st.end_s)
+            self.store.release(st.store_bytes, st.end_s)
         else:
             self._release_prefill(st)
         main = st.main
@@ -521,8 +585,8 @@ class PDCoordinator:
             self.store.check()
             nic = self.spec.store.nic_bytes_per_s
             for st in self.finished_states:
-                if (st.put_end_s - st.put_start_s < st.kv_bytes / nic * (1 - 1e-9) - 1e-12
-                        or st.end_s - max(st.admit_s, st.put_end_s) < st.kv_bytes / nic * (1 - 1e-9) - 1e-12):
+                if (st.put_end_s - st.put_start_s < st.store_bytes / nic * (1 - 1e-9) - 1e-12
+                        or st.end_s - max(st.admit_s, st.put_end_s) < st.store_bytes / nic * (1 - 1e-9) - 1e-12):
                     raise AssertionError(f"request {st.main.request_id}: store put or get faster than the NIC")
             bw = float("inf")  # the point-to-point check below does not apply
         for st in self.finished_states:
@@ -557,7 +621,9 @@ class PDCoordinator:
         if self.store is not None:
             done = [st for st in self.finished_states if st.put_end_s >= 0]
             out["store"] = self.store.report(float(self.env.now))
-            out["store_put_s"] = np.asarray([st.put_end_s - st.kv_ready_s for st in done], dtype=np.float64)
+            # prefill end (sync_put: the forward's end, where the put starts) → the object is in the store
+            out["store_put_s"] = np.asarray([st.put_end_s - min(st.kv_ready_s, st.put_start_s) for st in done],
+                                            dtype=np.float64)
             out["store_get_s"] = np.asarray([st.end_s - st.admit_s for st in done], dtype=np.float64)
         return out
 

@@ -106,6 +106,14 @@ class KVTransferConfig(Frozen):
     store_staging: Literal["host", "gpudirect"] | None = Field(None, description="via: store only (default host); host: the KV passes through "
                                                         "host memory over PCIe on both sides (vLLM's MooncakeStoreConnector); "
                                                         "gpudirect: NIC to and from GPU memory")
+    host_copy: Literal["none", "connector"] = Field("none", description="via: store only; connector: price the host-side "
+                                                   "copies of vLLM's MooncakeStoreConnector (safetensors serialisation, "
+                                                   "pageable copies; docs/disaggregation.md) at host_memcpy_gbps, and put "
+                                                   "the prompt's hidden states with its KV; none: host copies are free")
+    host_memcpy_gbps: float | None = Field(None, gt=0, description="host_copy: connector only (required there): GB/s one "
+                                           "host thread copies (memcpy) between two host buffers")
+    sync_put: bool = Field(False, description="via: store only; the put blocks the prefill instance: the step that "
+                           "finished a prompt ends when its put has ended (vLLM V0 model_runner + MooncakeStore.put)")
 
     @model_validator(mode="after")
     def _store_options(self) -> "KVTransferConfig":
@@ -121,6 +129,16 @@ class KVTransferConfig(Frozen):
                                  "sharing at its default")
         elif self.store_staging is not None:
             raise ValueError("store_staging applies to via: store only")
+        if self.via != "store" and (self.host_copy != "none" or self.sync_put):
+            raise ValueError("host_copy and sync_put describe the store connector's put and get; they need via: store")
+        if self.host_copy == "connector":
+            if self.staging != "host":
+                raise ValueError("host_copy: connector copies through host memory; it needs store_staging: host")
+            if self.host_memcpy_gbps is None:
+                raise ValueError("host_copy: connector needs host_memcpy_gbps (GB/s of one host thread's memcpy; "
+                                 "cite its source)")
+        elif self.host_memcpy_gbps is not None:
+            raise ValueError("host_memcpy_gbps applies to host_copy: connector only")
         return self
 
     @property

@@ -157,13 +157,15 @@ class KVCacheManager:
         return self.num_prefix_hit_tokens / q if q else 0.0
 
     # ------------------------------------------------------------------ allocation
-    def allocate_slots(self, req: Request, num_new_tokens: int, num_lookahead_tokens: int = 0) -> bool:
+    def allocate_slots(self, req: Request, num_new_tokens: int, num_lookahead_tokens: int = 0,
+                       delay_cache_blocks: bool = False) -> bool:
         """Make ``req`` hold ``req.num_computed_tokens + num_new_tokens + num_lookahead_tokens`` positions.
 
         Returns False — allocating nothing — when there are not enough free blocks.
         With prefix caching, blocks that the ``num_new_tokens`` fill are hashed (registered in the
         cache); lookahead slots (speculative draft tokens, which may be rejected) are never hashed, as
-        in vLLM's ``KVCacheManager.allocate_slots``.
+        in vLLM's ``KVCacheManager.allocate_slots``. ``delay_cache_blocks`` (vLLM's flag for blocks an
+        asynchronous KV load will fill) hashes nothing now: a later ``allocate_slots`` hashes them.
         """
         st = self._reqs.get(req.request_id)
         if st is None:
@@ -194,7 +196,7 @@ class KVCacheManager:
                     b = free.pop()
                     ref_cnt[b] = 1
                     blocks.append(b)
-        if self.enable_prefix_caching:
+        if self.enable_prefix_caching and not delay_cache_blocks:
             num_full = total // self.block_size
             if num_full > st.num_registered:
                 self._cache_full_blocks(req, st, num_full)

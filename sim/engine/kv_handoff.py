@@ -13,7 +13,12 @@ per-pair link of :class:`sim.engine.disagg.KVLink` (docs/disaggregation.md, "KV 
   ``store_staging: host`` it first (put) or last (get) crosses the instance's PCIe link, because the
   connector serialises the tensor into host memory (safetensors) before the put and moves the got
   tensor back to the GPU after. The object occupies the store from the put's start to the get's
-  end; a put that does not fit waits for room, first come first served.
+  end; a put that does not fit waits for room, first come first served. With ``host_copy: connector``
+  each side also pays the connector's host memcpys (:attr:`StoreHandoffSpec.PUT_HOST_COPIES`,
+  :attr:`~StoreHandoffSpec.GET_HOST_COPIES`) of every rank's object (its KV shard and the hidden
+  states) at one thread's memcpy bandwidth, the ranks in parallel; with ``sync_put`` the put is booked
+  when the step finishing the prompt is priced, and that step ends when the put ends
+  (:meth:`sim.engine.disagg.PDCoordinator.sync_put_s`).
 
 Invariants (:meth:`NICFabric.check`, :meth:`StoreHandoff.check`): no port ever carries more than its
 bandwidth × busy time; no flow is left at the end; the store's bytes stay within ``[0, capacity]``
@@ -21,6 +26,7 @@ and are back to 0 when every hand-off has ended; a get never starts before its p
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ from typing import Any
 
 from sim.engine.kv_tiers import Link
 
-__all__ = ["NICFabric", "StoreHandoffSpec", "StoreHandoff", "num_kv_copies"]
+__all__ = ["NICFabric", "StoreHandoffSpec", "StoreHandoff", "SyncPutCostModel", "num_kv_copies"]
 
 # A flow with at most this many bytes left is complete (floating-point remainder of the fair shares).
 _BYTES_EPS = 1e-3
@@ -184,6 +190,31 @@ class StoreHandoffSpec:
     staging: str  # "host" | "gpudirect"
     prefill_pcie_bytes_per_s: float  # one prefill instance's host link (all its GPUs' shards at once)
     decode_pcie_bytes_per_s: float
+    # host_copy: connector (0 = host copies free, the object is the KV alone)
+    host_memcpy_bytes_per_s: float = 0.0  # one host thread's memcpy (kv_transfer.host_memcpy_gbps)
+    hidden_bytes_per_token: float = 0.0  # the prompt's hidden states, put and got by every rank with its KV shard
+    prefill_shards: int = 1  # ranks of one instance, each putting (getting) its own object in parallel
+    decode_shards: int = 1
+    sync_put: bool = False  # kv_transfer.sync_put: the put blocks the prefill instance's step
+
+    # Host copies of one rank's object (KV shard + hidden states) on the store path of vLLM's
+    # MooncakeStoreConnector (docs/disaggregation.md, "Host copies of the store connector"). Put: the
+    # pageable ``.to("cpu")`` in safetensors' ``_tobytes`` (the driver's copy out of its pinned staging
+    # buffer after the DMA), ``numpy.tobytes``, safetensors' Rust ``serialize`` into a Vec, ``PyBytes::new``
+    # of that Vec, and the store client's copy of the bytes into its RDMA-registered buffer. Get: the
+    # store client's ``pybind11::bytes`` out of its buffer, safetensors' ``deserialize`` (``PyByteArray::new``;
+    # ``torch.frombuffer`` then copies nothing) and the driver's copy into its staging buffer for the
+    # pageable ``.to(device)``.
+    PUT_HOST_COPIES = 5
+    GET_HOST_COPIES = 3
+
+    def object_bytes(self, kv_bytes: float, num_tokens: int, shards: int) -> float:
+        """Bytes one hand-off puts into the store: the KV, plus each rank's copy of the hidden states."""
+        return kv_bytes + shards * self.hidden_bytes_per_token * num_tokens
+
+    def host_copy_bytes(self, kv_bytes: float, num_tokens: int, shards: int, copies: int) -> float:
+        """Bytes one rank's host thread copies for a put or get: ``copies`` × (its KV shard + hidden states)."""
+        return copies * (kv_bytes / shards + self.hidden_bytes_per_token * num_tokens)
 
 
 class StoreHandoff:
@@ -206,6 +237,8 @@ class StoreHandoff:
             s = self.spec
             if kind == "nic_out" or kind == "nic_in":
                 lk = Link(f"{instance}.{kind}", s.nic_bytes_per_s, s.latency_s)
+            elif kind == "host_put" or kind == "host_get":  # the ranks' threads copy their shards in parallel
+                lk = Link(f"{instance}.{kind}", s.host_memcpy_bytes_per_s, 0.0)
             else:  # PCIe d2h on a prefill instance, h2d on a decode instance: no fixed latency of its own
                 bw = s.prefill_pcie_bytes_per_s if kind == "pcie_d2h" else s.decode_pcie_bytes_per_s
                 lk = Link(f"{instance}.{kind}", bw, 0.0)
@@ -229,21 +262,33 @@ class StoreHandoff:
         self.held_bytes += num_bytes
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
 
-    def put(self, request_id: int, instance: int, num_bytes: float, now_s: float) -> float:
-        """Book the put of a reserved object from prefill instance ``instance``; its end time."""
+    def try_reserve(self, num_bytes: float) -> bool:
+        """Reserve room for an object now if it fits and no put waits before it (sync puts)."""
+        if self.waiting or self.held_bytes + num_bytes > self.spec.capacity_bytes:
+            return False
+        self._reserve(num_bytes)
+        return True
+
+    def put(self, request_id: int, instance: int, num_bytes: float, now_s: float, host_bytes: float = 0.0) -> float:
+        """Book the put of a reserved object from prefill instance ``instance``; its end time. ``host_bytes``:
+        what each of its ranks' host threads copies after the DMA and before the NIC (host_copy: connector)."""
         t = now_s
         if self.spec.staging == "host":
             t = self._link(instance, "pcie_d2h").transfer(t, int(num_bytes))
+        if host_bytes > 0.0:
+            t = self._link(instance, "host_put").transfer(t, int(host_bytes))
         end = self._link(instance, "nic_out").transfer(t, int(num_bytes))
         self.num_puts += 1
         self.ready_s[request_id] = end
         return end
 
-    def get(self, request_id: int, instance: int, num_bytes: float, now_s: float) -> float:
+    def get(self, request_id: int, instance: int, num_bytes: float, now_s: float, host_bytes: float = 0.0) -> float:
         """Book the get of a stored object into decode instance ``instance`` from ``now_s`` (or its put's
-        end, if later); its end time."""
+        end, if later); its end time. ``host_bytes`` as in :meth:`put`, between the NIC and the DMA."""
         ready = self.ready_s.pop(request_id)
         t = self._link(instance, "nic_in").transfer(max(now_s, ready), int(num_bytes))
+        if host_bytes > 0.0:
+            t = self._link(instance, "host_get").transfer(t, int(host_bytes))
         if self.spec.staging == "host":
             t = self._link(instance, "pcie_h2d").transfer(t, int(num_bytes))
         self.num_gets += 1
@@ -288,4 +333,30 @@ class StoreHandoff:
         return {"capacity_bytes": self.spec.capacity_bytes, "peak_bytes": self.peak_bytes, "num_puts": self.num_puts,
                 "num_gets": self.num_gets, "num_puts_waited_for_room": self.num_waited, "staging": self.spec.staging,
                 "nic_bandwidth_gbps": self.spec.nic_bytes_per_s / 1e9, "latency_us": self.spec.latency_s * 1e6,
-                "links": links}
+                "links": links, **({"host_memcpy_gbps": self.spec.host_memcpy_bytes_per_s / 1e9,
+                                    "sync_put": self.spec.sync_put}
+                                   if self.spec.host_memcpy_bytes_per_s > 0 or self.spec.sync_put else {})}
+
+
+class SyncPutCostModel:
+    """A prefill instance's cost model under ``sync_put``: each step lasts its forward plus the blocking
+    puts it triggers (``put_s(forward_s)``, :meth:`sim.engine.disagg.PDCoordinator.sync_put_s`); every
+    other attribute is the wrapped model's."""
+
+    # the step time depends on the store's state, not on the shape alone: never cache its prices
+    step_is_pure = False
+
+    def __init__(self, inner: Any, put_s: Callable[[float], float]) -> None:
+        self._inner = inner
+        self._put_s = put_s
+
+    def step(self, shape: Any) -> Any:
+        """The wrapped model's step cost, its ``time_s`` lengthened by the puts the step waits for."""
+        cost = self._inner.step(shape)
+        extra = self._put_s(cost.time_s)
+        return cost if extra <= 0.0 else dataclasses.replace(cost, time_s=cost.time_s + extra)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_put_s"):  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
+        return getattr(self._inner, name)

@@ -26,19 +26,26 @@ request whose loaded and new blocks do not fit waits, and its copies stay safe b
 starts when the step that runs the request is priced: CPU blocks over PCIe host→device; disk
 blocks over the drive and then PCIe (pipelined chunk by chunk, so the slower link sets the pace);
 store blocks over the NIC straight into GPU memory (GPUDirect RDMA, as Mooncake's transfer engine
-does). How the load time meets the step depends on ``mode``:
+does) — except in ``lmcache`` mode, whose chunks pass through host memory (NIC → host, then PCIe;
+device → host, then NIC for writes), and which stores and hits whole ``chunk_size`` chunks only. How the load time meets the step depends on ``mode``:
 
 - ``lmcache``: synchronous (LMCache's ``start_load_kv`` before the forward pass): ``dt + load``;
 - ``hicache``: layer-wise (SGLang's ``load_back`` overlapping layer by layer): ``max(dt, load)``;
-- ``vllm-native``: asynchronous in vLLM (``WAITING_FOR_REMOTE_KVS``); here the request still runs in
-  the step that admitted it, so the step cannot end before its KV arrived: ``max(dt, load)`` —
-  other requests are delayed only by a load longer than the step, the loading request misses the
-  one step vLLM would make it wait (docs/kv-tiers.md).
+- ``vllm-native``: asynchronous, as vLLM V1's scheduler does with a connector whose
+  ``get_num_new_matched_tokens`` returns ``load_kv_async=True`` (the ``OffloadingConnector``): at
+  admission only the loaded tokens' blocks are allocated (``allocate_slots(..., delay_cache_blocks=
+  True)``: not yet hashed), the load starts (:meth:`ReplicaTiers.start_async_load`) and the request
+  sits out in ``WAITING_FOR_REMOTE_KVS`` — in the waiting queue, not in the running batch, using
+  neither token budget nor a ``max_num_seqs`` slot — until the plan that sees the load finished
+  (:meth:`ReplicaTiers.load_landed`); its blocks are cached then and it prefills the rest like any
+  waiting request with computed tokens. Other requests' steps do not wait for the load. A scheduler
+  that does not drive async loads (every policy but ``vllm``) falls back to ``max(dt, load)``.
 
 Invariants (checked on every read and at the end of every run): a read takes a block only from a
 tier that holds it and whose copy is ready; no tier ever holds more blocks than its capacity (or a
 negative count); every load that started either completed or belongs to a request reported
-called off; links' byte counters only grow.
+called off (an async load is called off when its request is freed before it lands: aborted at the
+horizon); links' byte counters only grow.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim.errors import ConfigError
+from sim.kv_tiers_config import DEFAULT_LMCACHE_CHUNK_SIZE
 
 __all__ = ["Link", "TierStore", "TierSpec", "ReplicaTiers", "ClusterTiers", "TierInvariantError",
            "tier_spec"]
@@ -195,6 +203,7 @@ class TierSpec:
     store_blocks: int = 0  # shared remote store capacity (0 = no store)
     nic_bytes_per_s: float = 0.0  # one replica's NIC bandwidth to the store, per direction
     store_latency_s: float = 0.0
+    chunk_blocks: int = 0  # lmcache: blocks per LMCache chunk (stored and hit in whole chunks); 0 = per block
 
 
 def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_size: int, block_bytes_per_gpu: int,
@@ -235,8 +244,22 @@ def tier_spec(offload: Any, store: Any, *, enable_prefix_caching: bool, block_si
             raise ConfigError(f"kv_store.capacity_gib: {store.capacity_gib} GiB holds no KV block of {block_bytes} bytes")
         nic = store.bandwidth_gbps * 1e9
         store_lat = store.latency_us * 1e-6
+    chunk_blocks = 0
+    if offload is not None and store is not None and store.chunk_size is not None:
+        raise ConfigError("kv_store.chunk_size: with engine.kv_offload set, its mode and chunk_size rule both tiers; "
+                          "set engine.kv_offload.chunk_size")
+    chunk_key = key if offload is not None else "kv_store"
+    chunk = (offload if offload is not None else store).chunk_size
+    if mode == "lmcache":
+        chunk = DEFAULT_LMCACHE_CHUNK_SIZE if chunk is None else chunk
+        if chunk % block_size:
+            raise ConfigError(f"{chunk_key}.chunk_size: {chunk} tokens is not a multiple of engine.block_size "
+                              f"({block_size}): LMCache chunks are whole KV blocks here")
+        chunk_blocks = chunk // block_size
+    elif chunk is not None:
+        raise ConfigError(f"{chunk_key}.chunk_size: only LMCache stores in chunks (mode: lmcache), mode is {mode}")
     return TierSpec(mode, block_size, block_bytes, cpu_blocks, disk_blocks, pcie, cpu_lat, disk_bw, disk_lat,
-                    store_blocks, nic, store_lat)
+                    store_blocks, nic, store_lat, chunk_blocks)
 
 
 class ReplicaTiers:
@@ -262,6 +285,9 @@ class ReplicaTiers:
         self.nic_in = Link("nic_in", spec.nic_bytes_per_s, spec.store_latency_s) if store is not None else None
         self.nic_out = Link("nic_out", spec.nic_bytes_per_s, spec.store_latency_s) if store is not None else None
         self.prompt_only = spec.mode == "lmcache"
+        # LMCache moves remote chunks through pinned host memory (its remote connectors read into
+        # MemoryObjs of the LocalCPUBackend allocator, then copy them to the GPU): NIC → host → PCIe
+        self.staged = spec.mode == "lmcache"
         self._pending_writes: list[int] = []  # hashes filled by the step now running
         # request id -> (first loaded block index, [(hash, tier)]): admitted this step, not started
         self._pending_loads: dict[int, tuple[int, list[tuple[int, TierStore]]]] = {}
@@ -270,6 +296,16 @@ class ReplicaTiers:
         self.load_s_total = 0.0
         self.num_called_off = 0  # loads called off: the scheduler gave the request back before its step
         self._admitted: dict[int, tuple[int, int]] = {}  # request id -> (query tokens, GPU hit tokens)
+        # vllm-native async loads in flight: request id -> completion time (WAITING_FOR_REMOTE_KVS)
+        self._loading: dict[int, float] = {}
+        self._reserved: dict[int, int] = {}  # request id -> new tokens whose blocks it holds while loading
+        self.loads_async = spec.mode == "vllm-native"
+        # ends of the last two steps: under async scheduling a plan sees the connector's "finished
+        # receiving" report of step k only from the plan after step k+1's (the output of step k is
+        # processed while step k+1 runs)
+        self._last_end_s = self._prev_end_s = -1.0
+        self._engine_idle = True  # no step ran since the engine last found nothing to run
+        self.async_wait_s = 0.0  # time requests spent in WAITING_FOR_REMOTE_KVS (load → plan that admits it)
         self.num_query_tokens = 0  # tokens looked up by admissions that ran
         self.gpu_hit_tokens = 0
         kv.tier_hook = self
@@ -278,13 +314,15 @@ class ReplicaTiers:
     def blocks_stored(self, req: Any, hashes: list[int], first: int, num_full: int) -> None:
         """The KV allocator registered ``req``'s blocks ``first..num_full-1`` (full, hashed): queue
         them for write-through after the step that computes them."""
-        if self.prompt_only:
-            num_full = min(num_full, req.num_prompt_tokens // self.spec.block_size)
+        if self.prompt_only:  # LMCache stores the prompt's whole chunks only (a partial last chunk is not stored)
+            cb = self.spec.chunk_blocks or 1
+            num_full = min(num_full, req.num_prompt_tokens // (self.spec.block_size * cb) * cb)
         if num_full > first:
             self._pending_writes.extend(hashes[first:num_full])
 
     def after_step(self, end_s: float) -> None:
         """The step ended at ``end_s``: write the blocks it filled to every tier that lacks them."""
+        self._prev_end_s, self._last_end_s = self._last_end_s, end_s
         pending = self._pending_writes
         if not pending:
             return
@@ -292,8 +330,9 @@ class ReplicaTiers:
         bb = self.spec.block_bytes
         cpu, disk, store = self.cpu, self.disk, self.store
         new_cpu = [h for h in pending if h not in cpu] if cpu is not None else []
+        host_ready = end_s  # when the step's blocks are in host memory (lmcache's staging buffer)
         if new_cpu:
-            ready = self._write(cpu, self.d2h, end_s, new_cpu, bb)
+            ready = host_ready = self._write(cpu, self.d2h, end_s, new_cpu, bb)
             if disk is not None:
                 new_disk = [h for h in new_cpu if h not in disk]
                 if new_disk:
@@ -301,7 +340,10 @@ class ReplicaTiers:
         if store is not None:
             new_store = [h for h in pending if h not in store]
             if new_store:
-                self._write(store, self.nic_out, end_s, new_store, bb)
+                start = end_s
+                if self.staged:  # LMCache: device → host buffer first (once, shared with the CPU tier), then the NIC
+                    start = host_ready if cpu is not None else self.d2h.transfer(end_s, len(new_store) * bb)
+                self._write(store, self.nic_out, start, new_store, bb)
 
     @staticmethod
     def _write(tier, link, start_s: float, hashes: list, block_bytes: float) -> float:
@@ -344,6 +386,12 @@ class ReplicaTiers:
                 plan.append((h, store))
             else:
                 break
+        cb = self.spec.chunk_blocks
+        if cb > 1 and plan:
+            # LMCache's lookup hits whole chunks from the prompt's start; vLLM takes what lies beyond its
+            # own GPU hit (get_num_new_matched_tokens = LMCache hit − vLLM computed tokens)
+            aligned = (num_gpu_blocks + len(plan)) // cb * cb
+            plan = plan[:max(0, aligned - num_gpu_blocks)]
         if not plan:
             return 0
         for h, tier in plan:
@@ -356,6 +404,12 @@ class ReplicaTiers:
         (nothing was moved; the blocks, if the allocation happened, were hashed as any computed block
         would be — the step that would have filled them never ran, so drop their hashes)."""
         self._admitted.pop(req.request_id, None)
+        self._reserved.pop(req.request_id, None)
+        if self._loading.pop(req.request_id, None) is not None:
+            # freed while WAITING_FOR_REMOTE_KVS (aborted at the horizon): the copy already on the
+            # link cannot be recalled, the request gives up its blocks, which were never hashed
+            self.num_called_off += 1
+            return
         pending = self._pending_loads.pop(req.request_id, None)
         if pending is None:
             return
@@ -375,7 +429,10 @@ class ReplicaTiers:
         if n_disk:
             end = max(end, self.disk_link.transfer(start_s, n_disk * bb))
         if n_store:
-            end = max(end, self.nic_in.transfer(start_s, n_store * bb))
+            got = self.nic_in.transfer(start_s, n_store * bb)
+            if self.staged:  # LMCache: the chunks land in a host buffer, then go up over PCIe
+                got = self.h2d.transfer(got, n_store * bb)
+            end = max(end, got)
         return end
 
     def step_time(self, now_s: float, dt: float) -> float:
@@ -387,30 +444,95 @@ class ReplicaTiers:
                 self.num_query_tokens += q
                 self.gpu_hit_tokens += g
             self._admitted = {}
+        self._engine_idle = False
         pending = self._pending_loads
         if not pending:
             return dt
         self._pending_loads = {}
-        bs, bb = self.spec.block_size, self.spec.block_bytes
-        cpu, disk = self.cpu, self.disk
         end = now_s
         for _first, plan in pending.values():
-            counts = {"cpu": 0, "disk": 0, "store": 0}
-            for h, tier in plan:
-                tier.hit_tokens += bs
-                tier.num_hit_blocks += 1
-                tier.bytes_read += bb
-                counts[tier.name] += 1
-                if tier is disk and cpu is not None:  # disk loads pass through host memory
-                    cpu.insert(h, now_s)
-            e = self._book_load(now_s, counts["cpu"], counts["disk"], counts["store"])
-            self.num_loads += 1
-            self.load_s_total += e - now_s
-            end = max(end, e)
+            end = max(end, self._start_load(plan, now_s))
         load = end - now_s
         new_dt = dt + load if self.spec.mode == "lmcache" else max(dt, load)
         self.stall_s += new_dt - dt
         return new_dt
+
+    def _start_load(self, plan: list[tuple[int, TierStore]], now_s: float) -> float:
+        """Count one request's load (``plan``: its blocks and their tiers) and book it on the links
+        from ``now_s``; its completion time."""
+        bs, bb = self.spec.block_size, self.spec.block_bytes
+        cpu, disk = self.cpu, self.disk
+        counts = {"cpu": 0, "disk": 0, "store": 0}
+        for h, tier in plan:
+            tier.hit_tokens += bs
+            tier.num_hit_blocks += 1
+            tier.bytes_read += bb
+            counts[tier.name] += 1
+            if tier is disk and cpu is not None:  # disk loads pass through host memory
+                cpu.insert(h, now_s)
+        e = self._book_load(now_s, counts["cpu"], counts["disk"], counts["store"])
+        self.num_loads += 1
+        self.load_s_total += e - now_s
+        return e
+
+    # ---------------------------------------------------------------- async loads (vllm-native)
+    def has_pending_load(self, req: Any) -> bool:
+        """True if the admission of ``req`` now under way found blocks to load from a tier."""
+        return req.request_id in self._pending_loads
+
+    def start_async_load(self, req: Any, now_s: float, reserved_tokens: int = 0) -> float:
+        """The scheduler allocated ``req``'s loaded blocks (``delay_cache_blocks``; and those of
+        ``reserved_tokens`` new tokens) and parks it in ``WAITING_FOR_REMOTE_KVS``: start its load
+        now (vLLM sends the load with this step's connector metadata; the worker starts it with the
+        step) and return its completion time."""
+        rid = req.request_id
+        self._reserved[rid] = reserved_tokens
+        _first, plan = self._pending_loads.pop(rid)
+        q, g = self._admitted.pop(rid)
+        self.num_query_tokens += q
+        self.gpu_hit_tokens += g
+        end = self._start_load(plan, now_s)
+        self._loading[rid] = end
+        return end
+
+    @property
+    def num_loading(self) -> int:
+        """Requests in ``WAITING_FOR_REMOTE_KVS``."""
+        return len(self._loading)
+
+    def is_loading(self, req: Any) -> bool:
+        """True while ``req`` is in ``WAITING_FOR_REMOTE_KVS``."""
+        return req.request_id in self._loading
+
+    def load_landed(self, req: Any, now_s: float, async_scheduling: bool) -> bool:
+        """Whether the plan at ``now_s`` sees ``req``'s load finished. vLLM's worker reports finished
+        loads in the output of the step during which they ended (``get_finished``); an engine with
+        nothing else to run polls its connector with empty steps, so it sees a load as it lands.
+        Under async scheduling a step's output is processed after the next plan, one plan later."""
+        end = self._loading[req.request_id]
+        if end > now_s:
+            return False
+        if self._engine_idle:
+            return True
+        return end <= (self._prev_end_s if async_scheduling else self._last_end_s)
+
+    def finish_async_load(self, req: Any, now_s: float) -> int:
+        """``req`` leaves ``WAITING_FOR_REMOTE_KVS``; the caller then caches its loaded blocks.
+        Returns the new tokens whose blocks were reserved with the load."""
+        end = self._loading.pop(req.request_id)
+        self.async_wait_s += now_s - end
+        return self._reserved.pop(req.request_id)
+
+    def next_load_end_s(self, now_s: float) -> float | None:
+        """The engine has nothing to run at ``now_s``: when it should plan again for an async load —
+        the earliest one in flight, or ``now_s`` if one landed that the last plan could not see yet —
+        or None if no load will change anything. From now until a step runs, finished loads are seen
+        as they land (the engine polls its connector with empty steps)."""
+        ends = self._loading.values()
+        if self._engine_idle:  # the last plan saw every landed load: wait only for loads in flight
+            ends = [e for e in ends if e > now_s]
+        self._engine_idle = True
+        return min(ends) if ends else None
 
     # ---------------------------------------------------------------- checks / report
     def check(self) -> None:
@@ -418,8 +540,9 @@ class ReplicaTiers:
         for tier in (self.cpu, self.disk):
             if tier is not None:
                 tier.check()
-        if self._pending_loads or self._admitted:
-            raise TierInvariantError(f"{len(self._pending_loads)} tier loads neither started nor called off")
+        if self._pending_loads or self._admitted or self._loading:
+            raise TierInvariantError(f"{len(self._pending_loads) + len(self._loading)} tier loads neither "
+                                     "completed nor called off")
         links = [self.h2d, self.d2h, self.disk_link, self.nic_in, self.nic_out]
         if any(lk is not None and (lk.bytes_moved < 0 or lk.busy_s < 0) for lk in links):
             raise TierInvariantError("a link counter went negative")
@@ -481,6 +604,8 @@ class ClusterTiers:
         out["num_loads"] = int(num_loads)
         out["mean_load_s"] = sum(rt.load_s_total for rt in reps) / num_loads if num_loads else 0.0
         out["engine_stall_s"] = sum(rt.stall_s for rt in reps)
+        if spec.mode == "vllm-native":
+            out["async_wait_after_load_s"] = sum(rt.async_wait_s for rt in reps)
         out["num_loads_called_off"] = int(sum(rt.num_called_off for rt in reps))
         links: dict[str, Any] = {}
         for rt in reps:

@@ -290,6 +290,11 @@ class _Replica:
                 if inbox:
                     self._admit_visible(busy=False)  # nothing runs: the engine core sees them now
                     continue
+                land_s = tiers.next_load_end_s(now) if tiers is not None else None
+                if land_s is not None:  # only async tier loads in flight: vLLM polls its connector
+                    yield timeout(max(land_s - now, 0.0))
+                    self.plan_cutoff_s = env.now  # its empty polling steps saw every arrival
+                    continue
                 yield from self._wait_for_work(env, stalled=True)
                 continue
             if swap_bytes:

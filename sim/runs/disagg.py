@@ -93,6 +93,9 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
 
     kv_dtype = dtype_bytes(configs["prefill"].precision.kv_dtype)
     kv = d.kv_transfer
+    if kv.sync_put and deps["prefill"].dp > 1:
+        raise ConfigError(f"{cfg.name}: disaggregation.kv_transfer.sync_put: a prefill pool with dp > 1 steps its "
+                          "ranks as one group; sync_put supports prefill instances with dp = 1 only")
     spec = PDSpec(prefill=setups["prefill"], decode=setups["decode"], num_prefill=d.prefill.replicas,
                   num_decode=d.decode.replicas, prefill_router=d.router.prefill, decode_router=d.router.decode,
                   kv_bytes_fn=lambda n: model.kv_cache_bytes_for_tokens(int(n), kv_dtype),
@@ -101,24 +104,34 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
                   block_size=int(deps["prefill"].engine.block_size),
                   # one region per layer and K/V plane (an MLA cache is one latent plane per layer)
                   copies_per_page=int(model.num_layers) * (1 if getattr(model, "attention", "mha") == "mla" else 2),
-                  store=None if store is None else _store_spec(store, kv, deps))
+                  store=None if store is None else _store_spec(store, kv, deps, model))
     from sim.runs.pd_autoscaled import pd_autoscaler_specs
 
     return PDSetup(configs, deps, setups, spec, pd_autoscaler_specs(cfg, configs, deps), kv)
 
 
-def _store_spec(store: Any, kv: Any, deps: dict[str, Deployment]) -> Any:
+def _store_spec(store: Any, kv: Any, deps: dict[str, Deployment], model: Any) -> Any:
     """The hand-off store of a ``via: store`` run: ``kv_store``'s capacity, NIC (GB/s per instance and
     direction) and latency; each pool's PCIe link (its profile's per-GPU bandwidth × the GPUs holding a
-    shard of the KV, as the tiers of docs/kv-tiers.md count it) for host staging."""
+    shard of the KV, as the tiers of docs/kv-tiers.md count it) for host staging; with ``host_copy:
+    connector`` one host thread's memcpy bandwidth per rank and the hidden states every rank puts
+    (``hidden_size`` × 2 bytes a token: the connector puts the model's 16-bit output hidden states)."""
     from sim.engine.kv_handoff import StoreHandoffSpec
 
-    def pcie(dep: Deployment) -> float:
-        return float(dep.hardware.pcie_bandwidth_bytes_per_s) * (dep.num_gpus_per_replica // dep.dp)
+    def shards(dep: Deployment) -> int:
+        return max(dep.num_gpus_per_replica // dep.dp, 1)
 
+    def pcie(dep: Deployment) -> float:
+        return float(dep.hardware.pcie_bandwidth_bytes_per_s) * shards(dep)
+
+    connector = kv.host_copy == "connector"
     return StoreHandoffSpec(capacity_bytes=store.capacity_gib * 1024 ** 3, nic_bytes_per_s=store.bandwidth_gbps * 1e9,
                             latency_s=store.latency_us * 1e-6, staging=kv.staging,
-                            prefill_pcie_bytes_per_s=pcie(deps["prefill"]), decode_pcie_bytes_per_s=pcie(deps["decode"]))
+                            prefill_pcie_bytes_per_s=pcie(deps["prefill"]), decode_pcie_bytes_per_s=pcie(deps["decode"]),
+                            host_memcpy_bytes_per_s=kv.host_memcpy_gbps * 1e9 if connector else 0.0,
+                            hidden_bytes_per_token=2.0 * int(model.hidden_size) if connector else 0.0,
+                            prefill_shards=shards(deps["prefill"]), decode_shards=shards(deps["decode"]),
+                            sync_put=bool(kv.sync_put))
 
 
 def _full_step_s(dep: Deployment, shape: Any) -> float:
@@ -224,6 +237,7 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
             "max_concurrent_per_link": max((link["max_concurrent"] for link in info["links"]), default=0),
             "max_link_utilization": max((link["busy_s"] / end_s for link in info["links"]), default=0.0),
             "via": kv_cfg.via, "sharing": kv_cfg.sharing, "copy_overhead_us": kv_cfg.copy_overhead_us,
+            "host_copy": kv_cfg.host_copy, "sync_put": kv_cfg.sync_put,
         },
         "prefill_queue_time": np_stats(queue),
         # arrival -> first token generated on the decode instance: the TTFT a client sees through a PD
