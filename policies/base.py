@@ -596,8 +596,7 @@ class Scheduler(abc.ABC):
         if group.num_boundary(k):
             kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
         if kv.enable_prefix_caching:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+            kv.register_filled_each(group.filling(k))  # the blocks this step fills (allocate_slots(req, 1))
         step.add_decodes(group.num, group.sum_context(k))
 
     # ------------------------------------------------------------------ iteration leaping
@@ -640,8 +639,7 @@ class Scheduler(abc.ABC):
                 return None
             kv.append_block_each(group.boundary(k, set_computed=kv.enable_prefix_caching))
         if kv.enable_prefix_caching and block_size > 1 and buckets[(-k - 1) % block_size]:
-            for req in group.filling(k):
-                kv.allocate_slots(req, 1)  # allocates nothing: registers the block this step fills
+            kv.register_filled_each(group.filling(k))  # the blocks this step fills (allocate_slots(req, 1))
         return group.base_ctx + group.num * k  # group.sum_context(k)
 
     def leap_update(self, num_steps: int, last_end_s: float) -> None:
@@ -649,9 +647,14 @@ class Scheduler(abc.ABC):
         :meth:`leap_plan`, in which no member finished; the last one ended at ``last_end_s``."""
         first = self.next_iteration
         finish_at = self.decode_group.finish_at
-        if finish_at:
-            for iteration in range(first, first + num_steps):
-                finish_at.pop(iteration, None)  # stale entries only (nobody finished in them)
+        if finish_at:  # stale entries only (nobody finished in them): drop those of these steps
+            last = first + num_steps
+            if len(finish_at) < num_steps:
+                for iteration in [i for i in finish_at if first <= i < last]:
+                    del finish_at[iteration]
+            else:
+                for iteration in range(first, last):
+                    finish_at.pop(iteration, None)
         self.next_iteration = first + num_steps
         self.last_step_end_s = last_end_s
 

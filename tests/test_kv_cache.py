@@ -329,3 +329,35 @@ def test_block_hashes_memo_and_fast_path_match_the_definition(reqs, block_size):
         full = kv._block_hashes(req, st_, n)
         assert full[: len(half)] == half
         assert full == _reference_block_hashes(req, block_size, n)
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+@pytest.mark.parametrize("shared", [False, True])
+def test_register_filled_each_is_allocate_slots_of_one(block_size, shared):
+    """The leap's registration of the blocks decode requests fill gives exactly the cache state
+    that ``allocate_slots(req, 1)`` gives on each (hashes, copies, registered counts): prompts with and
+    without a shared segment, outputs that share content (the same output key), every decode step."""
+    def run(fast: bool):
+        kv = KVCacheManager(400, block_size, enable_prefix_caching=True)
+        seg = ((("sys", 7), 9),) if shared else ()
+        reqs = [make_req(i, 13 + 5 * i, 60, segments=seg, output_key=("o", i % 2)) for i in range(4)]
+        for r in reqs:
+            assert kv.allocate_slots(r, r.num_prompt_tokens)
+            r.num_computed_tokens = r.num_prompt_tokens
+        for _ in range(50):
+            filling = [r for r in reqs if (r.num_computed_tokens + 1) % block_size == 0]
+            for r in reqs:  # the decode step: a new block at a boundary, then registration of a filled one
+                if r.num_computed_tokens % block_size == 0:
+                    assert kv.allocate_slots(r, 1)
+            if fast:
+                kv.register_filled_each(filling)
+            else:
+                for r in filling:
+                    assert kv.allocate_slots(r, 1)
+            for r in reqs:
+                r.num_computed_tokens += 1
+        kv.check_invariants()
+        return (list(kv.block_hash), {h: dict(c) for h, c in kv._cached.items()},
+                [list(r.block_hashes or ()) for r in reqs], [kv._reqs[r.request_id].num_registered for r in reqs])
+
+    assert run(True) == run(False)

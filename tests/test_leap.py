@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import simpy
 
 from sim.config import EngineConfig, parse_experiment
 from sim.deploy.step_cost import ConstantCostModel
@@ -299,3 +300,49 @@ def test_leap_plan_matches_schedule_and_says_no_when_blocks_run_short(prefix):
         k += 1
     assert k == 3  # steps from 6 and 7 computed tokens fit the second blocks; the step from 8 needs two more
     kv_b.check_invariants()
+
+
+class _CountingEnvironment(simpy.Environment):
+    """Counts the events SimPy processes (its heap entries)."""
+
+    num_steps = 0
+
+    def step(self):
+        _CountingEnvironment.num_steps += 1
+        super().step()
+
+
+def test_steps_run_at_once_when_nothing_else_is_due(monkeypatch):
+    """A leapt step whose end comes before every other event in SimPy's heap is run at once, without
+    a heap entry (SimPy would pop that entry next): one request alone makes ~no events, and the
+    results are those of the per-step path."""
+    monkeypatch.setattr(simpy, "Environment", _CountingEnvironment)
+    su = ReplicaSetup(EngineConfig(max_num_batched_tokens=1024, async_scheduling=False), 100, 4096,
+                      ConstantCostModel(0.01, 1e-5))
+    counts = []
+
+    def once():
+        _CountingEnvironment.num_steps = 0
+        out = simulate(OpenLoopWorkload([RequestSpec(0.5, 100, 300)]), su, seed_seq=np.random.SeedSequence(0))
+        counts.append(_CountingEnvironment.num_steps)
+        return out
+    slow, fast = _both(monkeypatch, once)
+    _same_engine_output(slow, fast)
+    assert fast.stats["leap"]["num_leapt_iterations"] == 298
+    assert counts[0] > 300 and counts[1] < 20, counts
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_an_arrival_at_exactly_a_step_end_breaks_the_tie_as_per_step(monkeypatch, async_scheduling):
+    """Step times of 2⁻⁷ s add up exactly, so arrivals at multiples of it land exactly on step ends of a
+    leap: the arrival's event is already in the heap, so it goes first, with or without leaping,
+    whether the leap's step end would have been run at once or pushed."""
+    dt = 2.0 ** -7
+    su = ReplicaSetup(EngineConfig(max_num_batched_tokens=1024, async_scheduling=async_scheduling), 100, 4096,
+                      ConstantCostModel(dt))
+    specs = [RequestSpec(0.0, 60, 200)] + [RequestSpec(dt * k, 20 + k % 7, 5 + k % 11) for k in range(20, 180, 13)]
+    slow, fast = _both(monkeypatch, lambda: simulate(OpenLoopWorkload(specs), su, seed_seq=np.random.SeedSequence(0)))
+    _same_engine_output(slow, fast)
+    ends = set(fast.iterations.end_s)
+    assert sum(s.arrival_s in ends for s in specs[1:]) >= 10  # the ties really happen
+    assert fast.stats["leap"]["num_leapt_iterations"] > 100

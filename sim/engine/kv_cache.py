@@ -223,6 +223,46 @@ class KVCacheManager:
             ref_cnt[b] = 1
             states[req.request_id].blocks.append(b)
 
+    def register_filled_each(self, reqs: list[Request]) -> None:
+        """Register in the prefix cache the block each of ``reqs`` fills in the step being planned.
+
+        Each is a decode request whose ``num_computed_tokens`` is one short of a block boundary (its
+        last block becomes full with this step's token); same result as ``allocate_slots(req, 1)``
+        on each, which allocates nothing for them. The usual case — one new block, lying inside
+        the request's last content segment (its output), no KV tiers — hashes it here; any other
+        goes through ``allocate_slots``."""
+        bs, states, block_hash, cached = self.block_size, self._reqs, self.block_hash, self._cached
+        for req in reqs:
+            st = states.get(req.request_id)
+            num_full = (req.num_computed_tokens + 1) // bs
+            if st is None or num_full != st.num_registered + 1 or len(st.blocks) < num_full \
+                    or st.seg_starts is None or self.tier_hook is not None:
+                self.allocate_slots(req, 1)
+                continue
+            hashes = req.block_hashes
+            j = num_full - 1
+            if hashes is None:
+                self.allocate_slots(req, 1)
+                continue
+            if len(hashes) < num_full:
+                lo = j * bs
+                s_lo = st.seg_starts[-1]
+                if len(hashes) != j or s_lo > lo or not j:
+                    self.allocate_slots(req, 1)
+                    continue
+                # _block_hashes' single-piece block of the last segment, chained on the previous hash
+                hashes.append(hash((hashes[-1], ((st.seg_keys[-1], lo - s_lo, lo + bs - s_lo),))))
+            b = st.blocks[j]
+            if block_hash[b] is None:
+                h = hashes[j]
+                block_hash[b] = h
+                copies = cached.get(h)
+                if copies is None:
+                    cached[h] = {b: None}
+                else:
+                    copies[b] = None
+            st.num_registered = num_full
+
     def get_computed_blocks(self, req: Request) -> int:
         """Prefix-cache hit for a request about to (re)start from zero: returns the hit in tokens.
 

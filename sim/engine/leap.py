@@ -13,7 +13,9 @@ context sum. :func:`leap` runs these steps in a tight loop:
   shape and prices it with the replica's own cost model (the same call, so the same bits);
 - **wait** — one ``env.timeout`` per step, created at the same point of the step's start as the
   per-step path creates it. So SimPy sees the same events in the same order with the same ids, and
-  ties between events at equal times break exactly as they do without leaping;
+  ties between events at equal times break exactly as they do without leaping. A step whose end
+  comes before everything in SimPy's heap is run at once (the clock set to its end, no event):
+  SimPy would pop its timeout next;
 - **update** — :meth:`Scheduler.leap_update <policies.base.Scheduler.leap_update>` and the
   iteration-log columns of the steps, as ``update_from_output`` and the engine loop would write them
   for steps in which nobody finishes: applied in bulk when the leap ends (or, if the run stops inside
@@ -41,8 +43,10 @@ from __future__ import annotations
 
 import os
 from array import array
+from operator import attrgetter
 from typing import Any
 
+from policies.base import Scheduler
 from sim.deploy.step_cost import BatchShape
 
 __all__ = ["NO_LEAP_ENV", "leap", "leap_off_reasons", "leap_report"]
@@ -50,6 +54,9 @@ __all__ = ["NO_LEAP_ENV", "leap", "leap_off_reasons", "leap_report"]
 #: environment variable that forces the per-step path (``SIMCTL_NO_LEAP=1``)
 NO_LEAP_ENV = "SIMCTL_NO_LEAP"
 _KIND = "decode"  # every leaping policy labels a decode-only step so (StepBuilder.build)
+# the StepCost fields logged per step, read in C when a leap's rows are written
+_TIME_S, _FLOPS, _BYTES_MOVED, _MFU, _MBU, _PREFILL_TIME_S = (
+    attrgetter(f) for f in ("time_s", "flops", "bytes_moved", "mfu", "mbu", "prefill_time_s"))
 #: most memoised decode prices kept per cost model and batch size (a bound on memory, ~200 B each)
 MAX_MEMO_PER_BATCH_SIZE = 1 << 16
 
@@ -109,6 +116,7 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
     costs: list[Any] = []
     usages: list[float] = []
     waits: list[int] = []
+    ends: list[float] = []  # SimPy's clock at each step's end: its start + its time, added in turn
 
     def flush() -> None:
         """Apply the ended steps: the scheduler's update, the replica's plan cutoff and the log rows,
@@ -118,12 +126,7 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         if not m:
             return
         replica.num_leapt += m
-        ends = []
-        t = start0
-        for c in costs:  # SimPy's clock: each step ends at its start + its time, added in turn
-            t = t + c.time_s
-            ends.append(t)
-        update(m, t)
+        update(m, ends[-1])
         replica.plan_cutoff_s = ends[-2] if m > 1 else start0  # the last step's start
         cols = replica.log.columns
         code = kind_code.get(_KIND)  # assigned when first logged, as the per-step loop does
@@ -135,25 +138,37 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         cols["kv_usage"].extend(usages)
         cols["start_s"].append(start0)
         cols["start_s"].extend(ends[:-1])  # a leapt step starts when the previous one ends
-        cols["time_s"].extend([c.time_s for c in costs])
+        cols["time_s"].extend(map(_TIME_S, costs))
         cols["kind"].extend(array("b", [code]) * m)
         for name in ("num_seqs", "num_tokens", "num_decode_seqs"):
             cols[name].extend(array("q", [n]) * m)
         for name in ("num_prefill_tokens", "num_preempted"):
             cols[name].extend(array("q", [0]) * m)
-        cols["flops"].extend([c.flops for c in costs])
-        cols["bytes_moved"].extend([c.bytes_moved for c in costs])
-        cols["mfu"].extend([c.mfu for c in costs])
-        cols["mbu"].extend([c.mbu for c in costs])
-        cols["prefill_time_s"].extend([c.prefill_time_s for c in costs])
+        cols["flops"].extend(map(_FLOPS, costs))
+        cols["bytes_moved"].extend(map(_BYTES_MOVED, costs))
+        cols["mfu"].extend(map(_MFU, costs))
+        cols["mbu"].extend(map(_MBU, costs))
+        cols["prefill_time_s"].extend(map(_PREFILL_TIME_S, costs))
 
     replica.leap_flush = flush
-    num_waiting_seen = len(sched.waiting)
+    waiting = sched.waiting
+    num_waiting_seen = len(waiting)
+    # Scheduler.leap_plan changes KV only for members at a block boundary (bucket -k mod block
+    # size) or, with prefix caching, filling a block (bucket -k-1): other steps need no call
+    plain = type(sched).leap_plan is Scheduler.leap_plan
+    buckets, block_size, base_ctx = group.buckets, group.block_size, group.base_ctx
+    fill = kv.enable_prefix_caching and block_size > 1
+    # SimPy's event heap of (time, priority, id, event) (simpy 4.x, Environment._queue) and clock
+    queue = env._queue
     now = start0
     while k < finish:
-        sum_context = plan(k)
-        if sum_context is None:
-            break  # boundary blocks short: schedule() preempts
+        r = -k % block_size
+        if not plain or buckets[r] or (fill and buckets[r - 1]):
+            sum_context = plan(k)
+            if sum_context is None:
+                break  # boundary blocks short: schedule() preempts
+        else:  # the base plan with no member at a block boundary: no KV change, nothing to call
+            sum_context = base_ctx + n * k
         cost = memo.get(sum_context) if memo is not None else None
         if cost is None:
             kv_tokens = sum_context + n
@@ -165,11 +180,17 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
             if memo is not None and len(memo) < MAX_MEMO_PER_BATCH_SIZE:
                 memo[sum_context] = cost
         # what the per-step loop logs, read when it reads it (after the plan): swapped is empty
-        wait_now = len(sched.waiting) + len(inbox)
+        wait_now = len(waiting) + len(inbox)
         usage = 1.0 - len(free_blocks) / num_blocks
         dt = cost.time_s
-        yield timeout(dt)
-        start, now = now, now + dt  # the same addition as SimPy's: now is env.now
+        end = now + dt  # Environment.schedule(): the clock + the delay
+        if queue and queue[0][0] <= end:
+            # another event is due first (at a tie it was created earlier: the smaller id wins)
+            yield timeout(dt)
+        else:  # nothing else is due before this step's end: SimPy would pop its timeout next
+            env._now = end
+        start, now = now, end  # now is env.now
+        ends.append(end)
         costs.append(cost)
         usages.append(usage)
         waits.append(wait_now)
@@ -178,10 +199,10 @@ def leap(replica: Any, env: Any, kind_code: dict[str, int], invariant_error: typ
         # what leap_ready() checks, only the waiting queue can change from outside between two plans
         if inbox and inbox[0][0] <= start:
             break
-        if len(sched.waiting) != num_waiting_seen:
+        if len(waiting) != num_waiting_seen:
             if not ready():
                 break
-            num_waiting_seen = len(sched.waiting)
+            num_waiting_seen = len(waiting)
     num_steps = len(costs)
     flush()
     return num_steps
