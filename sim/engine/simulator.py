@@ -66,7 +66,7 @@ from sim.engine.request import (
     RequestSpec,
     RequestStatus,
     TokenTimeline,
-    to_record,
+    records_frame,
 )
 from sim.errors import ConfigError
 
@@ -142,6 +142,21 @@ class EngineOutput:
 _SWAP_ONLY = StepCost(time_s=0.0)
 
 
+class _Ended:
+    """What an ended request keeps of its done event: the event itself (~0.4 KB with its attribute
+    dict) lives on only in the event queue and with a client waiting on it."""
+
+    __slots__ = ()
+    triggered = True
+
+    def succeed(self, value: Any = None) -> None:
+        """Ending a request twice is an engine bug, as it is with the event (simpy raises then)."""
+        raise RuntimeError("a request ended twice")
+
+
+_ENDED = _Ended()
+
+
 class _IterationLog:
     """The iteration log of one replica as typed columns (``array.array``): compact and cheap to append."""
 
@@ -173,7 +188,8 @@ class _IterationLog:
         for name, _ in self.COLUMNS:
             col = np.frombuffer(self.columns[name], dtype=self.columns[name].typecode) if n else np.array([])
             data[name] = names[col] if name == "kind" and n else col
-        return pd.DataFrame(data, columns=list(ITERATION_COLUMNS))
+        # copy=False: the frame views the typed columns instead of holding the log a second time
+        return pd.DataFrame(data, columns=list(ITERATION_COLUMNS), copy=False)
 
 
 class _Replica:
@@ -479,6 +495,10 @@ class _Cluster:
     def _end(self, req: Request) -> None:
         self.num_ended += 1
         req.done_event.succeed(req)
+        req.done_event = _ENDED
+        # an ended request never allocates again: its prefix hashes (~2 KB) would only pile up over a run
+        # (the largest per-request holder); recomputed identically should anything ask again
+        req.block_hashes = None
         if self.autoscaler is not None:
             self.autoscaler.on_end(req)
 
@@ -652,6 +672,7 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         except AssertionError as exc:
             raise SimulationInvariantError(str(exc)) from None
         extra_ends = cluster.pd.extend_timeline(requests)
+    cluster.leap_prices.clear()  # memoised prices: not needed past the run (freed before the tables are built)
     req_df = _requests_frame(requests)
     it_df = _iterations_frame(replicas)
     timeline = _timeline(requests, replicas, extra_ends)
@@ -664,7 +685,6 @@ def _collect(cluster: _Cluster, workload: Any, wall_s: float) -> EngineOutput:
         "prefix_cache_hit_rate": [r.kv.prefix_hit_rate() for r in replicas],
         "leap": leap_report(replicas),
     }
-    cluster.leap_prices.clear()  # memoised prices: not needed past the run
     if cluster.tiers is not None:
         stats["kv_tiers"] = cluster.tiers.report(float(env.now))
     specs = [r.scheduler.speculator for r in replicas if r.scheduler.speculator is not None]
@@ -732,7 +752,7 @@ def _requests_frame(requests: list[Request]) -> pd.DataFrame:
     """The per-request table (columns RECORD_COLUMNS), one row per request in submission order."""
     if not requests:
         return pd.DataFrame({c: [] for c in RECORD_COLUMNS})
-    return pd.DataFrame.from_records([to_record(r) for r in requests], columns=list(RECORD_COLUMNS))
+    return records_frame(requests)
 
 
 def _iterations_frame(replicas: list[_Replica]) -> pd.DataFrame:

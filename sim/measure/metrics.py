@@ -640,10 +640,11 @@ def _iteration_block(it: pd.DataFrame) -> dict[str, Any]:
                 "mean_kv_cache_usage": None, "peak_kv_cache_usage": None, "mfu": None, "mbu": None,
                 "prefill_mfu": None, "decode_mfu": None, "prefill_mbu": None, "decode_mbu": None,
                 "busy_time_s": 0.0}
-    num_seqs = _col(it, "num_seqs", 0).astype(np.float64)
-    num_tokens = _col(it, "num_tokens", 0).astype(np.float64)
-    time_s = _col(it, "time_s", 0.0).astype(np.float64)
-    kv = _col(it, "kv_usage", np.nan).astype(np.float64)
+    # asarray, not astype: the float columns are used as they are (no copy of a 7M-row log per column)
+    num_seqs = np.asarray(_col(it, "num_seqs", 0), dtype=np.float64)
+    num_tokens = np.asarray(_col(it, "num_tokens", 0), dtype=np.float64)
+    time_s = np.asarray(_col(it, "time_s", 0.0), dtype=np.float64)
+    kv = np.asarray(_col(it, "kv_usage", np.nan), dtype=np.float64)
     busy = num_seqs > 0
     out["num_iterations"] = int(busy.sum())
     out["mean_batch_size"] = float(num_seqs[busy].mean()) if busy.any() else None
@@ -651,11 +652,11 @@ def _iteration_block(it: pd.DataFrame) -> dict[str, Any]:
     fin = np.isfinite(kv)
     out["mean_kv_cache_usage"] = _time_weighted(kv[fin], time_s[fin]) if fin.any() else None
     out["peak_kv_cache_usage"] = float(kv[fin].max()) if fin.any() else None
-    prefill_t = np.clip(_col(it, "prefill_time_s", 0.0).astype(np.float64), 0, None)
+    prefill_t = np.clip(np.asarray(_col(it, "prefill_time_s", 0.0), dtype=np.float64), 0, None)
     prefill_t = np.minimum(prefill_t, time_s)
     decode_t = time_s - prefill_t
     for name in ("mfu", "mbu"):
-        x = _col(it, name, np.nan).astype(np.float64)
+        x = np.asarray(_col(it, name, np.nan), dtype=np.float64)
         x = np.where(np.isfinite(x), x, 0.0)
         out[name] = _time_weighted(x, time_s)
         out[f"prefill_{name}"] = _time_weighted(x, prefill_t)
