@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import tempfile
 from collections import deque
 from collections.abc import Callable
@@ -64,6 +63,7 @@ from sim.plan.capacity_range import rate_range
 from sim.plan.workers import (
     default_jobs,
     kill_workers,
+    picklable,
     pool_context,
     stop_on_signals,
     worker_init,
@@ -324,7 +324,7 @@ class _ProbeRunner:
     def __init__(self, run_fn: Callable[[Any], Any], jobs: int) -> None:
         self.run_fn = run_fn
         self.jobs = max(1, int(jobs))
-        if self.jobs > 1 and not _picklable(run_fn):
+        if self.jobs > 1 and not picklable(run_fn):
             self.jobs = 1  # e.g. a test's closure: it cannot cross a process boundary
         self._pool: Any = None
 
@@ -369,14 +369,6 @@ class _ProbeRunner:
             # point: a speculative point off the path must not stop a search that never needs it
             out[by_future[f]] = exc if exc is not None else f.result()
         return out
-
-
-def _picklable(obj: Any) -> bool:
-    try:
-        pickle.dumps(obj)
-    except Exception:
-        return False
-    return True
 
 
 def _first_unknown(search_fn: Callable[[_Searcher], Any], s: _Searcher,

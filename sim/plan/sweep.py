@@ -61,7 +61,13 @@ from pydantic import Field, field_validator, model_validator
 from sim.config import ExperimentConfig, Frozen, with_overrides
 from sim.errors import ConfigError, SimctlError
 from sim.plan.capacity import capacity_search
-from sim.plan.workers import default_jobs, kill_workers, stop_on_signals, worker_init
+from sim.plan.workers import (
+    default_jobs,
+    kill_workers,
+    picklable,
+    stop_on_signals,
+    worker_init,
+)
 from sim.plan.workers import pool_context as _pool_context
 from sim.runs.runner import run
 from sim.runs.storage import save_result, to_jsonable
@@ -494,16 +500,6 @@ def _write_table(out_dir: Path, table: pd.DataFrame) -> None:
         os.replace(tmp, out_dir / name)
 
 
-def _picklable(obj: Any) -> bool:
-    import pickle
-
-    try:
-        pickle.dumps(obj)
-    except Exception:
-        return False
-    return True
-
-
 def _run_local(tasks: list[PointTask], jobs: int, on_done: Callable[[PointOutcome], None],
                started: Callable[[], None]) -> None:
     """Evaluate tasks on a process pool of ``jobs`` workers (in-process when ``jobs`` is 1).
@@ -511,7 +507,7 @@ def _run_local(tasks: list[PointTask], jobs: int, on_done: Callable[[PointOutcom
     ``started`` is called once the workers exist (the progress bar starts then).
     """
     jobs = max(1, min(jobs, len(tasks)))
-    if jobs > 1 and not _picklable(tasks[0]):
+    if jobs > 1 and not picklable(tasks[0]):
         jobs = 1  # e.g. a lambda as point_fn: it cannot cross a process boundary
     if jobs == 1:
         started()

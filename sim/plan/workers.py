@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -90,3 +91,12 @@ def pool_context() -> multiprocessing.context.BaseContext | None:
     if sys.platform.startswith("linux"):
         return multiprocessing.get_context("fork")
     return None
+
+
+def picklable(obj: object) -> bool:
+    """True when ``obj`` can be sent to a worker process (else the caller runs it in-process)."""
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return False
+    return True
