@@ -398,9 +398,7 @@ class _Cluster:
         num_replicas *= setup.dp
         self.routable = self.replicas  # replicas taking new requests (an autoscaler changes it)
         self.autoscaler: Any = None  # sim.engine.autoscaler.Autoscaler when the pool autoscales
-        self.router = build_router(router, num_replicas, np.random.default_rng(self.stream(0)), router_options)
-        if hasattr(self.router, "bind"):  # cache-aware routers see the replicas' caches
-            self.router.bind(RoutingView(self))
+        self.router = self.build_router(router, router_options)
         self.requests: list[Request] = []
         self.num_ended = 0
         self.num_rejected = 0
@@ -416,6 +414,14 @@ class _Cluster:
         self._last_progress_wall = time.perf_counter()
         self.pd: Any = None  # sim.engine.disagg.PDCoordinator in a disaggregated run
         self.leap_prices: dict[int, dict] = {}  # memoised decode-step prices per cost model (sim.engine.leap)
+
+    def build_router(self, router: str, router_options: dict | None) -> Any:
+        """The router over the current replicas, on the routing stream; cache-aware routers are bound to
+        a view of the replicas' caches."""
+        built = build_router(router, len(self.replicas), np.random.default_rng(self.stream(0)), router_options)
+        if hasattr(built, "bind"):
+            built.bind(RoutingView(self))
+        return built
 
     def stream(self, *key: int) -> np.random.SeedSequence:
         """The engine's random stream ``key`` (routing: (0,); speculative acceptance of replica i:
@@ -591,10 +597,7 @@ def simulate(workload: Any, setup: ReplicaSetup, *, num_replicas: int = 1, route
             cluster.replicas.extend(_Replica(len(cluster.replicas), s, cluster, group) for _ in range(s.dp))
         cluster.routable = cluster.replicas
         if len(cluster.replicas) != num_replicas * setup.dp:  # the router was sized by the first setup's dp
-            cluster.router = build_router(router, len(cluster.replicas), np.random.default_rng(cluster.stream(0)),
-                                          router_options)
-            if hasattr(cluster.router, "bind"):
-                cluster.router.bind(RoutingView(cluster))
+            cluster.router = cluster.build_router(router, router_options)
     if disagg is not None:
         if setup.output_server is not None:
             raise ConfigError("engine.output_server: not supported in a disaggregated deployment yet")
