@@ -231,7 +231,7 @@ class KVCacheManager:
         on each, which allocates nothing for them. The usual case — one new block, lying inside
         the request's last content segment (its output), no KV tiers — hashes it here; any other
         goes through ``allocate_slots``."""
-        bs, states, block_hash, cached = self.block_size, self._reqs, self.block_hash, self._cached
+        bs, states = self.block_size, self._reqs
         for req in reqs:
             st = states.get(req.request_id)
             num_full = (req.num_computed_tokens + 1) // bs
@@ -252,15 +252,7 @@ class KVCacheManager:
                     continue
                 # _block_hashes' single-piece block of the last segment, chained on the previous hash
                 hashes.append(hash((hashes[-1], ((st.seg_keys[-1], lo - s_lo, lo + bs - s_lo),))))
-            b = st.blocks[j]
-            if block_hash[b] is None:
-                h = hashes[j]
-                block_hash[b] = h
-                copies = cached.get(h)
-                if copies is None:
-                    cached[h] = {b: None}
-                else:
-                    copies[b] = None
+            self._register_block(st.blocks[j], hashes[j])
             st.num_registered = num_full
 
     def get_computed_blocks(self, req: Request) -> int:
@@ -467,20 +459,23 @@ class KVCacheManager:
         if num_full <= first:
             return
         hashes = self._block_hashes(req, st, num_full)
-        block_hash, cached, blocks = self.block_hash, self._cached, st.blocks
+        register, blocks = self._register_block, st.blocks
         for j in range(first, num_full):
-            b = blocks[j]
-            if block_hash[b] is None:
-                h = hashes[j]
-                block_hash[b] = h
-                copies = cached.get(h)
-                if copies is None:
-                    cached[h] = {b: None}
-                else:
-                    copies[b] = None
+            register(blocks[j], hashes[j])
         st.num_registered = num_full
         if self.tier_hook is not None:
             self.tier_hook.blocks_stored(req, hashes, first, num_full)
+
+    def _register_block(self, b: int, h: int) -> None:
+        """Enter block ``b`` in the prefix cache under content hash ``h`` (another copy if ``h`` is
+        cached already); a block registered before keeps its entry."""
+        if self.block_hash[b] is None:
+            self.block_hash[b] = h
+            copies = self._cached.get(h)
+            if copies is None:
+                self._cached[h] = {b: None}
+            else:
+                copies[b] = None
 
     def _block_hashes(self, req: Request, st: _ReqKV, num_blocks: int) -> list[int]:
         """Hashes of ``req``'s first ``num_blocks`` full blocks (computed incrementally, kept on req)."""
