@@ -273,3 +273,57 @@ def test_a_failing_speculative_probe_does_not_stop_the_search(tmp_path):
     for jobs in (1, 3):  # 1 req/s itself fails to simulate: both raise it
         with pytest.raises(SimctlError, match="no run at 1"):
             capacity_search(cfg, FailingBelow(7.3, str(tmp_path), 1.5), jobs=jobs)
+
+
+class PDRun:
+    """A picklable synthetic disaggregated probe: each prefill instance holds ``cap_p`` req/s (P99 TTFT
+    crosses 1000 ms there), each decode instance ``cap_d`` (P99 TPOT crosses 50 ms); one file per call
+    (pid, P, D) in ``trace_dir``."""
+
+    def __init__(self, cap_p: float, cap_d: float, trace_dir: str) -> None:
+        self.cap_p, self.cap_d, self.trace_dir = cap_p, cap_d, trace_dir
+
+    def __call__(self, cfg):
+        import os
+
+        p, d = cfg.disaggregation.prefill.replicas, cfg.disaggregation.decode.replicas
+        Path(self.trace_dir, f"{os.getpid()}-{p}-{d}").touch()
+        rate = cfg.workload.mean_rate
+        summary = {"completed": 100, "num_requests": 100, "unfinished": 0, "rejected": 0,
+                   "p99_ttft_ms": 1000.0 * rate / (self.cap_p * p), "p99_tpot_ms": 50.0 * rate / (self.cap_d * d),
+                   "num_gpus": p + 2 * d, "cost_per_hour_usd": 2.0 * p + 5.0 * d}
+        summary["slo"] = evaluate_slo(summary, cfg.slo)
+        return SimpleNamespace(summary=summary)
+
+
+@pytest.mark.parametrize("caps", [(5.0, 3.0), (40.0, 1.1), (1.3, 30.0)])
+def test_parallel_pd_search_gives_the_sequential_result(tmp_path, caps):
+    """The (P, D) search on the probe oracle: jobs 1, 2 and 3 write the same capacity.json and report the
+    same progress; workers simulate (speculative points included), and the answer is the cheapest pair
+    the synthetic pools allow: ⌈R / cap_p⌉ prefill and ⌈R / cap_d⌉ decode instances."""
+    import math
+    import os
+
+    from tests.pd_helpers import pd_config
+
+    cfg = pd_config(**{"workload.num_requests": 100, "workload.arrival": {"process": "poisson", "rate": 12},
+                       "slo": {"ttft_ms": {"p99": 1000}, "tpot_ms": {"p99": 50}},
+                       "search": {"target": "replicas", "target_rate": 12, "max_replicas": 16, "max_probes": 40,
+                                  "num_requests": 100}})
+    saved, seen = {}, {}
+    for jobs in (1, 2, 3):
+        trace = tmp_path / f"trace{jobs}"
+        trace.mkdir()
+        calls = []
+        res = capacity_search(cfg, PDRun(*caps, str(trace)), out_dir=tmp_path / f"out{jobs}",
+                              progress=calls.append, jobs=jobs)
+        saved[jobs] = (tmp_path / f"out{jobs}" / "capacity.json").read_text()
+        seen[jobs] = [n.name for n in trace.iterdir()]
+        assert [c.summary["prefill_replicas"] for c in calls] == [p.summary["prefill_replicas"] for p in res.probes]
+    assert saved[1] == saved[2] == saved[3]
+    detail = json.loads(saved[1])["disaggregation"]
+    assert (detail["prefill_replicas"], detail["decode_replicas"]) == (math.ceil(12 / caps[0]), math.ceil(12 / caps[1]))
+    assert len(seen[1]) == len(json.loads(saved[1])["probes"])  # in process: the sequential path only
+    for jobs in (2, 3):
+        assert str(os.getpid()) not in {n.split("-")[0] for n in seen[jobs]}
+        assert {n.split("-", 1)[1] for n in seen[1]} <= {n.split("-", 1)[1] for n in seen[jobs]}

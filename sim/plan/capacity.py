@@ -38,7 +38,9 @@ known so far; the first unknown probe is the one the sequential search needs now
 unknown probes under assumed verdicts (both outcomes, breadth first) are the ones it may need next.
 Up to ``jobs`` of those run at once in worker processes. The search's path is decided by real
 results only, so the result (and ``capacity.json``) is the same for every ``jobs``; extra workers
-only buy speculative probes, of which the off-path ones are discarded.
+only buy speculative probes, of which the off-path ones are discarded. The disaggregated search
+(:mod:`sim.plan.pd_capacity`) runs on the same oracle with points (rate, prefill, decode) and three
+outcomes a point can have: it passes, fails on a prefill-side criterion, or fails on TPOT/ITL.
 
 docs/capacity.md compares this with etalon's search.
 """
@@ -211,12 +213,20 @@ def default_capacity_jobs() -> int:
 class _NeedProbe(Exception):
     """Raised by :meth:`_Searcher.probe` during a replay: the search needs a probe not simulated yet."""
 
-    def __init__(self, key: tuple[float, int]) -> None:
+    def __init__(self, key: ProbeKey) -> None:
         super().__init__(key)
         self.key = key
 
 
-def simulate_probe(run_fn: Callable[[Any], Any], cfg: Any, key: tuple[float, int]) -> Probe:
+# A probe point: (rate, replicas), or (rate, prefill replicas, decode replicas) for a disaggregated search.
+ProbeKey = tuple
+
+# the outcomes a speculative replay assumes for a point not simulated yet, as (passed, binding): an
+# aggregated search branches on the verdict only; the (P, D) search also on which side failed
+_OUTCOMES = {2: ((True, None), (False, None)), 3: ((True, None), (False, "ttft"), (False, "tpot"))}
+
+
+def simulate_probe(run_fn: Callable[[Any], Any], cfg: Any, key: ProbeKey) -> Probe:
     """Simulate one probe and score it (top level: runs in a worker process too)."""
     result = run_fn(cfg)
     summary = getattr(result, "summary", result)
@@ -224,18 +234,19 @@ def simulate_probe(run_fn: Callable[[Any], Any], cfg: Any, key: tuple[float, int
     if not isinstance(verdict, dict) or "passed" not in verdict:
 
         verdict = evaluate_slo(summary, cfg.slo, cfg.model)
-    return Probe(request_rate=key[0], replicas=key[1], passed=bool(verdict["passed"]),
+    kept = {k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary}
+    if len(key) == 3:
+        kept.update({"prefill_replicas": key[1], "decode_replicas": key[2]})
+    return Probe(request_rate=key[0], replicas=sum(key[1:]), passed=bool(verdict["passed"]),
                  binding=verdict.get("binding"), failed=list(verdict.get("failed", [])),
-                 criteria=list(verdict.get("criteria", [])),
-                 summary={**{k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary},
-                          **pd_probe_keys(summary)})
+                 criteria=list(verdict.get("criteria", [])), summary={**kept, **pd_probe_keys(summary)})
 
 
 class _Searcher:
     """The probe oracle a search runs against: simulated results, replayed (module docstring).
 
-    A search function (``_search_rate``, ``_search_replicas``) calls :meth:`probe`; it is run from the
-    start every time a result arrives. ``probes`` is the path of the current replay: each distinct
+    A search function (``_search_rate``, ``_search_replicas``, ``search_pd_replicas``) calls
+    :meth:`probe` (or :meth:`probe_pd`); it is run from the start every time a result arrives. ``probes`` is the path of the current replay: each distinct
     point once, in the order the search asked for it (so ``max_probes`` counts the sequential
     search's probes, not speculative ones).
     """
@@ -247,10 +258,11 @@ class _Searcher:
         self.run_fn = run_fn
         self.progress = progress
         self.probes: list[Probe] = []
-        self.probe_cls, self.summary_keys = Probe, PROBE_SUMMARY_KEYS  # for sim.plan.pd_capacity
-        self.results: dict[tuple[float, int], Probe | Exception] = {}  # simulated (or failed), by point
-        self._assumed: dict[tuple[float, int], bool] = {}  # hypothetical verdicts of this replay
-        self._on_path: set[tuple[float, int]] = set()
+        self.results: dict[ProbeKey, Probe | Exception] = {}  # simulated (or failed), by point
+        self._assumed: dict[ProbeKey, tuple[bool, str | None]] = {}  # hypothetical outcomes of this replay
+        self._on_path: set[ProbeKey] = set()
+        # the summary an assumed (P, D) probe carries (its cost, for the search's comparisons)
+        self.assumed_summary: Callable[[ProbeKey], dict[str, Any]] = lambda key: {}
         self._num_reported = 0  # path probes already passed to ``progress``
         base = cfg.model_copy(update={"uncertainty": None})  # probes are points; the range is searched apart
         if search.num_requests is not None:
@@ -282,21 +294,36 @@ class _Searcher:
         overrides = {"workload.arrival.rate": rate, **update}
         return with_overrides(cfg, overrides)
 
-    def replay(self, assumed: dict[tuple[float, int], bool] | None = None) -> None:
-        """Start a replay of the search: an empty path, ``assumed`` verdicts for unsimulated points."""
+    def config_for(self, key: ProbeKey) -> Any:
+        """The experiment a probe point simulates."""
+        if len(key) == 2:
+            return self.config_at(*key)
+        return with_overrides(self.config_at(key[0]), {"disaggregation.prefill.replicas": key[1],
+                                                       "disaggregation.decode.replicas": key[2]})
+
+    def replay(self, assumed: dict[ProbeKey, tuple[bool, str | None]] | None = None) -> None:
+        """Start a replay of the search: an empty path, ``assumed`` outcomes for unsimulated points."""
         self.probes = []
         self._on_path = set()
         self._assumed = assumed or {}
 
     def probe(self, rate: float, replicas: int) -> Probe:
         """The probe at (rate, replicas): simulated, assumed, or :class:`_NeedProbe`."""
-        key = (float(f"{rate:.6g}"), replicas)
+        return self._point((float(f"{rate:.6g}"), replicas))
+
+    def probe_pd(self, rate: float, prefill: int, decode: int) -> Probe:
+        """The probe of a disaggregated experiment at ``rate`` with ``prefill`` + ``decode`` replicas."""
+        return self._point((float(f"{rate:.6g}"), prefill, decode))
+
+    def _point(self, key: ProbeKey) -> Probe:
         if key in self.results:
             probe = self.results[key]
             if isinstance(probe, Exception):
                 raise probe  # the simulation of a point the search needs failed: as it would in process
         elif key in self._assumed:
-            probe = Probe(request_rate=key[0], replicas=replicas, passed=self._assumed[key], binding=None)
+            passed, binding = self._assumed[key]
+            probe = Probe(request_rate=key[0], replicas=sum(key[1:]), passed=passed, binding=binding,
+                          summary=self.assumed_summary(key))
         else:
             raise _NeedProbe(key)
         if key not in self._on_path:
@@ -337,7 +364,7 @@ class _ProbeRunner:
             kill_workers(self._pool)
             self._pool = None
 
-    def start(self, cfg: Any, key: tuple[float, int]) -> Any:
+    def start(self, cfg: Any, key: ProbeKey) -> Any:
         """Begin simulating ``key``; returns a handle for :meth:`wait`."""
         if self.jobs == 1:
             return (cfg, key)  # run lazily, in wait()
@@ -348,8 +375,7 @@ class _ProbeRunner:
                                              initializer=worker_init, initargs=(os.getpid(),))
         return self._pool.submit(simulate_probe, self.run_fn, cfg, key)
 
-    def wait(self, handles: dict[tuple[float, int], Any],
-             first: tuple[float, int]) -> dict[tuple[float, int], Probe | Exception]:
+    def wait(self, handles: dict[ProbeKey, Any], first: ProbeKey) -> dict[ProbeKey, Probe | Exception]:
         """Results of the handles that finish next (in process: just ``first``, the needed one)."""
         if self.jobs == 1:
             cfg, key = handles[first]
@@ -359,7 +385,7 @@ class _ProbeRunner:
 
         done, _ = wait(list(handles.values()), return_when=FIRST_COMPLETED)
         by_future = {f: k for k, f in handles.items()}
-        out: dict[tuple[float, int], Probe | Exception] = {}
+        out: dict[ProbeKey, Probe | Exception] = {}
         for f in done:
             exc = f.exception()
             if isinstance(exc, BrokenProcessPool):
@@ -372,8 +398,8 @@ class _ProbeRunner:
 
 
 def _first_unknown(search_fn: Callable[[_Searcher], Any], s: _Searcher,
-                   assumed: dict[tuple[float, int], bool]) -> tuple[float, int] | None:
-    """The first point the search needs under ``assumed`` verdicts (None: it finishes)."""
+                   assumed: dict[ProbeKey, tuple[bool, str | None]]) -> ProbeKey | None:
+    """The first point the search needs under ``assumed`` outcomes (None: it finishes)."""
     s.replay(assumed)
     try:
         search_fn(s)
@@ -385,14 +411,14 @@ def _first_unknown(search_fn: Callable[[_Searcher], Any], s: _Searcher,
 
 
 def _speculative_frontier(search_fn: Callable[[_Searcher], Any], s: _Searcher, width: int,
-                          running: set[tuple[float, int]]) -> list[tuple[float, int]]:
+                          running: set[ProbeKey]) -> list[ProbeKey]:
     """Up to ``width − len(running)`` points to start now, the likeliest needed first.
 
-    Breadth first over the verdicts not known yet: depth 0 is the point the search needs now, each
-    level below halves the chance a point is needed (either verdict of its parent is assumed).
+    Breadth first over the outcomes not known yet: depth 0 is the point the search needs now, each
+    level below divides the chance a point is needed (each outcome of its parent is assumed in turn).
     """
-    wanted: list[tuple[float, int]] = []
-    queue: deque[dict[tuple[float, int], bool]] = deque([{}])
+    wanted: list[ProbeKey] = []
+    queue: deque[dict[ProbeKey, tuple[bool, str | None]]] = deque([{}])
     visited = 0
     while queue and len(wanted) + len(running) < width and visited < 4 * width + 8:
         assumed = queue.popleft()
@@ -402,8 +428,7 @@ def _speculative_frontier(search_fn: Callable[[_Searcher], Any], s: _Searcher, w
             continue
         if key not in running and key not in wanted:
             wanted.append(key)
-        queue.append({**assumed, key: True})
-        queue.append({**assumed, key: False})
+        queue.extend({**assumed, key: outcome} for outcome in _OUTCOMES[len(key)])
     return wanted
 
 
@@ -412,7 +437,7 @@ def _drive(search_fn: Callable[[_Searcher], Any], s: _Searcher, runner: _ProbeRu
 
     Its path (``s.probes``) and result depend on the simulated verdicts only, never on ``jobs``.
     """
-    running: dict[tuple[float, int], Any] = {}
+    running: dict[ProbeKey, Any] = {}
     while True:
         s.replay()
         try:
@@ -430,8 +455,7 @@ def _drive(search_fn: Callable[[_Searcher], Any], s: _Searcher, runner: _ProbeRu
             if needed not in running and needed not in start:
                 start.insert(0, needed)
         for key in start:
-            rate, replicas = key
-            running[key] = runner.start(s.config_at(rate, replicas), key)
+            running[key] = runner.start(s.config_for(key), key)
         for key, probe in runner.wait(running, needed).items():
             del running[key]
             s.results[key] = probe
@@ -549,10 +573,13 @@ def _capacity_search(cfg: Any, runner: _ProbeRunner, out_dir: str | Path | None,
                             f"raise search.num_requests to ≥ {math.ceil(10 / tail - 1e-9)} for a stable estimate")
     pd_detail = None
     if search.target == "replicas":
-        if cfg.disaggregation is not None:  # the cheapest (prefill, decode) pair, one probe at a time
-            from sim.plan.pd_capacity import search_pd_replicas
+        if cfg.disaggregation is not None:  # the cheapest (prefill, decode) pair
+            from sim.plan.pd_capacity import PDSearchStart, search_pd_replicas
 
-            best, fail, converged, pd_detail = search_pd_replicas(s, cfg, search.target_rate)
+            start_pd = PDSearchStart.of(cfg, search.target_rate, search.max_replicas)
+            s.assumed_summary = start_pd.assumed_summary
+            best, fail, converged, pd_detail = _drive(
+                lambda x: search_pd_replicas(x, start_pd, search.target_rate), s, runner)
         else:
             best, fail, converged = _drive(lambda x: _search_replicas(x, search.target_rate), s, runner)
         point = best

@@ -12,47 +12,73 @@ failing probe that names a TTFT/queue criterion adds a prefill replica, one that
 on to the next ``D`` since more prefill cannot fix decode), until a decode count no longer lowers the
 cost, or ``max_replicas`` / ``max_probes``. Every probe is a full simulation (the engine's own
 queueing, transfers and KV admission decide), so the capacity estimates only choose where to look.
+
+The search runs on :mod:`sim.plan.capacity`'s probe oracle, so ``simctl capacity --jobs N`` simulates
+the probes it may need next in parallel (assuming, for each point not simulated yet, that it passes,
+fails on a prefill-side criterion or fails on TPOT/ITL) while only real verdicts choose the path:
+``capacity.json`` is the same for every ``--jobs``.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from sim.config import with_overrides
-from sim.measure.slo import evaluate_slo
-from sim.runs.disagg import pd_probe_keys, pd_setup, pool_capacity_rps
+from sim.errors import ConfigError
+from sim.runs.disagg import pd_setup, pool_capacity_rps
 from sim.runs.runner import replica_setup
 
-__all__ = ["search_pd_replicas"]
+__all__ = ["PDSearchStart", "search_pd_replicas"]
 
 # criteria more decode replicas cannot fix but more prefill replicas can (and vice versa)
 _DECODE_BOUND = ("tpot", "itl")
 
 
-def _probe(s: Any, rate: float, num_prefill: int, num_decode: int, cache: dict) -> Any:
-    # the searcher's Probe class and kept keys (sim.plan.capacity passes them: no import back)
-    Probe, PROBE_SUMMARY_KEYS = s.probe_cls, s.summary_keys  # noqa: N806
+@dataclass
+class PDSearchStart:
+    """What the search derives once from the cost model: the rate-matching start and one instance's
+    capacity per pool; and, for probes a parallel search only assumes, each pool's $/hour and GPUs per
+    instance (worked out on first use: a sequential search never needs them)."""
 
-    key = (num_prefill, num_decode)
-    if key in cache:
-        return cache[key]
-    cfg = with_overrides(s.config_at(rate), {"disaggregation.prefill.replicas": num_prefill,
-                                             "disaggregation.decode.replicas": num_decode})
-    result = s.run_fn(cfg)
-    summary = getattr(result, "summary", result)
-    verdict = summary.get("slo") if isinstance(summary, dict) else None
-    if not isinstance(verdict, dict) or "passed" not in verdict:
-        verdict = evaluate_slo(summary, cfg.slo, cfg.model)
-    kept = {k: summary.get(k) for k in PROBE_SUMMARY_KEYS if k in summary}
-    kept.update({"prefill_replicas": num_prefill, "decode_replicas": num_decode, **pd_probe_keys(summary)})
-    probe = Probe(request_rate=float(f"{rate:.6g}"), replicas=num_prefill + num_decode,
-                  passed=bool(verdict["passed"]), binding=verdict.get("binding"),
-                  failed=list(verdict.get("failed", [])), criteria=list(verdict.get("criteria", [])), summary=kept)
-    cache[key] = probe
-    s.probes.append(probe)
-    if s.progress is not None:
-        s.progress(probe)
-    return probe
+    cfg: Any
+    start: dict[str, int]
+    caps: dict[str, float]
+    _per_instance: dict[str, tuple[float | None, int]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, cfg: Any, rate: float, limit: int) -> PDSearchStart:
+        """The start for ``cfg`` at ``rate`` req/s, at most ``limit`` replicas per pool."""
+        wl = cfg.workload
+        prompt = getattr(getattr(wl, "input_tokens", None), "mean", None)
+        output = getattr(getattr(wl, "output_tokens", None), "mean", None)
+        start = {"prefill": 1, "decode": 1}
+        caps: dict[str, float] = {}
+        if prompt and output:
+            caps = pool_capacity_rps(pd_setup(_one_each(cfg), replica_setup), float(prompt), float(output))
+            start = {r: max(1, min(limit, math.ceil(rate / caps[r]))) if math.isfinite(caps[r]) else 1 for r in caps}
+        return cls(cfg, start, caps)
+
+    def assumed_summary(self, key: tuple) -> dict[str, Any]:
+        """The summary keys the search reads of an assumed probe ``(rate, P, D)``: its pool sizes, and
+        its $/hour and GPUs from the pools' prices (None where a price is unknown, as in a real run)."""
+        if self._per_instance is None:
+            try:
+                setup = pd_setup(_one_each(self.cfg), replica_setup)
+            except ConfigError:  # the real probe raises it, if the search ever needs that point
+                self._per_instance = {r: (None, 0) for r in ("prefill", "decode")}
+            else:
+                _, detail = setup.cost_per_hour(getattr(self.cfg, "cost", None))
+                self._per_instance = {r: (detail[r]["cost_per_hour_usd"] if r in detail else None, setup.pool_gpus(r))
+                                      for r in ("prefill", "decode")}
+        (c_p, g_p), (c_d, g_d) = self._per_instance["prefill"], self._per_instance["decode"]
+        _, p, d = key
+        cost = None if c_p is None or c_d is None else p * c_p + d * c_d
+        return {"prefill_replicas": p, "decode_replicas": d, "cost_per_hour_usd": cost, "num_gpus": p * g_p + d * g_d}
+
+
+def _one_each(cfg: Any) -> Any:
+    return with_overrides(cfg, {"disaggregation.prefill.replicas": 1, "disaggregation.decode.replicas": 1})
 
 
 def _cost(p: Any) -> tuple[float, float, int]:
@@ -61,21 +87,11 @@ def _cost(p: Any) -> tuple[float, float, int]:
             int(p.summary["prefill_replicas"]))
 
 
-def search_pd_replicas(s: Any, cfg: Any, rate: float) -> tuple[Any, Any, bool, dict[str, Any]]:
-    """The cheapest passing ``(P, D)`` at ``rate`` (module docstring): (best probe or None, the failing
-    probe next to it, converged, detail for capacity.json)."""
+def search_pd_replicas(s: Any, plan: PDSearchStart, rate: float) -> tuple[Any, Any, bool, dict[str, Any]]:
+    """The cheapest passing ``(P, D)`` at ``rate`` on the probe oracle ``s`` (module docstring): (best
+    probe or None, the failing probe next to it, converged, detail for capacity.json)."""
     limit = s.search.max_replicas
-    wl = cfg.workload
-    prompt = getattr(getattr(wl, "input_tokens", None), "mean", None)
-    output = getattr(getattr(wl, "output_tokens", None), "mean", None)
-    start = {"prefill": 1, "decode": 1}
-    caps: dict[str, float] = {}
-    if prompt and output:
-        caps = pool_capacity_rps(pd_setup(with_overrides(cfg, {"disaggregation.prefill.replicas": 1,
-                                                               "disaggregation.decode.replicas": 1}),
-                                          replica_setup), float(prompt), float(output))
-        start = {r: max(1, min(limit, math.ceil(rate / caps[r]))) if math.isfinite(caps[r]) else 1 for r in caps}
-    cache: dict = {}
+    start = plan.start
     best = None
     fail_next = None
     per_decode: list[dict[str, Any]] = []
@@ -85,12 +101,12 @@ def search_pd_replicas(s: Any, cfg: Any, rate: float) -> tuple[Any, Any, bool, d
         p_count = max(1, start["prefill"] - 1)
         found = None
         while p_count + d <= limit * 2 and p_count <= limit and s.budget_left:
-            probe = _probe(s, rate, p_count, d, cache)
+            probe = s.probe_pd(rate, p_count, d)
             if probe.passed:
                 found = probe
                 # one fewer prefill replica may pass too when the start overshot
                 while p_count > 1 and s.budget_left:
-                    lower = _probe(s, rate, p_count - 1, d, cache)
+                    lower = s.probe_pd(rate, p_count - 1, d)
                     if not lower.passed:
                         fail_next = fail_next or lower
                         break
@@ -110,7 +126,7 @@ def search_pd_replicas(s: Any, cfg: Any, rate: float) -> tuple[Any, Any, bool, d
             if worse_in_a_row >= 1:
                 break  # adding decode replicas no longer lowers the cost
         d += 1
-    detail = {"rate_matching_start": start, "capacity_rps_per_instance": caps, "per_decode_count": per_decode,
+    detail = {"rate_matching_start": start, "capacity_rps_per_instance": plan.caps, "per_decode_count": per_decode,
               "prefill_replicas": best.summary["prefill_replicas"] if best else None,
               "decode_replicas": best.summary["decode_replicas"] if best else None}
     converged = best is not None and s.budget_left
