@@ -612,9 +612,13 @@ class RooflineCostModel:
             # to its ctx + 1 keys, summed exactly by the scheduler in sum_decode_kv_tokens
             pre_ctx = max(0.0, kv_tokens - plain_dec_pairs - shape.num_prefill_tokens - shape.sum_spec_kv_tokens)
             dec_flops = dec_pairs * self.attn_flops_per_pair_decode
-            flops_layer = dec_flops + pre_pairs * self.attn_flops_per_pair + pre_ctx * self.mla_up_flops_per_ctx_token
+            # the cached context's up-projection (kv_b_proj) is a plain GEMM, not FlashAttention work:
+            # the prefill kernel-shape slowdown below must not apply to it
+            up_flops = pre_ctx * self.mla_up_flops_per_ctx_token
+            flops_layer = dec_flops + pre_pairs * self.attn_flops_per_pair + up_flops
         else:
             dec_flops = dec_pairs * self.attn_flops_per_pair
+            up_flops = 0.0
             flops_layer = pairs * self.attn_flops_per_pair
         # prefill attention runs below its peak on short sequences and on chunks too small to fill the GPU
         # (sim/deploy/kernel_shapes.py); decode attention is bandwidth-bound (split-KV kernels)
@@ -625,7 +629,7 @@ class RooflineCostModel:
         if n_pre > seqs_pre and (self.attention_half_length > 0 or self.sms):
             slow = 1.0 / attention_prefill_efficiency(n_pre, seqs_pre, pre_pairs / n_pre, self.heads_per_gpu,
                                                       self.sms, self.attention_half_length)
-        compute_flops_layer = dec_flops + (flops_layer - dec_flops) * slow
+        compute_flops_layer = dec_flops + up_flops + (flops_layer - dec_flops - up_flops) * slow
         bytes_layer = kv_tokens * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
                                                                         + self.kv_bytes_per_token_layer)
         t = 0.0
