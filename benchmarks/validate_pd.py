@@ -12,7 +12,7 @@ Anchors, each set up as published (nothing fitted):
   (experiments/pd_validation_mooncake_a10_store.yaml: ``via: store`` with host staging, round-robin proxy),
   first with the connector's host copies free and the put asynchronous (the store path before
   ``host_copy``/``sync_put``), then as the example sets it: ``host_copy: connector`` at one host
-  thread's cited memcpy bandwidth and ``sync_put: true``.
+  thread's cited memcpy bandwidth, ``sync_put: true`` and ``sync_get: true``.
 - LMCACHE-PD-KVXFER: the KV of a 7500-token Llama-3.1-8B prompt over NVLink as Dynamo sends it (one NIXL
   descriptor per page, layer and K/V plane; the post quotes Dynamo's numbers to motivate LMCache's
   buffer), one request on an idle 1P1D pair: compared with ``disaggregation.kv_transfer.transfer_time``,
@@ -52,7 +52,7 @@ CUDA_IPC_OVERHEAD_US = 4.0
 
 # the store path with the connector's host work priced at zero (the example's keys switched off)
 HOST_FREE = {"disaggregation.kv_transfer.host_copy": "none", "disaggregation.kv_transfer.host_memcpy_gbps": None,
-             "disaggregation.kv_transfer.sync_put": False}
+             "disaggregation.kv_transfer.sync_put": False, "disaggregation.kv_transfer.sync_get": False}
 
 
 def mooncake_rows(store: bool = False, host_free: bool = False) -> list[tuple[str, str, float, float]]:
@@ -65,7 +65,7 @@ def mooncake_rows(store: bool = False, host_free: bool = False) -> list[tuple[st
     for label, over, key, measured in MOONCAKE:
         over = {**over, **HOST_FREE} if host_free else over
         s = run(with_overrides(base, over) if over else base).summary
-        tag = (", via store, host copies free" if host_free else ", via store, connector host copies + sync put") \
+        tag = (", via store, host copies free" if host_free else ", via store, connector host copies + sync put/get") \
             if store else ", direct"
         rows.append(("MOONCAKE-STORE-VLLM-A10-V1", label + tag, s["disaggregation"]["ttft_decode_side"][key], measured))
     return rows

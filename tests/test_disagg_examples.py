@@ -109,7 +109,7 @@ def test_mooncake_a10_store_validation_example():
     # object at 6.249 GB/s (the ranks in parallel), the NIC (50 GB/s) + 20 µs; a get: NIC, 3 memcpys, PCIe
     put = obj / 64e9 + 5 * rank / 6.249e9 + obj / 50e9 + 20e-6
     get = obj / 50e9 + 20e-6 + 3 * rank / 6.249e9 + obj / 64e9
-    assert st["peak_bytes"] >= obj and st["sync_put"] is True
+    assert st["peak_bytes"] >= obj and st["sync_put"] is True and st["sync_get"] is True
     assert st["put_time"]["p50_ms"] == pytest.approx(put * 1e3, rel=1e-6)
     assert st["get_time"]["p50_ms"] == pytest.approx(get * 1e3, rel=1e-6)
     direct = run(EXPERIMENTS / "pd_validation_mooncake_a10.yaml").summary["disaggregation"]["ttft_decode_side"]

@@ -151,3 +151,80 @@ def test_sync_put_with_a_full_store_waits_for_room_after_the_step():
     st = res.summary["disaggregation"]["kv_transfer"]["store"]
     assert st["num_puts_waited_for_room"] > 0 and st["peak_bytes"] <= st["capacity_bytes"]
     assert (res.requests["status"] == "completed").all() and st["num_puts"] == 6
+
+
+# ---------------------------------------------------------------- sync_get: the get blocks the decode step
+SYNC_GET = {**CONNECTOR, "sync_get": True}
+
+
+def test_sync_get_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"pd\.yaml: disaggregation\.kv_transfer.*sync_get.*need via: store"):
+        pd_config(**{"disaggregation.kv_transfer.sync_get": True})
+    cfg = pd_config(kv_store=STORE, model="qwen1.5-moe-a2.7b", **{"disaggregation.kv_transfer": SYNC_GET,
+                                                                   "disaggregation.decode.parallel": {"tp": 1, "dp": 2, "ep": 2}})
+    msg = str(pytest.raises(ConfigError, run, cfg).value)
+    assert "disaggregation.kv_transfer.sync_get" in msg and "dp = 1" in msg and len(msg.splitlines()) == 1
+
+
+def test_sync_get_on_an_idle_decode_instance_changes_nothing():
+    """Idle at admission, the step that runs the request starts at once: get then forward ends where the
+    asynchronous get then the forward ends."""
+    a, s = _run(CONNECTOR), _run(SYNC_GET)
+    _, get, _ = _put_get()
+    side = lambda res: res.summary["disaggregation"]["ttft_decode_side"]["mean_ms"]  # noqa: E731
+    assert side(s) == pytest.approx(side(a), rel=1e-12)
+    assert s.summary["disaggregation"]["kv_transfer"]["store"]["get_time"]["max_ms"] == pytest.approx(get * 1e3, rel=1e-9)
+    dec_a, dec_s = (r.iterations[r.iterations["replica"] == 1] for r in (a, s))
+    assert dec_s["time_s"].iloc[0] == pytest.approx(dec_a["time_s"].iloc[0] + get, rel=1e-9)  # get + forward
+    assert s.summary["disaggregation"]["kv_transfer"]["sync_get"] is True
+
+
+def test_sync_get_stalls_the_other_requests_decode_by_the_get_exactly():
+    """Request B reaches the decode instance while A decodes there. With sync_get the step that first runs
+    B lasts its forward plus B's get, so A's tokens pause for the get; without it A never pauses."""
+    changes = {"workload.num_requests": 2, "workload.arrival": {"process": "constant", "rate": 3.0},
+               "workload.output_tokens.value": 200}
+    _, get, _ = _put_get()
+    pauses = {}
+    for kv, name in ((CONNECTOR, "async"), (SYNC_GET, "sync")):
+        res = _run(kv, **changes)
+        assert (res.requests["status"] == "completed").all()
+        dec = res.iterations[res.iterations["replica"] == 1].reset_index(drop=True)
+        first_pair = int((dec["num_seqs"] == 2).idxmax())  # the step that first runs B next to A
+        assert dec["num_seqs"].iloc[first_pair - 1] == 1
+        pauses[name] = dec["time_s"].iloc[first_pair] - dec["time_s"].iloc[first_pair + 1]
+        # B's get ran inside that step: it cannot end before it
+        st = res.summary["disaggregation"]["kv_transfer"]["store"]
+        assert st["get_time"]["max_ms"] >= get * 1e3 * (1 - 1e-9)
+        assert st["num_gets"] == 2
+    # the next step runs the same two requests one token further: their forwards differ by one token of
+    # attention context, nanoseconds against a get of ~0.2 s
+    assert pauses["sync"] == pytest.approx(get, abs=1e-6)
+    assert abs(pauses["async"]) < 1e-6
+
+
+def test_sync_get_invariants_and_determinism_under_load():
+    cfg = pd_config(kv_store=STORE, **{"disaggregation.kv_transfer": {**SYNC_GET, "sync_put": True},
+                                       "disaggregation.prefill.replicas": 2, "disaggregation.decode.replicas": 2,
+                                       "disaggregation.decode.engine": {"num_kv_blocks": 1500},
+                                       "workload.num_requests": 150,
+                                       "workload.arrival": {"process": "poisson", "rate": 25},
+                                       "workload.input_tokens": {"dist": "uniform", "low": 300, "high": 3000},
+                                       "workload.output_tokens": {"dist": "uniform", "low": 2, "high": 200}})
+    a, b = run(cfg), run(cfg)  # the engine checks blocks, store bytes, pending gets and link budgets at the end
+    assert a.summary == b.summary
+    req = a.requests
+    assert len(req) == 150 and req["request_id"].is_unique and (req["status"] == "completed").all()
+    st = a.summary["disaggregation"]["kv_transfer"]["store"]
+    assert st["num_puts"] == st["num_gets"] == 150 and st["peak_bytes"] <= st["capacity_bytes"]
+
+
+def test_sync_get_at_the_horizon_leaves_nothing_held():
+    """A run cut at max_duration_s with gets pending in decode schedulers ends cleanly (invariants hold)."""
+    cfg = pd_config(kv_store=STORE, max_duration_s=1.5, **{"disaggregation.kv_transfer": SYNC_GET,
+                                                           "workload.num_requests": 60,
+                                                           "workload.arrival": {"process": "poisson", "rate": 40},
+                                                           "workload.output_tokens.value": 100})
+    res = run(cfg)
+    assert len(res.requests) == 60 and res.requests["request_id"].is_unique
+    assert (res.requests["status"] != "completed").any()

@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from sim.engine.dp_group import DPGroup
-from sim.engine.kv_handoff import NICFabric, StoreHandoff, SyncPutCostModel, num_kv_copies
+from sim.engine.kv_handoff import BlockingHandoffCostModel, NICFabric, StoreHandoff, num_kv_copies
 from sim.engine.request import Request, RequestStatus
 
 __all__ = ["PDSpec", "KVLink", "PDCoordinator", "PD_REQUEST_COLUMNS"]
@@ -202,7 +202,7 @@ class PDCoordinator:
             if spec.layerwise:
                 rep.pre_step = self.on_prefill_step
             if spec.store is not None and spec.store.sync_put:
-                self._wire_sync_put(rep)
+                self._wire_blocking(rep, self.sync_put_s)
         # a decode instance with data-parallel attention is ``dp`` ranks (engine cores of their own,
         # behind the decode router like every rank of the aggregated path) stepping in lockstep
         dp = spec.decode.dp
@@ -210,8 +210,7 @@ class PDCoordinator:
         self.decode = [make_replica(len(cluster.replicas) + j, spec.decode, groups[j // dp])
                        for j in range(spec.num_decode * dp)]
         for rep in self.decode:
-            rep.post_step = self.on_decode_step
-            rep.on_finished = self.on_decoded
+            self._wire_decode_hooks(rep)
         cluster.replicas.extend(self.decode)
         cluster.routable = self.prefill  # new requests go to the prefill pool only
         self.decode_router = decode_router
@@ -219,6 +218,8 @@ class PDCoordinator:
         self.fabric = NICFabric(self.env, spec.bandwidth_bytes_per_s) if spec.sharing == "nic" else None
         self.store = StoreHandoff(spec.store) if spec.store is not None else None
         self.states: dict[int, _PDState] = {}  # request id -> state, while the request is in the pipeline
+        # sync_get: request id -> state of a request handed to its decode scheduler whose get has not run
+        self.pending_gets: dict[int, _PDState] = {}
         self.finished_states: list[_PDState] = []
         self.admission: dict[int, deque[_PDState]] = {rep.index: deque() for rep in self.decode}
         # Σ worst-case blocks (prompt + max output) of the requests admitted to each decode instance and
@@ -239,13 +240,18 @@ class PDCoordinator:
         if self.spec.layerwise:
             rep.pre_step = self.on_prefill_step
         if self.spec.store is not None and self.spec.store.sync_put:
-            self._wire_sync_put(rep)
+            self._wire_blocking(rep, self.sync_put_s)
         self.prefill.append(rep)
+
+    def _wire_decode_hooks(self, rep: Any) -> None:
+        rep.post_step = self.on_decode_step
+        rep.on_finished = self.on_decoded
+        if self.spec.store is not None and self.spec.store.sync_get:
+            self._wire_blocking(rep, self.sync_get_s)
 
     def wire_decode(self, rep: Any) -> None:
         """Hook a decode instance started at run time (autoscaling) into the pipeline."""
-        rep.post_step = self.on_decode_step
-        rep.on_finished = self.on_decoded
+        self._wire_decode_hooks(rep)
         self.decode.append(rep)
         self.admission[rep.index] = deque()
         self.committed_blocks[rep.index] = 0
@@ -390,6 +396,11 @@ class PDCoordinator:
             st.admit_s = self.env.now
             self.num_admitted[rep.index] += 1
             self.committed_blocks[rep.index] += full
+            if self.store is not None and self.spec.store.sync_get:
+                # the decode scheduler takes it now; the step that first runs it makes the get (sync_get_s)
+                self.pending_gets[main.request_id] = st
+                self._hand_over(st)
+                continue
             if self.store is not None:
                 ss = self.spec.store
                 end_s = self.store.get(main.request_id, rep.index, st.store_bytes, self.env.now,
@@ -420,10 +431,12 @@ class PDCoordinator:
             return 0.0
         return ss.host_copy_bytes(st.kv_bytes, st.main.num_prompt_tokens, ss.prefill_shards, ss.PUT_HOST_COPIES)
 
-    def _wire_sync_put(self, rep: Any) -> None:
-        """sync_put: price each step of prefill instance ``rep`` as its forward plus the puts of the prompts
-        it finishes (:meth:`sync_put_s`). The replica loop calls ``scheduler.schedule`` and then the cost
-        model's ``step`` at the same instant; the wrappers hand the plan to the pricing."""
+    def _wire_blocking(self, rep: Any, blocked_s: Callable[[Any, Any, float], float]) -> None:
+        """sync_put / sync_get: price each step of instance ``rep`` as its forward plus the store hand-offs
+        it blocks on, ``blocked_s(rep, plan, forward_s)`` (:meth:`sync_put_s`, :meth:`sync_get_s`). The
+        replica loop calls ``scheduler.schedule`` and then the cost model's ``step`` once, at the same
+        instant; the wrappers hand the plan to the pricing. A leapt decode step (no ``schedule`` call)
+        has no plan: it runs only requests already running, whose gets are done."""
         sched = rep.scheduler
         schedule = sched.schedule
         plan: list[Any] = [None]
@@ -432,8 +445,12 @@ class PDCoordinator:
             out = plan[0] = schedule(now_s)
             return out
 
+        def blocked(forward_s: float) -> float:
+            out, plan[0] = plan[0], None
+            return blocked_s(rep, out, forward_s)
+
         sched.schedule = schedule_and_keep
-        rep.cost_model = SyncPutCostModel(rep.cost_model, lambda forward_s: self.sync_put_s(rep, plan[0], forward_s))
+        rep.cost_model = BlockingHandoffCostModel(rep.cost_model, blocked)
 
     def sync_put_s(self, rep: Any, out: Any, forward_s: float) -> float:
         """Seconds the step planned as ``out`` on prefill instance ``rep`` (its forward ``forward_s``) waits
@@ -458,6 +475,34 @@ class PDCoordinator:
             st.put_start_s = t
             t = self.store.put(st.main.request_id, st.prefill_rep, st.store_bytes, t, self._put_host_bytes(st))
         return t - start
+
+    def sync_get_s(self, rep: Any, out: Any, forward_s: float) -> float:
+        """Seconds the step planned as ``out`` on decode instance ``rep`` spends on the gets of the requests
+        it runs for the first time, before its forward. vLLM V0's ``ModelRunner.execute_model`` calls the
+        connector's ``recv_kv_caches_and_hidden_states`` before the forward, and ``MooncakeStore.get`` is
+        synchronous, one request after the other; the instance's other requests wait with them. (V0
+        then skips the forward of a batch whose KV all arrived and samples the first token from the
+        received hidden states; here the request keeps the engine's convention of one decode step
+        after the hand-off, the forward that follows the gets.) Each get frees the object's room in the
+        store at its end."""
+        if out is None or not self.pending_gets:
+            return 0.0
+        start = t = self.env.now
+        ss = self.spec.store
+        for req in out.scheduled:
+            st = self.pending_gets.pop(req.request_id, None)
+            if st is None:
+                continue
+            host = (ss.host_copy_bytes(st.kv_bytes, req.num_prompt_tokens, ss.decode_shards, ss.GET_HOST_COPIES)
+                    if ss.host_memcpy_bytes_per_s > 0 else 0.0)
+            t = st.sent_s = st.end_s = self.store.get(req.request_id, rep.index, st.store_bytes, t, host)
+            self.env.timeout(t - start).callbacks.append(lambda _ev, s=st: self._got(s))
+        return t - start
+
+    def _got(self, st: _PDState) -> None:
+        """sync_get: the object's get ended (inside a decode step): free its room in the store."""
+        if not self.cluster.stop.triggered:
+            self.store.release(st.store_bytes, self.env.now)
 
     def _put_done(self, st: _PDState) -> None:
         """The KV is in the store: free the prefill instance's blocks and route the request to decode
@@ -512,6 +557,10 @@ class PDCoordinator:
             self.store.release(st.store_bytes, st.end_s)
         else:
             self._release_prefill(st)
+        self._hand_over(st)
+
+    def _hand_over(self, st: _PDState) -> None:
+        """Give the request to its decode instance's scheduler, its prompt computed and one token emitted."""
         main = st.main
         main.num_output_tokens = 1
         main.status = RequestStatus.WAITING
@@ -523,6 +572,8 @@ class PDCoordinator:
         rep = self.cluster.replicas[st.decode_rep]
         rep.outstanding -= 1  # submit() counts it again
         if not rep.submit(main):  # checked at hand-over; a decode scheduler that still refuses: rejected
+            if self.pending_gets.pop(main.request_id, None) is not None:  # sync_get: never got
+                self.store.drop(main.request_id, st.store_bytes, self.env.now)
             rep.kv.free(main)
             self.committed_blocks[rep.index] -= rep.kv.num_blocks_for(main.num_prompt_tokens + main.max_output_tokens)
             self.cluster.num_rejected += 1
@@ -554,6 +605,7 @@ class PDCoordinator:
             self.store.drain()
         for q in self.admission.values():
             q.clear()
+        self.pending_gets.clear()  # their requests are in decode schedulers, drained by the engine
         return n
 
     def extend_timeline(self, requests: list[Request]) -> dict[int, list[float]]:
@@ -594,6 +646,8 @@ class PDCoordinator:
                 raise AssertionError(f"request {st.main.request_id}: transfer faster than the link bandwidth")
         if any(self.admission.values()):
             raise AssertionError("requests left waiting for decode admission")
+        if self.pending_gets:
+            raise AssertionError(f"{len(self.pending_gets)} request(s) handed to a decode instance never got their KV")
         return ("KV links idle at the end; no link above its bandwidth", "KV blocks free on both pools")
 
     def requests_frame(self) -> pd.DataFrame:

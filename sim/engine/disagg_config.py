@@ -114,6 +114,9 @@ class KVTransferConfig(Frozen):
                                            "host thread copies (memcpy) between two host buffers")
     sync_put: bool = Field(False, description="via: store only; the put blocks the prefill instance: the step that "
                            "finished a prompt ends when its put has ended (vLLM V0 model_runner + MooncakeStore.put)")
+    sync_get: bool = Field(False, description="via: store only; the get blocks the decode instance: the request enters "
+                           "the decode scheduler when admitted, and the step that first runs it starts with its get "
+                           "(vLLM V0 model_runner: recv_kv_caches_and_hidden_states before the forward)")
 
     @model_validator(mode="after")
     def _store_options(self) -> "KVTransferConfig":
@@ -129,8 +132,9 @@ class KVTransferConfig(Frozen):
                                  "sharing at its default")
         elif self.store_staging is not None:
             raise ValueError("store_staging applies to via: store only")
-        if self.via != "store" and (self.host_copy != "none" or self.sync_put):
-            raise ValueError("host_copy and sync_put describe the store connector's put and get; they need via: store")
+        if self.via != "store" and (self.host_copy != "none" or self.sync_put or self.sync_get):
+            raise ValueError("host_copy, sync_put and sync_get describe the store connector's put and get; they need "
+                             "via: store")
         if self.host_copy == "connector":
             if self.staging != "host":
                 raise ValueError("host_copy: connector copies through host memory; it needs store_staging: host")

@@ -18,7 +18,9 @@ per-pair link of :class:`sim.engine.disagg.KVLink` (docs/disaggregation.md, "KV 
   :attr:`~StoreHandoffSpec.GET_HOST_COPIES`) of every rank's object (its KV shard and the hidden
   states) at one thread's memcpy bandwidth, the ranks in parallel; with ``sync_put`` the put is booked
   when the step finishing the prompt is priced, and that step ends when the put ends
-  (:meth:`sim.engine.disagg.PDCoordinator.sync_put_s`).
+  (:meth:`sim.engine.disagg.PDCoordinator.sync_put_s`); with ``sync_get`` the get is booked at the start
+  of the decode step that first runs the request, and the step's forward follows it
+  (:meth:`sim.engine.disagg.PDCoordinator.sync_get_s`).
 
 Invariants (:meth:`NICFabric.check`, :meth:`StoreHandoff.check`): no port ever carries more than its
 bandwidth × busy time; no flow is left at the end; the store's bytes stay within ``[0, capacity]``
@@ -34,7 +36,7 @@ from typing import Any
 
 from sim.engine.kv_tiers import Link
 
-__all__ = ["NICFabric", "StoreHandoffSpec", "StoreHandoff", "SyncPutCostModel", "num_kv_copies"]
+__all__ = ["NICFabric", "StoreHandoffSpec", "StoreHandoff", "BlockingHandoffCostModel", "num_kv_copies"]
 
 # A flow with at most this many bytes left is complete (floating-point remainder of the fair shares).
 _BYTES_EPS = 1e-3
@@ -196,6 +198,7 @@ class StoreHandoffSpec:
     prefill_shards: int = 1  # ranks of one instance, each putting (getting) its own object in parallel
     decode_shards: int = 1
     sync_put: bool = False  # kv_transfer.sync_put: the put blocks the prefill instance's step
+    sync_get: bool = False  # kv_transfer.sync_get: the get blocks the decode instance's step
 
     # Host copies of one rank's object (KV shard + hidden states) on the store path of vLLM's
     # MooncakeStoreConnector (docs/disaggregation.md, "Host copies of the store connector"). Put: the
@@ -306,6 +309,11 @@ class StoreHandoff:
             self._reserve(num)
             start(now_s)
 
+    def drop(self, request_id: int, num_bytes: float, now_s: float) -> None:
+        """An object that will never be got (its request was refused at hand-over): free its room."""
+        self.ready_s.pop(request_id, None)
+        self.release(num_bytes, now_s)
+
     def drain(self) -> None:
         """At the horizon: forget what is in flight (the run's counters stay)."""
         self.waiting.clear()
@@ -335,13 +343,15 @@ class StoreHandoff:
                 "nic_bandwidth_gbps": self.spec.nic_bytes_per_s / 1e9, "latency_us": self.spec.latency_s * 1e6,
                 "links": links, **({"host_memcpy_gbps": self.spec.host_memcpy_bytes_per_s / 1e9,
                                     "sync_put": self.spec.sync_put}
-                                   if self.spec.host_memcpy_bytes_per_s > 0 or self.spec.sync_put else {})}
+                                   if self.spec.host_memcpy_bytes_per_s > 0 or self.spec.sync_put else {}),
+                **({"sync_get": True} if self.spec.sync_get else {})}
 
 
-class SyncPutCostModel:
-    """A prefill instance's cost model under ``sync_put``: each step lasts its forward plus the blocking
-    puts it triggers (``put_s(forward_s)``, :meth:`sim.engine.disagg.PDCoordinator.sync_put_s`); every
-    other attribute is the wrapped model's."""
+class BlockingHandoffCostModel:
+    """An instance's cost model when the store hand-off blocks its steps: each step lasts its forward plus
+    the blocking puts (``sync_put``, prefill) or gets (``sync_get``, decode) it runs, ``put_s(forward_s)``
+    seconds (:meth:`sim.engine.disagg.PDCoordinator.sync_put_s`, :meth:`~sim.engine.disagg.PDCoordinator.sync_get_s`);
+    every other attribute is the wrapped model's."""
 
     # the step time depends on the store's state, not on the shape alone: never cache its prices
     step_is_pure = False
@@ -351,7 +361,7 @@ class SyncPutCostModel:
         self._put_s = put_s
 
     def step(self, shape: Any) -> Any:
-        """The wrapped model's step cost, its ``time_s`` lengthened by the puts the step waits for."""
+        """The wrapped model's step cost, its ``time_s`` lengthened by the puts or gets the step waits for."""
         cost = self._inner.step(shape)
         extra = self._put_s(cost.time_s)
         return cost if extra <= 0.0 else dataclasses.replace(cost, time_s=cost.time_s + extra)

@@ -96,6 +96,9 @@ def pd_setup(cfg: ExperimentConfig, replica_setup: Callable[[Deployment, int | N
     if kv.sync_put and deps["prefill"].dp > 1:
         raise ConfigError(f"{cfg.name}: disaggregation.kv_transfer.sync_put: a prefill pool with dp > 1 steps its "
                           "ranks as one group; sync_put supports prefill instances with dp = 1 only")
+    if kv.sync_get and deps["decode"].dp > 1:
+        raise ConfigError(f"{cfg.name}: disaggregation.kv_transfer.sync_get: a decode pool with dp > 1 steps its "
+                          "ranks as one group; sync_get supports decode instances with dp = 1 only")
     spec = PDSpec(prefill=setups["prefill"], decode=setups["decode"], num_prefill=d.prefill.replicas,
                   num_decode=d.decode.replicas, prefill_router=d.router.prefill, decode_router=d.router.decode,
                   kv_bytes_fn=lambda n: model.kv_cache_bytes_for_tokens(int(n), kv_dtype),
@@ -131,7 +134,7 @@ def _store_spec(store: Any, kv: Any, deps: dict[str, Deployment], model: Any) ->
                             host_memcpy_bytes_per_s=kv.host_memcpy_gbps * 1e9 if connector else 0.0,
                             hidden_bytes_per_token=2.0 * int(model.hidden_size) if connector else 0.0,
                             prefill_shards=shards(deps["prefill"]), decode_shards=shards(deps["decode"]),
-                            sync_put=bool(kv.sync_put))
+                            sync_put=bool(kv.sync_put), sync_get=bool(kv.sync_get))
 
 
 def _full_step_s(dep: Deployment, shape: Any) -> float:
@@ -238,6 +241,7 @@ def pd_summary(pd: PDSetup, out: Any, cost: Any, summary: dict[str, Any]) -> dic
             "max_link_utilization": max((link["busy_s"] / end_s for link in info["links"]), default=0.0),
             "via": kv_cfg.via, "sharing": kv_cfg.sharing, "copy_overhead_us": kv_cfg.copy_overhead_us,
             "host_copy": kv_cfg.host_copy, "sync_put": kv_cfg.sync_put,
+            **({"sync_get": kv_cfg.sync_get} if kv_cfg.via == "store" else {}),
         },
         "prefill_queue_time": np_stats(queue),
         # arrival -> first token generated on the decode instance: the TTFT a client sees through a PD
