@@ -7,7 +7,8 @@ req/s per replica) so each replica idles most of the time — the case where a p
 per-iteration cost shows.
 
 Reported per run: simulated requests per CPU-second, µs per iteration and per request, peak RSS,
-and the CPU-time split simulate / metrics / outputs / report. CPU time (``time.process_time``) is
+the CPU-time split simulate / metrics / outputs / report, and the RSS and its high-water mark after
+each stage (``memory_after_stage``: what a stage keeps, and what it allocates on top). CPU time (``time.process_time``) is
 what is measured, not wall time: the benchmark machine is shared, and wall time there measures the
 neighbours. Stages are timed by wrapping the functions ``sim.runs.runner`` and ``sim.api`` call, so
 the run is exactly ``simctl run``'s.
@@ -53,13 +54,24 @@ def experiment(num_requests: int, replicas: int, rate: float) -> dict:
     }
 
 
-def timed(stage: str, fn, acc: dict):
+def _rss_gib() -> float:
+    """Resident set size now (Linux /proc; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**30
+    except OSError:
+        return 0.0
+
+
+def timed(stage: str, fn, acc: dict, rss: dict):
+    """``fn`` wrapped to add its CPU time to ``acc[stage]`` and record the RSS and peak RSS after it."""
     def wrapper(*a, **k):
         t0 = time.process_time()
         try:
             return fn(*a, **k)
         finally:
             acc[stage] = acc.get(stage, 0.0) + time.process_time() - t0
+            rss[stage] = {"rss_gib": round(_rss_gib(), 3),
+                          "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
     return wrapper
 
 
@@ -75,8 +87,9 @@ def main() -> None:
     rate = args.rate if args.replicas == 1 else args.rate * args.replicas / 16
     cfg = parse_experiment(experiment(args.requests, args.replicas, rate))
     acc: dict[str, float] = {}
+    rss: dict[str, dict] = {"start": {"rss_gib": round(_rss_gib(), 3)}}
     for stage, (mod, name) in STAGES.items():
-        setattr(mod, name, timed(stage, getattr(mod, name), acc))
+        setattr(mod, name, timed(stage, getattr(mod, name), acc, rss))
     prof = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory() as tmp:
         c0, w0 = time.process_time(), time.perf_counter()
@@ -93,6 +106,8 @@ def main() -> None:
            "us_per_iteration": 1e6 * acc.get("simulate", 0.0) / max(n_it, 1),
            "us_per_request": 1e6 * cpu / args.requests, "peak_rss_gib": rss_gib,
            "split_cpu_s": {k: round(acc.get(k, 0.0), 3) for k in STAGES},
+           # memory after each stage: what it keeps (rss) and the high-water mark so far (peak)
+           "memory_after_stage": rss,
            # iteration leaping (sim/engine/leap.py; SIMCTL_NO_LEAP=1 turns it off)
            "leapt_share": (res.meta.get("leap") or {}).get("leapt_share")}
     print(json.dumps(out, indent=1))

@@ -333,31 +333,44 @@ def test_block_hashes_memo_and_fast_path_match_the_definition(reqs, block_size):
 
 @pytest.mark.parametrize("block_size", [1, 4, 16])
 @pytest.mark.parametrize("shared", [False, True])
-def test_register_filled_each_is_allocate_slots_of_one(block_size, shared):
-    """The leap's registration of the blocks decode requests fill gives exactly the cache state
-    that ``allocate_slots(req, 1)`` gives on each (hashes, copies, registered counts): prompts with and
-    without a shared segment, outputs that share content (the same output key), every decode step."""
+def test_leap_kv_fast_paths_are_allocate_slots_of_one(block_size, shared):
+    """The leap's KV calls — ``append_block_each`` for decode requests at a block boundary and
+    ``register_filled_each`` for those filling a block — give exactly the allocator state that
+    ``allocate_slots(req, 1)`` gives on each (blocks held, free-queue order, hashes, copies, registered
+    counts): prompts with and without a shared segment, outputs that share content (the same output
+    key), a request holding lookahead blocks (not the boundary shape: the general path), every step."""
     def run(fast: bool):
         kv = KVCacheManager(400, block_size, enable_prefix_caching=True)
         seg = ((("sys", 7), 9),) if shared else ()
         reqs = [make_req(i, 13 + 5 * i, 60, segments=seg, output_key=("o", i % 2)) for i in range(4)]
-        for r in reqs:
-            assert kv.allocate_slots(r, r.num_prompt_tokens)
+        for i, r in enumerate(reqs):
+            assert kv.allocate_slots(r, r.num_prompt_tokens, num_lookahead_tokens=2 * block_size if i == 3 else 0)
             r.num_computed_tokens = r.num_prompt_tokens
         for _ in range(50):
             filling = [r for r in reqs if (r.num_computed_tokens + 1) % block_size == 0]
-            for r in reqs:  # the decode step: a new block at a boundary, then registration of a filled one
-                if r.num_computed_tokens % block_size == 0:
-                    assert kv.allocate_slots(r, 1)
-            if fast:
+            crossing = [r for r in reqs if r.num_computed_tokens % block_size == 0]
+            if fast:  # the decode step: a new block at a boundary, then registration of a filled one
+                kv.append_block_each(crossing)
                 kv.register_filled_each(filling)
             else:
-                for r in filling:
+                for r in crossing + filling:
                     assert kv.allocate_slots(r, 1)
             for r in reqs:
                 r.num_computed_tokens += 1
         kv.check_invariants()
-        return (list(kv.block_hash), {h: dict(c) for h, c in kv._cached.items()},
-                [list(r.block_hashes or ()) for r in reqs], [kv._reqs[r.request_id].num_registered for r in reqs])
+        return (list(kv.block_hash), {h: dict(c) for h, c in kv._cached.items()}, list(kv._free),
+                [list(r.block_hashes or ()) for r in reqs], [kv._reqs[r.request_id].num_registered for r in reqs],
+                [list(kv._reqs[r.request_id].blocks) for r in reqs])
 
     assert run(True) == run(False)
+
+
+def test_append_block_each_says_no_when_blocks_are_short():
+    kv = KVCacheManager(3, 4, enable_prefix_caching=True)
+    a, b = make_req(0, 4), make_req(1, 4)
+    for r in (a, b):
+        assert kv.allocate_slots(r, 4)
+        r.num_computed_tokens = 4
+    assert kv.num_free_blocks == 1
+    with pytest.raises(KVInvariantError):
+        kv.append_block_each([a, b])

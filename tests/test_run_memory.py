@@ -46,6 +46,26 @@ def test_records_frame_equals_from_records_of_row_dicts(monkeypatch):
     assert list(result.requests.dtypes) == list(expected.dtypes)
 
 
+def test_records_frame_in_blocks_equals_from_records(monkeypatch):
+    """Blocks of 37 requests give the one-block frame; blocks that infer different dtypes (integer
+    arrival times in the first block only) are inferred again over the whole column, as pandas would."""
+    from sim.engine import request as request_mod
+
+    _, requests = _captured_run(monkeypatch)
+    monkeypatch.setattr(request_mod, "_RECORD_BLOCK", 37)
+    for r in requests[:37]:
+        r.arrival_s = int(r.arrival_s)
+    for subset in (requests, requests[:37], requests[:74], []):
+        expected = pd.DataFrame.from_records([to_record(r) for r in subset], columns=list(RECORD_COLUMNS))
+        got = request_mod.records_frame(subset)
+        if subset:
+            pd.testing.assert_frame_equal(got, expected, check_exact=True)
+            assert list(got.dtypes) == list(expected.dtypes)
+        else:
+            assert list(got.columns) == list(RECORD_COLUMNS) and len(got) == 0
+    assert request_mod.records_frame(requests)["arrival_s"].dtype == np.float64
+
+
 def test_ended_requests_drop_their_prefix_hashes(monkeypatch):
     _, requests = _captured_run(monkeypatch)
     ended = [r for r in requests if r.status in (RequestStatus.FINISHED, RequestStatus.REJECTED)]

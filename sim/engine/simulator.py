@@ -783,10 +783,13 @@ def _timeline(requests: list[Request], replicas: list[_Replica],
         np.cumsum(blen, out=burst_offsets[1:])
         bursts = np.fromiter((i for r in requests if r.bursts for i in r.bursts), dtype=np.int64,
                              count=int(burst_offsets[-1]))
+    def ends(rep: _Replica) -> np.ndarray:
+        # a view of the log's end times (the iteration frame views the same buffer: not held twice)
+        own = np.frombuffer(rep.log.end_s, dtype=np.float64) if len(rep.log) else np.zeros(0)
+        extra = (extra_ends or {}).get(rep.index)
+        return np.concatenate([own, np.array(extra, dtype=np.float64)]) if extra else own
+
     return TokenTimeline(
-        iteration_end_s={rep.index: np.array(rep.log.end_s, dtype=np.float64) if not (extra_ends or {}).get(rep.index)
-                         else np.concatenate([np.array(rep.log.end_s, dtype=np.float64),
-                                              np.array(extra_ends[rep.index], dtype=np.float64)])
-                         for rep in replicas},
+        iteration_end_s={rep.index: ends(rep) for rep in replicas},
         replica_of=np.fromiter((r.replica for r in requests), dtype=np.int64, count=len(requests)),
         runs=runs, run_offsets=offsets, bursts=bursts, burst_offsets=burst_offsets)
