@@ -65,3 +65,39 @@ def test_plan_two_gpu_types_reduced(tmp_path, monkeypatch, capsys):
     # an H100 replica holds more of this traffic than an A100 one
     assert rows["hardware=h100-sxm"]["replica_capacity_rps"] > rows["hardware=a100-sxm-80gb"]["replica_capacity_rps"]
     assert res["recommended"] in rows and res["recommended_fleet"] in ("fixed", "autoscaled")
+
+
+def test_autoscale_dp_moe_example_cli(tmp_path, monkeypatch):
+    """experiments/autoscale_dp_moe.yaml: the scale unit is a DP instance of two lockstep ranks (EP2).
+    Both ranks of an instance take traffic only between its ready and drain times, GPUs are counted per
+    rank, and the cold start loads both ranks' weights: each rank holds the non-expert weights and half
+    of the experts (Qwen3-30B-A3B: 48 layers × 128 experts × 3 × 2048 × 768 expert parameters of
+    30,532,122,624 in all), so the instance loads total + non-expert parameters, in bf16."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(["run", str(EXPERIMENTS / "autoscale_dp_moe.yaml"), "--out", str(tmp_path / "r")])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    out = tmp_path / "r"
+    s = json.loads((out / "summary.json").read_text())
+    a = s["autoscaling"]
+    req = pd.read_parquet(out / "requests.parquet")
+    iv = pd.read_parquet(out / "fleet_intervals.parquet")
+    units = pd.read_parquet(out / "fleet_replicas.parquet")
+    assert (req.status == "completed").all() and iv.arrivals.sum() == len(req)
+    assert a["gpus_per_replica"] == 2
+    assert a["peak_replicas_ready"] >= 3 and a["num_scale_ups"] >= 2 and a["num_drains"] >= 1
+    assert a["peak_gpus"] == 2 * a["peak_replicas_billed"] and s["num_gpus"] == a["peak_gpus"]
+    assert a["gpu_hours"] == pytest.approx(a["mean_gpus"] * a["span_s"] / 3600)
+    total, experts = 30_532_122_624, 48 * 128 * 3 * 2048 * 768
+    weight_bytes = 2 * (total + (total - experts))
+    assert a["provisioning"]["weight_bytes"] == weight_bytes
+    assert np.allclose(units.loc[units.kind == "cold", "cold_start_s"], 20 + weight_bytes / 5e9)
+    for u in units.itertuples():  # an instance's two ranks are replicas u.replica and u.replica + 1
+        on = req[req.replica.isin([u.replica, u.replica + 1])]
+        assert set(on.replica) == {u.replica, u.replica + 1}  # both ranks served
+        assert (on.arrival_s >= u.ready_s).all()
+        if np.isfinite(u.drain_s):
+            assert (on.arrival_s < u.drain_s).all()
+    assert a["min_interval_slo_attainment"] >= 0.9
+    assert "Fleet over time" in (out / "report.html").read_text()

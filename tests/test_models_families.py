@@ -260,8 +260,10 @@ def test_nemotron_h_mamba2_blocks_by_hand():
     assert grp.kind == "none" and grp.params_per_layer == mamba
     mlp = next(x for x in s.layer_groups() if x.mixer == "none")
     assert mlp.params_per_layer == 2 * H * 21504 + H  # up/down (squared ReLU) + its norm
-    # state: 128 heads x 64 x 128 SSM + 10240 conv channels x 3 taps, per Mamba layer
-    assert s.state_bytes_per_sequence("bf16") == 24 * (heads * hd * N + conv_dim * 3) * 2
+    # state: 128 heads x 64 x 128 SSM (float32: vLLM's NemotronH hook, the config names no dtype) + 10240
+    # conv channels x 3 taps (bf16, the model dtype), per Mamba layer
+    assert s.mamba.ssm_state_dtype == "float32"
+    assert s.state_bytes_per_sequence() == 24 * (heads * hd * N * 4 + conv_dim * 3 * 2)
     assert s.kv_cache_bytes_per_token("bf16") == 4 * 2 * 8 * 128 * 2  # only 4 attention layers
 
 
@@ -269,7 +271,7 @@ def test_nemotron_h_memory_and_cost_on_h200():
     s = load_model("nemotron-h-8b")
     plan = plan_memory(s, H200, ParallelConfig(), PrecisionConfig(), ENGINE, 8192)
     assert plan.block_bytes == 16 * 4 * 2 * 8 * 128 * 2
-    assert plan.state_bytes_per_seq == s.state_bytes_per_sequence("bf16")
+    assert plan.state_bytes_per_seq == s.state_bytes_per_sequence()
     cm = _roofline(s)
     assert cm._linear_layers == 24 and cm._full_attn_layers == 4
     assert cm._linear_flops_per_token == 6 * 128 * 64 * 128

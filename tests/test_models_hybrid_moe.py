@@ -145,24 +145,27 @@ def test_refusals_name_key_and_file():
 # ----------------------------------------------------------------------------- memory, by hand
 
 
-def _state_elements(heads, hd, N, groups, conv_kernel=4):
+def _state_bytes(heads, hd, N, groups, ssm_bytes=2, conv_kernel=4):
+    """One Mamba-2 layer's state page as vLLM keeps it: the SSM state in ``ssm_bytes`` per element, the
+    conv window in the model dtype (bf16), whatever the KV-cache dtype."""
     conv_dim = heads * hd + 2 * groups * N
-    return heads * hd * N + conv_dim * (conv_kernel - 1)
+    return heads * hd * N * ssm_bytes + conv_dim * (conv_kernel - 1) * 2
 
 
 @pytest.mark.parametrize("name, mamba_layers, attn_layers, kv_heads, state", [
-    # Nemotron-3-Nano: 23 Mamba layers of 64 heads x 64 x 128 (8 groups); 6 attention layers, 2 KV heads
-    ("nemotron-3-nano-30b-a3b", 23, 6, 2, _state_elements(64, 64, 128, 8)),
+    # Nemotron-3-Nano: 23 Mamba layers of 64 heads x 64 x 128 (8 groups), the SSM state in float32 (its
+    # config's mamba_ssm_cache_dtype, which vLLM's NemotronH hook applies); 6 attention layers, 2 KV heads
+    ("nemotron-3-nano-30b-a3b", 23, 6, 2, _state_bytes(64, 64, 128, 8, ssm_bytes=4)),
     # Granite-4.0-H-Small: 36 Mamba layers of 128 x 64 x 128 (1 group); 4 attention layers, 8 KV heads
-    ("granite-4.0-h-small", 36, 4, 8, _state_elements(128, 64, 128, 1)),
+    ("granite-4.0-h-small", 36, 4, 8, _state_bytes(128, 64, 128, 1)),
     # Falcon-H1-7B: every layer holds both a KV cache (2 KV heads) and a Mamba state (24 x 128 x 256)
-    ("falcon-h1-7b", 44, 44, 2, _state_elements(24, 128, 256, 1)),
+    ("falcon-h1-7b", 44, 44, 2, _state_bytes(24, 128, 256, 1)),
 ])
 def test_memory_plan_groups_on_one_h200(name, mamba_layers, attn_layers, kv_heads, state):
     s = load_model(name)
     plan = plan_memory(s, H200, ParallelConfig(), PrecisionConfig(), ENGINE, 32768)
     assert plan.block_bytes == 16 * attn_layers * 2 * kv_heads * 128 * 2
-    assert plan.state_bytes_per_seq == mamba_layers * state * 2 == s.state_bytes_per_sequence("bf16")
+    assert plan.state_bytes_per_seq == mamba_layers * state == s.state_bytes_per_sequence()
     per_seq_32k = 32768 // 16 * plan.block_bytes + plan.state_bytes_per_seq
     assert plan.max_concurrent_seqs(32768) == int(plan.kv_cache_bytes // per_seq_32k)
     assert plan.num_kv_blocks == math.floor((plan.kv_cache_bytes - 256 * plan.state_bytes_per_seq) / plan.block_bytes)
@@ -171,10 +174,43 @@ def test_memory_plan_groups_on_one_h200(name, mamba_layers, attn_layers, kv_head
         attn_layers * 2 * kv_heads * 128 * 2 * (32768 - 4096)
 
 
+def test_recurrent_state_dtype_follows_vllm_not_the_kv_cache_dtype():
+    """vLLM keeps the Mamba / Gated-DeltaNet state in its mamba cache dtypes: the conv window in the model
+    dtype, the SSM state in the model dtype unless a per-model hook sets it (NemotronH: the config's
+    mamba_ssm_cache_dtype, float32 when absent; Qwen3.5: the config's mamba_ssm_dtype). An fp8 KV cache
+    halves the attention blocks and leaves the state as it is."""
+    import json
+
+    from sim.deploy.models import CATALOG_DIR
+
+    g = load_model("granite-4.0-h-small")
+    bf16 = plan_memory(g, H200, ParallelConfig(), PrecisionConfig(), ENGINE, 8192)
+    fp8 = plan_memory(g, H200, ParallelConfig(), PrecisionConfig(kv_cache="fp8"), ENGINE, 8192)
+    assert fp8.block_bytes * 2 == bf16.block_bytes
+    assert fp8.state_bytes_per_seq == bf16.state_bytes_per_seq == 36 * _state_bytes(128, 64, 128, 1)
+    nh = json.loads((CATALOG_DIR / "nemotron-h-8b.json").read_text())
+    assert "mamba_ssm_cache_dtype" not in nh
+    heads, hd, N, conv = 128, 64, 128, (128 * 64 + 2 * 8 * 128) * 3
+    for cfg, ssm_bytes in ((nh, 4), ({**nh, "mamba_ssm_cache_dtype": "bfloat16"}, 2),
+                           ({**nh, "mamba_ssm_cache_dtype": "float32"}, 4)):
+        assert spec_from_config(cfg, name="n").state_bytes_per_sequence() == 24 * (heads * hd * N * ssm_bytes + conv * 2)
+    with pytest.raises(ConfigError, match="nh.json: .*mamba_ssm_cache_dtype.*unknown dtype 'float33'"):
+        spec_from_config({**nh, "mamba_ssm_cache_dtype": "float33"}, name="x", source="nh.json")
+    q = json.loads((CATALOG_DIR / "qwen3.5-397b-a17b.json").read_text())
+    auto = spec_from_config(q, name="q")
+    la = auto.linear_attention
+    assert la.ssm_state_dtype is None
+    text = dict(q["text_config"], mamba_ssm_dtype="float32")
+    fp32 = spec_from_config({**q, "text_config": text}, name="q32")
+    extra = fp32.state_bytes_per_sequence() - auto.state_bytes_per_sequence()
+    assert extra == auto.num_linear_attention_layers * la.num_v_heads * la.k_head_dim * la.v_head_dim * 2
+
+
 def test_nemotron3_nano_state_bytes_by_hand():
     s = load_model("nemotron-3-nano-30b-a3b")
-    # 64 x 64 x 128 = 524,288 SSM elements + (4096 + 2 x 8 x 128) x 3 = 18,432 conv elements, 23 layers, bf16
-    assert s.state_bytes_per_sequence("bf16") == 23 * (524_288 + 18_432) * 2 == 24_965_120
+    # 64 x 64 x 128 = 524,288 SSM elements in float32 + (4096 + 2 x 8 x 128) x 3 = 18,432 conv elements in
+    # bf16, 23 layers (vLLM: mamba_ssm_cache_dtype from the config, the conv state in the model dtype)
+    assert s.state_bytes_per_sequence() == 23 * (524_288 * 4 + 18_432 * 2) == 49_082_368
     assert s.kv_cache_bytes_per_token("bf16") == 6 * 2 * 2 * 128 * 2 == 6144
 
 
@@ -195,22 +231,22 @@ def _decode(ctx: int, n: int):
 
 
 @pytest.mark.parametrize("name, mamba_layers, attn_layers, heads, hd, N, state", [
-    ("nemotron-3-nano-30b-a3b", 23, 6, 64, 64, 128, _state_elements(64, 64, 128, 8)),
-    ("granite-4.0-h-tiny", 36, 4, 48, 64, 128, _state_elements(48, 64, 128, 1)),
-    ("falcon-h1-7b", 44, 44, 24, 128, 256, _state_elements(24, 128, 256, 1)),
+    ("nemotron-3-nano-30b-a3b", 23, 6, 64, 64, 128, _state_bytes(64, 64, 128, 8, ssm_bytes=4)),
+    ("granite-4.0-h-tiny", 36, 4, 48, 64, 128, _state_bytes(48, 64, 128, 1)),
+    ("falcon-h1-7b", 44, 44, 24, 128, 256, _state_bytes(24, 128, 256, 1)),
 ])
 def test_mamba_cost_per_token_and_state_traffic(name, mamba_layers, attn_layers, heads, hd, N, state):
     cm = _roofline(load_model(name))
     assert cm._linear_layers == mamba_layers and cm._full_attn_layers == attn_layers
     # per head a hd x N state: decay + rank-1 update x·Bᵀ + read-out by C = 3 products of 2 FLOPs per element
     assert cm._linear_flops_per_token == 6 * heads * hd * N
-    assert cm._linear_state_bytes_seq == state * 2
+    assert cm._linear_state_bytes_seq == state
     short, long = _decode(1000, 8), _decode(30000, 8)
     b_s, b_l = cm._attention(short)[2], cm._attention(long)[2]
     # only the attention layers read more KV as the context grows; Mamba layers move 2 x state per sequence
     assert b_l - b_s == pytest.approx(attn_layers * 8 * 29000 * cm.kv_bytes_per_token_layer)
     mamba_flops = mamba_layers * 8 * 6 * heads * hd * N
-    mamba_bytes = mamba_layers * 2 * 8 * state * 2
+    mamba_bytes = mamba_layers * 2 * 8 * state
     _, f_0, b_0 = cm._attention(_decode(0, 8))
     # at context 0 each decode token reads its own key/value (1 pair), writes its K/V and reads/writes q/o
     attn_only_bytes_0 = attn_layers * 8 * (cm.qo_bytes_per_token_layer + 2 * cm.kv_bytes_per_token_layer)

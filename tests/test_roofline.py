@@ -222,6 +222,18 @@ def _shape(reqs) -> BatchShape:
     return b.build()
 
 
+@pytest.mark.xfail(strict=True, reason="known: the prefill kernel shape sizes occupancy from the mean chunk "
+                                       "(docs/cost-model.md, Known limitations)")
+def test_a_small_extra_prefill_chunk_is_never_faster():
+    """Found by the property test below (random examples, locally): a decode of this batch becoming a
+    2-token prefill chunk beside chunks of 305 and 460 tokens prices the step 1.0% faster."""
+    cm = MODELS["gemma-2-9b"]
+    reqs = [(1, 0), (1, 0), (305, 0), (1, 1), (1, 0), (1, 0), (460, 0)]
+    bigger = list(reqs)
+    bigger[3] = (2, 1)
+    assert cm.step(_shape(bigger)).time_s >= cm.step(_shape(reqs)).time_s
+
+
 @settings(max_examples=150, deadline=None)
 @given(reqs=requests, which=st.sampled_from(sorted(MODELS)), idx=st.integers(0, 1000),
        extra_new=st.integers(0, 300), extra_ctx=st.integers(0, 3000), add_request=st.booleans())

@@ -99,7 +99,7 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
                 if la is not None else
                 f"Mamba-2, {mb.num_heads} heads x {mb.head_dim}, d_state {mb.state_size}, {mb.n_groups} groups")
         lines.append(f"  recurrent     {what} on {spec.num_linear_attention_layers}/{spec.num_layers} layers "
-                     f"({spec.num_attention_layers} attention); state {spec.state_bytes_per_sequence('bf16'):,} "
+                     f"({spec.num_attention_layers} attention); state {spec.state_bytes_per_sequence():,} "
                      f"B/sequence (bf16)")
     if spec.multimodal:
         v = spec.vision_params()

@@ -157,19 +157,18 @@ def _mixed_kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: 
     return int(block_size * worst * dtype_bytes(kv_dtype))
 
 
-def state_bytes_per_seq(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str) -> int:
+def state_bytes_per_seq(model: ModelSpec, parallel: ParallelConfig) -> int:
     """Recurrent state one sequence holds on one GPU across its stage's linear-attention layers.
 
     Gated DeltaNet heads are split over TP ranks as vLLM shards them (value heads and key heads with
-    their q/k/v conv channels). The state is kept in the KV-cache dtype (vLLM's default mamba_ssm_cache
-    dtype follows the model dtype; simplification: one dtype for both)."""
+    their q/k/v conv channels). The state is kept in vLLM's mamba cache dtypes, whatever the KV-cache
+    dtype: the conv window in the model dtype, the SSM state in the model dtype or the one a model's
+    vLLM hook sets (Nemotron-H: float32) — ``LinearAttentionSpec.state_bytes`` / ``MambaSpec.state_bytes``."""
     spec = model.linear_attention or model.mamba  # Gated DeltaNet or Mamba-2 (heads split over TP)
     if spec is None or model.num_linear_attention_layers == 0:
         return 0
-    tp = parallel.tp
     layers = layers_per_stage(model.num_linear_attention_layers, parallel.pp)
-    per_layer = spec.state_elements / tp
-    return int(per_layer * layers * dtype_bytes(kv_dtype))
+    return int(spec.state_bytes / parallel.tp * layers)
 
 
 def layers_per_stage(num_layers: int, pp: int) -> int:
@@ -310,7 +309,7 @@ def _plan(model: ModelSpec, hw: HardwareProfile, parallel: ParallelConfig, preci
     nt = non_torch_bytes(hw, parallel) + a2a
     kv = budget - weights - act - nt
     block_bytes = kv_block_bytes(model, parallel, precision.kv_dtype, engine.block_size)
-    state = state_bytes_per_seq(model, parallel, precision.kv_dtype)
+    state = state_bytes_per_seq(model, parallel)
     # hybrids: state pages for the engine's max_num_seqs running sequences come out of the same pool
     # before it is cut into attention blocks (simplification of vLLM's page-per-request allocation)
     reserve = float(state * engine.max_num_seqs)

@@ -56,6 +56,9 @@ class Family:
     fused_experts: bool = False  # experts stored as one gate_up tensor (Llama 4)
     # other blocks
     mixers: Literal["none", "full_attention_interval"] = "none"
+    # config key naming the linear-attention state's dtype, read as vLLM's per-model hook reads it
+    # (Qwen3.5: mamba_ssm_dtype → mamba_ssm_cache_dtype; absent: the model dtype)
+    ssm_dtype_key: str | None = None
     windows: Literal["none", "chunked_nope"] = "none"
     tie_default: bool = False
 
@@ -75,7 +78,7 @@ FAMILIES: dict[str, Family] = {
     # same total size)
     "qwen3_5_moe_text": Family("Qwen3.5-MoE", qk_norm="head", output_gate=True, output_gate_key="attn_output_gate",
                                mlp="moe", moe_layers="sparse_step", shared="width", shared_gate=True,
-                               mixers="full_attention_interval"),
+                               mixers="full_attention_interval", ssm_dtype_key="mamba_ssm_dtype"),
     "llama4_text": Family("Llama-4", mlp="moe", dense_width_key="intermediate_size_mlp",
                           expert_width_key="intermediate_size", moe_layers="interleave", shared="expert_width",
                           fused_experts=True, windows="chunked_nope"),
@@ -159,7 +162,8 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
         d["linear_attention"] = LinearAttentionSpec(
             num_k_heads=c.int("linear_num_key_heads"), num_v_heads=c.int("linear_num_value_heads"),
             k_head_dim=c.int("linear_key_head_dim"), v_head_dim=c.int("linear_value_head_dim"),
-            conv_kernel=c.int("linear_conv_kernel_dim"))
+            conv_kernel=c.int("linear_conv_kernel_dim"),
+            ssm_state_dtype=_state_dtype(c, entry.ssm_dtype_key, None) if entry.ssm_dtype_key else None)
         if d["linear_attention"].num_v_heads % d["linear_attention"].num_k_heads:
             raise c._err("linear_num_value_heads", "must be a multiple of linear_num_key_heads")
     if entry.windows == "chunked_nope":
@@ -184,6 +188,17 @@ def build(entry: Family, c: Any, base: dict[str, Any]) -> dict[str, Any]:
 _NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
                     "mamba": "mamba", "linear_attention": "mamba", "attention": "attention",
                     "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
+
+
+def _state_dtype(c: Any, key: str, default: str | None) -> str | None:
+    """A recurrent-state dtype from config key ``key`` (``default`` when absent), checked to be one simctl
+    knows the width of."""
+    from sim.deploy.models.spec import DTYPE_BYTES
+
+    value = c.str(key, default)
+    if value is not None and str(value).lower() not in DTYPE_BYTES:
+        raise c._err(key, f"unknown dtype {value!r} (known: {', '.join(sorted(DTYPE_BYTES))})")
+    return value
 
 
 def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +251,9 @@ def build_nemotron_h(c: Any, base: dict[str, Any]) -> dict[str, Any]:
         mamba=MambaSpec(num_heads=c.int("mamba_num_heads"), head_dim=c.int("mamba_head_dim"),
                         state_size=c.int("ssm_state_size"), n_groups=c.int("n_groups", aliases=("mamba_n_groups",)),
                         conv_kernel=c.int("conv_kernel"), conv_bias=c.bool("use_conv_bias", True),
-                        bias=c.bool("use_bias", False)),
+                        bias=c.bool("use_bias", False),
+                        # vLLM's NemotronHForCausalLMConfig hook: the config's value, float32 when absent
+                        ssm_state_dtype=_state_dtype(c, "mamba_ssm_cache_dtype", "float32")),
     )
     return d
 

@@ -54,6 +54,13 @@ DTYPE_BYTES: dict[str, float] = {
 }
 
 
+# vLLM keeps linear-attention / Mamba state in its own dtypes, not the KV-cache dtype: the conv window in
+# ``mamba_cache_dtype`` and the SSM matrix in ``mamba_ssm_cache_dtype``, both "auto" = the model dtype
+# (bf16 for every checkpoint here, fp8-quantised ones included: vLLM's model dtype stays bf16), unless a
+# per-model hook sets the SSM dtype (vllm/model_executor/models/config.py: NemotronH → float32)
+STATE_MODEL_DTYPE = "bf16"
+
+
 def dtype_bytes(dtype: str | float | int) -> float:
     """Bytes per element of ``dtype`` (a name like ``'bf16'`` or a number of bytes)."""
     if isinstance(dtype, (int, float)):
@@ -196,6 +203,7 @@ class LinearAttentionSpec:
     k_head_dim: int
     v_head_dim: int
     conv_kernel: int
+    ssm_state_dtype: str | None = None  # the recurrent matrix's dtype (None: vLLM's "auto", the model dtype)
 
     @property
     def key_dim(self) -> int:
@@ -213,9 +221,24 @@ class LinearAttentionSpec:
         return 2 * self.key_dim + self.value_dim
 
     @property
+    def ssm_state_elements(self) -> int:
+        """Elements of the recurrent matrices one sequence keeps in one layer (one dk × dv per value head)."""
+        return self.num_v_heads * self.k_head_dim * self.v_head_dim
+
+    @property
+    def conv_state_elements(self) -> int:
+        """Elements of the convolution window one sequence keeps in one layer (last conv_kernel − 1 inputs)."""
+        return self.conv_dim * (self.conv_kernel - 1)
+
+    @property
     def state_elements(self) -> int:
         """Recurrent state elements one sequence keeps in one layer (SSM matrix + conv window)."""
-        return self.num_v_heads * self.k_head_dim * self.v_head_dim + self.conv_dim * (self.conv_kernel - 1)
+        return self.ssm_state_elements + self.conv_state_elements
+
+    @property
+    def state_bytes(self) -> float:
+        """Bytes of that state (module constant STATE_MODEL_DTYPE; the matrix in ``ssm_state_dtype``)."""
+        return _state_bytes(self.ssm_state_elements, self.conv_state_elements, self.ssm_state_dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +262,7 @@ class MambaSpec:
     bias: bool  # in_proj bias (and out_proj bias unless out_bias says otherwise)
     out_bias: bool | None = None  # Falcon-H1: out_proj bias is projectors_bias, in_proj's is mamba_proj_bias
     gated_norm: bool = True  # Falcon-H1: the gated RMSNorm exists only with mamba_rms_norm
+    ssm_state_dtype: str | None = None  # the SSM state's dtype (None: vLLM's "auto", the model dtype)
 
     @property
     def intermediate(self) -> int:
@@ -251,9 +275,30 @@ class MambaSpec:
         return self.intermediate + 2 * self.n_groups * self.state_size
 
     @property
+    def ssm_state_elements(self) -> int:
+        """Elements of the SSM state one sequence keeps in one layer (head_dim × state_size per head)."""
+        return self.num_heads * self.head_dim * self.state_size
+
+    @property
+    def conv_state_elements(self) -> int:
+        """Elements of the convolution window one sequence keeps in one layer (last conv_kernel − 1 inputs)."""
+        return self.conv_dim * (self.conv_kernel - 1)
+
+    @property
     def state_elements(self) -> int:
         """Recurrent state elements one sequence keeps in one layer (SSM + conv window)."""
-        return self.num_heads * self.head_dim * self.state_size + self.conv_dim * (self.conv_kernel - 1)
+        return self.ssm_state_elements + self.conv_state_elements
+
+    @property
+    def state_bytes(self) -> float:
+        """Bytes of that state (conv window in STATE_MODEL_DTYPE; the SSM state in ``ssm_state_dtype``)."""
+        return _state_bytes(self.ssm_state_elements, self.conv_state_elements, self.ssm_state_dtype)
+
+
+def _state_bytes(ssm_elements: int, conv_elements: int, ssm_dtype: str | None) -> float:
+    """vLLM's state page of one layer: the conv window in the model dtype, the SSM state in its own."""
+    model = dtype_bytes(STATE_MODEL_DTYPE)
+    return conv_elements * model + ssm_elements * (dtype_bytes(ssm_dtype) if ssm_dtype else model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -843,12 +888,13 @@ class ModelSpec:
         glob = self.global_kv_elements_per_token_per_layer()
         return tuple(glob if m == "global_attention" else local if m in ATTENTION_MIXERS else 0 for m in self.mixers)
 
-    def state_bytes_per_sequence(self, dtype: str | float = "bf16") -> int:
-        """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any)."""
+    def state_bytes_per_sequence(self) -> int:
+        """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any), in
+        the state's own dtypes (vLLM's mamba cache dtypes, not the KV-cache dtype: see STATE_MODEL_DTYPE)."""
         spec = self.linear_attention or self.mamba
         if spec is None:
             return 0
-        return int(spec.state_elements * self.num_linear_attention_layers * dtype_bytes(dtype))
+        return int(spec.state_bytes * self.num_linear_attention_layers)
 
     def kv_cache_bytes_for_tokens(self, num_tokens: int, dtype: str | float = "bf16") -> int:
         """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache
@@ -858,12 +904,12 @@ class ModelSpec:
             b = dtype_bytes(dtype)
             kv = sum(e * b * (num_tokens if w is None else min(num_tokens, w))
                      for w, e in zip(self.windows, self.layer_kv_elements()) if e)
-            return int(kv) + self.state_bytes_per_sequence(dtype)
+            return int(kv) + self.state_bytes_per_sequence()
         per_layer = (self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()) \
             * dtype_bytes(dtype)
         kv = sum(per_layer * (num_tokens if w is None else min(num_tokens, w))
                  for w, m in zip(self.windows, self.mixers) if m in ATTENTION_MIXERS)
-        return int(kv) + self.state_bytes_per_sequence(dtype)
+        return int(kv) + self.state_bytes_per_sequence()
 
     # ---------------------------------------------------------------- memory under parallelism
 
@@ -936,7 +982,7 @@ class ModelSpec:
             "model_class": self.model_class,
             "num_attention_layers": self.num_attention_layers,
             "num_linear_attention_layers": self.num_linear_attention_layers,
-            "state_bytes_per_sequence": self.state_bytes_per_sequence("bf16"),
+            "state_bytes_per_sequence": self.state_bytes_per_sequence(),
 
             "total_params": self.total_params(),
             "active_params": self.active_params(),
