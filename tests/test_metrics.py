@@ -252,3 +252,24 @@ def test_fluid_token_generation_rate_in_summary(run):
     p99 = np.percentile(fl["min_decode_deadline_s"], 99)
     assert s["fluid_token_generation_rate"] == pytest.approx(1 / p99)
     assert s["p99_min_decode_deadline_ms"] == pytest.approx(p99 * 1000)
+
+
+def test_token_matrix_gathers_each_replicas_times_exactly(run):
+    """The padded token matrix (one gather over all replicas' end times) holds exactly each request's
+    token times as request_token_times rebuilds them, on a two-replica run and on replicas numbered
+    with gaps (an autoscaled fleet's)."""
+    from sim.measure.metrics import NS_PER_S, _token_matrix
+
+    req = run.requests
+    rows = np.flatnonzero(req["status"].to_numpy() == "completed")
+    assert set(run.timeline.replica_of[rows]) == {0, 1}
+    origin = req["arrival_s"].to_numpy(dtype=np.float64)
+    mat, ntok = _token_matrix(run.timeline, rows, origin[rows])
+    for k, i in enumerate(rows):
+        t = request_token_times(run.timeline, int(i))
+        assert ntok[k] == t.size
+        assert mat[k, :t.size].tolist() == np.rint((t - origin[i]) * NS_PER_S).astype(np.int64).tolist()
+    tl = TokenTimeline(iteration_end_s={0: np.array([0.0, 1.0]), 5: np.array([0.25, 0.5, 2.0])},
+                       replica_of=np.array([5, 0]), runs=np.array([1, 2, 0, 1]), run_offsets=np.array([0, 2, 4]))
+    mat, ntok = _token_matrix(tl, np.array([0, 1]), np.zeros(2))
+    assert ntok.tolist() == [2, 2] and mat.tolist() == [[500_000_000, 2_000_000_000], [0, 1_000_000_000]]
