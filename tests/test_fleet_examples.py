@@ -14,18 +14,23 @@ from sim.cli import main
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
-def test_autoscale_diurnal_example_cli(tmp_path, monkeypatch):
+def _run_fleet_example(tmp_path, monkeypatch, example: str):
+    """``simctl run`` of an autoscaling example (with its report): the output directory, the summary,
+    and the requests, per-interval and per-unit tables."""
     monkeypatch.chdir(tmp_path)
     try:
-        main(["run", str(EXPERIMENTS / "autoscale_diurnal.yaml"), "--out", str(tmp_path / "r")])
+        main(["run", str(EXPERIMENTS / example), "--out", str(tmp_path / "r")])
     except SystemExit as exc:
         assert exc.code in (0, None)
     out = tmp_path / "r"
     s = json.loads((out / "summary.json").read_text())
+    return (out, s, pd.read_parquet(out / "requests.parquet"), pd.read_parquet(out / "fleet_intervals.parquet"),
+            pd.read_parquet(out / "fleet_replicas.parquet"))
+
+
+def test_autoscale_diurnal_example_cli(tmp_path, monkeypatch):
+    out, s, req, iv, units = _run_fleet_example(tmp_path, monkeypatch, "autoscale_diurnal.yaml")
     a = s["autoscaling"]
-    req = pd.read_parquet(out / "requests.parquet")
-    iv = pd.read_parquet(out / "fleet_intervals.parquet")
-    units = pd.read_parquet(out / "fleet_replicas.parquet")
     assert (req.status == "completed").all()  # drains lose nothing
     assert iv.arrivals.sum() == len(req)
     # the fleet follows the day: more replicas at the peaks than at the trough
@@ -73,17 +78,8 @@ def test_autoscale_dp_moe_example_cli(tmp_path, monkeypatch):
     rank, and the cold start loads both ranks' weights: each rank holds the non-expert weights and half
     of the experts (Qwen3-30B-A3B: 48 layers × 128 experts × 3 × 2048 × 768 expert parameters of
     30,532,122,624 in all), so the instance loads total + non-expert parameters, in bf16."""
-    monkeypatch.chdir(tmp_path)
-    try:
-        main(["run", str(EXPERIMENTS / "autoscale_dp_moe.yaml"), "--out", str(tmp_path / "r")])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    out = tmp_path / "r"
-    s = json.loads((out / "summary.json").read_text())
+    out, s, req, iv, units = _run_fleet_example(tmp_path, monkeypatch, "autoscale_dp_moe.yaml")
     a = s["autoscaling"]
-    req = pd.read_parquet(out / "requests.parquet")
-    iv = pd.read_parquet(out / "fleet_intervals.parquet")
-    units = pd.read_parquet(out / "fleet_replicas.parquet")
     assert (req.status == "completed").all() and iv.arrivals.sum() == len(req)
     assert a["gpus_per_replica"] == 2
     assert a["peak_replicas_ready"] >= 3 and a["num_scale_ups"] >= 2 and a["num_drains"] >= 1

@@ -187,8 +187,33 @@ class MLASpec:
         return self.qk_nope_head_dim + self.qk_rope_head_dim
 
 
+class _RecurrentState:
+    """The fixed per-sequence state of a linear-attention or Mamba layer, from the mixer's
+    ``ssm_state_elements``, ``conv_dim``, ``conv_kernel`` and ``ssm_state_dtype``."""
+
+    __slots__ = ()
+
+    @property
+    def conv_state_elements(self) -> int:
+        """Elements of the convolution window one sequence keeps in one layer (last conv_kernel − 1 inputs)."""
+        return self.conv_dim * (self.conv_kernel - 1)
+
+    @property
+    def state_elements(self) -> int:
+        """Recurrent state elements one sequence keeps in one layer (SSM / delta-rule matrix + conv window)."""
+        return self.ssm_state_elements + self.conv_state_elements
+
+    @property
+    def state_bytes(self) -> float:
+        """Bytes of that state as vLLM keeps it: the conv window in STATE_MODEL_DTYPE, the matrix in
+        ``ssm_state_dtype`` (None: the model dtype too)."""
+        model = dtype_bytes(STATE_MODEL_DTYPE)
+        ssm = dtype_bytes(self.ssm_state_dtype) if self.ssm_state_dtype else model
+        return self.conv_state_elements * model + self.ssm_state_elements * ssm
+
+
 @dataclass(frozen=True, slots=True)
-class LinearAttentionSpec:
+class LinearAttentionSpec(_RecurrentState):
     """Gated DeltaNet linear attention (Qwen3-Next ``Qwen3NextGatedDeltaNet``).
 
     Per layer: ``in_proj_qkvz`` H → 2·key_dim + 2·value_dim, ``in_proj_ba`` H → 2·num_v_heads, a
@@ -225,24 +250,10 @@ class LinearAttentionSpec:
         """Elements of the recurrent matrices one sequence keeps in one layer (one dk × dv per value head)."""
         return self.num_v_heads * self.k_head_dim * self.v_head_dim
 
-    @property
-    def conv_state_elements(self) -> int:
-        """Elements of the convolution window one sequence keeps in one layer (last conv_kernel − 1 inputs)."""
-        return self.conv_dim * (self.conv_kernel - 1)
-
-    @property
-    def state_elements(self) -> int:
-        """Recurrent state elements one sequence keeps in one layer (SSM matrix + conv window)."""
-        return self.ssm_state_elements + self.conv_state_elements
-
-    @property
-    def state_bytes(self) -> float:
-        """Bytes of that state (module constant STATE_MODEL_DTYPE; the matrix in ``ssm_state_dtype``)."""
-        return _state_bytes(self.ssm_state_elements, self.conv_state_elements, self.ssm_state_dtype)
 
 
 @dataclass(frozen=True, slots=True)
-class MambaSpec:
+class MambaSpec(_RecurrentState):
     """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``, Granite 4.0-H ``GraniteMoeHybridMambaLayer``,
     Falcon-H1 ``FalconH1Mixer``).
 
@@ -279,26 +290,6 @@ class MambaSpec:
         """Elements of the SSM state one sequence keeps in one layer (head_dim × state_size per head)."""
         return self.num_heads * self.head_dim * self.state_size
 
-    @property
-    def conv_state_elements(self) -> int:
-        """Elements of the convolution window one sequence keeps in one layer (last conv_kernel − 1 inputs)."""
-        return self.conv_dim * (self.conv_kernel - 1)
-
-    @property
-    def state_elements(self) -> int:
-        """Recurrent state elements one sequence keeps in one layer (SSM + conv window)."""
-        return self.ssm_state_elements + self.conv_state_elements
-
-    @property
-    def state_bytes(self) -> float:
-        """Bytes of that state (conv window in STATE_MODEL_DTYPE; the SSM state in ``ssm_state_dtype``)."""
-        return _state_bytes(self.ssm_state_elements, self.conv_state_elements, self.ssm_state_dtype)
-
-
-def _state_bytes(ssm_elements: int, conv_elements: int, ssm_dtype: str | None) -> float:
-    """vLLM's state page of one layer: the conv window in the model dtype, the SSM state in its own."""
-    model = dtype_bytes(STATE_MODEL_DTYPE)
-    return conv_elements * model + ssm_elements * (dtype_bytes(ssm_dtype) if ssm_dtype else model)
 
 
 @dataclass(frozen=True, slots=True)
