@@ -255,9 +255,9 @@ def test_fluid_token_generation_rate_in_summary(run):
 
 
 def test_token_matrix_gathers_each_replicas_times_exactly(run):
-    """The padded token matrix (one gather over all replicas' end times) holds exactly each request's
-    token times as request_token_times rebuilds them, on a two-replica run and on replicas numbered
-    with gaps (an autoscaled fleet's)."""
+    """The padded token matrix and --save-detailed's per-request times (one gather over all replicas'
+    end times) hold exactly each request's token times as request_token_times rebuilds them, on a
+    two-replica run and on replicas numbered with gaps (an autoscaled fleet's)."""
     from sim.measure.metrics import NS_PER_S, _token_matrix
 
     req = run.requests
@@ -269,6 +269,9 @@ def test_token_matrix_gathers_each_replicas_times_exactly(run):
         t = request_token_times(run.timeline, int(i))
         assert ntok[k] == t.size
         assert mat[k, :t.size].tolist() == np.rint((t - origin[i]) * NS_PER_S).astype(np.int64).tolist()
+    from sim.measure.vllm_compat import _token_times  # --save-detailed's per-request lists, same gather
+    detailed = _token_times(run.timeline, rows)
+    assert all(detailed[int(i)].tolist() == request_token_times(run.timeline, int(i)).tolist() for i in rows)
     tl = TokenTimeline(iteration_end_s={0: np.array([0.0, 1.0]), 5: np.array([0.25, 0.5, 2.0])},
                        replica_of=np.array([5, 0]), runs=np.array([1, 2, 0, 1]), run_offsets=np.array([0, 2, 4]))
     mat, ntok = _token_matrix(tl, np.array([0, 1]), np.zeros(2))

@@ -25,6 +25,7 @@ import pandas as pd
 
 from sim.engine.request import TokenTimeline
 from sim.measure.metrics import (
+    _flat_ends as flat_ends,  # all replicas' end times, one gather
     _runs_table as runs_table,  # the one flattening of token runs
 )
 
@@ -114,15 +115,12 @@ def detailed_lists(requests: pd.DataFrame, timeline: TokenTimeline | None) -> di
 
 
 def _token_times(timeline: TokenTimeline, rows: np.ndarray) -> dict[int, np.ndarray]:
-    """Token times of requests ``rows`` (one array each), gathered with one index per replica."""
+    """Token times of requests ``rows`` (one array each), in one gather over all replicas' end times."""
     run_row, start, end, rep_of_run = runs_table(timeline, rows)
     ntok = end - start + 1
     tok_row = np.repeat(run_row, ntok)
     idx = np.repeat(start - (np.cumsum(ntok) - ntok), ntok) + np.arange(int(ntok.sum()))
-    rep = np.repeat(rep_of_run, ntok)
-    times = np.empty(idx.size)
-    for r in np.unique(rep):
-        sel = rep == r
-        times[sel] = np.asarray(timeline.iteration_end_s[int(r)], dtype=np.float64)[idx[sel]]
+    ends, base = flat_ends(timeline)
+    times = ends[idx] if base is None else ends[base[np.repeat(rep_of_run, ntok)] + idx]
     bounds = np.flatnonzero(np.diff(tok_row)) + 1
     return {int(row[0]): t for row, t in zip(np.split(tok_row, bounds), np.split(times, bounds)) if row.size}
