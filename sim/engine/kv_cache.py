@@ -177,10 +177,21 @@ class KVCacheManager:
             free = self._free
             if need > len(free):
                 return False
+            ref_cnt = self.ref_cnt
             if self.enable_prefix_caching:
-                self._take_lru_blocks(need, blocks)
+                block_hash, cached, popitem = self.block_hash, self._cached, free.popitem
+                for _ in range(need):
+                    b, _none = popitem(last=False)
+                    h = block_hash[b]
+                    if h is not None:  # evict the stale cache entry of a reused block (_evict, inlined)
+                        copies = cached[h]
+                        del copies[b]
+                        if not copies:
+                            del cached[h]
+                        block_hash[b] = None
+                    ref_cnt[b] = 1
+                    blocks.append(b)
             else:
-                ref_cnt = self.ref_cnt
                 for _ in range(need):
                     b = free.pop()
                     ref_cnt[b] = 1
@@ -199,43 +210,18 @@ class KVCacheManager:
         blocks with ``num_computed`` a multiple of the block size (their ``num_computed_tokens`` must
         be current when prefix caching is on, to register the block they just filled).
         """
+        if self.enable_prefix_caching:
+            for req in reqs:
+                if not self.allocate_slots(req, 1):
+                    raise KVInvariantError("append_block_each: not enough free blocks")
+            return
         if len(reqs) > len(self._free):
             raise KVInvariantError("append_block_each: not enough free blocks")
         free, ref_cnt, states = self._free, self.ref_cnt, self._reqs
-        if self.enable_prefix_caching:
-            # allocate_slots(req, 1) inlined for the shape above (one block, taken from the LRU front)
-            bs, take = self.block_size, self._take_lru_blocks
-            for req in reqs:
-                st = states.get(req.request_id)
-                c = req.num_computed_tokens
-                if st is None or len(st.blocks) * bs != c:
-                    if not self.allocate_slots(req, 1):  # not that shape: the general path
-                        raise KVInvariantError("append_block_each: not enough free blocks")
-                    continue
-                take(1, st.blocks)
-                if (c + 1) // bs > st.num_registered:
-                    self._cache_full_blocks(req, st, (c + 1) // bs)
-            return
         for req in reqs:
             b = free.pop()
             ref_cnt[b] = 1
             states[req.request_id].blocks.append(b)
-
-    def _take_lru_blocks(self, need: int, blocks: list[int]) -> None:
-        """Move ``need`` blocks (caller checked they are free) from the front of the LRU free queue to
-        ``blocks``, each with one reference; a reused block's stale cache entry is evicted (prefix caching)."""
-        block_hash, cached, popitem, ref_cnt = self.block_hash, self._cached, self._free.popitem, self.ref_cnt
-        for _ in range(need):
-            b, _none = popitem(last=False)
-            h = block_hash[b]
-            if h is not None:  # evict the stale cache entry of a reused block (_evict, inlined)
-                copies = cached[h]
-                del copies[b]
-                if not copies:
-                    del cached[h]
-                block_hash[b] = None
-            ref_cnt[b] = 1
-            blocks.append(b)
 
     def register_filled_each(self, reqs: list[Request]) -> None:
         """Register in the prefix cache the block each of ``reqs`` fills in the step being planned.
