@@ -8,9 +8,9 @@ per-iteration cost shows.
 
 Reported per run: simulated requests per CPU-second, µs per iteration and per request, peak RSS,
 the CPU-time split simulate / metrics / outputs / report, and the RSS and its high-water mark after
-each stage (``memory_after_stage``: what a stage keeps, and what it allocates on top). CPU time (``time.process_time``) is
-what is measured, not wall time: the benchmark machine is shared, and wall time there measures the
-neighbours. Stages are timed by wrapping the functions ``sim.runs.runner`` and ``sim.api`` call, so
+each stage (``memory_after_stage``: what a stage keeps, and what it allocates on top). CPU time
+(``time.process_time``) is what is measured, not wall time: the benchmark machine is shared, and wall
+time there measures the neighbours. Stages are timed by wrapping the functions ``sim.runs.runner`` and ``sim.api`` call, so
 the run is exactly ``simctl run``'s.
 
     python benchmarks/bench_run.py --requests 100000                 # one replica

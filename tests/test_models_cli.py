@@ -46,6 +46,12 @@ def test_info_table():
     assert "6,738,415,616" in r.output and "KV cache (fp8)" in r.output and "262,144 B" in r.output
 
 
+def test_info_names_the_recurrent_state_dtypes():
+    """A hybrid's state line says the dtypes it is counted in (vLLM's: Nemotron's SSM state float32)."""
+    assert "state 49,082,368 B/sequence (SSM state float32, conv window bf16)" in run("info", "nemotron-3-nano-30b-a3b").output
+    assert "(SSM state bf16, conv window bf16)" in run("info", "qwen3-next-80b-a3b").output
+
+
 def test_info_from_path(tmp_path):
     from sim.deploy.models import catalog
     p = tmp_path / "config.json"

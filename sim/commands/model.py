@@ -94,13 +94,16 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
                          f"kv heads x {ga.head_dim}" + (" (K = V, no v_proj)" if ga.k_eq_v else "")
                          + f"; the other layers slide over {spec.sliding_window} tokens")
     if spec.is_hybrid:
+        from sim.deploy.models.spec import STATE_MODEL_DTYPE
+
         la, mb = spec.linear_attention, spec.mamba
+        ssm_dtype = (la if la is not None else mb).ssm_state_dtype or STATE_MODEL_DTYPE
         what = (f"Gated DeltaNet, {la.num_k_heads} k / {la.num_v_heads} v heads x {la.k_head_dim}/{la.v_head_dim}"
                 if la is not None else
                 f"Mamba-2, {mb.num_heads} heads x {mb.head_dim}, d_state {mb.state_size}, {mb.n_groups} groups")
         lines.append(f"  recurrent     {what} on {spec.num_linear_attention_layers}/{spec.num_layers} layers "
                      f"({spec.num_attention_layers} attention); state {spec.state_bytes_per_sequence():,} "
-                     f"B/sequence (bf16)")
+                     f"B/sequence (SSM state {ssm_dtype}, conv window {STATE_MODEL_DTYPE})")
     if spec.multimodal:
         v = spec.vision_params()
         extra = (f"; vision tower {v:,} (whole model {spec.whole_model_params():,})" if v is not None

@@ -236,12 +236,13 @@ class RooflineCostModel:
         self._linear_layers = model.num_linear_attention_layers
         if la is not None and self._linear_layers:
             self._linear_flops_per_token = 6.0 * la.num_v_heads / tp * la.k_head_dim * la.v_head_dim
-            self._linear_state_bytes_seq = la.state_bytes / tp  # its own dtypes (memory_plan.state_bytes_per_seq)
         elif mb is not None and self._linear_layers:
             self._linear_flops_per_token = 6.0 * mb.num_heads / tp * mb.head_dim * mb.state_size
-            self._linear_state_bytes_seq = mb.state_bytes / tp
         else:
-            self._linear_flops_per_token = self._linear_state_bytes_seq = 0.0
+            self._linear_flops_per_token = 0.0
+        # the state in its own dtypes, as the memory plan holds it (memory_plan.state_bytes_per_seq)
+        recurrent = la if la is not None else mb
+        self._linear_state_bytes_seq = recurrent.state_bytes / tp if recurrent is not None and self._linear_layers else 0.0
 
         # ---- element-wise (per layer, per GPU), one line per operator in the breakdown
         gated = 3 if model.mlp_kind == "gated" else 2

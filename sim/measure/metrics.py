@@ -522,16 +522,19 @@ def _token_matrix(timeline: TokenTimeline, rows: np.ndarray, origin_s: np.ndarra
     run_start_in_flat = np.cumsum(lengths) - lengths
     iter_idx = np.repeat(start - run_start_in_flat, lengths) + np.arange(total)
     tok_rpos = np.repeat(rpos, lengths)
-    tok_rep = np.repeat(replica, lengths)
+    ends, base = flat_ends if flat_ends is not None else _flat_ends(timeline)
+    # each token's replica offset into ``ends`` (none with one replica): the times are then one gather,
+    # O(tokens), not one pass per replica
+    tok_off = None if base is None else np.repeat(base[replica], lengths)
     if timeline.bursts is not None:  # speculative decoding: several tokens at one emission
         reps = _burst_repeats(timeline, rows, tok_rpos, iter_idx)
-        iter_idx, tok_rpos, tok_rep = np.repeat(iter_idx, reps), np.repeat(tok_rpos, reps), np.repeat(tok_rep, reps)
+        iter_idx, tok_rpos = np.repeat(iter_idx, reps), np.repeat(tok_rpos, reps)
+        if tok_off is not None:
+            tok_off = np.repeat(tok_off, reps)
         total = int(reps.sum())
         num_tokens = np.bincount(tok_rpos, minlength=rows.size).astype(np.int64)
         mat = np.zeros((rows.size, max(int(num_tokens.max()), 1)), dtype=np.int64)
-    ends, base = flat_ends if flat_ends is not None else _flat_ends(timeline)
-    # one gather: O(tokens), not one pass per replica (a 64-replica run made 64 passes over every chunk)
-    times = ends[iter_idx] if base is None else ends[base[tok_rep] + iter_idx]
+    times = ends[iter_idx] if tok_off is None else ends[tok_off + iter_idx]
     # column of each token within its row: runs of a request are stored in time order
     row_first_tok = np.cumsum(num_tokens) - num_tokens
     col = np.arange(total) - row_first_tok[tok_rpos]

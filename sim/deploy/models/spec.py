@@ -251,7 +251,6 @@ class LinearAttentionSpec(_RecurrentState):
         return self.num_v_heads * self.k_head_dim * self.v_head_dim
 
 
-
 @dataclass(frozen=True, slots=True)
 class MambaSpec(_RecurrentState):
     """Mamba-2 mixer (Nemotron-H ``NemotronHMamba2Mixer``, Granite 4.0-H ``GraniteMoeHybridMambaLayer``,
@@ -289,7 +288,6 @@ class MambaSpec(_RecurrentState):
     def ssm_state_elements(self) -> int:
         """Elements of the SSM state one sequence keeps in one layer (head_dim × state_size per head)."""
         return self.num_heads * self.head_dim * self.state_size
-
 
 
 @dataclass(frozen=True, slots=True)
