@@ -8,7 +8,7 @@ import pytest
 
 from hwprofiles import load_profile
 from sim.deploy.collectives import AllReduce
-from sim.deploy.kernel_shapes import (TILE_M, TILE_N, attention_prefill_efficiency, elementwise_row_floor_s,
+from sim.deploy.kernel_shapes import (TILE_M, TILE_N, ATTENTION_Q_TILE, attention_prefill_work, elementwise_row_floor_s,
                                       gemm_shape, overlap)
 
 PEAK, SMS = 989.4e12, 132
@@ -41,24 +41,52 @@ def test_overlap_exponent():
     assert overlap(3.0, 4.0, 50.0) == pytest.approx(4.0, rel=1e-5)
 
 
+def _attention_efficiency(num_seqs: int, new: int, ctx: int, heads: int, sms: int, half: float) -> float:
+    """pairs / FlashAttention's work for ``num_seqs`` equal prefill chunks alone in a step."""
+    pairs = num_seqs * (ctx * new + new * (new + 1) // 2)
+    tiles = -(-new // ATTENTION_Q_TILE)
+    spread, longest = attention_prefill_work(pairs, num_seqs * new, num_seqs * tiles,
+                                             num_seqs * tiles * (2 * ctx + new + 1), 2 * ctx + new + 1, 0,
+                                             heads, sms, half)
+    return pairs / max(spread, longest)
+
+
 def test_attention_reproduces_the_flashattention3_curve():
     """Full occupancy (FA3's benchmark: 16k tokens per batch, 16 heads): e·L/(L + 570) against the measured
     causal forward TFLOPS on H100 (Shah et al. 2024, fig. 5), within 6%."""
     e = load_profile("h100-sxm").efficiency.attention_compute_efficiency.value
     for length, tflops in [(512, 292), (1024, 423), (2048, 521), (4096, 579), (8192, 602), (16384, 616)]:
-        seqs = 16384 / length
-        f = attention_prefill_efficiency(16384, seqs, length / 2, 16, SMS, 570.0)
+        f = _attention_efficiency(16384 // length, length, 0, 16, SMS, 570.0)
         assert e * f * PEAK / 1e12 == pytest.approx(tflops, rel=0.06), length
 
 
 def test_short_chunks_on_long_contexts_are_far_below_peak():
     """64 new tokens on an 8k context: half of each 128-row query tile is padding (KV splits fill the SMs)."""
-    f = attention_prefill_efficiency(64, 1, 8192, 32, SMS, 570.0)
-    length = 2 * 8192 / (132 / 32)  # 32 blocks split 4.125 ways: each walks 1/4.125 of the keys
+    f = _attention_efficiency(1, 64, 8192, 32, SMS, 570.0)
+    keys = 8192 + 65 / 2  # the chunk's rows see the context and half the chunk on average
+    length = 2 * keys / (132 / 32)  # 32 blocks split 4.125 ways: each walks 1/4.125 of the keys
     assert f == pytest.approx(0.5 * length / (length + 570))
-    assert f < 0.5 * attention_prefill_efficiency(4096, 1, 2048, 32, SMS, 570.0)
+    assert f < 0.5 * _attention_efficiency(1, 4096, 2048, 32, SMS, 570.0)
     # without an SM count nothing but the length ramp
-    assert attention_prefill_efficiency(64, 1, 8192, 32, 0, 570.0) == pytest.approx(16384 / (16384 + 570))
+    assert _attention_efficiency(1, 64, 8192, 32, 0, 570.0) == pytest.approx(2 * keys / (2 * keys + 570))
+
+
+def test_a_short_chunk_beside_a_long_one_costs_its_padded_work():
+    """Unequal chunks: the kernel is bound by all pieces over the SMs or by the longest one, whichever is
+    longer. Hand-computed for H100 (132 SMs, 32 heads, L_half = 570): chunks of 460 and 2 tokens, one
+    decode row."""
+    h, heads = 570.0, 32
+    pairs = 460 * 461 // 2 + (2 * 1 + 3)  # (460, ctx 0) and (2, ctx 1)
+    tiles, keys2 = 4 + 1, 4 * 461 + 1 * (2 + 2 + 1)
+    spread, longest = attention_prefill_work(pairs, 462, tiles, keys2, 461, 1, heads, SMS, h)
+    splits = max(1.0, min(461 / 2 / 128, 132 / ((tiles + 1) * heads)))  # 1.8 keys/128 vs 132/192 SMs per block → 1
+    assert splits == 1.0
+    assert spread == pytest.approx(64 * (keys2 + h * tiles))
+    assert longest == pytest.approx(132 * 128 * (461 / 2 + h / 2) / heads)
+    # the 2-token chunk adds its padded tile to the spread and leaves the longest piece alone
+    alone, alone_longest = attention_prefill_work(460 * 461 // 2, 460, 4, 4 * 461, 461, 2, heads, SMS, h)
+    assert spread - alone == pytest.approx(64 * (5 + h))
+    assert alone_longest == longest
 
 
 def test_elementwise_row_floor():

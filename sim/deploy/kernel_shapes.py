@@ -86,36 +86,42 @@ def overlap(tc: float, tm: float, p: float) -> float:
     return (tc ** p + tm ** p) ** (1.0 / p)
 
 
-def attention_prefill_efficiency(num_tokens: float, num_seqs: float, keys_per_query: float, heads_per_gpu: float,
-                                 sms: int, half_length: float) -> float:
-    """Fraction of ``attention_compute_efficiency`` that FlashAttention reaches on prefill chunks of
-    ``num_tokens`` over ``num_seqs`` requests whose queries see ``keys_per_query`` keys on average.
+def attention_prefill_work(pairs: float, num_rows: float, q_tiles: float, tile_keys2: float, max_keys2: float,
+                           other_rows: float, heads_per_gpu: float, sms: int,
+                           half_length: float) -> tuple[float, float]:
+    """FlashAttention's work on a batch's prefill chunks, in (query, key) pairs at
+    ``attention_compute_efficiency`` of the whole GPU: ``(spread, longest)``. The kernel takes
+    ``max(spread + the decodes' own pairs, longest)``; ``pairs`` and ``num_rows`` are the chunks' (query,
+    key) pairs and query rows, the tile sums :class:`BatchShape`'s, ``other_rows`` the step's one-row
+    requests (decodes, one-token prompts) that share the varlen kernel.
 
     * Queries run in tiles of ``ATTENTION_Q_TILE`` rows: a chunk of q tokens pays for ⌈q/128⌉·128 rows
-      (a 64-token chunk wastes half its MMA work on padding).
-    * The thread blocks — heads × query tiles — are spread over the SMs; when too few, the KV loop is split
-      (FlashAttention-3's ``num_splits``, which vLLM's V1 backend sets) into up to keys/128 pieces, and what
-      that cannot fill leaves SMs idle (without an SM count: no split, no idle SMs).
-    * Each thread block's prologue/epilogue amortises over the keys it walks: the length ramp
-      ``L/(L + half_length)`` with L = twice the keys per split (a causal self-attention of length L has L/2).
+      (a 64-token chunk wastes half its MMA work on padding). A tile's rows are charged the mean keys of
+      their request's rows, so the padded work is W = Σ_i ⌈q_i/128⌉·128·(ctx_i + (q_i + 1)/2).
+    * Each thread block — a head × a query tile, or a head × a one-row request — walks its keys in
+      ``splits`` pieces (FlashAttention-3's ``num_splits``, which vLLM's V1 backend sets, chosen from the
+      longest request's keys): up to keys/128 pieces while the blocks do not fill the SMs, none once they do.
+    * Each piece pays a prologue/epilogue worth ``half_length``/2 keys (the length ramp
+      ``L/(L + half_length)`` of a causal self-attention of length L = twice its mean keys).
+    * ``spread`` is all pieces' work over all SMs; ``longest`` is the longest request's piece on one SM
+      (times the SM count), so a small extra chunk beside long ones adds work but cannot shorten the
+      kernel, and the split keeps the product non-decreasing in the context.
 
-    The split keeps the product non-increasing in the context, so more context never makes a step faster.
+    Without an SM count (``sms`` = 0) only the length ramp applies (``longest`` = 0). For a batch of equal
+    chunks, ``max(spread, longest)/pairs`` is ``1 / (padding · occupancy · ramp)`` of one chunk.
     """
-    if num_tokens <= 0 or num_seqs <= 0:
-        return 1.0
-    f = 1.0
-    splits = 1.0
-    if sms:
-        tiles = num_seqs * math.ceil(num_tokens / num_seqs / ATTENTION_Q_TILE)
-        f = num_tokens / (tiles * ATTENTION_Q_TILE)
-        blocks = tiles * heads_per_gpu
-        if blocks < sms:
-            splits = min(max(1.0, keys_per_query / ATTENTION_Q_TILE), sms / blocks)
-            f *= blocks * splits / sms
-    if half_length > 0:
-        length = 2.0 * keys_per_query / splits
-        f *= length / (length + half_length)
-    return f
+    if pairs <= 0 or num_rows <= 0:
+        return 0.0, 0.0
+    if not sms:
+        return pairs + half_length * num_rows / 2.0, 0.0
+    rows = ATTENTION_Q_TILE
+    longest_keys = max_keys2 / 2.0
+    splits = min(longest_keys / rows, sms / ((q_tiles + other_rows) * heads_per_gpu))
+    if splits < 1.0:
+        splits = 1.0
+    spread = rows / 2.0 * (tile_keys2 + half_length * q_tiles * splits)
+    longest = sms * rows * (longest_keys / splits + half_length / 2.0) / heads_per_gpu
+    return spread, longest
 
 
 def elementwise_row_floor_s(row_bytes: float, bandwidth: float, sms: int) -> float:

@@ -42,7 +42,7 @@ from sim.config import ParallelConfig, PrecisionConfig
 from sim.deploy.collectives import AllReduce
 from sim.deploy.expert_parallel import ExpertParallelPlan
 from sim.deploy.hardware import HardwareProfile
-from sim.deploy.kernel_shapes import attention_prefill_efficiency, gemm_shape, overlap
+from sim.deploy.kernel_shapes import ATTENTION_Q_TILE, attention_prefill_work, gemm_shape, overlap
 from sim.deploy.models.spec import ATTENTION_MIXERS, LayerGroup, LinearOp, ModelSpec, dtype_bytes
 from sim.deploy.step_cost import BatchShape, StepCost
 from sim.deploy.vision_cost import VisionEncoderCost, model_vision_tower
@@ -621,16 +621,21 @@ class RooflineCostModel:
             dec_flops = dec_pairs * self.attn_flops_per_pair
             up_flops = 0.0
             flops_layer = pairs * self.attn_flops_per_pair
-        # prefill attention runs below its peak on short sequences and on chunks too small to fill the GPU
-        # (sim/deploy/kernel_shapes.py); decode attention is bandwidth-bound (split-KV kernels)
-        # (prefills of one token each run like decodes: one query row per request)
-        slow = 1.0
-        n_pre = float(shape.num_prefill_tokens)
-        seqs_pre = float(shape.num_seqs - shape.num_decode_seqs)
-        if n_pre > seqs_pre and (self.attention_half_length > 0 or self.sms):
-            slow = 1.0 / attention_prefill_efficiency(n_pre, seqs_pre, pre_pairs / n_pre, self.heads_per_gpu,
-                                                      self.sms, self.attention_half_length)
-        compute_flops_layer = dec_flops + up_flops + (flops_layer - dec_flops - up_flops) * slow
+        # prefill attention runs below its peak on short sequences and on chunks too small to fill the GPU,
+        # beside the decodes of the same varlen kernel (sim/deploy/kernel_shapes.py); one-token prompts run
+        # as one row each, like decodes
+        chunks = shape.num_prefill_chunks
+        if chunks and (self.attention_half_length > 0 or self.sms):
+            fpp = self.attn_flops_per_pair
+            one_row = shape.num_seqs - shape.num_decode_seqs - chunks
+            spread, longest = attention_prefill_work(pre_pairs, shape.num_prefill_tokens - one_row,
+                                                     shape.num_prefill_q_tiles, shape.sum_prefill_tile_keys2,
+                                                     shape.max_prefill_keys2, shape.num_seqs - chunks,
+                                                     self.heads_per_gpu, self.sms, self.attention_half_length)
+            kernel = spread * fpp + dec_flops
+            compute_flops_layer = up_flops + (kernel if kernel > longest * fpp else longest * fpp)
+        else:
+            compute_flops_layer = flops_layer
         bytes_layer = kv_tokens * self.kv_bytes_per_token_layer + nf * (self.qo_bytes_per_token_layer
                                                                         + self.kv_bytes_per_token_layer)
         t = 0.0
@@ -736,7 +741,12 @@ def uniform_batch_shape(num_seqs: int, num_new_tokens: int, num_context_tokens: 
     """``num_seqs`` identical requests, each ``num_new_tokens`` new on top of ``num_context_tokens`` cached."""
     b, q, c = num_seqs, num_new_tokens, num_context_tokens
     decode = q == 1 and c > 0
+    chunk = q > 1  # a prefill chunk in query tiles (one-token prompts run as one row, like decodes)
+    tiles = -(-q // ATTENTION_Q_TILE)
     return BatchShape(num_seqs=b, num_tokens=b * q, num_decode_seqs=b if decode else 0,
                       sum_ctx_x_new=b * c * q, sum_new_sq=b * q * q, sum_kv_tokens=b * (c + q),
                       num_prefill_tokens=0 if decode else b * q,
+                      num_prefill_chunks=b if chunk else 0, num_prefill_q_tiles=b * tiles if chunk else 0,
+                      sum_prefill_tile_keys2=b * tiles * (2 * c + q + 1) if chunk else 0,
+                      max_prefill_keys2=2 * c + q + 1 if chunk else 0,
                       sum_decode_kv_tokens=b * (c + 1) if decode else 0)

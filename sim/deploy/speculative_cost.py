@@ -142,6 +142,9 @@ class SpeculativeCostModel:
         first = BatchShape(num_seqs=shape.num_seqs, num_tokens=shape.num_tokens, num_decode_seqs=shape.num_decode_seqs,
                            sum_ctx_x_new=shape.sum_ctx_x_new, sum_new_sq=shape.sum_new_sq,
                            sum_kv_tokens=shape.sum_kv_tokens, num_prefill_tokens=shape.num_prefill_tokens,
+                           num_prefill_chunks=shape.num_prefill_chunks, num_prefill_q_tiles=shape.num_prefill_q_tiles,
+                           sum_prefill_tile_keys2=shape.sum_prefill_tile_keys2,
+                           max_prefill_keys2=shape.max_prefill_keys2,
                            sum_decode_kv_tokens=shape.sum_decode_kv_tokens, num_spec_seqs=s,
                            sum_spec_pairs=shape.sum_spec_pairs, sum_spec_kv_tokens=shape.sum_spec_kv_tokens)
         if self.parallel_drafting and s and k > 1:

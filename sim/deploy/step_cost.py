@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sim.deploy.kernel_shapes import ATTENTION_Q_TILE
+
 
 @dataclass(frozen=True, slots=True)
 class BatchShape:
@@ -25,6 +27,13 @@ class BatchShape:
     sum_new_sq: int = 0  # Σ new_i²: for causal attention within the new chunk, Σ new_i(new_i+1)/2 = (sum_new_sq + num_tokens)/2
     sum_kv_tokens: int = 0  # Σ (ctx_i + new_i): KV entries attention reads/writes this step
     num_prefill_tokens: int = 0  # Σ new_i over requests that are not plain decodes
+    # the prefill attention kernel's query tiles (sim/deploy/kernel_shapes.py), per prefill chunk i of
+    # ≥ 2 tokens with T_i = ⌈new_i / ATTENTION_Q_TILE⌉ tiles whose rows see ctx_i + (new_i + 1)/2 keys on
+    # average (one-token prompts run as one row, like decodes)
+    num_prefill_chunks: int = 0  # prefill requests with new_i ≥ 2
+    num_prefill_q_tiles: int = 0  # Σ T_i
+    sum_prefill_tile_keys2: int = 0  # Σ T_i·(2·ctx_i + new_i + 1): twice the keys of all tiles' mean rows
+    max_prefill_keys2: int = 0  # max_i (2·ctx_i + new_i + 1): twice the longest request's mean keys per row
     swap_bytes: int = 0  # bytes moved host<->device for swap preemption in this step
     sum_decode_kv_tokens: int = 0  # Σ (ctx_i + 1) over plain decodes: keys their queries attend to
     # speculative decoding: requests verifying k_i > 0 draft tokens (a (1 + k_i)-token chunk each) count
@@ -46,12 +55,17 @@ class BatchShape:
 
     def scaled(self, fraction: float) -> BatchShape:
         """The shape of ``fraction`` of this batch's requests (every sum is over requests, so each scales;
-        e.g. one of two equal micro-batches is ``scaled(0.5)``). Sums may become fractional."""
+        e.g. one of two equal micro-batches is ``scaled(0.5)``; the longest request stays). Sums may become
+        fractional."""
         f = fraction
         return BatchShape(num_seqs=self.num_seqs * f, num_tokens=self.num_tokens * f,
                           num_decode_seqs=self.num_decode_seqs * f, sum_ctx_x_new=self.sum_ctx_x_new * f,
                           sum_new_sq=self.sum_new_sq * f, sum_kv_tokens=self.sum_kv_tokens * f,
                           num_prefill_tokens=self.num_prefill_tokens * f, swap_bytes=self.swap_bytes * f,
+                          num_prefill_chunks=self.num_prefill_chunks * f,
+                          num_prefill_q_tiles=self.num_prefill_q_tiles * f,
+                          sum_prefill_tile_keys2=self.sum_prefill_tile_keys2 * f,
+                          max_prefill_keys2=self.max_prefill_keys2,
                           sum_decode_kv_tokens=self.sum_decode_kv_tokens * f, num_spec_seqs=self.num_spec_seqs * f,
                           num_spec_tokens=self.num_spec_tokens * f, sum_spec_pairs=self.sum_spec_pairs * f,
                           sum_spec_kv_tokens=self.sum_spec_kv_tokens * f, num_images=self.num_images * f,
@@ -63,7 +77,9 @@ class BatchShapeBuilder:
     """Accumulates a :class:`BatchShape` while a scheduler walks its requests (O(1) per request)."""
 
     __slots__ = ("num_seqs", "num_tokens", "num_decode_seqs", "sum_ctx_x_new", "sum_new_sq",
-                 "sum_kv_tokens", "num_prefill_tokens", "swap_bytes", "sum_decode_kv_tokens",
+                 "sum_kv_tokens", "num_prefill_tokens", "num_prefill_chunks", "num_prefill_q_tiles",
+                 "sum_prefill_tile_keys2",
+                 "max_prefill_keys2", "swap_bytes", "sum_decode_kv_tokens",
                  "num_spec_seqs", "num_spec_tokens", "sum_spec_pairs", "sum_spec_kv_tokens",
                  "num_images", "sum_image_tokens", "sum_image_tokens_sq")
 
@@ -71,6 +87,8 @@ class BatchShapeBuilder:
         self.num_seqs = self.num_tokens = self.num_decode_seqs = 0
         self.sum_ctx_x_new = self.sum_new_sq = self.sum_kv_tokens = 0
         self.num_prefill_tokens = self.swap_bytes = self.sum_decode_kv_tokens = 0
+        self.num_prefill_chunks = self.num_prefill_q_tiles = self.sum_prefill_tile_keys2 = 0
+        self.max_prefill_keys2 = 0
         self.num_spec_seqs = self.num_spec_tokens = self.sum_spec_pairs = self.sum_spec_kv_tokens = 0
         self.num_images = self.sum_image_tokens = self.sum_image_tokens_sq = 0
 
@@ -84,6 +102,14 @@ class BatchShapeBuilder:
             self.sum_decode_kv_tokens += c + 1
         else:
             self.num_prefill_tokens += n
+            if n > 1:
+                tiles = -(-n // ATTENTION_Q_TILE)
+                keys2 = 2 * c + n + 1
+                self.num_prefill_chunks += 1
+                self.num_prefill_q_tiles += tiles
+                self.sum_prefill_tile_keys2 += tiles * keys2
+                if keys2 > self.max_prefill_keys2:
+                    self.max_prefill_keys2 = keys2
         self.sum_ctx_x_new += c * n
         self.sum_new_sq += n * n
         self.sum_kv_tokens += c + n
@@ -114,7 +140,10 @@ class BatchShapeBuilder:
         return BatchShape(num_seqs=self.num_seqs, num_tokens=self.num_tokens,
                           num_decode_seqs=self.num_decode_seqs, sum_ctx_x_new=self.sum_ctx_x_new,
                           sum_new_sq=self.sum_new_sq, sum_kv_tokens=self.sum_kv_tokens,
-                          num_prefill_tokens=self.num_prefill_tokens, swap_bytes=self.swap_bytes,
+                          num_prefill_tokens=self.num_prefill_tokens, num_prefill_chunks=self.num_prefill_chunks,
+                          num_prefill_q_tiles=self.num_prefill_q_tiles,
+                          sum_prefill_tile_keys2=self.sum_prefill_tile_keys2,
+                          max_prefill_keys2=self.max_prefill_keys2, swap_bytes=self.swap_bytes,
                           sum_decode_kv_tokens=self.sum_decode_kv_tokens, num_spec_seqs=self.num_spec_seqs,
                           num_spec_tokens=self.num_spec_tokens, sum_spec_pairs=self.sum_spec_pairs,
                           sum_spec_kv_tokens=self.sum_spec_kv_tokens, num_images=self.num_images,
