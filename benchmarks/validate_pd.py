@@ -22,6 +22,10 @@ Anchors, each set up as published (nothing fitted):
   batch 480 per rank. The pools are resolved as a ``disaggregation:`` experiment (each pool's layout,
   memory plan and cost model); the published per-node throughputs are of saturated instances, so each
   pool is priced at one synchronous step of its whole DP group (as benchmarks/validate_wide_ep.py does).
+- SGL-MTP-LARGE: DeepSeek-V3 4P12D on 128 H200s (SGLang, DeepEP, EPLB with 288 expert slots), 128
+  requests per decode rank, 2000 in / 100 out: the decode instance's output throughput with one MTP
+  draft over without (sim/fidelity/speculative_validation.py ``sgl_mtp_large``; the acceptance from
+  DeepSeek-V3's report, the blog gives none).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sim.config import load_experiment, parse_experiment, with_overrides  # noqa: E402
+from sim.fidelity.speculative_validation import SGL_MTP_LARGE, sgl_mtp_large  # noqa: E402
 from sim.runs.runner import run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +166,9 @@ def main() -> None:
     print("|:---|:---|---:|---:|---:|")
     for anchor, label, sim, meas in kimi_rows(False) + kimi_rows(True):
         print(f"| {anchor} | {label} | {sim:,.0f} | {meas:,.0f} | {100 * (sim - meas) / meas:+.0f}% |")
+    for p in sgl_mtp_large(SGL_MTP_LARGE["acceptance_rates"]):
+        print(f"| {p.case} | decode DP96/EP96: output tok/s with one MTP draft over none, {p.point} | "
+              f"{p.simulated:.3f} | {p.measured:.3f} | {100 * p.error:+.1f}% |")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,18 @@ def test_sglang_mtp_long_context_decode_with_dp_attention():
     assert pts[1].simulated <= pts[0].simulated * 1.01
 
 
-@pytest.mark.slow
 def test_sglang_mtp_wide_ep_high_batch():
-    """128 requests per rank, one draft: the gain over no MTP is small (+14.2 % measured) and within
-    15 % over DeepSeek's published 85–90 % acceptance range."""
-    for p in sgl_mtp_large((0.85, 0.90)):
-        assert abs(p.error) <= TOLERANCE, p
+    """128 requests per rank on the blog's 96 decode ranks, one draft: the gain over no MTP is small
+    (+14.2 % measured) and within 15 % over DeepSeek's published 85–90 % acceptance range. A documented
+    miss (docs/validation.md): the simulated gain is 11–13 % low, because the simulated step is almost all
+    token-proportional (all-to-all and attention double with the verified token); the gain still grows
+    with the acceptance."""
+    pts = sgl_mtp_large((0.85, 0.875, 0.90))
+    for p in pts:
+        assert abs(p.error) <= TOLERANCE and p.simulated < p.measured, p
+    assert pts[0].simulated < pts[1].simulated < pts[2].simulated
+    # the closed form of one draft: 1 + α tokens per step
+    assert [p.acceptance_length for p in pts] == pytest.approx([1.85, 1.875, 1.90])
 
 
 @pytest.mark.slow

@@ -10,8 +10,9 @@ publication (so the cost model's absolute error on that GPU cancels to first ord
   tokens/s/user with MTP depth 1–5 over depth 0. Acceptance lengths 1.92, 2.58, 2.82, 2.99, 3.01, so
   the per-position rates are the increments (Π_{j≤i} α_j = AL_i − AL_{i−1}).
 - ``SGL-MTP-SMALL`` / ``SGL-MTP-LARGE`` — SGLang DeepSeek-V3 decode with DP attention and EP on H200:
-  2 requests per rank at 64k context with 2–3 drafts, and 128 per rank at 2k with one draft (its
-  acceptance from DeepSeek-V3's report, ``DSV3-MTP-ACCEPT``).
+  2 requests per rank at 64k context with 2–3 drafts (16 decode ranks), and 128 per rank at 2k with one
+  draft on the 96 decode ranks of a 4P12D deployment (its acceptance from DeepSeek-V3's report,
+  ``DSV3-MTP-ACCEPT``).
 - ``VLLM-P-EAGLE-B200`` — gpt-oss-20b on one B200, vLLM: throughput of P-EAGLE (4-layer head, K = 7,
   one parallel drafting pass) over EAGLE-3 (1-layer head, K = 3, three sequential passes) at
   concurrency 1–64, for MT-Bench, HumanEval and SPEED-Bench, each with its published acceptance lengths
@@ -32,7 +33,8 @@ from sim.config import parse_experiment
 from sim.runs.runner import run
 
 __all__ = ["SpecPoint", "TRTLLM_MTP", "P_EAGLE", "SGL_MTP_SMALL", "SGL_MTP_LARGE", "mtp_sweep",
-           "p_eagle_vs_eagle3", "sgl_mtp_small", "sgl_mtp_large", "all_points", "TOLERANCE"]
+           "p_eagle_vs_eagle3", "sgl_mtp_small", "sgl_mtp_large", "sgl_mtp_large_experiment", "all_points",
+           "TOLERANCE"]
 
 #: the issue's target: simulated speedup within 15 % of the measured one
 TOLERANCE = 0.15
@@ -179,26 +181,74 @@ def sgl_mtp_small() -> list[SpecPoint]:
 
 
 #: same blog, case study 2: +14.2 % output throughput over no MTP (no overlap scheduling) with
-#: draft_token_num 2 (one draft); its acceptance is not published, so DeepSeek-V3's own report is used:
-#: "the acceptance rate of the second token prediction ranges between 85% and 90%" (arXiv 2412.19437
-#: §5.4.3, measurements.json DSV3-MTP-ACCEPT)
-SGL_MTP_LARGE = {"gain": 1.142, "acceptance_rates": (0.85, 0.875, 0.90)}
+#: draft_token_num 2 (one draft), 128 requests per rank, 2000 in / 100 out, on 16 nodes of 8 H200 split
+#: 4 prefill : 12 decode; its acceptance is not published, so DeepSeek-V3's own report is used: "the
+#: acceptance rate of the second token prediction ranges between 85% and 90%" (arXiv 2412.19437 §5.4.3,
+#: measurements.json DSV3-MTP-ACCEPT). SGLang's EPLB layout of DeepSeek-V3 over a large EP group: 256 + 32
+#: redundant = 288 expert slots (LMSYS, "Deploying DeepSeek with PD Disaggregation and Large-scale Expert
+#: Parallelism on 96 H100 GPUs", 2025-05-05), 3 per rank on the 96 decode ranks.
+SGL_MTP_LARGE = {"gain": 1.142, "acceptance_rates": (0.85, 0.875, 0.90), "batch": 128, "decode_ranks": 96,
+                 "prefill_ranks": 32, "redundant_experts": 32, "input": 2000, "output": 100}
+
+
+def sgl_mtp_large_experiment(acceptance: float | None) -> dict[str, Any]:
+    """The blog's 4P12D DeepSeek-V3 deployment as a ``disaggregation:`` experiment (None: no MTP)."""
+    c = SGL_MTP_LARGE
+    decode_engine: dict[str, Any] = {"max_num_seqs": c["batch"]}
+    if acceptance is not None:
+        decode_engine["speculative"] = {"method": "mtp", "num_speculative_tokens": 1, "draft_weights": "bf16",
+                                        "acceptance": {"rate": acceptance}}
+    return {
+        "name": "deepseek-v3-128h200-mtp", "model": "deepseek-v3", "hardware": "h200",
+        "parallel": {"tp": 1}, "precision": {"weights": "fp8"},  # the native block-FP8 checkpoint
+        "engine": {"policy": "sglang", "max_model_len": 4096, "enable_prefix_caching": False},
+        "disaggregation": {
+            "prefill": {"replicas": 1, "parallel": {"dp": c["prefill_ranks"], "ep": c["prefill_ranks"],
+                                                    "moe": {"eplb": True, "all_to_all": "normal"}}},
+            "decode": {"replicas": 1, "engine": decode_engine,
+                       "parallel": {"dp": c["decode_ranks"], "ep": c["decode_ranks"],
+                                    "moe": {"eplb": True, "redundant_experts": c["redundant_experts"],
+                                            "all_to_all": "low_latency"}}},
+            "kv_transfer": {"link": "rdma"},
+        },
+        "workload": {"num_requests": 1, "arrival": {"process": "offline"},
+                     "input_tokens": {"dist": "fixed", "value": c["input"]},
+                     "output_tokens": {"dist": "fixed", "value": c["output"]}},
+    }
 
 
 def sgl_mtp_large(rates: tuple[float, ...] = (0.875,)) -> list[SpecPoint]:
-    """SGLang DeepSeek-V3 decode, 128 requests per rank, 2000 in / 100 out, one MTP draft, DP attention
-    with wide EP on H200. The blog's 96 decode ranks are stood in for by a 16-rank group at the same
-    per-rank load (each rank's attention batch and routed token-expert pairs are the same; only the
-    experts held per rank, 16 instead of ~3, differ)."""
-    common = dict(model="deepseek-v3", hardware="h200", parallel={"tp": 1, "dp": 16, "ep": 16},
-                  precision={"weights": "fp8"}, clients=16 * 128, input_tokens=2000, output_tokens=100,
-                  budget=16384)
-    base, _ = _decode_rate(spec=None, **common)
+    """The decode instance's output tokens/s with one MTP draft over without, at the blog's layout: one
+    synchronous step of all 96 DP/EP ranks at 128 requests per rank each (a saturated decode pool, as
+    the blog measured it — 4 prefill nodes cannot refill 12 such decode nodes at 2000-token prompts, so
+    the throughput measured is the decode instance's), at the mean context of a request over its decode.
+    A step emits 1 + α tokens per request with one draft (the closed form of the acceptance model)."""
+    from sim.deploy.roofline import uniform_batch_shape
+    from sim.deploy.step_cost import BatchShapeBuilder
+    from sim.runs.disagg import pd_setup
+    from sim.runs.runner import replica_setup
+
+    c = SGL_MTP_LARGE
+    context = c["input"] + c["output"] // 2
+
+    def decode_pool(acceptance: float | None) -> Any:
+        pd = pd_setup(parse_experiment(sgl_mtp_large_experiment(acceptance), "SGL-MTP-LARGE"), replica_setup)
+        dec = pd.deployments["decode"]
+        fits = dec.memory_plan.max_concurrent_seqs(c["input"] + c["output"])
+        if fits < c["batch"]:
+            raise RuntimeError(f"SGL-MTP-LARGE: {c['batch']} requests per decode rank do not fit ({fits})")
+        return dec
+
+    base = decode_pool(None)
+    t_base, _ = base.cost_model.group_step([uniform_batch_shape(c["batch"], 1, context)] * base.dp)
+    verify = BatchShapeBuilder()
+    for _ in range(c["batch"]):
+        verify.add_verify(2, context, 1)
     out = []
     for a in rates:
-        spec = {"method": "mtp", "num_speculative_tokens": 1, "draft_weights": "bf16", "acceptance": {"rate": a}}
-        rate, al = _decode_rate(spec=spec, **common)
-        out.append(SpecPoint("SGL-MTP-LARGE", f"α = {a:g}", rate / base, SGL_MTP_LARGE["gain"], al))
+        dec = decode_pool(a)
+        t_spec, _ = dec.cost_model.group_step([verify.build()] * dec.dp)
+        out.append(SpecPoint("SGL-MTP-LARGE", f"α = {a:g}", (1.0 + a) * t_base / t_spec, c["gain"], 1.0 + a))
     return out
 
 
