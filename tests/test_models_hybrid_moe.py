@@ -29,6 +29,10 @@ REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
     "falcon-h1-7b": (7585654880, {"embeddings": 399510528, "mlp": 4982833152, "attention": 1803392096, "norms": 408576, "lm_head": 399510528}),
     # gemma4_unified wrapper built whole (AutoModelForImageTextToText): language model (whole model 11,959,730,176)
     "gemma-4-12b": (11907350272, {"embeddings": 1006632960, "attention": 2406481920, "norms": 769792, "mlp": 8493465600}),
+    # Gemma4ForCausalLM of the text config: the dense MLP beside each layer's routed experts counts as
+    # shared experts (verify_hf.hf_breakdown), the router's proj, scale and per_expert_scale as router
+    "gemma-4-26b-a4b": (25233141760, {"embeddings": 738197504, "attention": 1110179840, "experts": 22837985280,
+                                      "shared_experts": 535265280, "router": 10901760, "norms": 612096}),
 }
 
 H200 = load_profile("h200")
@@ -47,7 +51,7 @@ def test_live_recount_with_transformers_when_installed():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from sim.deploy.models.verify_hf import hf_counts
-    for name in ("granite-4.0-h-1b", "falcon-h1-7b", "gemma-4-12b"):
+    for name in ("granite-4.0-h-1b", "falcon-h1-7b", "gemma-4-12b", "gemma-4-26b-a4b"):
         hf = hf_counts(read_config_file(catalog()[name].path))
         assert (hf["total"], hf["breakdown"]) == REFERENCE[name]
 
@@ -64,6 +68,10 @@ def test_counts_against_published_totals():
     assert round(tiny.total_params() / 1e9) == 7 and round(tiny.active_params() / 1e9) == 1
     assert round(load_model("granite-4.0-h-1b").total_params() / 1e9, 1) == 1.5
     assert round(load_model("falcon-h1-7b").total_params() / 1e9, 2) == 7.59
+    # Google: Gemma 4 26B A4B "25.2B total parameters", "3.8B active" (language model; the ~0.55B vision
+    # encoder is not modelled)
+    g4 = load_model("gemma-4-26b-a4b")
+    assert round(g4.total_params() / 1e9, 1) == 25.2 and round(g4.active_params() / 1e9, 1) == 3.8
 
 
 # ----------------------------------------------------------------------------- blocks, by hand
@@ -332,7 +340,7 @@ def test_gemma4_text_and_unified_text_count_alike_and_refusals():
     text = dict(c["text_config"], model_type="gemma4_text")
     assert spec_from_config(text, name="t").total_params() == REFERENCE["gemma-4-12b"][0]  # transformers: same
     for key, value, what in (("hidden_size_per_layer_input", 256, "per-layer input"),
-                             ("num_kv_shared_layers", 20, "KV-shared"), ("enable_moe_block", True, "MoE")):
+                             ("num_kv_shared_layers", 20, "KV-shared")):
         with pytest.raises(ConfigError, match=f"g4.json: {key}: .*{what}"):
             spec_from_config({**text, key: value}, name="x", source="g4.json")
 
@@ -354,3 +362,40 @@ def test_gemma4_runs_end_to_end_with_both_kv_widths():
                        EngineConfig(max_num_batched_tokens=8192, max_num_seqs=32, enable_prefix_caching=False),
                        32768)
     assert plan.block_bytes == 16 * (40 * 4096 + 8 * 1024) * 2
+
+
+def test_gemma4_moe_block_by_hand():
+    """Gemma 4 26B-A4B: every layer runs the dense GeGLU MLP and, beside it, 128 routed experts (top 8)
+    summed into one output (transformers' Gemma4TextDecoderLayer); three more RMSNorms per layer and the
+    router's scale vectors; 5 of the 30 layers are full attention with 2 KV heads and K = V."""
+    s = load_model("gemma-4-26b-a4b")
+    H, E, k, I_e, I, V = 2816, 128, 8, 704, 2112, 262144
+    assert s.family == "Gemma-4" and s.is_moe and s.num_moe_layers == 30
+    assert [i for i, m in enumerate(s.mixers) if m == "global_attention"] == [5, 11, 17, 23, 29]
+    m = s.moe
+    assert (m.num_experts, m.top_k, m.expert_intermediate_size, m.shared_intermediate_size) == (E, k, I_e, I)
+    local = H * 16 * 256 * 2 + H * 8 * 256 * 2 + 2 * 256  # q, o, k, v, q/k norms
+    glob = H * 16 * 512 * 2 + H * 2 * 512 + 2 * 512  # K = V: no v_proj
+    experts = E * 3 * H * I_e
+    per_layer = experts + 3 * H * I + (H * E + H + E) + 7 * H  # experts, dense MLP, router, 7 RMSNorms
+    groups = {g.mixer: g for g in s.layer_groups()}
+    assert groups["attention"].params_per_layer == local + per_layer and groups["attention"].num_layers == 25
+    assert groups["global_attention"].params_per_layer == glob + per_layer
+    assert s.total_params() == V * H + 25 * local + 5 * glob + 30 * per_layer + H == REFERENCE["gemma-4-26b-a4b"][0]
+    # active: everything but the 120 experts a token does not visit
+    assert s.active_params() == s.total_params() - 30 * (E - k) * 3 * H * I_e
+
+
+def test_gemma4_moe_runs_with_expert_parallelism():
+    """The MoE Gemma 4 serves in simctl run, on one H100 and with its experts split over two (EP2)."""
+    from sim.config import parse_experiment
+    from sim.runs.runner import run
+    for parallel in ({"tp": 1}, {"tp": 2, "ep": 2}):
+        exp = {"name": "g4moe", "seed": 0, "model": "gemma-4-26b-a4b", "hardware": "h100-sxm", "parallel": parallel,
+               "engine": {"policy": "vllm", "max_num_seqs": 32, "max_model_len": 8192},
+               "workload": {"num_requests": 40, "arrival": {"process": "poisson", "rate": 4.0},
+                            "input_tokens": {"dist": "lognormal", "mean": 1500, "std": 800, "max": 6000},
+                            "output_tokens": 64}}
+        res = run(parse_experiment(exp))
+        assert (res.requests["status"] == "completed").all() and len(res.requests) == 40
+        assert 0 < res.summary["mean_tpot_ms"] < 50

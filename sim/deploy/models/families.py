@@ -351,16 +351,20 @@ def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
     ``full_attention`` layers use ``global_head_dim`` × ``num_global_key_value_heads`` and, with
     ``attention_k_eq_v``, no ``v_proj``. The value RMSNorm has no weight; ``layer_scalar`` is a buffer.
 
-    Refused with a one-line error: per-layer input embeddings (``hidden_size_per_layer_input`` > 0, E2B/E4B),
-    KV-shared layers (``num_kv_shared_layers`` > 0) and the MoE block (``enable_moe_block``)."""
+    With ``enable_moe_block`` (26B-A4B) every layer runs the dense MLP and, beside it on the same input, a
+    routed MoE block (``num_experts`` experts of ``moe_intermediate_size``, ``top_k_experts`` per token;
+    experts stored as one gate/up tensor) whose outputs are summed: simctl prices the dense MLP as an
+    always-on shared expert. The block adds three RMSNorms per layer and the router's two scale vectors
+    (``Gemma4TextRouter.scale``, ``per_expert_scale``); its own input norm has no weight.
+
+    Refused with a one-line error: per-layer input embeddings (``hidden_size_per_layer_input`` > 0, E2B/E4B)
+    and KV-shared layers (``num_kv_shared_layers`` > 0)."""
     from sim.deploy.models.spec import GlobalAttentionSpec
 
     for key, what in (("hidden_size_per_layer_input", "per-layer input embeddings"),
                       ("num_kv_shared_layers", "KV-shared layers")):
         if c.int(key, 0, minimum=0):
             raise c._err(key, f"{what} (Gemma 4 E2B/E4B) are not supported yet")
-    if c.bool("enable_moe_block", False):
-        raise c._err("enable_moe_block", "the Gemma 4 MoE block is not supported yet")
     d = dict(base)
     L = d["num_layers"]
     types = c.raw("layer_types")
@@ -383,4 +387,11 @@ def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
                  k_eq_v=c.bool("attention_k_eq_v", False)))
     if "full_attention" not in types:
         d.update(layer_mixers=(), global_attention=None)
+    if c.bool("enable_moe_block", False):
+        E = c.int("num_experts", minimum=1)
+        d.update(layer_kinds=("moe",) * L, norms_per_layer=7,
+                 moe=MoESpec(num_experts=E, top_k=c.int("top_k_experts", minimum=1),
+                             expert_intermediate_size=c.int("moe_intermediate_size", minimum=1),
+                             num_shared_experts=1, shared_intermediate_size=d["intermediate_size"],
+                             fused_gate_up=True, norm_topk_prob=True, router_scales=True))
     return d

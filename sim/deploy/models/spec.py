@@ -337,6 +337,7 @@ class MoESpec:
     n_group: int | None = None
     topk_group: int | None = None
     routed_scaling_factor: float = 1.0
+    router_scales: bool = False  # Gemma 4: the router's per-channel input scale (H) and per-expert scale (E)
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,6 +651,8 @@ class ModelSpec:
                                      fused=False)
                 if m.shared_expert_gate:
                     ops.append(LinearOp("shared_expert_gate", H, 1, "shared_experts", "replicated"))
+            if m.router_scales:
+                extra.append(("router", H + m.num_experts))
         norm = H * (2 if self.norm_bias else 1)
         extra.append(("norms", self.norms_per_layer * norm))
         return tuple(ops), tuple(extra)

@@ -38,8 +38,8 @@ def hf_category(name: str) -> str:
         return "experts"
     if "shared_expert" in name or ".shared_mlp." in name:  # Granite 4.0-H: the shared MLP beside the experts
         return "shared_experts"
-    if re.search(r"(mlp|feed_forward|block_sparse_moe|\.mixer)\.(gate|router)\.", name):  # Nemotron-3: mixer.gate
-        return "router"
+    if re.search(r"(mlp|feed_forward|block_sparse_moe|\.mixer)\.(gate|router)\.", name) or ".router." in name:
+        return "router"  # Nemotron-3: mixer.gate; Gemma 4: layers.N.router (proj, scale, per_expert_scale)
     if re.search(r"\.mixer\.(up_proj|down_proj)", name):  # Nemotron-H MLP blocks
         return "mlp"
     if re.search(r"(self_attn|\.attn\.|linear_attn|\.mixer\.|\.mamba\.)", name):  # .mamba.: Granite, Falcon-H1
@@ -47,6 +47,30 @@ def hf_category(name: str) -> str:
     if re.search(r"(mlp|fc1|fc2|feed_forward)", name):
         return "mlp"
     return "other"
+
+
+def hf_breakdown(named_parameters) -> dict[str, int]:
+    """Parameters by :func:`hf_category` of ``(name, tensor)`` pairs, in simctl's categories."""
+    breakdown: dict[str, int] = {}
+    per_layer: dict[str, dict[str, int]] = {}
+    for name, p in named_parameters:
+        k = hf_category(name)
+        breakdown[k] = breakdown.get(k, 0) + p.numel()
+        layer = re.search(r"layers\.(\d+)\.", name)
+        if layer:
+            cats = per_layer.setdefault(layer.group(1), {})
+            cats[k] = cats.get(k, 0) + p.numel()
+    for cats in per_layer.values():
+        if "experts" in cats and "mlp" in cats:
+            # Gemma 4 MoE: a dense MLP beside the routed experts of the same layer runs on every token,
+            # which is what simctl's shared experts are
+            breakdown["mlp"] -= cats["mlp"]
+            breakdown["shared_experts"] = breakdown.get("shared_experts", 0) + cats["mlp"]
+    breakdown = {k: v for k, v in breakdown.items() if v}
+    if "shared_experts" in breakdown and "experts" not in breakdown:
+        # Granite 4.0-H without experts (H-1B, H-Micro): its shared MLP is the layer's dense MLP
+        breakdown["mlp"] = breakdown.get("mlp", 0) + breakdown.pop("shared_experts")
+    return breakdown
 
 
 def hf_counts(config: dict) -> dict:
@@ -67,13 +91,7 @@ def hf_counts(config: dict) -> dict:
     cfg = AutoConfig.for_model(model_type, **d)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    breakdown: dict[str, int] = {}
-    for name, p in model.named_parameters():  # tied parameters are listed once
-        k = hf_category(name)
-        breakdown[k] = breakdown.get(k, 0) + p.numel()
-    if "shared_experts" in breakdown and "experts" not in breakdown:
-        # Granite 4.0-H without experts (H-1B, H-Micro): its shared MLP is the layer's dense MLP
-        breakdown["mlp"] = breakdown.get("mlp", 0) + breakdown.pop("shared_experts")
+    breakdown = hf_breakdown(model.named_parameters())  # tied parameters are listed once
     return {"total": int(model.num_parameters()), "breakdown": breakdown,
             "transformers_version": transformers.__version__}
 
@@ -91,15 +109,10 @@ def _wrapper_counts(d: dict) -> dict:
     cfg = AutoConfig.for_model(d.pop("model_type"), **d)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(cfg)
-    breakdown: dict[str, int] = {}
-    vision = 0
-    for name, p in model.named_parameters():
-        if "language_model" in name or name.startswith("lm_head"):
-            k = hf_category(name)
-            breakdown[k] = breakdown.get(k, 0) + p.numel()
-        else:
-            vision += p.numel()
+    params = list(model.named_parameters())
+    breakdown = hf_breakdown((n, p) for n, p in params if "language_model" in n or n.startswith("lm_head"))
     whole = int(model.num_parameters())
+    vision = whole - sum(breakdown.values())
     return {"total": whole - vision, "breakdown": breakdown, "whole_model": whole, "vision": vision,
             "transformers_version": transformers.__version__}
 
