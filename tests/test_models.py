@@ -92,7 +92,8 @@ def test_active_equals_total_for_dense():
 def test_breakdown_sums_to_total(name):
     m = load_model(name)
     b = m.param_breakdown()
-    assert set(b) == {"embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head"}
+    assert set(b) == {"embeddings", "attention", "mlp", "experts", "shared_experts", "router", "per_layer_inputs", "norms",
+                      "lm_head"}
     assert sum(b.values()) == m.total_params()
     split = m.layer_split()
     assert split["dense_layers"] + split["moe_layers"] + split["other"] == m.total_params()

@@ -33,6 +33,11 @@ REFERENCE: dict[str, tuple[int, dict[str, int]]] = {
     # shared experts (verify_hf.hf_breakdown), the router's proj, scale and per_expert_scale as router
     "gemma-4-26b-a4b": (25233141760, {"embeddings": 738197504, "attention": 1110179840, "experts": 22837985280,
                                       "shared_experts": 535265280, "router": 10901760, "norms": 612096}),
+    # per_layer_inputs: Gemma 4's per_layer_model_projection, per_layer_input_gate, per_layer_projection
+    "gemma-4-e2b": (4628569344, {"embeddings": 2751463424, "attention": 278396928, "norms": 285952, "mlp": 1557135360,
+                                 "per_layer_inputs": 41287680}),
+    "gemma-4-e4b": (7463013376, {"embeddings": 3489660928, "attention": 587202560, "norms": 560128, "mlp": 3303014400,
+                                 "per_layer_inputs": 82575360}),
 }
 
 H200 = load_profile("h200")
@@ -51,7 +56,7 @@ def test_live_recount_with_transformers_when_installed():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from sim.deploy.models.verify_hf import hf_counts
-    for name in ("granite-4.0-h-1b", "falcon-h1-7b", "gemma-4-12b", "gemma-4-26b-a4b"):
+    for name in ("granite-4.0-h-1b", "falcon-h1-7b", "gemma-4-12b", "gemma-4-26b-a4b", "gemma-4-e2b"):
         hf = hf_counts(read_config_file(catalog()[name].path))
         assert (hf["total"], hf["breakdown"]) == REFERENCE[name]
 
@@ -72,6 +77,13 @@ def test_counts_against_published_totals():
     # encoder is not modelled)
     g4 = load_model("gemma-4-26b-a4b")
     assert round(g4.total_params() / 1e9, 1) == 25.2 and round(g4.active_params() / 1e9, 1) == 3.8
+    # Google: E2B "2.3B effective" and E4B "4.5B effective" (the per-layer input table left out; cards and
+    # listings round E4B to 4.4–4.5B), "5.1B" / "8B" with it and the ~0.45B vision + audio encoders
+    for name, effective, whole in (("gemma-4-e2b", 2.3e9, 5.1e9), ("gemma-4-e4b", 4.5e9, 8.0e9)):
+        s = load_model(name)
+        table = s.per_layer_input_vocab * s.num_layers * s.per_layer_input_size
+        assert abs((s.total_params() - table) / effective - 1) < 0.04, name
+        assert abs((s.total_params() + 0.45e9) / whole - 1) < 0.02, name
 
 
 # ----------------------------------------------------------------------------- blocks, by hand
@@ -339,10 +351,11 @@ def test_gemma4_text_and_unified_text_count_alike_and_refusals():
     c = read_config_file(catalog()["gemma-4-12b"].path)
     text = dict(c["text_config"], model_type="gemma4_text")
     assert spec_from_config(text, name="t").total_params() == REFERENCE["gemma-4-12b"][0]  # transformers: same
-    for key, value, what in (("hidden_size_per_layer_input", 256, "per-layer input"),
-                             ("num_kv_shared_layers", 20, "KV-shared")):
-        with pytest.raises(ConfigError, match=f"g4.json: {key}: .*{what}"):
-            spec_from_config({**text, key: value}, name="x", source="g4.json")
+    # KV sharing needs an earlier layer of every shared type to hold the cache
+    for value, what in ((48, "leaves none"), (2, "no earlier sliding_attention")):
+        with pytest.raises(ConfigError, match=f"g4.json: num_kv_shared_layers: .*{what}"):
+            spec_from_config({**text, "layer_types": ["full_attention"] * 46 + ["sliding_attention"] * 2,
+                              "num_kv_shared_layers": value}, name="x", source="g4.json")
 
 
 def test_gemma4_runs_end_to_end_with_both_kv_widths():
@@ -399,3 +412,52 @@ def test_gemma4_moe_runs_with_expert_parallelism():
         res = run(parse_experiment(exp))
         assert (res.requests["status"] == "completed").all() and len(res.requests) == 40
         assert 0 < res.summary["mean_tpot_ms"] < 50
+
+
+def test_gemma4_per_layer_inputs_and_kv_sharing_by_hand():
+    """Gemma 4 E2B (transformers' Gemma4TextModel / Gemma4TextDecoderLayer): a per-layer input table of
+    35 × 256 per token, its projection from the hidden state and norm; per layer a gate H → 256, a
+    projection 256 → H and a fifth RMSNorm. The last 20 layers reuse the cache of layers 13 (sliding) and
+    14 (full): no k/v projections, no k norm, no KV of their own, and MLPs twice as wide."""
+    s = load_model("gemma-4-e2b")
+    H, P, L, V, I = 1536, 256, 35, 262144, 6144
+    assert s.kv_shared == tuple(i >= 15 for i in range(L)) and s.double_wide_shared_mlp
+    assert [i for i, m in enumerate(s.mixers) if m == "global_attention"] == list(range(4, 35, 5))
+    ple = H * P * 3 + H  # model projection slice, gate, projection; post_per_layer_input_norm
+    mlp = lambda width: 3 * H * width + 4 * H  # GeGLU + 4 RMSNorms
+    q_o = H * 8 * 256 * 2
+    local = q_o + H * 1 * 256 * 2 + 2 * 256  # q, o, k, v, q/k norms (1 KV head)
+    glob = H * 8 * 512 * 2 + H * 1 * 512 * 2 + 2 * 512  # no K = V on E2B: v_proj at the global width
+    shared_local, shared_glob = q_o + 256, H * 8 * 512 * 2 + 512  # q, o and the q norm only
+    groups = {(g.mixer, g.kv_shared): g for g in s.layer_groups()}
+    assert {k: g.num_layers for k, g in groups.items()} == {("attention", False): 12, ("attention", True): 16,
+                                                            ("global_attention", False): 3, ("global_attention", True): 4}
+    assert groups[("attention", False)].params_per_layer == local + mlp(I) + ple
+    assert groups[("attention", True)].params_per_layer == shared_local + mlp(2 * I) + ple
+    assert groups[("global_attention", True)].params_per_layer == shared_glob + mlp(2 * I) + ple
+    tables = V * H + V * L * P
+    total = tables + 12 * (local + mlp(I)) + 3 * (glob + mlp(I)) + 16 * (shared_local + mlp(2 * I)) \
+        + 4 * (shared_glob + mlp(2 * I)) + L * ple + H + P  # final norm, per_layer_projection_norm
+    assert s.total_params() == total == REFERENCE["gemma-4-e2b"][0]
+    # KV: only the 15 layers before the shared ones store a cache (12 sliding, 3 full, one KV head each)
+    assert s.kv_cache_bytes_per_token("bf16") == (12 * 2 * 256 + 3 * 2 * 512) * 2 == 18_432
+    n = 32768
+    assert s.kv_cache_bytes_for_tokens(n) == (12 * 2 * 256 * 512 + 3 * 2 * 512 * n) * 2  # windows of 512
+    plan = plan_memory(s, load_profile("l4"), ParallelConfig(), PrecisionConfig(),
+                       EngineConfig(max_num_batched_tokens=8192, max_num_seqs=64), n)
+    assert plan.block_bytes == 16 * 18_432
+    assert s.params_per_gpu(1) == s.total_params()
+
+
+def test_gemma4_e4b_serves_on_one_l4():
+    """E4B on one L4 (24 GB): weights of 7.46 B parameters in bf16 plus KV for its 24 cache-holding layers."""
+    from sim.config import parse_experiment
+    from sim.runs.runner import run
+    exp = {"name": "g4e", "seed": 0, "model": "gemma-4-e4b", "hardware": "l4", "parallel": {"tp": 1},
+           "engine": {"policy": "vllm", "max_num_seqs": 16, "max_model_len": 8192},
+           "workload": {"num_requests": 30, "arrival": {"process": "poisson", "rate": 1.0},
+                        "input_tokens": {"dist": "lognormal", "mean": 1500, "std": 800, "max": 6000},
+                        "output_tokens": 64}}
+    res = run(parse_experiment(exp))
+    assert (res.requests["status"] == "completed").all() and len(res.requests) == 30
+    assert 0 < res.summary["mean_tpot_ms"] < 200

@@ -12,7 +12,8 @@ import click
 
 KV_DTYPES = ["auto", "fp32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8"]
 
-BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head")
+BREAKDOWN_ORDER = ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "per_layer_inputs",
+                   "norms", "lm_head")
 
 
 def _human(n: float) -> str:
@@ -112,7 +113,15 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     if spec.sliding_window:
         lines.append(f"  sliding win.  {spec.sliding_window} on {spec.num_sliding_layers}/{spec.num_layers} layers")
     if spec.intermediate_size:
-        lines.append(f"  mlp           {spec.mlp_kind} ({spec.hidden_act}), intermediate {spec.intermediate_size}")
+        wide = f" ({spec.dense_mlp_width(True)} on the KV-shared layers)" if spec.double_wide_shared_mlp else ""
+        lines.append(f"  mlp           {spec.mlp_kind} ({spec.hidden_act}), intermediate {spec.intermediate_size}{wide}")
+    if spec.kv_shared:
+        first = spec.kv_shared.index(True)
+        lines.append(f"  KV sharing    layers {first}-{spec.num_layers - 1} reuse the cache of the last earlier layer "
+                     f"of their type (no k/v projections, no KV of their own)")
+    if spec.per_layer_input_size:
+        table = spec.per_layer_input_vocab * spec.num_layers * spec.per_layer_input_size
+        lines.append(f"  per-layer in  {spec.per_layer_input_size} per layer and token (table {table:,} parameters)")
     if spec.moe is not None:
         m = spec.moe
         sh = f", {m.num_shared_experts} shared ({m.shared_intermediate_size})" if m.shared_intermediate_size else ""
@@ -129,7 +138,8 @@ def render_info(spec, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> str:
     b = spec.param_breakdown()
     for k in BREAKDOWN_ORDER:
         if b[k]:
-            lines.append(f"    {k:<14}{b[k]:>18,}  {100 * b[k] / total:>9.2f}%")
+            width = 18 - max(0, len(k) - 14)  # a long category name eats into the number's column
+            lines.append(f"    {k:<14}{b[k]:>{width},}  {100 * b[k] / total:>9.2f}%")
     if spec.is_moe and spec.num_dense_layers:
         split = spec.layer_split()
         lines.append(f"  {'dense layers':<16}{split['dense_layers']:>18,}")

@@ -151,7 +151,10 @@ def _mixed_kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: 
     tp = parallel.tp
     local = 2 * max(1, model.num_kv_heads // tp) * model.head_dim
     glob = 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim
-    per_layer = [glob if m == "global_attention" else local for m in model.mixers if m in ATTENTION_MIXERS]
+    # KV-shared layers (Gemma 4 E2B/E4B) attend over another layer's cache and store none
+    shared = model.kv_shared or (False,) * model.num_layers
+    per_layer = [0 if sh else glob if m == "global_attention" else local
+                 for m, sh in zip(model.mixers, shared) if m in ATTENTION_MIXERS]
     n = layers_per_stage(len(per_layer), parallel.pp)
     worst = max(sum(per_layer[i:i + n]) for i in range(0, len(per_layer), n))
     return int(block_size * worst * dtype_bytes(kv_dtype))
@@ -256,7 +259,7 @@ def _largest_transient_per_token(model: ModelSpec, parallel: ParallelConfig) -> 
     gated = 3 if model.mlp_kind == "gated" else 2  # gate_up (2·I) + activation output (I)
     for g in model.layer_groups():
         if g.kind == "dense":
-            largest = max(largest, gated * model.intermediate_size / tp)
+            largest = max(largest, gated * model.dense_mlp_width(g.kv_shared) / tp)
         elif g.kind == "moe" and model.moe is not None:
             m = model.moe
             width = m.expert_intermediate_size / (1 if parallel.ep > 1 else tp)

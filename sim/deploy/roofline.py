@@ -267,7 +267,7 @@ class RooflineCostModel:
             elif g.kind == "none":  # Nemotron-H mixer-only layers have no MLP
                 width = 0.0
             else:
-                width = model.intermediate_size / tp
+                width = model.dense_mlp_width(g.kv_shared) / tp
             add("norm", g.num_layers, ACT_BYTES * 4 * h, 2)  # 2 fused residual-add + RMSNorm
             if g.mixer == "global_attention" and ga is not None:  # Gemma 4: q and k at the global width
                 add("rotary", g.num_layers, ACT_BYTES * 2 * (model.num_attention_heads * ga.head_dim / tp
@@ -276,7 +276,8 @@ class RooflineCostModel:
                 add("rotary", g.num_layers, ACT_BYTES * 2 * (model.q_size / tp + rope_k), 1)  # q and k, in place
             if width:
                 add("activation", g.num_layers, ACT_BYTES * gated * width, 1)
-        add("embedding", 1, 2 * h * ACT_BYTES, 1)  # gather: read the row, write the hidden state
+        # gather: read the row, write the hidden state (Gemma 4 E2B/E4B: and the per-layer input row)
+        add("embedding", 1, 2 * (h + model.num_layers * model.per_layer_input_size) * ACT_BYTES, 1)
         ew_eff = bw * eff.elementwise_efficiency.value
         t_ew = ovh.elementwise_kernel_s.value
         self._elementwise = tuple((op, b / ew_eff, k * t_ew + floor) for op, (b, k, floor) in ops.items())

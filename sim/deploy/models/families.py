@@ -357,14 +357,14 @@ def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
     always-on shared expert. The block adds three RMSNorms per layer and the router's two scale vectors
     (``Gemma4TextRouter.scale``, ``per_expert_scale``); its own input norm has no weight.
 
-    Refused with a one-line error: per-layer input embeddings (``hidden_size_per_layer_input`` > 0, E2B/E4B)
-    and KV-shared layers (``num_kv_shared_layers`` > 0)."""
+    E2B/E4B add per-layer input embeddings (``hidden_size_per_layer_input`` P > 0: a second token table of
+    ``vocab_size_per_layer_input`` × layers·P, a projection of the hidden state to layers·P and its norm,
+    and in every layer a gate H → P, a projection P → H and a norm) and cross-layer KV sharing: the last
+    ``num_kv_shared_layers`` layers have no k/v projections and no cache of their own — each attends over
+    the cache of the last earlier layer of its attention type (transformers' ``kv_sharing_modes``) — and
+    with ``use_double_wide_mlp`` their MLPs are twice as wide."""
     from sim.deploy.models.spec import GlobalAttentionSpec
 
-    for key, what in (("hidden_size_per_layer_input", "per-layer input embeddings"),
-                      ("num_kv_shared_layers", "KV-shared layers")):
-        if c.int(key, 0, minimum=0):
-            raise c._err(key, f"{what} (Gemma 4 E2B/E4B) are not supported yet")
     d = dict(base)
     L = d["num_layers"]
     types = c.raw("layer_types")
@@ -387,6 +387,20 @@ def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
                  k_eq_v=c.bool("attention_k_eq_v", False)))
     if "full_attention" not in types:
         d.update(layer_mixers=(), global_attention=None)
+    P = c.int("hidden_size_per_layer_input", 0, minimum=0)
+    if P:
+        d.update(per_layer_input_size=P, per_layer_input_vocab=c.int("vocab_size_per_layer_input", 262_144, minimum=1),
+                 norms_per_layer=4)
+    n_shared = c.int("num_kv_shared_layers", 0, minimum=0)
+    if n_shared:
+        if n_shared >= L:
+            raise c._err("num_kv_shared_layers", f"{n_shared} of {L} layers leaves none to hold a KV cache")
+        first = L - n_shared
+        missing = sorted(set(types[first:]) - set(types[:first]))
+        if missing:
+            raise c._err("num_kv_shared_layers", f"no earlier {missing[0]} layer holds a cache for the shared ones")
+        d.update(kv_shared=tuple(i >= first for i in range(L)),
+                 double_wide_shared_mlp=c.bool("use_double_wide_mlp", False))
     if c.bool("enable_moe_block", False):
         E = c.int("num_experts", minimum=1)
         d.update(layer_kinds=("moe",) * L, norms_per_layer=7,

@@ -30,7 +30,7 @@ from typing import Literal
 
 from sim.errors import unknown_name
 
-Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "lm_head"]
+Group = Literal["attention", "mlp", "experts", "shared_experts", "router", "per_layer_inputs", "lm_head"]
 TPKind = Literal["column", "row", "replicated"]
 LayerKind = Literal["dense", "moe", "none"]  # none: a mixer-only layer (Nemotron-H)
 #: token mixer of a layer: softmax attention, Gated DeltaNet linear attention (Qwen3-Next), Mamba-2
@@ -142,6 +142,7 @@ class LayerGroup:
     extra_params: tuple[tuple[str, int], ...] = ()
     layer_indices: tuple[int, ...] = ()
     mixer: Mixer = "attention"
+    kv_shared: bool = False  # Gemma 4 E2B/E4B: attends over an earlier layer's KV cache, stores none
 
     @property
     def params_per_layer(self) -> int:
@@ -432,6 +433,14 @@ class ModelSpec:
     no_rope_layers: tuple[int, ...] = ()  # Llama 4: layers without rotary embedding (global NoPE)
     multimodal: dict | None = field(default=None, compare=False, hash=False)  # wrapper info (see hf_config)
     global_attention: GlobalAttentionSpec | None = None  # Gemma 4: full-attention layers' own geometry
+    # Gemma 4 E2B/E4B: per-layer input embeddings (a second table of num_layers × size per token, projected
+    # from the hidden state too, gated into every layer) and cross-layer KV sharing (the last layers reuse
+    # the KV cache of the last earlier layer of their attention type; with double_wide_shared_mlp their
+    # MLPs are twice as wide)
+    per_layer_input_size: int = 0
+    per_layer_input_vocab: int = 0
+    kv_shared: tuple[bool, ...] = ()  # per layer; empty = none shared
+    double_wide_shared_mlp: bool = False
 
     # ---------------------------------------------------------------- shapes
 
@@ -476,6 +485,10 @@ class ModelSpec:
     def mixers(self) -> tuple[Mixer, ...]:
         """Token mixer of every layer (``attention`` unless the model is a linear-attention hybrid)."""
         return self.layer_mixers or ("attention",) * self.num_layers
+
+    def dense_mlp_width(self, kv_shared: bool = False) -> int:
+        """Intermediate width of a dense MLP (Gemma 4 E2B: doubled on the KV-shared layers)."""
+        return self.intermediate_size * (2 if kv_shared and self.double_wide_shared_mlp else 1)
 
     @property
     def num_attention_layers(self) -> int:
@@ -523,21 +536,23 @@ class ModelSpec:
 
     # ---------------------------------------------------------------- linears
 
-    def _attention_ops(self, global_layer: bool = False) -> tuple[list[LinearOp], list[tuple[str, int]]]:
+    def _attention_ops(self, global_layer: bool = False, kv_shared: bool = False
+                       ) -> tuple[list[LinearOp], list[tuple[str, int]]]:
         H, nh = self.hidden_size, self.num_attention_heads
         ops: list[LinearOp] = []
         extra: list[tuple[str, int]] = []
-        if global_layer:  # Gemma 4 full-attention layer: q/k(/v)/o at the global width, per-head QK-norms
-            ga = self.global_attention
-            assert ga is not None
-            q, kv = nh * ga.head_dim, ga.num_kv_heads * ga.head_dim
+        if global_layer or kv_shared:  # Gemma 4: a full-attention layer at the global width; KV-shared layers
+            ga = self.global_attention if global_layer else None
+            hd = ga.head_dim if ga is not None else self.head_dim
+            q, kv = nh * hd, (ga.num_kv_heads if ga is not None else self.num_kv_heads) * hd
             ops.append(LinearOp("q_proj", H, q, "attention", "column", bias=self.qkv_bias))
-            ops.append(LinearOp("k_proj", H, kv, "attention", "column", bias=self.qkv_bias))
-            if not ga.k_eq_v:
-                ops.append(LinearOp("v_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+            if not kv_shared:  # a KV-shared layer has no k/v projections and no k norm (it reuses the cache)
+                ops.append(LinearOp("k_proj", H, kv, "attention", "column", bias=self.qkv_bias))
+                if ga is None or not ga.k_eq_v:
+                    ops.append(LinearOp("v_proj", H, kv, "attention", "column", bias=self.qkv_bias))
             ops.append(LinearOp("o_proj", q, H, "attention", "row", bias=self.o_bias))
             if self.qk_norm:
-                extra.append(("norms", 2 * ga.head_dim))
+                extra.append(("norms", hd if kv_shared else 2 * hd))
             return ops, extra
         if self.attention == "mla":
             m = self.mla
@@ -619,12 +634,13 @@ class ModelSpec:
         conv = mb.conv_dim * mb.conv_kernel + (mb.conv_dim if mb.conv_bias else 0)
         return ops, [("attention", conv + 3 * mb.num_heads), ("norms", mb.intermediate if mb.gated_norm else 0)]
 
-    def _layer(self, kind: LayerKind, mixer: Mixer = "attention") -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
+    def _layer(self, kind: LayerKind, mixer: Mixer = "attention", kv_shared: bool = False
+               ) -> tuple[tuple[LinearOp, ...], tuple[tuple[str, int], ...]]:
         H = self.hidden_size
         if mixer == "attention":
-            ops, extra = self._attention_ops()
+            ops, extra = self._attention_ops(kv_shared=kv_shared)
         elif mixer == "global_attention":
-            ops, extra = self._attention_ops(global_layer=True)
+            ops, extra = self._attention_ops(global_layer=True, kv_shared=kv_shared)
         elif mixer == "linear_attention":
             ops, extra = self._linear_attention_ops()
         elif mixer == "mamba":
@@ -638,7 +654,7 @@ class ModelSpec:
         if kind == "none":
             pass
         elif kind == "dense":
-            ops += self._mlp_ops(self.intermediate_size, "mlp")
+            ops += self._mlp_ops(self.dense_mlp_width(kv_shared), "mlp")
         else:
             m = self.moe
             assert m is not None
@@ -655,6 +671,15 @@ class ModelSpec:
                 extra.append(("router", H + m.num_experts))
         norm = H * (2 if self.norm_bias else 1)
         extra.append(("norms", self.norms_per_layer * norm))
+        if self.per_layer_input_size:
+            # Gemma 4: this layer's slice of per_layer_model_projection (H → num_layers·P, applied once), then
+            # per_layer_input_gate (H → P), the product with the per-layer input, per_layer_projection
+            # (P → H) and post_per_layer_input_norm
+            P = self.per_layer_input_size
+            ops += [LinearOp("per_layer_model_projection", H, P, "per_layer_inputs", "replicated"),
+                    LinearOp("per_layer_input_gate", H, P, "per_layer_inputs", "replicated"),
+                    LinearOp("per_layer_projection", P, H, "per_layer_inputs", "replicated")]
+            extra.append(("norms", norm))
         return tuple(ops), tuple(extra)
 
     def layer_groups(self) -> tuple[LayerGroup, ...]:
@@ -664,16 +689,20 @@ class ModelSpec:
     @cached_property
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
+        shared = self.kv_shared or (False,) * self.num_layers
         for kind in ("dense", "moe", "none"):
             for mixer in ("attention", "global_attention", "linear_attention", "mamba", "attention_mamba", "none"):
-                idx = tuple(i for i, (k, m) in enumerate(zip(self.kinds, self.mixers)) if k == kind and m == mixer)
-                if not idx:
-                    continue
-                ops, extra = self._layer(kind, mixer)  # type: ignore[arg-type]
-                merged: dict[str, int] = {}
-                for k, n in extra:
-                    merged[k] = merged.get(k, 0) + n
-                out.append(LayerGroup(len(idx), kind, ops, tuple(merged.items()), idx, mixer))  # type: ignore[arg-type]
+                for kv_shared in (False, True):
+                    idx = tuple(i for i, (k, m, sh) in enumerate(zip(self.kinds, self.mixers, shared))
+                                if k == kind and m == mixer and sh == kv_shared)
+                    if not idx:
+                        continue
+                    ops, extra = self._layer(kind, mixer, kv_shared)  # type: ignore[arg-type]
+                    merged: dict[str, int] = {}
+                    for k, n in extra:
+                        merged[k] = merged.get(k, 0) + n
+                    out.append(LayerGroup(len(idx), kind, ops, tuple(merged.items()), idx, mixer,  # type: ignore[arg-type]
+                                          kv_shared))
         return tuple(out)
 
     def lm_head_op(self) -> LinearOp:
@@ -692,6 +721,8 @@ class ModelSpec:
         H = self.hidden_size
         d = self.word_embed_proj_dim or H
         out = {"embed_tokens": self.vocab_size * d}
+        if self.per_layer_input_size:  # Gemma 4's per-layer input table (embed_tokens_per_layer)
+            out["embed_tokens_per_layer"] = self.per_layer_input_vocab * self.num_layers * self.per_layer_input_size
         if self.position_embedding == "learned":
             out["embed_positions"] = self.learned_position_rows * H
         if self.word_embed_proj_dim and self.word_embed_proj_dim != H:
@@ -703,16 +734,17 @@ class ModelSpec:
         """Parameters by category; the categories sum to :meth:`total_params`.
 
         Keys: ``embeddings`` (token + learned position tables + OPT's project_in/out), ``attention``,
-        ``mlp`` (dense MLPs), ``experts`` (routed), ``shared_experts``, ``router``, ``norms`` (every
-        RMSNorm/LayerNorm incl. the final one, QK-norms and MLA latent norms) and ``lm_head`` (0 when
-        tied to the embeddings).
+        ``mlp`` (dense MLPs), ``experts`` (routed), ``shared_experts``, ``router``, ``per_layer_inputs``
+        (Gemma 4's per-layer input projections and gates), ``norms`` (every RMSNorm/LayerNorm incl. the
+        final one, QK-norms and MLA latent norms) and ``lm_head`` (0 when tied to the embeddings).
         A fresh dict each call.
         """
         return dict(self._breakdown)
 
     @cached_property
     def _breakdown(self) -> dict[str, int]:
-        out = {k: 0 for k in ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "norms", "lm_head")}
+        out = {k: 0 for k in ("embeddings", "attention", "mlp", "experts", "shared_experts", "router", "per_layer_inputs",
+                              "norms", "lm_head")}
         out["embeddings"] = sum(self._embedding_params().values())
         for g in self.layer_groups():
             for op in g.linears:
@@ -721,6 +753,7 @@ class ModelSpec:
                 out[k] += g.num_layers * n
         if self.final_norm:
             out["norms"] += self.hidden_size * (2 if self.norm_bias else 1)
+        out["norms"] += self.per_layer_input_size  # Gemma 4: per_layer_projection_norm
         if not self.tie_word_embeddings:
             out["lm_head"] = self.lm_head_op().params
         return out
@@ -878,7 +911,9 @@ class ModelSpec:
         """KV-cache elements one token stores in each layer (0 for layers without softmax attention)."""
         local = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
         glob = self.global_kv_elements_per_token_per_layer()
-        return tuple(glob if m == "global_attention" else local if m in ATTENTION_MIXERS else 0 for m in self.mixers)
+        shared = self.kv_shared or (False,) * self.num_layers
+        return tuple(0 if sh else glob if m == "global_attention" else local if m in ATTENTION_MIXERS else 0
+                     for m, sh in zip(self.mixers, shared))
 
     def state_bytes_per_sequence(self) -> int:
         """Fixed recurrent state one sequence holds across the linear-attention layers (0 without any), in
@@ -922,12 +957,13 @@ class ModelSpec:
             return op.params / tp
 
         per_layer: list[float] = []
-        groups = {(g.kind, g.mixer): g for g in self.layer_groups()}
-        for kind, mixer in zip(self.kinds, self.mixers):
-            g = groups[(kind, mixer)]
+        groups = {(g.kind, g.mixer, g.kv_shared): g for g in self.layer_groups()}
+        for kind, mixer, sh in zip(self.kinds, self.mixers, self.kv_shared or (False,) * self.num_layers):
+            g = groups[(kind, mixer, sh)]
             per_layer.append(sum(shard(op) for op in g.linears) + sum(n for _, n in g.extra_params))
         emb = self._embedding_params()
-        first = emb["embed_tokens"] / tp + sum(v for k, v in emb.items() if k != "embed_tokens")
+        # the token tables are vocab-parallel (Gemma 4's per-layer input table too), the rest replicated
+        first = sum(v / tp if k.startswith("embed_tokens") else v for k, v in emb.items()) + self.per_layer_input_size
         # a tied head shares the embedding table on a single stage; with pp > 1 the last stage holds a copy
         head = 0.0 if (self.tie_word_embeddings and pp == 1) else self.lm_head_op().params / tp
         final = self.hidden_size * (2 if self.norm_bias else 1) if self.final_norm else 0

@@ -40,6 +40,8 @@ def hf_category(name: str) -> str:
         return "shared_experts"
     if re.search(r"(mlp|feed_forward|block_sparse_moe|\.mixer)\.(gate|router)\.", name) or ".router." in name:
         return "router"  # Nemotron-3: mixer.gate; Gemma 4: layers.N.router (proj, scale, per_expert_scale)
+    if "per_layer_" in name:  # Gemma 4: per_layer_model_projection, per_layer_input_gate, per_layer_projection
+        return "per_layer_inputs"
     if re.search(r"\.mixer\.(up_proj|down_proj)", name):  # Nemotron-H MLP blocks
         return "mlp"
     if re.search(r"(self_attn|\.attn\.|linear_attn|\.mixer\.|\.mamba\.)", name):  # .mamba.: Granite, Falcon-H1
