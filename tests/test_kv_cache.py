@@ -1,6 +1,7 @@
 """KV-cache allocator: invariants under random use, prefix-cache semantics, swap accounting."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -374,3 +375,47 @@ def test_append_block_each_says_no_when_blocks_are_short():
     assert kv.num_free_blocks == 1
     with pytest.raises(KVInvariantError):
         kv.append_block_each([a, b])
+
+
+# ----------------------------------------------------------------------------- lazy hashing of private content
+@pytest.mark.parametrize("policy", ["vllm", "vllm-v0", "sarathi", "sglang"])
+def test_lazy_private_hashing_gives_the_eager_run(policy, monkeypatch):
+    """Requests without prompt segments or an output key are hashed only if freed before they finish
+    (kv_cache module docstring): whole runs — request records and iteration logs — equal the runs that
+    hash every block when it fills, with recompute preemptions (tight KV) and shared-prefix requests
+    interleaved with private ones."""
+    from tests.policy_helpers import random_specs, run_policy
+
+    shared, private = random_specs(3, n=160, prefix=True), random_specs(4, n=160)
+    specs = sorted(shared[::2] + private[1::2], key=lambda s: s.arrival_s)
+    runs, hashed, calls = [], [], []
+    register = KVCacheManager._register_block
+    monkeypatch.setattr(KVCacheManager, "_register_block", lambda self, b, h: (calls.append(b), register(self, b, h)))
+    for lazy in (True, False):
+        monkeypatch.setattr(KVCacheManager, "lazy_private", lazy)
+        calls.clear()
+        runs.append(run_policy(policy, specs, num_kv_blocks=40, enable_prefix_caching=True))
+        hashed.append(len(calls))
+    lazy_run, eager_run = runs
+    assert lazy_run.iterations["num_preempted"].sum() > 0  # recomputes that must find their own blocks
+    pd.testing.assert_frame_equal(lazy_run.requests, eager_run.requests)
+    pd.testing.assert_frame_equal(lazy_run.iterations, eager_run.iterations)
+    assert lazy_run.stats["prefix_cache_hit_rate"] == eager_run.stats["prefix_cache_hit_rate"]
+    assert eager_run.stats["prefix_cache_hit_rate"][0] > 0  # the shared prefixes hit
+    assert hashed[0] < hashed[1]  # the private requests that finished unpreempted were never hashed
+
+
+def test_lazy_private_request_is_hashed_when_preempted_not_when_finished():
+    kv = KVCacheManager(20, 4, enable_prefix_caching=True)
+    done, pre = make_req(0, 10, out=4), make_req(1, 10, out=4)
+    for r in (done, pre):
+        kv.allocate_slots(r, 10)
+        r.num_computed_tokens = 10
+    done.num_output_tokens = 4  # its last token: finished
+    kv.free(done)
+    assert sum(h is not None for h in kv.block_hash) == 0  # finished private content: never hashed
+    kv.free(pre)  # preempted before its last token: its two full blocks enter the cache
+    assert sum(h is not None for h in kv.block_hash) == 2
+    pre.num_computed_tokens = 0
+    assert kv.get_computed_blocks(pre) == 8
+    kv.check_invariants()

@@ -31,6 +31,14 @@ Prefix caching (vLLM ``kv_cache_manager.py`` / ``block_pool.py``, SEMANTICS.md �
 - hits are ref-counted and shared; a hit never covers the request's last token (capped at
   ``num_tokens - 1``) because that token must be computed to sample the next one.
 
+Private content is hashed lazily (:attr:`KVCacheManager.lazy_private`). A request with neither
+``prompt_segments`` nor ``output_key`` holds content no other request can name, so no other request can
+hit its blocks, and it cannot hit anything on its first admission. Its blocks are then not hashed while
+it runs — only counted as registered — and are entered in the prefix cache only if it is freed before
+its last token (a preemption: the recompute must find them, exactly as if they had been hashed when
+filled). The blocks such a request frees at its end carry no cache entry, the one difference from
+eager hashing, and one no lookup can observe. Not with KV tiers (every block is stored below).
+
 Hashes are Python ``hash`` values of tuples (64-bit); a collision would give a false hit with
 probability ~ n²/2⁶⁴ — negligible, and documented in docs/engine.md.
 
@@ -55,11 +63,12 @@ class KVInvariantError(AssertionError):
 class _ReqKV:
     """Per-request allocator state (private): blocks held on the GPU or on the host, segment index."""
 
-    __slots__ = ("blocks", "num_registered", "num_cpu_blocks", "seg_starts", "seg_keys")
+    __slots__ = ("blocks", "num_registered", "num_cpu_blocks", "seg_starts", "seg_keys", "lazy")
 
-    def __init__(self) -> None:
+    def __init__(self, lazy: bool = False) -> None:
         self.blocks: list[int] = []
         self.num_registered = 0  # leading blocks already hashed into the prefix cache (or hits)
+        self.lazy = lazy  # private content not hashed yet: num_registered counts blocks to hash if exposed
         self.num_cpu_blocks = 0  # blocks held in the host pool while swapped out
         self.seg_starts: list[int] | None = None  # prefix-caching content index (lazily built)
         self.seg_keys: list | None = None
@@ -71,6 +80,10 @@ class KVCacheManager:
     ``num_cpu_blocks`` sizes the host swap pool (vLLM ``swap_space``); ``block_bytes`` is the size of one
     block on the device, so swapping ``n`` blocks moves ``n * block_bytes`` bytes over PCIe.
     """
+
+    #: hash private content only when a request is freed before it finishes (module docstring); False
+    #: hashes every block when it fills (the same results: tests/test_kv_cache.py compares whole runs)
+    lazy_private = True
 
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = False,
                  num_cpu_blocks: int = 0, block_bytes: int = 0) -> None:
@@ -105,6 +118,7 @@ class KVCacheManager:
         self._prefix_memo: dict = {}
         # KV tiers below the GPU (sim.engine.kv_tiers.ReplicaTiers), told of every newly hashed block
         self.tier_hook = None
+        self._exposed: set[int] = set()  # private requests freed unfinished: hashed eagerly from then on
 
     # ------------------------------------------------------------------ queries
     @property
@@ -156,6 +170,15 @@ class KVCacheManager:
         q = self.num_prefix_queries_tokens
         return self.num_prefix_hit_tokens / q if q else 0.0
 
+    def _new_state(self, req: Request) -> _ReqKV:
+        """Fresh allocator state for ``req``, lazily hashed when its content is private (module docstring)."""
+        spec = req.spec
+        lazy = (self.enable_prefix_caching and self.lazy_private and self.tier_hook is None
+                and not spec.prompt_segments and spec.output_key is None
+                and req.request_id not in self._exposed)
+        st = self._reqs[req.request_id] = _ReqKV(lazy)
+        return st
+
     # ------------------------------------------------------------------ allocation
     def allocate_slots(self, req: Request, num_new_tokens: int, num_lookahead_tokens: int = 0,
                        delay_cache_blocks: bool = False) -> bool:
@@ -169,7 +192,7 @@ class KVCacheManager:
         """
         st = self._reqs.get(req.request_id)
         if st is None:
-            st = self._reqs[req.request_id] = _ReqKV()
+            st = self._new_state(req)
         blocks = st.blocks
         total = req.num_computed_tokens + num_new_tokens
         need = -(-(total + num_lookahead_tokens) // self.block_size) - len(blocks)
@@ -235,6 +258,9 @@ class KVCacheManager:
         for req in reqs:
             st = states.get(req.request_id)
             num_full = (req.num_computed_tokens + 1) // bs
+            if st is not None and st.lazy and num_full == st.num_registered + 1 and len(st.blocks) >= num_full:
+                st.num_registered = num_full  # private content: hashed only if the request is exposed
+                continue
             if st is None or num_full != st.num_registered + 1 or len(st.blocks) < num_full \
                     or st.seg_starts is None or self.tier_hook is not None:
                 self.allocate_slots(req, 1)
@@ -268,13 +294,13 @@ class KVCacheManager:
             return 0
         st = self._reqs.get(req.request_id)
         if st is None:
-            st = self._reqs[req.request_id] = _ReqKV()
+            st = self._new_state(req)
         if st.blocks:
             raise KVInvariantError(f"get_computed_blocks on request {req.request_id} that holds blocks")
         num_tokens = req.num_prompt_tokens + req.num_output_tokens
         max_hit_blocks = (num_tokens - 1) // self.block_size
         self.num_prefix_queries_tokens += num_tokens
-        if max_hit_blocks <= 0:
+        if max_hit_blocks <= 0 or st.lazy:  # private content never hashed: nothing to find
             return 0
         hashes = self._block_hashes(req, st, max_hit_blocks)
         cached, free, ref_cnt, blocks = self._cached, self._free, self.ref_cnt, st.blocks
@@ -335,6 +361,12 @@ class KVCacheManager:
         st = self._reqs.pop(req.request_id, None)
         if st is None:
             return
+        if st.lazy and st.num_registered and req.num_output_tokens < req.max_output_tokens:
+            # freed before its last token (preempted): its recompute must find the blocks it filled
+            self._exposed.add(req.request_id)
+            hashes = self._block_hashes(req, st, st.num_registered)
+            for j in range(st.num_registered):
+                self._register_block(st.blocks[j], hashes[j])
         if self.tier_hook is not None:
             self.tier_hook.on_free(req, st.blocks)  # a tier load not yet started is called off
         if st.num_cpu_blocks:
@@ -457,6 +489,9 @@ class KVCacheManager:
         """
         first = st.num_registered
         if num_full <= first:
+            return
+        if st.lazy:  # private content: hashed only if the request is freed before it finishes
+            st.num_registered = num_full
             return
         hashes = self._block_hashes(req, st, num_full)
         register, blocks = self._register_block, st.blocks
