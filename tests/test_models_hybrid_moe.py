@@ -399,19 +399,24 @@ def test_gemma4_moe_block_by_hand():
     assert s.active_params() == s.total_params() - 30 * (E - k) * 3 * H * I_e
 
 
-def test_gemma4_moe_runs_with_expert_parallelism():
-    """The MoE Gemma 4 serves in simctl run, on one H100 and with its experts split over two (EP2)."""
+def _serve(model: str, hardware: str, parallel: dict, num_requests: int, rate: float, max_num_seqs: int):
+    """A short Poisson run of ``model`` (1,500 ± 800 in, 64 out); every request must complete."""
     from sim.config import parse_experiment
     from sim.runs.runner import run
+    exp = {"name": "g4", "seed": 0, "model": model, "hardware": hardware, "parallel": parallel,
+           "engine": {"policy": "vllm", "max_num_seqs": max_num_seqs, "max_model_len": 8192},
+           "workload": {"num_requests": num_requests, "arrival": {"process": "poisson", "rate": rate},
+                        "input_tokens": {"dist": "lognormal", "mean": 1500, "std": 800, "max": 6000},
+                        "output_tokens": 64}}
+    res = run(parse_experiment(exp))
+    assert (res.requests["status"] == "completed").all() and len(res.requests) == num_requests
+    return res.summary
+
+
+def test_gemma4_moe_runs_with_expert_parallelism():
+    """The MoE Gemma 4 serves in simctl run, on one H100 and with its experts split over two (EP2)."""
     for parallel in ({"tp": 1}, {"tp": 2, "ep": 2}):
-        exp = {"name": "g4moe", "seed": 0, "model": "gemma-4-26b-a4b", "hardware": "h100-sxm", "parallel": parallel,
-               "engine": {"policy": "vllm", "max_num_seqs": 32, "max_model_len": 8192},
-               "workload": {"num_requests": 40, "arrival": {"process": "poisson", "rate": 4.0},
-                            "input_tokens": {"dist": "lognormal", "mean": 1500, "std": 800, "max": 6000},
-                            "output_tokens": 64}}
-        res = run(parse_experiment(exp))
-        assert (res.requests["status"] == "completed").all() and len(res.requests) == 40
-        assert 0 < res.summary["mean_tpot_ms"] < 50
+        assert 0 < _serve("gemma-4-26b-a4b", "h100-sxm", parallel, 40, 4.0, 32)["mean_tpot_ms"] < 50
 
 
 def test_gemma4_per_layer_inputs_and_kv_sharing_by_hand():
@@ -451,13 +456,4 @@ def test_gemma4_per_layer_inputs_and_kv_sharing_by_hand():
 
 def test_gemma4_e4b_serves_on_one_l4():
     """E4B on one L4 (24 GB): weights of 7.46 B parameters in bf16 plus KV for its 24 cache-holding layers."""
-    from sim.config import parse_experiment
-    from sim.runs.runner import run
-    exp = {"name": "g4e", "seed": 0, "model": "gemma-4-e4b", "hardware": "l4", "parallel": {"tp": 1},
-           "engine": {"policy": "vllm", "max_num_seqs": 16, "max_model_len": 8192},
-           "workload": {"num_requests": 30, "arrival": {"process": "poisson", "rate": 1.0},
-                        "input_tokens": {"dist": "lognormal", "mean": 1500, "std": 800, "max": 6000},
-                        "output_tokens": 64}}
-    res = run(parse_experiment(exp))
-    assert (res.requests["status"] == "completed").all() and len(res.requests) == 30
-    assert 0 < res.summary["mean_tpot_ms"] < 200
+    assert 0 < _serve("gemma-4-e4b", "l4", {"tp": 1}, 30, 1.0, 16)["mean_tpot_ms"] < 200
