@@ -152,9 +152,8 @@ def _mixed_kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: 
     local = 2 * max(1, model.num_kv_heads // tp) * model.head_dim
     glob = 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim
     # KV-shared layers (Gemma 4 E2B/E4B) attend over another layer's cache and store none
-    shared = model.kv_shared or (False,) * model.num_layers
     per_layer = [0 if sh else glob if m == "global_attention" else local
-                 for m, sh in zip(model.mixers, shared) if m in ATTENTION_MIXERS]
+                 for m, sh in zip(model.mixers, model.layer_kv_shared) if m in ATTENTION_MIXERS]
     n = layers_per_stage(len(per_layer), parallel.pp)
     worst = max(sum(per_layer[i:i + n]) for i in range(0, len(per_layer), n))
     return int(block_size * worst * dtype_bytes(kv_dtype))

@@ -78,8 +78,7 @@ class BatchShapeBuilder:
 
     __slots__ = ("num_seqs", "num_tokens", "num_decode_seqs", "sum_ctx_x_new", "sum_new_sq",
                  "sum_kv_tokens", "num_prefill_tokens", "num_prefill_chunks", "num_prefill_q_tiles",
-                 "sum_prefill_tile_keys2",
-                 "max_prefill_keys2", "swap_bytes", "sum_decode_kv_tokens",
+                 "sum_prefill_tile_keys2", "max_prefill_keys2", "swap_bytes", "sum_decode_kv_tokens",
                  "num_spec_seqs", "num_spec_tokens", "sum_spec_pairs", "sum_spec_kv_tokens",
                  "num_images", "sum_image_tokens", "sum_image_tokens_sq")
 

@@ -389,8 +389,7 @@ def build_gemma4(c: Any, base: dict[str, Any]) -> dict[str, Any]:
         d.update(layer_mixers=(), global_attention=None)
     P = c.int("hidden_size_per_layer_input", 0, minimum=0)
     if P:
-        d.update(per_layer_input_size=P, per_layer_input_vocab=c.int("vocab_size_per_layer_input", 262_144, minimum=1),
-                 norms_per_layer=4)
+        d.update(per_layer_input_size=P, per_layer_input_vocab=c.int("vocab_size_per_layer_input", 262_144, minimum=1))
     n_shared = c.int("num_kv_shared_layers", 0, minimum=0)
     if n_shared:
         if n_shared >= L:

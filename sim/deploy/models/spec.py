@@ -486,6 +486,11 @@ class ModelSpec:
         """Token mixer of every layer (``attention`` unless the model is a linear-attention hybrid)."""
         return self.layer_mixers or ("attention",) * self.num_layers
 
+    @property
+    def layer_kv_shared(self) -> tuple[bool, ...]:
+        """Per layer: does it attend over an earlier layer's KV cache instead of its own (Gemma 4 E2B/E4B)?"""
+        return self.kv_shared or (False,) * self.num_layers
+
     def dense_mlp_width(self, kv_shared: bool = False) -> int:
         """Intermediate width of a dense MLP (Gemma 4 E2B: doubled on the KV-shared layers)."""
         return self.intermediate_size * (2 if kv_shared and self.double_wide_shared_mlp else 1)
@@ -689,7 +694,7 @@ class ModelSpec:
     @cached_property
     def _layer_groups(self) -> tuple[LayerGroup, ...]:
         out = []
-        shared = self.kv_shared or (False,) * self.num_layers
+        shared = self.layer_kv_shared
         for kind in ("dense", "moe", "none"):
             for mixer in ("attention", "global_attention", "linear_attention", "mamba", "attention_mamba", "none"):
                 for kv_shared in (False, True):
@@ -911,7 +916,7 @@ class ModelSpec:
         """KV-cache elements one token stores in each layer (0 for layers without softmax attention)."""
         local = self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()
         glob = self.global_kv_elements_per_token_per_layer()
-        shared = self.kv_shared or (False,) * self.num_layers
+        shared = self.layer_kv_shared
         return tuple(0 if sh else glob if m == "global_attention" else local if m in ATTENTION_MIXERS else 0
                      for m, sh in zip(self.mixers, shared))
 
@@ -958,7 +963,7 @@ class ModelSpec:
 
         per_layer: list[float] = []
         groups = {(g.kind, g.mixer, g.kv_shared): g for g in self.layer_groups()}
-        for kind, mixer, sh in zip(self.kinds, self.mixers, self.kv_shared or (False,) * self.num_layers):
+        for kind, mixer, sh in zip(self.kinds, self.mixers, self.layer_kv_shared):
             g = groups[(kind, mixer, sh)]
             per_layer.append(sum(shard(op) for op in g.linears) + sum(n for _, n in g.extra_params))
         emb = self._embedding_params()
