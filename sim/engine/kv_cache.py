@@ -386,16 +386,15 @@ class KVCacheManager:
                 elif c < 0:
                     raise KVInvariantError(f"block {b} freed more often than allocated")
             return
-        freed = []
+        # an unreferenced block is never already in the free queue, so each goes to its end, tail first
+        # (item by item: OrderedDict.update goes through the generic mapping update, ~3x slower)
         for b in reversed(blocks):
             c = ref_cnt[b] - 1
             ref_cnt[b] = c
             if c == 0:
-                freed.append(b)
+                free[b] = None
             elif c < 0:
                 raise KVInvariantError(f"block {b} freed more often than allocated")
-        # in bulk, in the same order (an unreferenced block is never already in the free queue)
-        free.update(dict.fromkeys(freed))
 
     # ------------------------------------------------------------------ swap
     def swap_out(self, req: Request) -> int | None:
