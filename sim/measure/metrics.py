@@ -427,9 +427,11 @@ def itl_sample(timeline: TokenTimeline, rows: np.ndarray) -> tuple[np.ndarray, n
     run_row, start, end, replica = _runs_table(timeline, rows)
     values: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    for rep in np.unique(replica):
-        ends_s = np.asarray(timeline.iteration_end_s[int(rep)], dtype=np.float64)
-        sel = replica == rep
+    # each replica's runs in their order, replicas ascending: one grouping pass, not a mask per replica
+    groups = _group_rows(replica)
+    for key in sorted(groups, key=int):
+        ends_s = np.asarray(timeline.iteration_end_s[int(key)], dtype=np.float64)
+        sel = groups[key]
         s, e = start[sel], end[sel]
         n = ends_s.size
         # within a run (s, e): gaps E[k] − E[k−1] for s < k ≤ e → +1 at s+1, −1 at e+1
@@ -546,7 +548,8 @@ def request_fluidity(requests: pd.DataFrame, timeline: TokenTimeline, rows: np.n
                      prefill_deadline_s: float | np.ndarray = DEFAULT_PREFILL_DEADLINE_S,
                      decode_deadline_s: float = DEFAULT_DECODE_DEADLINE_S,
                      target: float = DEFAULT_FLUIDITY_TARGET,
-                     min_deadline_passes: int | None = None) -> pd.DataFrame:
+                     min_deadline_passes: int | None = None,
+                     flat_ends: tuple[np.ndarray, np.ndarray | None] | None = None) -> pd.DataFrame:
     """Per-request fluidity for ``rows`` (default: every request with a token).
 
     Columns: ``fluidity_missed``, ``fluidity_total`` (deadlines), ``fluidity_index``, and
@@ -556,7 +559,8 @@ def request_fluidity(requests: pd.DataFrame, timeline: TokenTimeline, rows: np.n
 
     With ``min_deadline_passes`` the minimum is only bracketed, in that many passes: the columns are
     then ``min_decode_deadline_lo_s`` / ``min_decode_deadline_hi_s`` (equal where already exact), for
-    :func:`percentile_from_bounds`.
+    :func:`percentile_from_bounds`. ``flat_ends``: :func:`_flat_ends` of the timeline, when the caller
+    already has it (a summary's two passes share one).
     """
     if rows is None:
         rows = np.flatnonzero(np.isfinite(requests["first_token_s"].to_numpy(dtype=np.float64)))
@@ -569,7 +573,7 @@ def request_fluidity(requests: pd.DataFrame, timeline: TokenTimeline, rows: np.n
     total = np.zeros(rows.size, dtype=np.int64)
     min_dl = np.zeros(rows.size)
     min_lo = np.zeros(rows.size)
-    flat = _flat_ends(timeline)
+    flat = flat_ends if flat_ends is not None else _flat_ends(timeline)
     # sort by length so each chunk pads little
     order = np.argsort(n_out[rows], kind="stable")
     start = 0
@@ -762,8 +766,9 @@ def _fluidity_block(req: pd.DataFrame, timeline: TokenTimeline | None, rows: np.
                     "fluid_token_generation_rate": None, f"{pk}_min_decode_deadline_ms": None})
         out.update({f"{percentile_key(p)}_fluidity_miss_rate": None for p in keys_pct})
         return out, None
+    flat = _flat_ends(timeline)  # all replicas' end times, once for the bracketing and the exact pass
     fl = request_fluidity(req, timeline, rows, prefill_deadline_s=pre, decode_deadline_s=decode, target=target,
-                          min_deadline_passes=_BOUND_PASSES)
+                          min_deadline_passes=_BOUND_PASSES, flat_ends=flat)
     idx = fl["fluidity_index"].to_numpy()
     miss = 1.0 - idx
     out["mean_fluidity_index"] = float(idx.mean())
@@ -781,7 +786,7 @@ def _fluidity_block(req: pd.DataFrame, timeline: TokenTimeline | None, rows: np.
         if idx.size == 0:
             return np.zeros(0)
         return request_fluidity(req, timeline, decode_rows[idx], decode_deadline_s=decode,
-                                target=target)["min_decode_deadline_s"].to_numpy()
+                                target=target, flat_ends=flat)["min_decode_deadline_s"].to_numpy()
 
     # exactly np.percentile of the per-request minima, computing few of them exactly
     p_min = percentile_from_bounds(lo, hi, pct, exact) if lo.size else None
