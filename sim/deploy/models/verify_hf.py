@@ -111,8 +111,8 @@ def _wrapper_counts(d: dict) -> dict:
     cfg = AutoConfig.for_model(d.pop("model_type"), **d)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(cfg)
-    params = list(model.named_parameters())
-    breakdown = hf_breakdown((n, p) for n, p in params if "language_model" in n or n.startswith("lm_head"))
+    breakdown = hf_breakdown((n, p) for n, p in model.named_parameters()
+                             if "language_model" in n or n.startswith("lm_head"))
     whole = int(model.num_parameters())
     vision = whole - sum(breakdown.values())
     return {"total": whole - vision, "breakdown": breakdown, "whole_model": whole, "vision": vision,
