@@ -932,15 +932,9 @@ class ModelSpec:
         """Cache bytes a sequence of ``num_tokens`` needs, per layer group as vLLM's hybrid KV-cache
         manager keeps them: full attention grows with the context, sliding-window / chunked layers keep
         at most their window, linear-attention layers a fixed state (:meth:`state_bytes_per_sequence`)."""
-        if self.global_attention is not None:
-            b = dtype_bytes(dtype)
-            kv = sum(e * b * (num_tokens if w is None else min(num_tokens, w))
-                     for w, e in zip(self.windows, self.layer_kv_elements()) if e)
-            return int(kv) + self.state_bytes_per_sequence()
-        per_layer = (self.kv_elements_per_token_per_layer() + self.indexer_elements_per_token_per_layer()) \
-            * dtype_bytes(dtype)
-        kv = sum(per_layer * (num_tokens if w is None else min(num_tokens, w))
-                 for w, m in zip(self.windows, self.mixers) if m in ATTENTION_MIXERS)
+        b = dtype_bytes(dtype)
+        kv = sum(e * b * (num_tokens if w is None else min(num_tokens, w))
+                 for w, e in zip(self.windows, self.layer_kv_elements()) if e)
         return int(kv) + self.state_bytes_per_sequence()
 
     # ---------------------------------------------------------------- memory under parallelism
