@@ -123,39 +123,25 @@ class MemoryPlan:
 
 
 def kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, block_size: int) -> int:
-    """Bytes of one KV block on one GPU (its pipeline stage's layers, its TP share of KV heads).
+    """Bytes of one KV block on one GPU: ``block_size`` tokens of every softmax-attention layer of the most
+    loaded pipeline stage (its attention layers taken in order, as :func:`layers_per_stage` counts them).
 
     GQA/MQA KV heads are split over TP ranks and replicated when TP exceeds them (vLLM); MLA's latent
-    cache is not split by TP.
+    cache (with DeepSeek-V3.2's indexer keys in the same block) is not split by TP. Gemma 4's full-attention
+    layers store KV at their own width (``global_head_dim`` × ``num_global_key_value_heads``), and its
+    KV-shared layers (E2B/E4B) attend over another layer's cache and store none.
     """
-    # only softmax-attention layers hold per-token KV (== all layers except in linear-attention hybrids)
-    layers = layers_per_stage(model.num_attention_layers, parallel.pp)
-    if model.global_attention is not None:
-        return _mixed_kv_block_bytes(model, parallel, kv_dtype, block_size)
-    if model.attention == "mla":
-        # the latent cache is not split by TP; DeepSeek-V3.2's indexer keys ride in the same block
-        per_token_layer = model.kv_elements_per_token_per_layer() + model.indexer_elements_per_token_per_layer()
-    else:
-        kv_heads_rank = max(1, model.num_kv_heads // parallel.tp)
-        per_token_layer = 2 * kv_heads_rank * model.head_dim
-    return int(block_size * per_token_layer * layers * dtype_bytes(kv_dtype))
-
-
-def _mixed_kv_block_bytes(model: ModelSpec, parallel: ParallelConfig, kv_dtype: str, block_size: int) -> int:
-    """Gemma 4: sliding and full-attention layers store KV of different widths (``head_dim`` × ``num_kv_heads``
-    vs ``global_head_dim`` × ``num_global_key_value_heads``). One block holds ``block_size`` tokens of every
-    attention layer of the most loaded pipeline stage (its attention layers taken in order, as
-    :func:`layers_per_stage` counts them), each with its TP share of KV heads (replicated below one head)."""
-    ga = model.global_attention
-    assert ga is not None
     tp = parallel.tp
-    local = 2 * max(1, model.num_kv_heads // tp) * model.head_dim
-    glob = 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim
-    # KV-shared layers (Gemma 4 E2B/E4B) attend over another layer's cache and store none
+    if model.attention == "mla":
+        local = model.kv_elements_per_token_per_layer() + model.indexer_elements_per_token_per_layer()
+    else:
+        local = 2 * max(1, model.num_kv_heads // tp) * model.head_dim
+    ga = model.global_attention
+    glob = 2 * max(1, ga.num_kv_heads // tp) * ga.head_dim if ga is not None else local
     per_layer = [0 if sh else glob if m == "global_attention" else local
                  for m, sh in zip(model.mixers, model.layer_kv_shared) if m in ATTENTION_MIXERS]
     n = layers_per_stage(len(per_layer), parallel.pp)
-    worst = max(sum(per_layer[i:i + n]) for i in range(0, len(per_layer), n))
+    worst = max((sum(per_layer[i:i + n]) for i in range(0, len(per_layer), n)), default=0)
     return int(block_size * worst * dtype_bytes(kv_dtype))
 
 
